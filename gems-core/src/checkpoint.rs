@@ -1,0 +1,323 @@
+//! Saving and restoring every piece of optimizer state, so that a resumed run continues
+//! bit for bit.
+//!
+//! One safetensors file: float32 tensors (bases, moments, knowledge bases) under names such as
+//! `weights/<path>/shared/basis`, and a JSON header in the metadata entry `gems` with the
+//! configuration, step counters, gate statistics and refresh counts (which, with the seed, fix
+//! every future random sketch: no generator state needs saving).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use serde::{Deserialize, Serialize};
+
+use crate::adam::AdamMoments;
+use crate::config::GemsConfig;
+use crate::error::{GemsError, Result};
+use crate::null_space::{KnowledgeBasis, NullSpace};
+use crate::optimizer::{GemsOptimizer, OptimizerState, WeightState};
+use crate::projector::{Projector, Side};
+use crate::subspace::{Subspace, WeightSubspaces};
+
+const FORMAT: &str = "gems-optimizer-state";
+const VERSION: u32 = 1;
+const HEADER_KEY: &str = "gems";
+
+#[derive(Serialize, Deserialize)]
+struct Header {
+    format: String,
+    version: u32,
+    config: GemsConfig,
+    step: u64,
+    num_tasks: Option<usize>,
+    gate_sums: Vec<f64>,
+    weights: BTreeMap<String, WeightHeader>,
+    null_space: BTreeMap<String, KnowledgeHeader>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum WeightHeader {
+    Full {
+        steps: u64,
+    },
+    LowRank {
+        columns_side: bool,
+        refreshes: u64,
+        refresh_offset: u64,
+        shared_steps: u64,
+        task_steps: Vec<u64>,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+struct KnowledgeHeader {
+    input_axis: usize,
+    retained_energy: f64,
+    has_basis: bool,
+}
+
+impl GemsOptimizer {
+    /// Writes the whole state to `path` atomically (a temporary file renamed into place).
+    pub fn save_state(&self, path: &Path) -> Result<()> {
+        let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+        let mut push = |name: String, tensor: &Tensor<2>| {
+            let dims = tensor.dims().to_vec();
+            let values = tensor
+                .to_data()
+                .try_into_vec_as::<f32>()
+                .expect("float tensors convert to f32");
+            tensors.push((name, dims, values.iter().flat_map(|v| v.to_le_bytes()).collect()));
+        };
+        let push_subspace = |push: &mut dyn FnMut(String, &Tensor<2>), prefix: String, s: &Subspace| {
+            push(format!("{prefix}/basis"), &s.projector.basis);
+            push(format!("{prefix}/first"), &s.moments.first);
+            push(format!("{prefix}/second"), &s.moments.second);
+        };
+
+        let mut weights = BTreeMap::new();
+        for (path, state) in &self.state.weights {
+            let header = match state {
+                WeightState::Full(moments) => {
+                    push(format!("weights/{path}/first"), &moments.first);
+                    push(format!("weights/{path}/second"), &moments.second);
+                    WeightHeader::Full {
+                        steps: moments.steps,
+                    }
+                }
+                WeightState::LowRank(subspaces) => {
+                    push_subspace(&mut push, format!("weights/{path}/shared"), &subspaces.shared);
+                    for (task, subspace) in subspaces.tasks.iter().enumerate() {
+                        push_subspace(&mut push, format!("weights/{path}/task{task}"), subspace);
+                    }
+                    WeightHeader::LowRank {
+                        columns_side: subspaces.shared.projector.side == Side::Columns,
+                        refreshes: subspaces.refreshes,
+                        refresh_offset: subspaces.refresh_offset,
+                        shared_steps: subspaces.shared.moments.steps,
+                        task_steps: subspaces.tasks.iter().map(|t| t.moments.steps).collect(),
+                    }
+                }
+            };
+            weights.insert(path.clone(), header);
+        }
+        let mut null_space = BTreeMap::new();
+        for (path, knowledge) in self.null_space.iter() {
+            if let Some(basis) = &knowledge.basis {
+                push(format!("null_space/{path}"), basis);
+            }
+            null_space.insert(
+                path.clone(),
+                KnowledgeHeader {
+                    input_axis: knowledge.input_axis,
+                    retained_energy: knowledge.retained_energy,
+                    has_basis: knowledge.basis.is_some(),
+                },
+            );
+        }
+
+        let header = Header {
+            format: FORMAT.into(),
+            version: VERSION,
+            config: self.config.clone(),
+            step: self.state.step,
+            num_tasks: self.state.num_tasks,
+            gate_sums: self.state.gate_sums.clone(),
+            weights,
+            null_space,
+        };
+        let header = serde_json::to_string(&header).expect("the state header serialises");
+        let views = tensors
+            .iter()
+            .map(|(name, dims, bytes)| {
+                let view = TensorView::new(Dtype::F32, dims.clone(), bytes)
+                    .expect("sizes match by construction");
+                (name.clone(), view)
+            })
+            .collect::<Vec<_>>();
+        let bytes = safetensors::serialize(views, Some(HashMap::from([(HEADER_KEY.into(), header)])))
+            .map_err(|e| state_error(path, format!("could not serialise the state: {e}")))?;
+        write_file_atomically(path, &bytes)
+    }
+
+    /// Restores the state saved by [`GemsOptimizer::save_state`] onto `device`, replacing the
+    /// current state and knowledge bases. The file must have been written with the same
+    /// configuration as this optimizer's.
+    pub fn load_state(&mut self, path: &Path, device: &Device) -> Result<()> {
+        let bytes = fs::read(path).map_err(|e| state_error(path, format!("cannot read: {e}")))?;
+        let file = SafeTensors::deserialize(&bytes).map_err(|e| {
+            state_error(path, format!("not a safetensors optimizer state: {e}"))
+        })?;
+        let (_, metadata) = SafeTensors::read_metadata(&bytes)
+            .map_err(|e| state_error(path, format!("unreadable header: {e}")))?;
+        let header_json = metadata
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get(HEADER_KEY))
+            .ok_or_else(|| state_error(path, "no `gems` header: not an optimizer state".into()))?;
+        let header: Header = serde_json::from_str(header_json)
+            .map_err(|e| state_error(path, format!("malformed `gems` header: {e}")))?;
+        if header.format != FORMAT || header.version != VERSION {
+            return Err(state_error(
+                path,
+                format!(
+                    "format {} v{} is not {FORMAT} v{VERSION}",
+                    header.format, header.version
+                ),
+            ));
+        }
+        let differing = differing_fields(&header.config, &self.config);
+        if !differing.is_empty() {
+            return Err(state_error(
+                path,
+                format!(
+                    "written with a different optimizer configuration (fields: {}); resume with \
+                     the configuration the run started with",
+                    differing.join(", ")
+                ),
+            ));
+        }
+
+        let load = |name: &str| -> Result<Tensor<2>> {
+            let view = file
+                .tensor(name)
+                .map_err(|_| state_error(path, format!("tensor `{name}` is missing")))?;
+            let dims: [usize; 2] = view
+                .shape()
+                .try_into()
+                .map_err(|_| state_error(path, format!("tensor `{name}` is not 2-D")))?;
+            if view.dtype() != Dtype::F32 {
+                return Err(state_error(path, format!("tensor `{name}` is not float32")));
+            }
+            let values: Vec<f32> = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            Ok(Tensor::from_data(TensorData::new(values, dims), device))
+        };
+        let load_moments = |prefix: &str, steps: u64| -> Result<AdamMoments> {
+            Ok(AdamMoments {
+                first: load(&format!("{prefix}/first"))?,
+                second: load(&format!("{prefix}/second"))?,
+                steps,
+            })
+        };
+        let load_subspace = |prefix: &str, side: Side, steps: u64| -> Result<Subspace> {
+            Ok(Subspace {
+                projector: Projector {
+                    basis: load(&format!("{prefix}/basis"))?,
+                    side,
+                },
+                moments: load_moments(prefix, steps)?,
+            })
+        };
+
+        let mut weights = BTreeMap::new();
+        for (name, weight) in header.weights {
+            let state = match weight {
+                WeightHeader::Full { steps } => {
+                    WeightState::Full(load_moments(&format!("weights/{name}"), steps)?)
+                }
+                WeightHeader::LowRank {
+                    columns_side,
+                    refreshes,
+                    refresh_offset,
+                    shared_steps,
+                    task_steps,
+                } => {
+                    let side = if columns_side { Side::Columns } else { Side::Rows };
+                    let shared =
+                        load_subspace(&format!("weights/{name}/shared"), side, shared_steps)?;
+                    let tasks = task_steps
+                        .into_iter()
+                        .enumerate()
+                        .map(|(t, steps)| {
+                            load_subspace(&format!("weights/{name}/task{t}"), side, steps)
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    WeightState::LowRank(WeightSubspaces {
+                        shared,
+                        tasks,
+                        refreshes,
+                        refresh_offset,
+                    })
+                }
+            };
+            weights.insert(name, state);
+        }
+        let mut null_space = NullSpace::new();
+        for (name, knowledge) in header.null_space {
+            let basis = if knowledge.has_basis {
+                Some(load(&format!("null_space/{name}"))?)
+            } else {
+                None
+            };
+            null_space.insert(
+                name,
+                KnowledgeBasis {
+                    basis,
+                    input_axis: knowledge.input_axis,
+                    retained_energy: knowledge.retained_energy,
+                },
+            );
+        }
+
+        self.state = OptimizerState {
+            step: header.step,
+            num_tasks: header.num_tasks,
+            gate_sums: header.gate_sums,
+            weights,
+        };
+        self.null_space = null_space;
+        Ok(())
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same folder, flushed to disk and
+/// renamed into place, so that a crash never leaves a half-written file under `path`.
+pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| state_error(path, "not a file path".into()))?;
+    let temporary = path.with_file_name(format!(
+        ".{}.tmp-{}",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
+    let write = || -> std::io::Result<()> {
+        let mut file = fs::File::create(&temporary)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&temporary, path)
+    };
+    write().map_err(|e| {
+        let _ = fs::remove_file(&temporary);
+        state_error(path, format!("cannot write: {e}"))
+    })
+}
+
+fn state_error(path: &Path, message: String) -> GemsError {
+    GemsError::State {
+        path: path.to_path_buf(),
+        message,
+    }
+}
+
+/// Top-level configuration fields whose values differ.
+fn differing_fields(saved: &GemsConfig, current: &GemsConfig) -> Vec<String> {
+    let saved = serde_json::to_value(saved).expect("configs serialise");
+    let current = serde_json::to_value(current).expect("configs serialise");
+    match (saved, current) {
+        (serde_json::Value::Object(saved), serde_json::Value::Object(current)) => saved
+            .iter()
+            .filter(|(key, value)| current.get(*key) != Some(value))
+            .map(|(key, _)| key.clone())
+            .collect(),
+        _ => unreachable!("configs serialise to objects"),
+    }
+}

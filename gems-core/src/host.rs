@@ -1,0 +1,65 @@
+//! Small dense problems on the host, in float64.
+//!
+//! Only matrices whose sides are the sketch width (r + p) or a layer's input width come here:
+//! Gram matrices of sketches, the small SVD of randomized SVD, input covariances, and the exact
+//! SVD used as a reference. Everything of the size of a weight matrix stays on the device.
+
+use burn::tensor::{Device, Tensor, TensorData};
+use faer::{Mat, Side};
+
+use crate::error::{GemsError, Result};
+
+/// Copies a 2-D tensor to the host as a float64 matrix (row-major source).
+pub fn to_host(tensor: Tensor<2>) -> Mat<f64> {
+    let [rows, cols] = tensor.dims();
+    let values = tensor
+        .into_data()
+        .try_into_vec_as::<f32>()
+        .expect("a float tensor converts to f32");
+    Mat::from_fn(rows, cols, |i, j| values[i * cols + j] as f64)
+}
+
+/// Copies a float64 host matrix to the device as a float32 tensor.
+pub fn to_device(matrix: &Mat<f64>, device: &Device) -> Tensor<2> {
+    let (rows, cols) = (matrix.nrows(), matrix.ncols());
+    let mut values = Vec::with_capacity(rows * cols);
+    for i in 0..rows {
+        for j in 0..cols {
+            values.push(matrix[(i, j)] as f32);
+        }
+    }
+    Tensor::from_data(TensorData::new(values, [rows, cols]), device)
+}
+
+/// Eigen-decomposition of a symmetric matrix, eigenvalues in non-increasing order.
+///
+/// Returns the eigenvalues and the matrix whose columns are the matching unit eigenvectors.
+/// Only the lower triangle is read. Non-finite input is an error, never a silent NaN basis.
+pub fn symmetric_eigen_descending(matrix: &Mat<f64>) -> Result<(Vec<f64>, Mat<f64>)> {
+    let n = matrix.nrows();
+    if (0..n).any(|i| (0..=i).any(|j| !matrix[(i, j)].is_finite())) {
+        return Err(GemsError::Decomposition(
+            "matrix has non-finite entries (NaN or infinite gradient?)".into(),
+        ));
+    }
+    let eigen = matrix
+        .self_adjoint_eigen(Side::Lower)
+        .map_err(|e| GemsError::Decomposition(format!("symmetric eigen-decomposition: {e:?}")))?;
+    let values = eigen.S().column_vector();
+    let vectors = eigen.U();
+    // faer returns ascending order; reverse it.
+    let descending_values = (0..n).rev().map(|i| values[i]).collect();
+    let descending_vectors = Mat::from_fn(n, n, |i, j| vectors[(i, n - 1 - j)]);
+    Ok((descending_values, descending_vectors))
+}
+
+/// Thin SVD of a host matrix: the left singular vectors and the singular values, in
+/// non-increasing order.
+pub fn thin_svd(matrix: &Mat<f64>) -> Result<(Mat<f64>, Vec<f64>)> {
+    let svd = matrix
+        .thin_svd()
+        .map_err(|e| GemsError::Decomposition(format!("SVD: {e:?}")))?;
+    let singular = svd.S().column_vector();
+    let values = (0..singular.nrows()).map(|i| singular[i]).collect();
+    Ok((svd.U().to_owned(), values))
+}

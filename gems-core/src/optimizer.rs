@@ -1,0 +1,803 @@
+//! The optimizer: walks a Burn module, updates every parameter from per-task gradients.
+//!
+//! One `step` makes two passes over the module. The first (a visitor) checks the gradients
+//! against the parameters and the state, plans each parameter's treatment, and computes on the
+//! device the statistics the gate and the diagnostics need (squared norms, per-layer dot
+//! products), read back in a single transfer. The second (a mapper) updates the parameters.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::optim::GradientsParams;
+use burn::tensor::{GradientCheckpointingStrategy, Tensor};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::adam::AdamMoments;
+use crate::config::{GemsConfig, OtherParams};
+use crate::diagnostics::{LayerCosine, StepReport};
+use crate::error::{GemsError, Result};
+use crate::gate::TaskSignal;
+use crate::null_space::NullSpace;
+use crate::subspace::{SubspacePlan, WeightSubspaces};
+
+/// One task's contribution to a step: the gradients of its own backward pass, its loss and
+/// its number of samples, all over the accumulation window.
+pub struct TaskGradients {
+    /// Gradients of the task's loss (`GradientsParams::from_grads(loss.backward(), &model)`).
+    pub gradients: GradientsParams,
+    /// The task's loss (mean over its target tokens).
+    pub loss: f64,
+    /// The task's number of samples.
+    pub samples: usize,
+}
+
+/// How the optimizer treats one parameter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Treatment {
+    /// Updated in low-rank subspaces.
+    Projected,
+    /// Updated with full AdamW.
+    Adamw,
+    /// Left unchanged.
+    Frozen,
+}
+
+/// A parameter of a module and what the optimizer does with it.
+#[derive(Clone, Debug)]
+pub struct ParamPlan {
+    /// Dotted module path (`encoder.block.0.layer.0.SelfAttention.q.weight`).
+    pub path: String,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Treatment.
+    pub treatment: Treatment,
+    /// Float32 bytes of optimizer state it will hold (bases and moments) with `tasks` tasks.
+    pub state_bytes: usize,
+}
+
+/// A predicate over (parameter path, shape) choosing the projected weights.
+pub type ParamFilter = Arc<dyn Fn(&str, &[usize]) -> bool + Send + Sync>;
+
+/// Optimizer state of one parameter.
+#[derive(Clone, Debug)]
+pub(crate) enum WeightState {
+    /// Full AdamW moments (in the parameter's matrix view).
+    Full(AdamMoments),
+    /// Low-rank subspaces.
+    LowRank(WeightSubspaces),
+}
+
+/// Everything that changes from step to step.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct OptimizerState {
+    /// Steps taken.
+    pub step: u64,
+    /// Number of tasks, fixed by the first step.
+    pub num_tasks: Option<usize>,
+    /// Sum of every step's gate values (mean gate = sums / steps).
+    pub gate_sums: Vec<f64>,
+    /// Per-parameter state, by path.
+    pub weights: BTreeMap<String, WeightState>,
+}
+
+/// The GEMS optimizer (and, by [`crate::Method`], its baselines). Build it with
+/// [`GemsConfig::init`].
+pub struct GemsOptimizer {
+    pub(crate) config: GemsConfig,
+    filter: Option<ParamFilter>,
+    pub(crate) null_space: NullSpace,
+    pub(crate) state: OptimizerState,
+}
+
+impl GemsOptimizer {
+    pub(crate) fn new(config: GemsConfig) -> Self {
+        Self {
+            config,
+            filter: None,
+            null_space: NullSpace::new(),
+            state: OptimizerState::default(),
+        }
+    }
+
+    /// Uses these knowledge bases for null-space projection.
+    pub fn with_null_space(mut self, null_space: NullSpace) -> Self {
+        self.null_space = null_space;
+        self
+    }
+
+    /// Chooses the projected weights with a predicate over (path, shape) instead of the
+    /// configuration's `target_modules`. Only 2-D parameters can be projected.
+    pub fn with_param_filter(
+        mut self,
+        filter: impl Fn(&str, &[usize]) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.filter = Some(Arc::new(filter));
+        self
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &GemsConfig {
+        &self.config
+    }
+
+    /// The knowledge bases in use.
+    pub fn null_space(&self) -> &NullSpace {
+        &self.null_space
+    }
+
+    /// Steps taken so far.
+    pub fn steps(&self) -> u64 {
+        self.state.step
+    }
+
+    /// The subspaces of the projected weight at `path`, once it has been stepped.
+    pub fn subspaces(&self, path: &str) -> Option<&WeightSubspaces> {
+        match self.state.weights.get(path) {
+            Some(WeightState::LowRank(subspaces)) => Some(subspaces),
+            _ => None,
+        }
+    }
+
+    /// Mean gate value of each task over the steps taken.
+    pub fn mean_gate(&self) -> Vec<f64> {
+        let steps = self.state.step.max(1) as f64;
+        self.state.gate_sums.iter().map(|s| s / steps).collect()
+    }
+
+    /// Float32 bytes currently held by the optimizer's bases and moments (knowledge bases
+    /// excluded: see [`GemsOptimizer::null_space_bytes`]).
+    pub fn state_bytes(&self) -> usize {
+        self.state
+            .weights
+            .values()
+            .map(|w| match w {
+                WeightState::Full(moments) => moments.bytes(),
+                WeightState::LowRank(subspaces) => subspaces.bytes(),
+            })
+            .sum()
+    }
+
+    /// Float32 bytes held by the knowledge bases.
+    pub fn null_space_bytes(&self) -> usize {
+        self.null_space.iter().map(|(_, b)| b.bytes()).sum()
+    }
+
+    /// How every parameter of `module` is treated, with the state it will hold for `tasks`
+    /// tasks.
+    pub fn plan<M: Module>(&self, module: &M, tasks: usize) -> Vec<ParamPlan> {
+        let mut lister = ParamLister::default();
+        module.visit(&mut lister);
+        lister
+            .params
+            .into_iter()
+            .map(|(path, shape)| {
+                let treatment = self.treatment(&path, &shape);
+                let state_bytes = match treatment {
+                    Treatment::Frozen => 0,
+                    Treatment::Adamw => 8 * shape.iter().product::<usize>(),
+                    Treatment::Projected => {
+                        let subspace_tasks = if self.has_task_subspaces(tasks) { tasks } else { 0 };
+                        self.subspace_plan([shape[0], shape[1]]).state_bytes(subspace_tasks)
+                    }
+                };
+                ParamPlan {
+                    path,
+                    shape,
+                    treatment,
+                    state_bytes,
+                }
+            })
+            .collect()
+    }
+
+    /// The treatment of a parameter at `path` with `shape`.
+    pub fn treatment(&self, path: &str, shape: &[usize]) -> Treatment {
+        let targeted = shape.len() == 2
+            && match &self.filter {
+                Some(filter) => filter(path, shape),
+                None => self.config.targets(path, shape),
+            };
+        match (targeted, self.config.method.low_rank(), self.config.other_params) {
+            (true, true, _) => Treatment::Projected,
+            (true, false, _) | (false, _, OtherParams::Adamw) => Treatment::Adamw,
+            (false, _, OtherParams::Frozen) => Treatment::Frozen,
+        }
+    }
+
+    fn has_task_subspaces(&self, tasks: usize) -> bool {
+        self.config.method.multi_subspace() && tasks > 1
+    }
+
+    fn subspace_plan(&self, weight_shape: [usize; 2]) -> SubspacePlan {
+        SubspacePlan::new(
+            weight_shape,
+            self.config.shared_rank,
+            self.config.effective_task_rank(),
+            self.config.svd.clone(),
+            self.config.moment_transfer,
+        )
+    }
+
+    /// One step with a single gradient (no tasks): GaLore's update for the low-rank methods.
+    pub fn step_single<M: Module>(
+        &mut self,
+        learning_rate: f64,
+        module: M,
+        gradients: GradientsParams,
+    ) -> Result<(M, StepReport)> {
+        let task = TaskGradients {
+            gradients,
+            loss: 0.0,
+            samples: 1,
+        };
+        self.step(learning_rate, module, vec![task])
+    }
+
+    /// One optimizer step from per-task gradients. Tasks are identified by their position,
+    /// which must stay the same from step to step.
+    ///
+    /// On error (inconsistent tasks, gradient shapes or state, missing knowledge bases) nothing
+    /// is changed: the checks run before any update. The module is returned on success only;
+    /// callers keep a clone if they want to continue after an error.
+    pub fn step<M: Module>(
+        &mut self,
+        learning_rate: f64,
+        module: M,
+        tasks: Vec<TaskGradients>,
+    ) -> Result<(M, StepReport)> {
+        if tasks.is_empty() {
+            return Err(GemsError::InvalidStep("a step needs at least one task".into()));
+        }
+        if let Some(expected) = self.state.num_tasks
+            && expected != tasks.len()
+        {
+            return Err(GemsError::InvalidStep(format!(
+                "this optimizer was stepped with {expected} task(s) before, now {}",
+                tasks.len()
+            )));
+        }
+        let total_samples: usize = tasks.iter().map(|t| t.samples).sum();
+        if total_samples == 0 {
+            return Err(GemsError::InvalidStep("the tasks hold no samples".into()));
+        }
+        if !learning_rate.is_finite() || learning_rate < 0.0 {
+            return Err(GemsError::InvalidStep(format!(
+                "learning rate must be finite and non-negative, got {learning_rate}"
+            )));
+        }
+
+        let mut survey = Survey::new(self, &tasks);
+        module.visit(&mut survey);
+        let survey = survey.finish()?;
+        let statistics = survey.read_statistics();
+
+        let signals: Vec<TaskSignal> = tasks
+            .iter()
+            .zip(&statistics.task_norms)
+            .map(|(task, norm)| TaskSignal {
+                loss: task.loss,
+                grad_norm: *norm,
+                samples: task.samples,
+            })
+            .collect();
+        let gate = if tasks.len() == 1 {
+            vec![1.0]
+        } else {
+            self.config.gate.values(&signals)?
+        };
+        let merge_weights: Vec<f64> = tasks
+            .iter()
+            .map(|t| t.samples as f64 / total_samples as f64)
+            .collect();
+
+        let num_tasks = tasks.len();
+        let mut mapper = UpdateMapper {
+            optimizer: self,
+            plans: survey.plans,
+            gradients: tasks.into_iter().map(|t| t.gradients).collect(),
+            merge_weights,
+            gate: gate.clone(),
+            learning_rate,
+            path: Vec::new(),
+            refreshed: 0,
+            failed_refreshes: Vec::new(),
+            svd_seconds: 0.0,
+        };
+        let module = module.map(&mut mapper);
+        let UpdateMapper {
+            refreshed,
+            failed_refreshes,
+            svd_seconds,
+            ..
+        } = mapper;
+
+        self.state.num_tasks = Some(num_tasks);
+        self.state.gate_sums.resize(num_tasks, 0.0);
+        for (sum, value) in self.state.gate_sums.iter_mut().zip(&gate) {
+            *sum += value;
+        }
+        self.state.step += 1;
+
+        let report = StepReport {
+            step: self.state.step,
+            gate,
+            task_gradient_norms: statistics.task_norms,
+            layer_cosines: statistics.layer_cosines,
+            refreshed,
+            failed_refreshes,
+            svd_seconds,
+        };
+        Ok((module, report))
+    }
+}
+
+/// The update planned for one parameter.
+struct PlannedUpdate {
+    treatment: Treatment,
+    /// Step offset of refreshes (projected weights).
+    refresh_offset: u64,
+}
+
+/// Device-side statistics of one step, before readback.
+struct Survey<'a> {
+    optimizer: &'a GemsOptimizer,
+    tasks: &'a [TaskGradients],
+    path: Vec<String>,
+    plans: BTreeMap<String, PlannedUpdate>,
+    projected_order: Vec<String>,
+    /// Per task: squared gradient norm of each updated parameter.
+    squared_norms: Vec<Vec<Tensor<1>>>,
+    /// Per projected layer (diagnostics): path, squared norm per task, dot per task pair.
+    layer_products: Vec<(String, Vec<Tensor<1>>, Vec<Tensor<1>>)>,
+    problems: Vec<String>,
+    missing_knowledge: Vec<String>,
+}
+
+/// What the survey read back.
+struct Statistics {
+    task_norms: Vec<f64>,
+    layer_cosines: Vec<LayerCosine>,
+}
+
+struct SurveyResult {
+    plans: BTreeMap<String, PlannedUpdate>,
+    squared_norms: Vec<Vec<Tensor<1>>>,
+    layer_products: Vec<(String, Vec<Tensor<1>>, Vec<Tensor<1>>)>,
+}
+
+impl<'a> Survey<'a> {
+    fn new(optimizer: &'a GemsOptimizer, tasks: &'a [TaskGradients]) -> Self {
+        Self {
+            optimizer,
+            tasks,
+            path: Vec::new(),
+            plans: BTreeMap::new(),
+            projected_order: Vec::new(),
+            squared_norms: vec![Vec::new(); tasks.len()],
+            layer_products: Vec::new(),
+            problems: Vec::new(),
+            missing_knowledge: Vec::new(),
+        }
+    }
+
+    fn finish(mut self) -> Result<SurveyResult> {
+        if let Some(first) = self.missing_knowledge.first() {
+            return Err(GemsError::MissingKnowledgeBasis {
+                count: self.missing_knowledge.len(),
+                first: first.clone(),
+            });
+        }
+        if !self.problems.is_empty() {
+            return Err(GemsError::InvalidStep(self.problems.join("; ")));
+        }
+        if self.optimizer.config.stagger_refresh {
+            let every = self.optimizer.config.refresh_every;
+            let count = self.projected_order.len() as u64;
+            for (index, path) in self.projected_order.iter().enumerate() {
+                let plan = self.plans.get_mut(path).expect("projected paths are planned");
+                plan.refresh_offset = index as u64 * every / count;
+            }
+        }
+        Ok(SurveyResult {
+            plans: self.plans,
+            squared_norms: self.squared_norms,
+            layer_products: self.layer_products,
+        })
+    }
+}
+
+impl SurveyResult {
+    /// Reads every statistic back in one transfer.
+    fn read_statistics(&self) -> Statistics {
+        let mut scalars: Vec<Tensor<1>> = Vec::new();
+        for per_task in &self.squared_norms {
+            scalars.extend(per_task.iter().cloned());
+        }
+        for (_, norms, dots) in &self.layer_products {
+            scalars.extend(norms.iter().cloned());
+            scalars.extend(dots.iter().cloned());
+        }
+        let values: Vec<f64> = if scalars.is_empty() {
+            Vec::new()
+        } else {
+            Tensor::cat(scalars, 0)
+                .into_data()
+                .try_into_vec_as::<f64>()
+                .expect("float statistics convert to f64")
+        };
+        let mut next = values.into_iter();
+        let task_norms = self
+            .squared_norms
+            .iter()
+            .map(|per_task| per_task.iter().map(|_| next.next().unwrap()).sum::<f64>().sqrt())
+            .collect();
+        let layer_cosines = self
+            .layer_products
+            .iter()
+            .map(|(path, norms, dots)| {
+                let norms: Vec<f64> = norms.iter().map(|_| next.next().unwrap().sqrt()).collect();
+                let dots: Vec<f64> = dots.iter().map(|_| next.next().unwrap()).collect();
+                let mut cosine = Vec::with_capacity(dots.len());
+                let mut pair = 0;
+                for i in 0..norms.len() {
+                    for j in i + 1..norms.len() {
+                        let denominator = norms[i] * norms[j];
+                        cosine.push(if denominator > 0.0 { dots[pair] / denominator } else { 0.0 });
+                        pair += 1;
+                    }
+                }
+                LayerCosine {
+                    path: path.clone(),
+                    cosine,
+                }
+            })
+            .collect();
+        Statistics {
+            task_norms,
+            layer_cosines,
+        }
+    }
+}
+
+impl ModuleVisitor for Survey<'_> {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let path = self.path.join(".");
+        let shape = param.val().dims().to_vec();
+        let gradients: Vec<Option<Tensor<D>>> =
+            self.tasks.iter().map(|t| t.gradients.get::<D>(param.id)).collect();
+        if gradients.iter().all(Option::is_none) {
+            return;
+        }
+        let treatment = self.optimizer.treatment(&path, &shape);
+        if treatment == Treatment::Frozen {
+            return;
+        }
+        for gradient in gradients.iter().flatten() {
+            if gradient.dims().as_slice() != shape.as_slice() {
+                self.problems.push(format!(
+                    "`{path}`: gradient shape {:?} differs from the parameter's {shape:?}",
+                    gradient.dims()
+                ));
+                return;
+            }
+        }
+        let optimizer = self.optimizer;
+        match (optimizer.state.weights.get(&path), treatment) {
+            (Some(WeightState::Full(_)), Treatment::Projected)
+            | (Some(WeightState::LowRank(_)), Treatment::Adamw) => {
+                self.problems.push(format!(
+                    "`{path}`: its saved state does not match its treatment ({treatment:?}); \
+                     the optimizer configuration changed since the state was made"
+                ));
+                return;
+            }
+            _ => {}
+        }
+        if treatment == Treatment::Projected && optimizer.config.method.null_space() {
+            match optimizer.null_space.get(&path) {
+                None => self.missing_knowledge.push(path.clone()),
+                Some(knowledge) => {
+                    let input_dim = shape.get(knowledge.input_axis).copied().unwrap_or(0);
+                    if let Some(basis) = &knowledge.basis
+                        && basis.dims()[0] != input_dim
+                    {
+                        self.problems.push(format!(
+                            "`{path}`: knowledge basis has {} rows but the weight's input side \
+                             (axis {}) has {input_dim}",
+                            basis.dims()[0],
+                            knowledge.input_axis
+                        ));
+                    }
+                }
+            }
+        }
+
+        let squared: Vec<Option<Tensor<1>>> = gradients
+            .iter()
+            .map(|g| g.as_ref().map(|g| g.clone().square().sum()))
+            .collect();
+        for (task, value) in squared.iter().enumerate() {
+            if let Some(value) = value {
+                self.squared_norms[task].push(value.clone());
+            }
+        }
+        if treatment == Treatment::Projected
+            && optimizer.config.diagnostics
+            && self.tasks.len() > 1
+            && gradients.iter().all(Option::is_some)
+        {
+            let gradients: Vec<Tensor<D>> = gradients.into_iter().flatten().collect();
+            let mut dots = Vec::new();
+            for i in 0..gradients.len() {
+                for j in i + 1..gradients.len() {
+                    dots.push((gradients[i].clone() * gradients[j].clone()).sum());
+                }
+            }
+            let norms = squared.into_iter().flatten().collect();
+            self.layer_products.push((path.clone(), norms, dots));
+        }
+        if treatment == Treatment::Projected {
+            self.projected_order.push(path.clone());
+        }
+        self.plans.insert(
+            path,
+            PlannedUpdate {
+                treatment,
+                refresh_offset: 0,
+            },
+        );
+    }
+}
+
+/// The second pass: updates parameters.
+struct UpdateMapper<'a> {
+    optimizer: &'a mut GemsOptimizer,
+    plans: BTreeMap<String, PlannedUpdate>,
+    gradients: Vec<GradientsParams>,
+    merge_weights: Vec<f64>,
+    gate: Vec<f64>,
+    learning_rate: f64,
+    path: Vec<String>,
+    refreshed: usize,
+    failed_refreshes: Vec<(String, String)>,
+    svd_seconds: f64,
+}
+
+impl UpdateMapper<'_> {
+    /// Σ_t w_t·G_t, skipping the multiplication for a single task.
+    fn merge(&self, gradients: &[Tensor<2>]) -> Tensor<2> {
+        if gradients.len() == 1 {
+            return gradients[0].clone();
+        }
+        gradients
+            .iter()
+            .zip(&self.merge_weights)
+            .map(|(g, w)| g.clone().mul_scalar(*w))
+            .reduce(|a, b| a + b)
+            .expect("at least one task")
+    }
+
+    fn adamw(&mut self, path: &str, weight: Tensor<2>, gradients: Vec<Tensor<2>>) -> Tensor<2> {
+        let merged = self.merge(&gradients);
+        let config = &self.optimizer.config;
+        let hyper = config.adam();
+        let state = self
+            .optimizer
+            .state
+            .weights
+            .entry(path.to_string())
+            .or_insert_with(|| WeightState::Full(AdamMoments::zeros_like(&merged)));
+        let WeightState::Full(moments) = state else {
+            unreachable!("the survey rejects a treatment that does not match the state")
+        };
+        let mut delta = moments.update(merged, &hyper);
+        if config.weight_decay > 0.0 {
+            delta = delta + weight.clone().mul_scalar(config.weight_decay);
+        }
+        weight - delta.mul_scalar(self.learning_rate)
+    }
+
+    fn low_rank(
+        &mut self,
+        path: &str,
+        weight: Tensor<2>,
+        gradients: Vec<Tensor<2>>,
+        refresh_offset: u64,
+    ) -> Tensor<2> {
+        let weight_shape = weight.dims();
+        let num_tasks = gradients.len();
+        let knowledge = if self.optimizer.config.method.null_space() {
+            self.optimizer.null_space.get(path).cloned()
+        } else {
+            None
+        };
+        let gradients: Vec<Tensor<2>> = match &knowledge {
+            Some(knowledge) => gradients.into_iter().map(|g| knowledge.project_out(g)).collect(),
+            None => gradients,
+        };
+        let merged = self.merge(&gradients);
+
+        let step = self.optimizer.state.step;
+        let every = self.optimizer.config.refresh_every;
+        let previous = match self.optimizer.state.weights.remove(path) {
+            Some(WeightState::LowRank(subspaces)) => Some(subspaces),
+            Some(WeightState::Full(_)) => {
+                unreachable!("the survey rejects a treatment that does not match the state")
+            }
+            None => None,
+        };
+        let due = previous
+            .as_ref()
+            .is_none_or(|_| (step + refresh_offset) % every == 0);
+        let mut subspaces = if due {
+            let started = Instant::now();
+            let plan = self.optimizer.subspace_plan(weight_shape);
+            let task_gradients: &[Tensor<2>] = if self.optimizer.has_task_subspaces(num_tasks) {
+                &gradients
+            } else {
+                &[]
+            };
+            let refreshes = previous.as_ref().map_or(0, |p| p.refreshes);
+            let mut rng = sketch_rng(self.optimizer.config.seed, path, refreshes);
+            let (subspaces, failures) = WeightSubspaces::refresh(
+                previous,
+                &merged,
+                task_gradients,
+                &plan,
+                refresh_offset,
+                &mut rng,
+            );
+            for failure in failures {
+                tracing::warn!(
+                    parameter = path,
+                    subspace = failure.subspace,
+                    reason = failure.reason,
+                    "basis refresh failed; keeping the previous basis"
+                );
+                self.failed_refreshes.push((
+                    format!("{path} ({})", failure.subspace),
+                    failure.reason,
+                ));
+            }
+            self.refreshed += 1;
+            self.svd_seconds += started.elapsed().as_secs_f64();
+            subspaces
+        } else {
+            previous.expect("not due implies a previous state")
+        };
+
+        let config = &self.optimizer.config;
+        let hyper = config.adam();
+        let mut direction = subspaces.shared.direction(merged, &hyper);
+        for ((subspace, gradient), gate) in subspaces.tasks.iter_mut().zip(gradients).zip(&self.gate) {
+            direction = direction + subspace.direction(gradient, &hyper).mul_scalar(*gate);
+        }
+        let mut delta = direction.mul_scalar(config.scale);
+        if config.weight_decay > 0.0 {
+            delta = delta + weight.clone().mul_scalar(config.weight_decay);
+        }
+        if let Some(knowledge) = &knowledge {
+            delta = knowledge.project_out(delta);
+        }
+        self.optimizer
+            .state
+            .weights
+            .insert(path.to_string(), WeightState::LowRank(subspaces));
+        weight - delta.mul_scalar(self.learning_rate)
+    }
+}
+
+impl ModuleMapper for UpdateMapper<'_> {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let path = self.path.join(".");
+        let Some(plan) = self.plans.remove(&path) else {
+            return param;
+        };
+        let (id, tensor, param_mapper) = param.consume();
+        let gradients: Vec<Option<Tensor<D>>> =
+            self.gradients.iter_mut().map(|g| g.remove::<D>(id)).collect();
+        let context = AutodiffContext::capture(&tensor);
+        let dims = tensor.dims();
+        let weight = matrix_view(tensor.inner());
+        let gradients: Vec<Tensor<2>> = gradients
+            .into_iter()
+            .map(|g| g.map_or_else(|| weight.zeros_like(), matrix_view))
+            .collect();
+        let updated = match plan.treatment {
+            Treatment::Adamw => self.adamw(&path, weight, gradients),
+            Treatment::Projected => self.low_rank(&path, weight, gradients, plan.refresh_offset),
+            Treatment::Frozen => unreachable!("frozen parameters are not planned"),
+        };
+        let updated: Tensor<D> = updated.reshape(dims);
+        Param::from_mapped_value(id, context.restore(updated), param_mapper)
+    }
+}
+
+/// A parameter's autodiff settings, taken before the update and put back after it.
+struct AutodiffContext {
+    require_grad: bool,
+    checkpointing: Option<GradientCheckpointingStrategy>,
+}
+
+impl AutodiffContext {
+    fn capture<const D: usize>(parameter: &Tensor<D>) -> Self {
+        Self {
+            require_grad: parameter.is_require_grad(),
+            checkpointing: parameter.gradient_checkpointing_strategy(),
+        }
+    }
+
+    fn restore<const D: usize>(self, updated: Tensor<D>) -> Tensor<D> {
+        let mut parameter = Tensor::from_inner(updated);
+        if let Some(strategy) = self.checkpointing {
+            parameter = parameter.with_gradient_checkpointing_strategy(strategy);
+        }
+        if self.require_grad {
+            parameter = parameter.require_grad();
+        }
+        parameter
+    }
+}
+
+/// A tensor of any rank as a matrix: all leading axes folded into rows (`[1, n]` for a vector).
+fn matrix_view<const D: usize>(tensor: Tensor<D>) -> Tensor<2> {
+    let dims = tensor.dims();
+    let cols = dims[D - 1];
+    let rows = dims[..D - 1].iter().product::<usize>();
+    tensor.reshape([rows, cols])
+}
+
+/// The random stream of one refresh of one weight: a function of the seed, the path and the
+/// refresh count only, so bases are reproducible and resumable without saving generator state.
+fn sketch_rng(seed: u64, path: &str, refreshes: u64) -> ChaCha8Rng {
+    // FNV-1a over the path, then mixed with the seed and the count (SplitMix64 finaliser).
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in path.bytes() {
+        hash = (hash ^ byte as u64).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let mut mixed = seed ^ hash ^ refreshes.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    mixed = (mixed ^ (mixed >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    mixed = (mixed ^ (mixed >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    ChaCha8Rng::seed_from_u64(mixed ^ (mixed >> 31))
+}
+
+/// Lists (path, shape) of every float parameter.
+#[derive(Default)]
+struct ParamLister {
+    path: Vec<String>,
+    params: Vec<(String, Vec<usize>)>,
+}
+
+impl ModuleVisitor for ParamLister {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        self.params
+            .push((self.path.join("."), param.lazy_shape().to_vec()));
+    }
+}

@@ -1,0 +1,80 @@
+//! Projection of a 2-D gradient onto a low-rank basis on its smaller side.
+//!
+//! A weight of shape `[a, b]` is handled in its *canonical* orientation, the one with
+//! rows ≤ cols (the weight itself, or its transpose). The basis spans directions of the row
+//! space of the canonical gradient, so the low-rank coordinates have shape `[rank, max(a, b)]`.
+//! Because the smaller side is chosen by shape alone, the same weight stored as `[in, out]`
+//! (Burn) or `[out, in]` (PyTorch) gets the same subspace, transposed.
+
+use burn::tensor::Tensor;
+
+/// Which side of a `[rows, cols]` weight carries the basis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// Basis over the rows (`rows ≤ cols`): coordinates are `Qᵀ·G`.
+    Rows,
+    /// Basis over the columns (`rows > cols`): coordinates are `Qᵀ·Gᵀ`.
+    Columns,
+}
+
+impl Side {
+    /// The smaller side of a weight of this shape (rows on a tie).
+    pub fn smaller_of(shape: [usize; 2]) -> Self {
+        if shape[0] <= shape[1] { Side::Rows } else { Side::Columns }
+    }
+
+    /// Length of the side that carries the basis.
+    pub fn basis_dim(self, shape: [usize; 2]) -> usize {
+        shape[0].min(shape[1])
+    }
+
+    /// The matrix in canonical orientation (rows ≤ cols).
+    pub fn canonical(self, matrix: Tensor<2>) -> Tensor<2> {
+        match self {
+            Side::Rows => matrix,
+            Side::Columns => matrix.transpose(),
+        }
+    }
+
+    /// Back from canonical orientation to the weight's own.
+    pub fn original(self, canonical: Tensor<2>) -> Tensor<2> {
+        // Transposition is its own inverse.
+        self.canonical(canonical)
+    }
+}
+
+/// An orthonormal basis `Q` (`[basis_dim, rank]`) on one side of a weight.
+#[derive(Clone, Debug)]
+pub struct Projector {
+    /// The basis, columns orthonormal.
+    pub basis: Tensor<2>,
+    /// The side of the weight the basis lives on.
+    pub side: Side,
+}
+
+impl Projector {
+    /// Rank of the subspace.
+    pub fn rank(&self) -> usize {
+        self.basis.dims()[1]
+    }
+
+    /// Low-rank coordinates of a gradient shaped like the weight: `Qᵀ·canonical(G)`,
+    /// shape `[rank, max side]`.
+    pub fn project(&self, gradient: Tensor<2>) -> Tensor<2> {
+        self.basis
+            .clone()
+            .transpose()
+            .matmul(self.side.canonical(gradient))
+    }
+
+    /// Full-size matrix, shaped like the weight, from low-rank coordinates: `original(Q·R)`.
+    pub fn project_back(&self, coordinates: Tensor<2>) -> Tensor<2> {
+        self.side.original(self.basis.clone().matmul(coordinates))
+    }
+
+    /// `Q_selfᵀ·Q_other` (`[rank_self, rank_other]`): how the coordinates of `other` map into
+    /// this subspace, used to carry optimizer moments across a basis refresh.
+    pub fn transition_from(&self, other: &Projector) -> Tensor<2> {
+        self.basis.clone().transpose().matmul(other.basis.clone())
+    }
+}
