@@ -1,0 +1,248 @@
+//! A parser for the Python/numpy literals that pandas writes into CSV cells.
+//!
+//! `DataFrame.to_csv` stores list and array cells as their `str()`: numpy arrays print without
+//! commas and wrap lines (`[1151720  927325\n 1158042]`), arrays of dicts print one dict per line
+//! (`[{'click': 1.0, 'note_idx': 785089, 'page_time': nan} {...}]`), plain lists print with commas.
+//! This parser accepts all of those, JSON (which is a subset apart from `true`/`false`/`null`,
+//! also accepted), tuples, and `array(...)` wrappers. numpy's `...` summarisation of long arrays is
+//! rejected with a hint, since the elided values are lost.
+
+/// A parsed literal.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Literal {
+    None,
+    Bool(bool),
+    Integer(i64),
+    Float(f64),
+    Text(String),
+    List(Vec<Literal>),
+    Dict(Vec<(Literal, Literal)>),
+}
+
+impl Literal {
+    /// The value as an integer, accepting integral floats (`785089.0`).
+    pub fn as_integer(&self) -> Option<i64> {
+        match self {
+            Literal::Integer(value) => Some(*value),
+            Literal::Float(value) if value.fract() == 0.0 && value.is_finite() => Some(*value as i64),
+            Literal::Bool(value) => Some(i64::from(*value)),
+            _ => None,
+        }
+    }
+
+    /// The value as a float.
+    pub fn as_float(&self) -> Option<f64> {
+        match self {
+            Literal::Integer(value) => Some(*value as f64),
+            Literal::Float(value) => Some(*value),
+            _ => None,
+        }
+    }
+
+    /// The entry `key` of a dict with text keys.
+    pub fn get(&self, key: &str) -> Option<&Literal> {
+        match self {
+            Literal::Dict(entries) => entries
+                .iter()
+                .find(|(name, _)| matches!(name, Literal::Text(text) if text == key))
+                .map(|(_, value)| value),
+            _ => None,
+        }
+    }
+
+    /// The elements of a list.
+    pub fn as_list(&self) -> Option<&[Literal]> {
+        match self {
+            Literal::List(elements) => Some(elements),
+            _ => None,
+        }
+    }
+}
+
+/// Parses a whole cell.
+pub(crate) fn parse_literal(text: &str) -> Result<Literal, String> {
+    let mut parser = Parser { text, position: 0 };
+    let value = parser.value()?;
+    parser.skip_space();
+    if parser.position != text.len() {
+        return Err(format!("unexpected text after the value at offset {}", parser.position));
+    }
+    Ok(value)
+}
+
+/// Parses a cell that must be a list of integers (ids), e.g. `[1 2 3]`, `[1, 2, 3]`, `[]`.
+pub(crate) fn parse_integer_list(text: &str) -> Result<Vec<i64>, String> {
+    let value = parse_literal(text)?;
+    let elements = value.as_list().ok_or_else(|| "expected a list of integers".to_string())?;
+    elements
+        .iter()
+        .map(|element| element.as_integer().ok_or_else(|| format!("expected an integer, got {element:?}")))
+        .collect()
+}
+
+struct Parser<'a> {
+    text: &'a str,
+    position: usize,
+}
+
+impl Parser<'_> {
+    fn rest(&self) -> &str {
+        &self.text[self.position..]
+    }
+
+    fn skip_space(&mut self) {
+        let trimmed = self.rest().trim_start();
+        self.position = self.text.len() - trimmed.len();
+    }
+
+    fn value(&mut self) -> Result<Literal, String> {
+        self.skip_space();
+        let rest = self.rest();
+        let Some(first) = rest.chars().next() else {
+            return Err("unexpected end of the cell".to_string());
+        };
+        match first {
+            '[' => self.sequence('[', ']'),
+            '(' => self.sequence('(', ')'),
+            '{' => self.dict(),
+            '\'' | '"' => self.string(first).map(Literal::Text),
+            '.' if rest.starts_with("...") => Err(
+                "numpy shortened this array with '...', so values are missing; export the table with numpy.set_printoptions(threshold=sys.maxsize) or as JSON".to_string(),
+            ),
+            _ => self.word(),
+        }
+    }
+
+    fn sequence(&mut self, open: char, close: char) -> Result<Literal, String> {
+        self.position += open.len_utf8();
+        let mut elements = Vec::new();
+        loop {
+            self.skip_space();
+            if self.rest().starts_with(close) {
+                self.position += close.len_utf8();
+                return Ok(Literal::List(elements));
+            }
+            if self.rest().starts_with(',') {
+                self.position += 1;
+                continue;
+            }
+            if self.rest().is_empty() {
+                return Err(format!("a list is not closed with '{close}'"));
+            }
+            elements.push(self.value()?);
+        }
+    }
+
+    fn dict(&mut self) -> Result<Literal, String> {
+        self.position += 1;
+        let mut entries = Vec::new();
+        loop {
+            self.skip_space();
+            if self.rest().starts_with('}') {
+                self.position += 1;
+                return Ok(Literal::Dict(entries));
+            }
+            if self.rest().starts_with(',') {
+                self.position += 1;
+                continue;
+            }
+            if self.rest().is_empty() {
+                return Err("a dict is not closed with '}'".to_string());
+            }
+            let key = self.value()?;
+            self.skip_space();
+            if !self.rest().starts_with(':') {
+                return Err(format!("expected ':' after the dict key {key:?}"));
+            }
+            self.position += 1;
+            let value = self.value()?;
+            entries.push((key, value));
+        }
+    }
+
+    fn string(&mut self, quote: char) -> Result<String, String> {
+        self.position += 1;
+        let mut output = String::new();
+        let mut characters = self.rest().char_indices();
+        while let Some((offset, character)) = characters.next() {
+            if character == quote {
+                self.position += offset + 1;
+                return Ok(output);
+            }
+            if character != '\\' {
+                output.push(character);
+                continue;
+            }
+            let Some((_, escaped)) = characters.next() else { break };
+            match escaped {
+                'n' => output.push('\n'),
+                't' => output.push('\t'),
+                'r' => output.push('\r'),
+                'x' | 'u' => {
+                    let digits = if escaped == 'x' { 2 } else { 4 };
+                    let hex: String = (0..digits).filter_map(|_| characters.next().map(|(_, c)| c)).collect();
+                    let code = u32::from_str_radix(&hex, 16).map_err(|_| format!("bad \\{escaped} escape"))?;
+                    output.push(char::from_u32(code).unwrap_or('\u{FFFD}'));
+                }
+                other => output.push(other),
+            }
+        }
+        Err("a string is not closed".to_string())
+    }
+
+    fn word(&mut self) -> Result<Literal, String> {
+        let rest = self.rest();
+        let length = rest
+            .find(|character: char| character.is_whitespace() || matches!(character, ',' | ']' | ')' | '}' | ':' | '('))
+            .unwrap_or(rest.len());
+        let start = self.position;
+        self.position += length;
+        let word = &self.text[start..start + length];
+        if word == "array" && self.rest().starts_with('(') {
+            // numpy's `array([...], dtype=...)`: keep the first argument.
+            self.position += 1;
+            let value = self.value()?;
+            let close = self.rest().find(')').ok_or("array( is not closed")?;
+            self.position += close + 1;
+            return Ok(value);
+        }
+        match word {
+            "None" | "null" => Ok(Literal::None),
+            "True" | "true" => Ok(Literal::Bool(true)),
+            "False" | "false" => Ok(Literal::Bool(false)),
+            "nan" | "NaN" => Ok(Literal::Float(f64::NAN)),
+            "inf" | "Infinity" => Ok(Literal::Float(f64::INFINITY)),
+            "-inf" | "-Infinity" => Ok(Literal::Float(f64::NEG_INFINITY)),
+            _ => {
+                if let Ok(integer) = word.parse::<i64>() {
+                    return Ok(Literal::Integer(integer));
+                }
+                word.parse::<f64>().map(Literal::Float).map_err(|_| format!("unexpected token {word:?}"))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_numpy_arrays_lists_and_dict_arrays() {
+        assert_eq!(parse_integer_list("[1151720  927325\n 1158042]").unwrap(), vec![1151720, 927325, 1158042]);
+        assert_eq!(parse_integer_list("[20, 34, 3]").unwrap(), vec![20, 34, 3]);
+        assert_eq!(parse_integer_list("[]").unwrap(), Vec::<i64>::new());
+        let details =
+            parse_literal("[{'click': 1.0, 'note_idx': 785089, 'page_time': nan, 'note_id': 'x\\'y'}\n {'click': 0, 'note_idx': 7}]").unwrap();
+        let rows = details.as_list().unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].get("click").unwrap().as_integer(), Some(1));
+        assert_eq!(rows[0].get("note_idx").unwrap().as_integer(), Some(785089));
+        assert!(rows[0].get("page_time").unwrap().as_float().unwrap().is_nan());
+        assert_eq!(rows[0].get("note_id"), Some(&Literal::Text("x'y".to_string())));
+        assert_eq!(parse_literal("[array([7.7464e+04, 3.2e+02]) array([1., 2.])]").unwrap().as_list().unwrap().len(), 2);
+        assert_eq!(parse_literal(r#"[{"click": true, "note_idx": 5}]"#).unwrap().as_list().unwrap()[0].get("click"), Some(&Literal::Bool(true)));
+        assert!(parse_integer_list("[1 2 ... 9]").unwrap_err().contains("numpy shortened"));
+        assert!(parse_literal("[1, 2").is_err());
+    }
+}

@@ -1,0 +1,191 @@
+//! A small streaming reader of delimited text tables (CSV, TSV, GroupLens' `::` and `|` files).
+//!
+//! Handles an optional quote character (a doubled quote inside quotes is a literal quote; quoted
+//! fields may span lines, as pandas writes long cells), `\r\n` line ends, multi-character
+//! delimiters, and files that are not UTF-8: such lines are read as Latin-1, the encoding of
+//! GroupLens' MovieLens files. Records carry the line they start on, for error messages.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+
+use crate::error::{DataError, Result};
+
+/// Reads records one at a time.
+pub(crate) struct TableReader {
+    file: String,
+    reader: BufReader<File>,
+    delimiter: String,
+    quote: Option<char>,
+    line: usize,
+    bytes: Vec<u8>,
+}
+
+impl TableReader {
+    /// Opens `path` with the given delimiter and quote character.
+    pub fn open(path: &Path, delimiter: &str, quote: Option<char>) -> Result<Self> {
+        let file = File::open(path).map_err(|source| DataError::io(path, "open", source))?;
+        Ok(TableReader {
+            file: path.display().to_string(),
+            reader: BufReader::with_capacity(1 << 20, file),
+            delimiter: delimiter.to_string(),
+            quote,
+            line: 0,
+            bytes: Vec::new(),
+        })
+    }
+
+    /// The file name used in errors.
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
+    fn read_line(&mut self) -> Result<Option<String>> {
+        self.bytes.clear();
+        let read = self.reader.read_until(b'\n', &mut self.bytes).map_err(|source| {
+            DataError::record(&self.file, self.line + 1, None, format!("cannot read: {source}"))
+        })?;
+        if read == 0 {
+            return Ok(None);
+        }
+        self.line += 1;
+        while matches!(self.bytes.last(), Some(b'\n' | b'\r')) {
+            self.bytes.pop();
+        }
+        Ok(Some(match std::str::from_utf8(&self.bytes) {
+            Ok(text) => text.to_string(),
+            Err(_) => self.bytes.iter().map(|&byte| byte as char).collect(),
+        }))
+    }
+
+    /// The next non-empty record and the line it starts on.
+    pub fn next_record(&mut self) -> Result<Option<(usize, Vec<String>)>> {
+        let Some(mut text) = self.read_line()? else { return Ok(None) };
+        while text.is_empty() {
+            match self.read_line()? {
+                Some(next) => text = next,
+                None => return Ok(None),
+            }
+        }
+        let start = self.line;
+        loop {
+            match split_fields(&text, &self.delimiter, self.quote) {
+                Some(fields) => return Ok(Some((start, fields))),
+                None => match self.read_line()? {
+                    Some(next) => {
+                        text.push('\n');
+                        text.push_str(&next);
+                    }
+                    None => {
+                        return Err(DataError::record(
+                            &self.file,
+                            start,
+                            None,
+                            "a quoted field is never closed before the end of the file",
+                        ));
+                    }
+                },
+            }
+        }
+    }
+
+    /// Reads the header record and returns the column names.
+    pub fn header(&mut self) -> Result<Header> {
+        match self.next_record()? {
+            Some((_, names)) => Ok(Header { file: self.file.clone(), names }),
+            None => Err(DataError::file(&self.file, "the file is empty; a header line was expected")),
+        }
+    }
+}
+
+/// Splits one record; `None` when a quoted field continues on the next line.
+fn split_fields(text: &str, delimiter: &str, quote: Option<char>) -> Option<Vec<String>> {
+    let mut fields = Vec::new();
+    let mut field = String::new();
+    let mut in_quotes = false;
+    let mut at_field_start = true;
+    let mut rest = text;
+    while let Some(character) = rest.chars().next() {
+        if in_quotes {
+            let step = character.len_utf8();
+            if Some(character) == quote {
+                if rest[step..].starts_with(character) {
+                    field.push(character);
+                    rest = &rest[2 * step..];
+                    continue;
+                }
+                in_quotes = false;
+            } else {
+                field.push(character);
+            }
+            rest = &rest[step..];
+            continue;
+        }
+        if rest.starts_with(delimiter) {
+            fields.push(std::mem::take(&mut field));
+            rest = &rest[delimiter.len()..];
+            at_field_start = true;
+            continue;
+        }
+        if at_field_start && Some(character) == quote {
+            in_quotes = true;
+        } else {
+            field.push(character);
+        }
+        at_field_start = false;
+        rest = &rest[character.len_utf8()..];
+    }
+    if in_quotes {
+        return None;
+    }
+    fields.push(field);
+    Some(fields)
+}
+
+/// Column names of a table, for lookups that explain what is missing.
+pub(crate) struct Header {
+    file: String,
+    names: Vec<String>,
+}
+
+impl Header {
+    /// Position of the column `name` (compared after stripping RecBole's `:type` suffix).
+    pub fn find(&self, name: &str) -> Option<usize> {
+        self.names.iter().position(|column| column.split(':').next().unwrap_or(column).trim() == name)
+    }
+
+    /// Position of `name`, or an error listing the columns present.
+    pub fn require(&self, name: &str) -> Result<usize> {
+        self.find(name).ok_or_else(|| {
+            DataError::file(
+                &self.file,
+                format!("missing column \"{name}\"; the header has: {}", self.names.join(", ")),
+            )
+        })
+    }
+
+    /// Number of columns.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_fields;
+
+    #[test]
+    fn splits_quoted_fields_with_delimiters_quotes_and_open_quotes() {
+        assert_eq!(
+            split_fields(r#"a,"b,c","say ""hi""",,d"#, ",", Some('"')).unwrap(),
+            vec!["a", "b,c", "say \"hi\"", "", "d"]
+        );
+        assert_eq!(split_fields("1::Toy Story (1995)::Animation|Comedy", "::", None).unwrap(), vec![
+            "1",
+            "Toy Story (1995)",
+            "Animation|Comedy"
+        ]);
+        assert!(split_fields("a,\"open", ",", Some('"')).is_none());
+        assert_eq!(split_fields("it's,fine", ",", Some('"')).unwrap(), vec!["it's", "fine"]);
+    }
+}
