@@ -16,7 +16,7 @@
 //!
 //! Other parameters get AdamW (or are frozen). Usage:
 //!
-//! ```ignore
+//! ```text
 //! let mut optimizer = GemsConfig::new().init()?.with_null_space(null_space);
 //! let search = TaskGradients { gradients: GradientsParams::from_grads(search_loss.backward(), &model), loss, samples };
 //! let rec = TaskGradients { /* likewise */ };

@@ -354,6 +354,8 @@ struct Survey<'a> {
     layer_products: Vec<(String, Vec<Tensor<1>>, Vec<Tensor<1>>)>,
     problems: Vec<String>,
     missing_knowledge: Vec<String>,
+    /// Whether any parameter (frozen ones included) had a gradient.
+    any_gradient: bool,
 }
 
 /// What the survey read back.
@@ -380,6 +382,7 @@ impl<'a> Survey<'a> {
             layer_products: Vec::new(),
             problems: Vec::new(),
             missing_knowledge: Vec::new(),
+            any_gradient: false,
         }
     }
 
@@ -392,6 +395,13 @@ impl<'a> Survey<'a> {
         }
         if !self.problems.is_empty() {
             return Err(GemsError::InvalidStep(self.problems.join("; ")));
+        }
+        if self.plans.is_empty() && !self.any_gradient {
+            return Err(GemsError::InvalidStep(
+                "no parameter of the module has a gradient: were the gradients computed for \
+                 another instance of the model?"
+                    .into(),
+            ));
         }
         if self.optimizer.config.stagger_refresh {
             let every = self.optimizer.config.refresh_every;
@@ -479,6 +489,7 @@ impl ModuleVisitor for Survey<'_> {
         if gradients.iter().all(Option::is_none) {
             return;
         }
+        self.any_gradient = true;
         let treatment = self.optimizer.treatment(&path, &shape);
         if treatment == Treatment::Frozen {
             return;

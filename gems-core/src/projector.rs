@@ -78,3 +78,49 @@ impl Projector {
         self.basis.clone().transpose().matmul(other.basis.clone())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Device, TensorData};
+
+    fn matrix(rows: usize, cols: usize, device: &Device) -> Tensor<2> {
+        let values = (0..rows * cols).map(|i| ((i * 7919) % 13) as f32 - 6.0).collect();
+        Tensor::from_data(TensorData::new(values, [rows, cols]), device)
+    }
+
+    #[test]
+    fn the_same_weight_in_either_layout_gets_transposed_coordinates_of_the_same_basis() {
+        let device = Device::flex();
+        let gradient = matrix(4, 6, &device);
+        let basis = crate::rsvd::orthonormalize(matrix(4, 2, &device)).unwrap();
+        let burn_layout = Projector { basis: basis.clone(), side: Side::smaller_of([4, 6]) };
+        let torch_layout = Projector { basis, side: Side::smaller_of([6, 4]) };
+        assert_eq!(burn_layout.side, Side::Rows);
+        assert_eq!(torch_layout.side, Side::Columns);
+        let a = burn_layout.project(gradient.clone());
+        let b = torch_layout.project(gradient.clone().transpose());
+        a.clone().into_data().assert_approx_eq::<f32>(&b.into_data(), Default::default());
+        // Back-projection returns each layout's own shape, transposed to each other.
+        let back_a = burn_layout.project_back(a.clone());
+        let back_b = torch_layout.project_back(a);
+        assert_eq!(back_a.dims(), [4, 6]);
+        back_a
+            .transpose()
+            .into_data()
+            .assert_approx_eq::<f32>(&back_b.into_data(), Default::default());
+    }
+
+    #[test]
+    fn projecting_back_and_forth_is_the_orthogonal_projection() {
+        let device = Device::flex();
+        let gradient = matrix(5, 8, &device);
+        let basis = crate::rsvd::orthonormalize(matrix(5, 3, &device)).unwrap();
+        let projector = Projector { basis: basis.clone(), side: Side::Rows };
+        let round_trip = projector.project_back(projector.project(gradient.clone()));
+        let expected = basis.clone().matmul(basis.transpose().matmul(gradient));
+        round_trip
+            .into_data()
+            .assert_approx_eq::<f32>(&expected.into_data(), Default::default());
+    }
+}

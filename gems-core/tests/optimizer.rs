@@ -1,0 +1,574 @@
+//! The optimizer against float64 references and its guarantees.
+
+mod common;
+
+use burn::module::Param;
+use burn::optim::GradientsParams;
+use burn::tensor::Tensor;
+use common::{ToyModel, device, max_abs_cross, orthonormality_error, seeded_gradients};
+use faer::Mat;
+use gems_core::host::{thin_svd, to_host};
+use gems_core::subspace::{SubspacePlan, WeightSubspaces};
+use gems_core::{
+    CovarianceAccumulator, GateConfig, GemsConfig, GemsError, KnowledgeSelection, Method,
+    MomentTransfer, SvdMethod, TaskGradients,
+};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+fn host_of(values: &[f32], rows: usize, cols: usize) -> Mat<f64> {
+    Mat::from_fn(rows, cols, |i, j| values[i * cols + j] as f64)
+}
+
+fn gradient_values(gradients: &GradientsParams, param: &Param<Tensor<2>>) -> Vec<f32> {
+    gradients
+        .get::<2>(param.id)
+        .unwrap()
+        .into_data()
+        .try_into_vec_as::<f32>()
+        .unwrap()
+}
+
+fn bias_gradient_values(gradients: &GradientsParams, param: &Param<Tensor<1>>) -> Vec<f32> {
+    gradients
+        .get::<1>(param.id)
+        .unwrap()
+        .into_data()
+        .try_into_vec_as::<f32>()
+        .unwrap()
+}
+
+/// Float64 Adam state of one matrix, written from the textbook formulas.
+struct ReferenceAdam {
+    first: Mat<f64>,
+    second: Mat<f64>,
+    steps: i32,
+}
+
+impl ReferenceAdam {
+    fn new(rows: usize, cols: usize) -> Self {
+        Self {
+            first: Mat::zeros(rows, cols),
+            second: Mat::zeros(rows, cols),
+            steps: 0,
+        }
+    }
+
+    fn direction(&mut self, gradient: &Mat<f64>, config: &GemsConfig) -> Mat<f64> {
+        self.steps += 1;
+        let (b1, b2) = (config.beta1, config.beta2);
+        let c1 = 1.0 - b1.powi(self.steps);
+        let c2 = 1.0 - b2.powi(self.steps);
+        Mat::from_fn(gradient.nrows(), gradient.ncols(), |i, j| {
+            let g = gradient[(i, j)];
+            self.first[(i, j)] = b1 * self.first[(i, j)] + (1.0 - b1) * g;
+            self.second[(i, j)] = b2 * self.second[(i, j)] + (1.0 - b2) * g * g;
+            (self.first[(i, j)] / c1) / ((self.second[(i, j)] / c2).sqrt() + config.epsilon)
+        })
+    }
+}
+
+/// One projected weight under GaLore, in float64: basis from the exact SVD of the first
+/// gradient on the smaller side, Adam in the subspace, scale, decoupled weight decay.
+struct ReferenceGalore {
+    weight: Mat<f64>,
+    basis: Option<Mat<f64>>,
+    adam: Option<ReferenceAdam>,
+    transposed: bool,
+}
+
+impl ReferenceGalore {
+    fn step(&mut self, gradient: &Mat<f64>, lr: f64, config: &GemsConfig) {
+        let canonical = if self.transposed { gradient.transpose().to_owned() } else { gradient.clone() };
+        let basis = self.basis.get_or_insert_with(|| {
+            let (left, _) = thin_svd(&canonical).unwrap();
+            Mat::from_fn(left.nrows(), config.shared_rank, |i, j| left[(i, j)])
+        });
+        let coordinates = basis.transpose() * &canonical;
+        let adam = self
+            .adam
+            .get_or_insert_with(|| ReferenceAdam::new(coordinates.nrows(), coordinates.ncols()));
+        let normalized = adam.direction(&coordinates, config);
+        let back = &*basis * &normalized;
+        let back = if self.transposed { back.transpose().to_owned() } else { back };
+        let weight = &self.weight;
+        self.weight = Mat::from_fn(weight.nrows(), weight.ncols(), |i, j| {
+            let delta = config.scale * back[(i, j)] + config.weight_decay * weight[(i, j)];
+            weight[(i, j)] - lr * delta
+        });
+    }
+}
+
+fn max_abs_difference(reference: &Mat<f64>, values: &[f32]) -> f64 {
+    let cols = reference.ncols();
+    (0..reference.nrows())
+        .flat_map(|i| (0..cols).map(move |j| (i, j)))
+        .map(|(i, j)| (reference[(i, j)] - values[i * cols + j] as f64).abs())
+        .fold(0.0, f64::max)
+}
+
+fn weight_values(param: &Param<Tensor<2>>) -> Vec<f32> {
+    param.val().into_data().try_into_vec_as::<f32>().unwrap()
+}
+
+#[test]
+fn galore_matches_a_float64_reference_over_three_steps() {
+    let device = device();
+    let config = GemsConfig {
+        method: Method::Galore,
+        shared_rank: 8,
+        svd: SvdMethod::Exact,
+        weight_decay: 0.1,
+        diagnostics: false,
+        ..GemsConfig::default()
+    };
+    let lr = 0.05;
+    let mut model = ToyModel::new(&device);
+    let mut optimizer = config.clone().init().unwrap();
+
+    let values = |p: &Param<Tensor<2>>| weight_values(p);
+    let mut q_ref = ReferenceGalore {
+        weight: host_of(&values(&model.q.weight), 32, 48),
+        basis: None,
+        adam: None,
+        transposed: false, // [32, 48]: rows are the smaller side
+    };
+    let mut o_ref = ReferenceGalore {
+        weight: host_of(&values(&model.o.weight), 48, 24),
+        basis: None,
+        adam: None,
+        transposed: true, // [48, 24]: columns are the smaller side
+    };
+    let bias = model.q.bias.as_ref().unwrap();
+    let mut bias_ref = host_of(&bias.val().into_data().try_into_vec_as::<f32>().unwrap(), 1, 48);
+    let mut bias_adam = ReferenceAdam::new(1, 48);
+
+    for step in 0..3 {
+        let gradients = seeded_gradients(&model, 100 + step, 1.0);
+        let q_gradient = host_of(&gradient_values(&gradients, &model.q.weight), 32, 48);
+        let o_gradient = host_of(&gradient_values(&gradients, &model.o.weight), 48, 24);
+        let bias_gradient =
+            host_of(&bias_gradient_values(&gradients, model.q.bias.as_ref().unwrap()), 1, 48);
+        q_ref.step(&q_gradient, lr, &config);
+        o_ref.step(&o_gradient, lr, &config);
+        let direction = bias_adam.direction(&bias_gradient, &config);
+        bias_ref = Mat::from_fn(1, 48, |i, j| {
+            bias_ref[(i, j)] - lr * (direction[(i, j)] + config.weight_decay * bias_ref[(i, j)])
+        });
+        model = optimizer.step_single(lr, model, gradients).unwrap().0;
+    }
+
+    let q_error = max_abs_difference(&q_ref.weight, &values(&model.q.weight));
+    let o_error = max_abs_difference(&o_ref.weight, &values(&model.o.weight));
+    let bias_values = model.q.bias.as_ref().unwrap().val().into_data().try_into_vec_as::<f32>().unwrap();
+    let bias_error = max_abs_difference(&bias_ref, &bias_values);
+    assert!(q_error <= 1e-5, "q differs from the reference by {q_error:e}");
+    assert!(o_error <= 1e-5, "o differs from the reference by {o_error:e}");
+    assert!(bias_error <= 1e-5, "bias (AdamW) differs from the reference by {bias_error:e}");
+    // And the steps did move the weights: the comparison is not vacuous.
+    let moved = max_abs_difference(&q_ref.weight, &weight_values(&ToyModel::new(&device).q.weight));
+    assert!(moved > 1e-2, "weights moved by only {moved:e}");
+}
+
+fn run_single_task(method: Method, steps: u64) -> Vec<(String, Vec<f32>)> {
+    let device = device();
+    let config = GemsConfig {
+        method,
+        shared_rank: 6,
+        refresh_every: 2,
+        ..GemsConfig::default()
+    };
+    let mut optimizer = config.init().unwrap();
+    let mut model = ToyModel::new(&device);
+    for step in 0..steps {
+        let gradients = seeded_gradients(&model, step, 1.0);
+        let task = TaskGradients {
+            gradients,
+            loss: 1.5,
+            samples: 8,
+        };
+        model = optimizer.step(0.01, model, vec![task]).unwrap().0;
+    }
+    model.values()
+}
+
+#[test]
+fn with_one_task_gems_without_null_space_is_galore() {
+    // Five steps with refreshes at steps 0, 2 and 4 (moments rotated each time).
+    assert_eq!(run_single_task(Method::GemsNoNsp, 5), run_single_task(Method::Galore, 5));
+}
+
+#[test]
+fn task_bases_are_orthogonal_to_the_shared_basis() {
+    let device = burn::tensor::Device::flex();
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let mut gradient = |rows, cols| {
+        common::tensor(&common::gaussian(rows, cols, &mut rng), &device)
+    };
+    for shape in [[64, 96], [96, 64]] {
+        let tasks = vec![gradient(shape[0], shape[1]), gradient(shape[0], shape[1]), gradient(shape[0], shape[1])];
+        let merged = tasks.iter().cloned().reduce(|a, b| a + b).unwrap().div_scalar(3.0);
+        // A fourth task whose gradient is the merged one: its residual is what is left outside
+        // the shared subspace, so its basis still must avoid it.
+        let mut all = tasks.clone();
+        all.push(merged.clone());
+        let plan = SubspacePlan::new(shape, 16, 8, SvdMethod::default(), MomentTransfer::Rotate);
+        let mut sketch_rng = ChaCha8Rng::seed_from_u64(0);
+        let (subspaces, failures) =
+            WeightSubspaces::refresh(None, &merged, &all, &plan, 0, &mut sketch_rng);
+        assert!(failures.is_empty(), "{failures:?}");
+        let shared = &subspaces.shared.projector.basis;
+        assert_eq!(shared.dims(), [64, 16]);
+        assert!(orthonormality_error(shared) <= 1e-5);
+        assert_eq!(subspaces.tasks.len(), 4);
+        for task in &subspaces.tasks {
+            let basis = &task.projector.basis;
+            assert_eq!(basis.dims(), [64, 8]);
+            let overlap = max_abs_cross(shared, basis);
+            assert!(overlap <= 1e-5, "‖Q_sᵀQ_t‖ = {overlap:e}");
+            assert!(orthonormality_error(basis) <= 1e-5);
+        }
+    }
+}
+
+#[test]
+fn task_bases_stay_orthogonal_after_refreshes_in_a_run() {
+    let device = device();
+    let config = GemsConfig {
+        method: Method::GemsNoNsp,
+        shared_rank: 8,
+        task_rank: Some(4),
+        refresh_every: 3,
+        ..GemsConfig::default()
+    };
+    let mut optimizer = config.init().unwrap();
+    let mut model = ToyModel::new(&device);
+    for step in 0..7 {
+        let tasks = (0..2)
+            .map(|t| TaskGradients {
+                gradients: seeded_gradients(&model, 10 * step + t, 1.0),
+                loss: 1.0,
+                samples: 4,
+            })
+            .collect();
+        model = optimizer.step(0.01, model, tasks).unwrap().0;
+    }
+    for path in ["q.weight", "o.weight"] {
+        let subspaces = optimizer.subspaces(path).unwrap();
+        assert_eq!(subspaces.refreshes, 3);
+        for task in &subspaces.tasks {
+            let overlap = max_abs_cross(&subspaces.shared.projector.basis, &task.projector.basis);
+            assert!(overlap <= 1e-5, "{path}: ‖Q_sᵀQ_t‖ = {overlap:e}");
+        }
+    }
+}
+
+/// Inputs confined (up to small noise) to an 8-dimensional subspace of the 32 inputs of `q`.
+fn knowledge_inputs(seed: u64, device: &burn::tensor::Device) -> Tensor<2> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let directions = common::random_orthonormal(32, 8, &mut rng);
+    let codes = common::gaussian(400, 8, &mut rng);
+    let noise = common::gaussian(400, 32, &mut rng);
+    let inputs = Mat::from_fn(400, 32, |i, j| {
+        (0..8).map(|k| codes[(i, k)] * directions[(j, k)]).sum::<f64>() + 1e-3 * noise[(i, j)]
+    });
+    common::tensor(&inputs, device)
+}
+
+#[test]
+fn updates_leave_knowledge_inputs_unchanged() {
+    let device = device();
+    let inner = device.clone().without_autodiff();
+    let mut accumulator = CovarianceAccumulator::new();
+    // Streamed in four batches, as a corpus would be.
+    let inputs = knowledge_inputs(3, &inner);
+    for batch in 0..4 {
+        accumulator.observe("q.weight", inputs.clone().slice([batch * 100..(batch + 1) * 100, 0..32]));
+    }
+    accumulator.observe("o.weight", common::tensor(&common::gaussian(200, 48, &mut ChaCha8Rng::seed_from_u64(4)), &inner));
+    assert_eq!(accumulator.observations("q.weight"), 400);
+    let selection = KnowledgeSelection::EnergyFraction { fraction: 0.99 };
+    let null_space = accumulator.into_null_space(&selection, 0).unwrap();
+    let knowledge = null_space.get("q.weight").unwrap();
+    assert_eq!(knowledge.rank(), 8, "the 8 signal directions hold over 99% of the energy");
+    let basis = knowledge.basis.clone().unwrap();
+
+    let relative_leak = |method: Method| {
+        let config = GemsConfig {
+            method,
+            shared_rank: 8,
+            task_rank: Some(4),
+            refresh_every: 10,
+            weight_decay: 0.1,
+            ..GemsConfig::default()
+        };
+        let mut optimizer = config.init().unwrap().with_null_space(null_space.clone());
+        let mut model = ToyModel::new(&device);
+        let start = model.q.weight.val().inner();
+        for step in 0..60 {
+            let tasks = (0..2)
+                .map(|t| TaskGradients {
+                    gradients: seeded_gradients(&model, 1000 + 2 * step + t, 1.0),
+                    loss: 1.0 + t as f64,
+                    samples: 4 + 4 * t as usize,
+                })
+                .collect();
+            model = optimizer.step(0.02, model, tasks).unwrap().0;
+        }
+        let change = model.q.weight.val().inner() - start;
+        // ‖ΔWᵀ·U‖ / ‖ΔW‖: how much of the change acts on knowledge inputs.
+        let leak = to_host(basis.clone().transpose().matmul(change.clone())).norm_l2();
+        leak / to_host(change).norm_l2()
+    };
+    let with_projection = relative_leak(Method::Gems);
+    let without = relative_leak(Method::GemsNoNsp);
+    assert!(with_projection <= 1e-4, "GEMS leaks {with_projection:e} into the knowledge space");
+    assert!(without > 0.1, "without projection the leak should be large, got {without}");
+}
+
+fn run_two_tasks(model: ToyModel, optimizer: &mut gems_core::GemsOptimizer, steps: std::ops::Range<u64>) -> ToyModel {
+    let mut model = model;
+    for step in steps {
+        let tasks = (0..2)
+            .map(|t| TaskGradients {
+                gradients: seeded_gradients(&model, 500 + 2 * step + t, 1.0 + t as f32),
+                loss: 2.0 - t as f64,
+                samples: 3 + t as usize,
+            })
+            .collect();
+        model = optimizer.step(0.01, model, tasks).unwrap().0;
+    }
+    model
+}
+
+#[test]
+fn saved_state_resumes_bit_identically() {
+    let device = device();
+    let config = GemsConfig {
+        method: Method::GemsNoNsp,
+        shared_rank: 6,
+        refresh_every: 3,
+        stagger_refresh: true,
+        weight_decay: 0.01,
+        ..GemsConfig::default()
+    };
+    let straight = {
+        let mut optimizer = config.clone().init().unwrap();
+        run_two_tasks(ToyModel::new(&device), &mut optimizer, 0..8).values()
+    };
+    let folder = tempfile::tempdir().unwrap();
+    let path = folder.path().join("optimizer.safetensors");
+    let halfway = {
+        let mut optimizer = config.clone().init().unwrap();
+        let model = run_two_tasks(ToyModel::new(&device), &mut optimizer, 0..4);
+        optimizer.save_state(&path).unwrap();
+        model
+    };
+    let mut resumed = config.clone().init().unwrap();
+    resumed.load_state(&path, &device.clone().without_autodiff()).unwrap();
+    assert_eq!(resumed.steps(), 4);
+    let resumed = run_two_tasks(halfway, &mut resumed, 4..8).values();
+    assert_eq!(straight, resumed);
+}
+
+#[test]
+fn a_state_from_another_configuration_is_refused() {
+    let device = device();
+    let folder = tempfile::tempdir().unwrap();
+    let path = folder.path().join("state.safetensors");
+    let mut optimizer = GemsConfig::for_method(Method::Galore).init().unwrap();
+    run_two_tasks(ToyModel::new(&device), &mut optimizer, 0..1);
+    optimizer.save_state(&path).unwrap();
+    let mut other = GemsConfig {
+        method: Method::Galore,
+        shared_rank: 64,
+        ..GemsConfig::default()
+    }
+    .init()
+    .unwrap();
+    let error = other.load_state(&path, &device).unwrap_err().to_string();
+    assert!(error.contains("shared_rank"), "{error}");
+    std::fs::write(&path, b"not a state").unwrap();
+    let error = other.load_state(&path, &device).unwrap_err().to_string();
+    assert!(error.contains("state.safetensors"), "{error}");
+}
+
+#[test]
+fn gate_and_diagnostics_follow_the_gradients() {
+    let device = device();
+    let mut optimizer = GemsConfig::for_method(Method::GemsNoNsp).init().unwrap();
+    let model = ToyModel::new(&device);
+    let first = seeded_gradients(&model, 1, 1.0);
+    let second = seeded_gradients(&model, 2, 3.0);
+    let norm = |g: &GradientsParams| {
+        let parts = [
+            gradient_values(g, &model.q.weight),
+            gradient_values(g, &model.o.weight),
+            bias_gradient_values(g, model.q.bias.as_ref().unwrap()),
+            bias_gradient_values(g, model.o.bias.as_ref().unwrap()),
+        ];
+        parts.iter().flatten().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt()
+    };
+    let (n1, n2) = (norm(&first), norm(&second));
+    let q1 = gradient_values(&first, &model.q.weight);
+    let q2 = gradient_values(&second, &model.q.weight);
+    let dot: f64 = q1.iter().zip(&q2).map(|(a, b)| *a as f64 * *b as f64).sum();
+    let cosine = dot
+        / (q1.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt()
+            * q2.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt());
+    let tasks = vec![
+        TaskGradients { gradients: first, loss: 3.0, samples: 6 },
+        TaskGradients { gradients: second, loss: 1.0, samples: 2 },
+    ];
+    let (_, report) = optimizer.step(0.01, model, tasks).unwrap();
+    assert!((report.task_gradient_norms[0] - n1).abs() < 1e-3 * n1);
+    assert!((report.task_gradient_norms[1] - n2).abs() < 1e-3 * n2);
+    let expected = |t: usize| {
+        let losses = [0.75, 0.25];
+        let norms = [n1 / (n1 + n2), n2 / (n1 + n2)];
+        let samples = [0.75, 0.25];
+        0.4 * losses[t] + 0.4 * norms[t] + 0.2 * samples[t]
+    };
+    assert!((report.gate[0] - expected(0)).abs() < 1e-4, "{:?}", report.gate);
+    assert!((report.gate[1] - expected(1)).abs() < 1e-4, "{:?}", report.gate);
+    let q = report.layer_cosines.iter().find(|l| l.path == "q.weight").unwrap();
+    assert!((q.cosine[0] - cosine).abs() < 1e-4, "{} vs {cosine}", q.cosine[0]);
+    assert_eq!(report.layer_cosines.len(), 2, "one entry per projected weight");
+    assert_eq!(report.refreshed, 2);
+    assert!(report.svd_seconds > 0.0);
+}
+
+#[test]
+fn fixed_gate_weights_are_used_as_given() {
+    let device = device();
+    let config = GemsConfig {
+        method: Method::GemsNoNsp,
+        gate: GateConfig::Fixed { weights: vec![0.9, 0.1] },
+        ..GemsConfig::default()
+    };
+    let mut optimizer = config.init().unwrap();
+    let model = ToyModel::new(&device);
+    let tasks = (0..2)
+        .map(|t| TaskGradients { gradients: seeded_gradients(&model, t, 1.0), loss: 1.0, samples: 1 })
+        .collect();
+    let (_, report) = optimizer.step(0.01, model, tasks).unwrap();
+    assert_eq!(report.gate, vec![0.9, 0.1]);
+}
+
+#[test]
+fn staggered_refreshes_spread_over_the_period() {
+    let device = device();
+    let refreshes_per_step = |stagger: bool| {
+        let config = GemsConfig {
+            method: Method::Galore,
+            shared_rank: 4,
+            refresh_every: 4,
+            stagger_refresh: stagger,
+            ..GemsConfig::default()
+        };
+        let mut optimizer = config.init().unwrap();
+        let mut model = ToyModel::new(&device);
+        let mut counts = Vec::new();
+        for step in 0..6 {
+            let gradients = seeded_gradients(&model, step, 1.0);
+            let (next, report) = optimizer.step_single(0.01, model, gradients).unwrap();
+            model = next;
+            counts.push(report.refreshed);
+        }
+        counts
+    };
+    assert_eq!(refreshes_per_step(false), vec![2, 0, 0, 0, 2, 0]);
+    // Offsets 0 and 2 (two weights over a period of 4): `o` refreshes at step 2, `q` at 4.
+    assert_eq!(refreshes_per_step(true), vec![2, 0, 1, 0, 1, 0]);
+}
+
+#[test]
+fn a_failed_refresh_keeps_the_previous_basis() {
+    let device = device();
+    let config = GemsConfig {
+        method: Method::Galore,
+        shared_rank: 4,
+        refresh_every: 1,
+        ..GemsConfig::default()
+    };
+    let mut optimizer = config.init().unwrap();
+    let model = ToyModel::new(&device);
+    let gradients = seeded_gradients(&model, 0, 1.0);
+    let (model, _) = optimizer.step_single(0.01, model, gradients).unwrap();
+    let before = optimizer.subspaces("q.weight").unwrap().shared.projector.basis.to_data();
+    let mut zero = seeded_gradients(&model, 1, 1.0);
+    let zeros = Tensor::<2>::zeros([32, 48], &device.clone().without_autodiff());
+    zero.register(model.q.weight.id, zeros);
+    let (_, report) = optimizer.step_single(0.01, model, zero).unwrap();
+    assert_eq!(report.failed_refreshes.len(), 1, "{:?}", report.failed_refreshes);
+    assert!(report.failed_refreshes[0].0.starts_with("q.weight"));
+    let after = optimizer.subspaces("q.weight").unwrap().shared.projector.basis.to_data();
+    assert_eq!(before, after);
+}
+
+#[test]
+fn inconsistent_steps_are_rejected_before_any_change() {
+    let device = device();
+    let mut optimizer = GemsConfig::for_method(Method::GemsNoNsp).init().unwrap();
+    let model = ToyModel::new(&device);
+    let two = (0..2)
+        .map(|t| TaskGradients { gradients: seeded_gradients(&model, t, 1.0), loss: 1.0, samples: 1 })
+        .collect();
+    let (model, _) = optimizer.step(0.01, model, two).unwrap();
+    let one = vec![TaskGradients { gradients: seeded_gradients(&model, 9, 1.0), loss: 1.0, samples: 1 }];
+    let error = optimizer.step(0.01, model.clone(), one).unwrap_err();
+    assert!(matches!(error, GemsError::InvalidStep(_)), "{error}");
+    assert_eq!(optimizer.steps(), 1);
+
+    let mut wrong_shape = seeded_gradients(&model, 3, 1.0);
+    wrong_shape.register(model.q.weight.id, Tensor::<2>::zeros([4, 4], &device.clone().without_autodiff()));
+    let tasks = vec![
+        TaskGradients { gradients: wrong_shape, loss: 1.0, samples: 1 },
+        TaskGradients { gradients: seeded_gradients(&model, 4, 1.0), loss: 1.0, samples: 1 },
+    ];
+    let error = optimizer.step(0.01, model.clone(), tasks).unwrap_err().to_string();
+    assert!(error.contains("q.weight") && error.contains("[4, 4]"), "{error}");
+
+    let mut gems = GemsConfig::new().init().unwrap();
+    let error = gems.step_single(0.01, model.clone(), seeded_gradients(&model, 0, 1.0));
+    assert!(matches!(error, Err(GemsError::MissingKnowledgeBasis { count: 2, .. })));
+
+    let foreign = seeded_gradients(&ToyModel::new(&device), 0, 1.0);
+    let error = optimizer.step_single(0.01, model, foreign);
+    assert!(matches!(error, Err(GemsError::InvalidStep(_))));
+}
+
+#[test]
+fn parameter_filters_choose_the_projected_weights() {
+    let device = device();
+    let model = ToyModel::new(&device);
+    let optimizer = GemsConfig::for_method(Method::Galore)
+        .init()
+        .unwrap()
+        .with_param_filter(|path, _| path.starts_with("o."));
+    let plan = optimizer.plan(&model, 2);
+    let projected: Vec<&str> = plan
+        .iter()
+        .filter(|p| p.treatment == gems_core::Treatment::Projected)
+        .map(|p| p.path.as_str())
+        .collect();
+    assert_eq!(projected, vec!["o.weight"]);
+    let config = GemsConfig::default();
+    assert!(config.targets("encoder.block.0.layer.0.SelfAttention.q.weight", &[512, 512]));
+    assert!(config.targets("model.layers.3.self_attn.q_proj.weight", &[896, 896]));
+    assert!(!config.targets("model.layers.3.self_attn.q_proj.bias", &[896]));
+    assert!(!config.targets("shared.weight", &[32128, 512]));
+}
+
+#[test]
+fn adamw_method_updates_every_parameter_fully() {
+    let device = device();
+    let optimizer = GemsConfig::for_method(Method::Adamw).init().unwrap();
+    let model = ToyModel::new(&device);
+    let plan = optimizer.plan(&model, 2);
+    assert!(plan.iter().all(|p| p.treatment == gems_core::Treatment::Adamw));
+    let gems = GemsConfig::new().init().unwrap();
+    let gems_bytes: usize = gems.plan(&model, 2).iter().map(|p| p.state_bytes).sum();
+    let adamw_bytes: usize = plan.iter().map(|p| p.state_bytes).sum();
+    assert!(gems_bytes < adamw_bytes * 2, "{gems_bytes} vs {adamw_bytes}");
+}
