@@ -1,0 +1,80 @@
+//! Parameter paths: Burn module paths spelled as the Hugging Face tensor names.
+//!
+//! A path joins the names Burn's traversal enters (struct fields, `Vec` indices, tuple
+//! positions; `Option` adds nothing) with `.`, so `encoder.block.0.layer.1.DenseReluDense.wi.weight`
+//! names the same tensor in Burn and in a safetensors checkpoint. The only layout difference is
+//! `Linear`: Burn stores `[d_in, d_out]`, PyTorch `[out, in]`.
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::Tensor;
+
+/// The container type Burn reports when entering a field of `burn::nn::Linear`.
+const LINEAR: &str = "Struct:Linear";
+
+/// The path stack of a module traversal.
+#[derive(Debug, Default)]
+pub(crate) struct PathTracker {
+    names: Vec<String>,
+    containers: Vec<String>,
+}
+
+impl PathTracker {
+    pub(crate) fn enter(&mut self, name: &str, container_type: &str) {
+        self.names.push(name.to_string());
+        self.containers.push(container_type.to_string());
+    }
+
+    pub(crate) fn exit(&mut self) {
+        self.names.pop();
+        self.containers.pop();
+    }
+
+    /// The HF name of the parameter being visited.
+    pub(crate) fn path(&self) -> String {
+        self.names.join(".")
+    }
+
+    /// Whether the parameter being visited is the weight of a `Linear`, stored transposed in Burn.
+    pub(crate) fn in_linear_weight(&self, rank: usize) -> bool {
+        rank == 2
+            && self.containers.last().is_some_and(|c| c == LINEAR)
+            && self.names.last().is_some_and(|n| n == "weight")
+    }
+}
+
+/// Shape in the checkpoint's (PyTorch) layout of a parameter whose Burn shape is `dims`.
+pub(crate) fn checkpoint_shape(dims: &[usize], linear_weight: bool) -> Vec<usize> {
+    if linear_weight {
+        dims.iter().rev().copied().collect()
+    } else {
+        dims.to_vec()
+    }
+}
+
+/// Every float parameter of `module` with its HF name and its shape in the checkpoint's layout
+/// (Linear weights `[out, in]`), in traversal order.
+pub fn parameter_paths(module: &impl Module) -> Vec<(String, Vec<usize>)> {
+    struct Lister {
+        tracker: PathTracker,
+        found: Vec<(String, Vec<usize>)>,
+    }
+    impl ModuleVisitor for Lister {
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            self.tracker.enter(name, container_type);
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.tracker.exit();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let dims = param.lazy_shape().to_vec();
+            let shape = checkpoint_shape(&dims, self.tracker.in_linear_weight(D));
+            self.found.push((self.tracker.path(), shape));
+        }
+    }
+    let mut lister = Lister {
+        tracker: PathTracker::default(),
+        found: Vec::new(),
+    };
+    module.visit(&mut lister);
+    lister.found
+}
