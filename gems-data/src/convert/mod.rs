@@ -15,7 +15,7 @@
 mod events;
 mod filter;
 // pub mod kuaisar;
-// pub mod movielens;
+pub mod movielens;
 // mod pickle;
 mod python_literal;
 // pub mod qilin;

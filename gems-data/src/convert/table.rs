@@ -8,12 +8,14 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
+use std::rc::Rc;
+use std::str::FromStr;
 
 use crate::error::{DataError, Result};
 
 /// Reads records one at a time.
 pub(crate) struct TableReader {
-    file: String,
+    file: Rc<str>,
     reader: BufReader<File>,
     delimiter: String,
     quote: Option<char>,
@@ -26,7 +28,7 @@ impl TableReader {
     pub fn open(path: &Path, delimiter: &str, quote: Option<char>) -> Result<Self> {
         let file = File::open(path).map_err(|source| DataError::io(path, "open", source))?;
         Ok(TableReader {
-            file: path.display().to_string(),
+            file: Rc::from(path.display().to_string()),
             reader: BufReader::with_capacity(1 << 20, file),
             delimiter: delimiter.to_string(),
             quote,
@@ -58,8 +60,13 @@ impl TableReader {
         }))
     }
 
+    /// The next non-empty record.
+    pub fn next_row(&mut self) -> Result<Option<Row>> {
+        Ok(self.next_record()?.map(|(line, fields)| Row { file: Rc::clone(&self.file), line, fields }))
+    }
+
     /// The next non-empty record and the line it starts on.
-    pub fn next_record(&mut self) -> Result<Option<(usize, Vec<String>)>> {
+    fn next_record(&mut self) -> Result<Option<(usize, Vec<String>)>> {
         let Some(mut text) = self.read_line()? else { return Ok(None) };
         while text.is_empty() {
             match self.read_line()? {
@@ -92,7 +99,7 @@ impl TableReader {
     /// Reads the header record and returns the column names.
     pub fn header(&mut self) -> Result<Header> {
         match self.next_record()? {
-            Some((_, names)) => Ok(Header { file: self.file.clone(), names }),
+            Some((_, names)) => Ok(Header { file: self.file.to_string(), names }),
             None => Err(DataError::file(&self.file, "the file is empty; a header line was expected")),
         }
     }
@@ -140,6 +147,51 @@ fn split_fields(text: &str, delimiter: &str, quote: Option<char>) -> Option<Vec<
     }
     fields.push(field);
     Some(fields)
+}
+
+/// One record with its location, and typed access that names the column in errors.
+pub(crate) struct Row {
+    file: Rc<str>,
+    /// The line the record starts on.
+    pub line: usize,
+    fields: Vec<String>,
+}
+
+impl Row {
+    /// An error about column `name` of this row.
+    pub fn error(&self, name: &str, message: impl Into<String>) -> DataError {
+        DataError::record(&self.file, self.line, Some(name), message)
+    }
+
+    /// The text of column `index` (named `name` in errors).
+    pub fn text(&self, index: usize, name: &str) -> Result<&str> {
+        self.fields.get(index).map(String::as_str).ok_or_else(|| {
+            self.error(name, format!("the line has {} fields, the column is number {}", self.fields.len(), index + 1))
+        })
+    }
+
+    /// Column `index` parsed as `T` (surrounding spaces ignored).
+    pub fn parse<T: FromStr>(&self, index: usize, name: &str, expected: &str) -> Result<T> {
+        let text = self.text(index, name)?.trim();
+        text.parse().map_err(|_| self.error(name, format!("expected {expected}, got {text:?}")))
+    }
+
+    /// Column `index` as a non-negative integer id (accepting integral floats such as `5.0`).
+    pub fn id(&self, index: usize, name: &str) -> Result<u64> {
+        let text = self.text(index, name)?.trim();
+        if let Ok(value) = text.parse::<u64>() {
+            return Ok(value);
+        }
+        match text.parse::<f64>() {
+            Ok(value) if value >= 0.0 && value.fract() == 0.0 && value < 1.8e19 => Ok(value as u64),
+            _ => Err(self.error(name, format!("expected a non-negative integer id, got {text:?}"))),
+        }
+    }
+
+    /// Number of fields.
+    pub fn len(&self) -> usize {
+        self.fields.len()
+    }
 }
 
 /// Column names of a table, for lookups that explain what is missing.

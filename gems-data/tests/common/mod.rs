@@ -1,0 +1,18 @@
+//! Helpers shared by the integration tests.
+
+use std::path::{Path, PathBuf};
+
+/// A fresh, empty scratch directory for one test.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let directory = std::env::temp_dir().join(format!("gems-data-test-{}-{name}", std::process::id()));
+    if directory.exists() {
+        std::fs::remove_dir_all(&directory).expect("remove old scratch directory");
+    }
+    std::fs::create_dir_all(&directory).expect("create scratch directory");
+    directory
+}
+
+/// The directory of a hand-made raw fixture.
+pub fn fixture(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(path)
+}
