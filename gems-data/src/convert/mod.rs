@@ -14,7 +14,7 @@
 // pub mod amazon_unisar;
 mod events;
 mod filter;
-// pub mod kuaisar;
+pub mod kuaisar;
 pub mod movielens;
 // mod pickle;
 mod python_literal;
@@ -91,6 +91,25 @@ impl fmt::Display for ConversionReport {
         }
         Ok(())
     }
+}
+
+/// Removes targets that are not in `known` from interactions, then interactions left without a
+/// target, counting both.
+pub(crate) fn retain_known_targets(
+    interactions: &mut Vec<Interaction>,
+    known: &std::collections::HashSet<u64>,
+    report: &mut ConversionReport,
+) {
+    let mut removed = 0;
+    for interaction in interactions.iter_mut() {
+        let before = interaction.targets.len();
+        interaction.targets.retain(|item| known.contains(item));
+        removed += before - interaction.targets.len();
+    }
+    let before = interactions.len();
+    interactions.retain(|interaction| !interaction.targets.is_empty());
+    report.add("clicked items missing from the item table (removed)", removed);
+    report.add("interactions left without a clicked item in the item table (dropped)", before - interactions.len());
 }
 
 /// Keeps the catalogue entries that some request references, counting the others.
