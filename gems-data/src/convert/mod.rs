@@ -18,7 +18,7 @@ pub mod kuaisar;
 pub mod movielens;
 // mod pickle;
 mod python_literal;
-// pub mod qilin;
+pub mod qilin;
 mod table;
 
 use std::fmt;
