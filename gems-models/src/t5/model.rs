@@ -411,9 +411,11 @@ impl T5ForConditionalGeneration {
         &self,
         input_ids: Tensor<2, Int>,
         attention_mask: Tensor<2, Int>,
-        mut probe: Option<&mut Probe>,
+        probe: Option<&mut Probe>,
     ) -> Tensor<3> {
-        let mut probe = probe.as_deref_mut().map(|p| p.child("encoder"));
+        // The probe's memory rows are the encoder's tokens.
+        let mut probe = probe.map(Probe::on_memory);
+        let mut probe = probe.as_mut().map(|p| p.child("encoder"));
         self.encoder.forward(
             self.shared.forward(input_ids),
             attention_mask,

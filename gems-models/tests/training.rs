@@ -1,0 +1,334 @@
+//! What training code relies on: gradients for every parameter, vocabulary growth, the
+//! linear-input observer, and random initialisation.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::Gradients;
+use burn::tensor::{Device, Tensor};
+use common::*;
+use gems_models::qwen2::Qwen2Config;
+use gems_models::t5::T5Config;
+use gems_models::{Backbone, LinearInputObserver, ModelConfig, ModelKind, parameter_paths};
+
+/// Checks, for every parameter, that a gradient exists and is finite and not all zero.
+struct GradientCheck<'a> {
+    grads: &'a Gradients,
+    path: Vec<String>,
+    problems: Vec<String>,
+    checked: usize,
+}
+
+impl ModuleVisitor for GradientCheck<'_> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        self.checked += 1;
+        let path = self.path.join(".");
+        match param.val().grad(self.grads) {
+            None => self.problems.push(format!("{path}: no gradient")),
+            Some(grad) => {
+                let values: Vec<f32> = grad.into_data().iter::<f32>().collect();
+                if values.iter().any(|v| !v.is_finite()) {
+                    self.problems.push(format!("{path}: non-finite gradient"));
+                } else if values.iter().all(|v| *v == 0.0) {
+                    self.problems.push(format!("{path}: zero gradient"));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn every_parameter_gets_a_finite_gradient() {
+    let device = Device::flex().autodiff();
+    for name in ["t5-v1_0", "t5-v1_1", "qwen2-tied", "qwen2-untied"] {
+        let model = Backbone::load(fixture(name), &device).unwrap();
+        let loss = model.loss(&Reference::load(name).batch(&device)).unwrap();
+        let grads = loss.backward();
+        let mut check = GradientCheck {
+            grads: &grads,
+            path: Vec::new(),
+            problems: Vec::new(),
+            checked: 0,
+        };
+        model.visit(&mut check);
+        assert_eq!(check.checked, parameter_paths(&model).len());
+        assert!(check.problems.is_empty(), "{name}: {:?}", check.problems);
+    }
+}
+
+#[test]
+fn grown_vocabulary_starts_at_the_mean_embedding_and_keeps_old_logits() {
+    for name in ["t5-v1_0", "t5-v1_1", "qwen2-tied", "qwen2-untied"] {
+        let model = load(name);
+        let reference = Reference::load(name);
+        let batch = reference.batch(&device());
+        let before = model.logits(&batch).unwrap();
+        let [rows, length, vocab] = before.dims();
+        let grown = model.clone().resize_token_embeddings(vocab + 5);
+        assert_eq!(grown.vocab_size(), vocab + 5);
+        assert_eq!(grown.is_tied(), model.is_tied());
+        let after = grown.logits(&batch).unwrap();
+        assert_eq!(after.dims(), [rows, length, vocab + 5]);
+        let kept = after.clone().narrow(2, 0, vocab);
+        let error = max_abs_diff(&values(kept), &values(before), |_| true);
+        assert!(error < 1e-5, "{name}: old logits moved by {error}");
+        // New tokens: all five logits equal (same row), equal to the logit of the mean row.
+        let new = values(after.narrow(2, vocab, 5));
+        for chunk in new.chunks(5) {
+            assert!(
+                chunk.iter().all(|v| (v - chunk[0]).abs() < 1e-5),
+                "{name}: {chunk:?}"
+            );
+        }
+        let shapes: BTreeMap<String, Vec<usize>> = parameter_paths(&grown).into_iter().collect();
+        let embedding = if model.kind() == ModelKind::T5 {
+            "shared.weight"
+        } else {
+            "model.embed_tokens.weight"
+        };
+        assert_eq!(shapes[embedding][0], vocab + 5);
+        if !model.is_tied() {
+            assert_eq!(shapes["lm_head.weight"][0], vocab + 5);
+        }
+        // The grown model saves and trains.
+        let labelled = batch.clone();
+        assert!(
+            grown
+                .loss(&labelled)
+                .unwrap()
+                .into_scalar::<f32>()
+                .is_finite()
+        );
+        // Shrinking back restores the original logits.
+        let shrunk = grown.resize_token_embeddings(vocab);
+        let error = max_abs_diff(
+            &values(shrunk.logits(&batch).unwrap()),
+            &values(model.logits(&batch).unwrap()),
+            |_| true,
+        );
+        assert!(error < 1e-5, "{name}");
+    }
+}
+
+/// Records every observation.
+#[derive(Default)]
+struct Recorder {
+    seen: BTreeMap<String, Vec<Vec<f32>>>,
+    rows: BTreeMap<String, usize>,
+}
+
+impl LinearInputObserver for Recorder {
+    fn observe(&mut self, path: &str, inputs: Tensor<2>) {
+        assert!(
+            !inputs.is_require_grad(),
+            "{path}: observed inputs are detached"
+        );
+        let [rows, width] = inputs.dims();
+        let values: Vec<f32> = inputs.into_data().iter::<f32>().collect();
+        *self.rows.entry(path.to_string()).or_default() += rows;
+        self.seen
+            .entry(path.to_string())
+            .or_default()
+            .extend(values.chunks(width).map(<[f32]>::to_vec));
+    }
+}
+
+/// The paths of the matrices the optimizer projects: attention q/k/v/o and MLP, minus `.weight`.
+fn projected(model: &Backbone) -> BTreeSet<String> {
+    parameter_paths(model)
+        .into_iter()
+        .filter_map(|(path, shape)| (shape.len() == 2).then_some(path))
+        .filter(|path| {
+            !path.contains("embed")
+                && !path.contains("shared")
+                && !path.starts_with("lm_head")
+                && !path.contains("relative_attention_bias")
+        })
+        .map(|path| path.trim_end_matches(".weight").to_string())
+        .collect()
+}
+
+#[test]
+fn observer_sees_every_projected_linear_at_real_tokens() {
+    let device = Device::flex().autodiff();
+    for name in ["t5-v1_0", "t5-v1_1", "qwen2-tied"] {
+        let model = Backbone::load(fixture(name), &device).unwrap();
+        let reference = Reference::load(name);
+        let batch = reference.batch(&device);
+        let mut recorder = Recorder::default();
+        let loss = model
+            .forward_observed(&batch, &mut recorder)
+            .unwrap()
+            .into_scalar::<f32>();
+        assert_eq!(loss, model.loss(&batch).unwrap().into_scalar::<f32>());
+
+        let seen: BTreeSet<String> = recorder.seen.keys().cloned().collect();
+        assert_eq!(seen, projected(&model), "{name}");
+        let tokens: usize = reference
+            .ints("attention_mask")
+            .iter()
+            .flatten()
+            .map(|&m| m as usize)
+            .sum();
+        let labelled = reference
+            .ints("labels")
+            .iter()
+            .flatten()
+            .filter(|&&l| l != -100)
+            .count();
+        for (path, rows) in &recorder.rows {
+            let cross_memory =
+                path.contains("EncDecAttention.k") || path.contains("EncDecAttention.v");
+            let expected = match model.kind() {
+                ModelKind::T5 if path.starts_with("decoder") && !cross_memory => labelled,
+                _ => tokens,
+            };
+            assert_eq!(*rows, expected, "{name}: {path}");
+        }
+        // q, k and v of one attention see the same input.
+        let layer = match model.kind() {
+            ModelKind::T5 => [
+                "encoder.block.1.layer.0.SelfAttention.q",
+                "encoder.block.1.layer.0.SelfAttention.k",
+                "encoder.block.1.layer.0.SelfAttention.v",
+            ],
+            ModelKind::Qwen2 => [
+                "model.layers.1.self_attn.q_proj",
+                "model.layers.1.self_attn.k_proj",
+                "model.layers.1.self_attn.v_proj",
+            ],
+        };
+        assert_eq!(recorder.seen[layer[0]], recorder.seen[layer[1]]);
+        assert_eq!(recorder.seen[layer[0]], recorder.seen[layer[2]]);
+
+        // The first attention's input is the RMS-normed embedding of each real token, in row order.
+        let (embedding, norm, query) = match model.kind() {
+            ModelKind::T5 => (
+                "shared.weight",
+                "encoder.block.0.layer.0.layer_norm.weight",
+                "encoder.block.0.layer.0.SelfAttention.q",
+            ),
+            ModelKind::Qwen2 => (
+                "model.embed_tokens.weight",
+                "model.layers.0.input_layernorm.weight",
+                "model.layers.0.self_attn.q_proj",
+            ),
+        };
+        let table = param_values(&model, embedding);
+        let scale = param_values(&model, norm);
+        let width = scale.len();
+        let ids = reference.ints("input_ids").concat();
+        let mask = reference.ints("attention_mask").concat();
+        let expected: Vec<Vec<f32>> = ids
+            .iter()
+            .zip(&mask)
+            .filter(|(_, m)| **m == 1)
+            .map(|(&id, _)| {
+                let row = &table[id as usize * width..(id as usize + 1) * width];
+                let rms = (row.iter().map(|v| v * v).sum::<f32>() / width as f32 + 1e-6).sqrt();
+                row.iter().zip(&scale).map(|(v, s)| v / rms * s).collect()
+            })
+            .collect();
+        let seen = &recorder.seen[query];
+        assert_eq!(seen.len(), expected.len());
+        let error = max_abs_diff(&seen.concat(), &expected.concat(), |_| true);
+        assert!(error < 1e-5, "{name}: {error}");
+    }
+}
+
+#[test]
+fn random_models_follow_the_config_and_hf_initialisation() {
+    let device = device();
+    device.seed(7);
+    let config = T5Config::compact(300);
+    let model = Backbone::new(&ModelConfig::T5(config.clone()), &device).unwrap();
+    assert!(model.is_tied());
+    let shapes: BTreeMap<String, Vec<usize>> = parameter_paths(&model).into_iter().collect();
+    assert_eq!(shapes["shared.weight"], vec![300, 128]);
+    assert_eq!(
+        shapes["encoder.block.1.layer.1.DenseReluDense.wi.weight"],
+        vec![512, 128]
+    );
+    assert!(
+        !shapes
+            .contains_key("encoder.block.1.layer.0.SelfAttention.relative_attention_bias.weight")
+    );
+
+    // Standard deviations of HF's `_init_weights` (factor 1): q ~ (d_model·d_kv)^-1/2, wo ~ d_ff^-1/2, shared ~ 1.
+    let std = |name: &str| {
+        let values = param_values(&model, name);
+        let mean = values.iter().sum::<f32>() / values.len() as f32;
+        (values.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / values.len() as f32).sqrt()
+    };
+    let near = |found: f32, expected: f64| (found as f64 - expected).abs() < 0.1 * expected;
+    assert!(near(
+        std("encoder.block.0.layer.0.SelfAttention.q.weight"),
+        (128.0f64 * 32.0).powf(-0.5)
+    ));
+    assert!(near(
+        std("decoder.block.1.layer.2.DenseReluDense.wo.weight"),
+        512f64.powf(-0.5)
+    ));
+    assert!(near(std("shared.weight"), 1.0));
+    assert_eq!(
+        param_values(&model, "decoder.final_layer_norm.weight"),
+        vec![1.0; 128]
+    );
+
+    let qwen = Qwen2Config::new(200, 64, 96, 2, 4, 2);
+    let model = Backbone::new(&ModelConfig::Qwen2(qwen), &device).unwrap();
+    let values = param_values(&model, "model.layers.0.mlp.up_proj.weight");
+    let rms = (values.iter().map(|v| v * v).sum::<f32>() / values.len() as f32).sqrt();
+    assert!((rms - 0.02).abs() < 0.002, "{rms}");
+    assert!(
+        param_values(&model, "model.layers.0.self_attn.q_proj.bias")
+            .iter()
+            .all(|v| *v == 0.0)
+    );
+    let ids = vec![vec![3i64, 9, 27, 4]];
+    let batch =
+        gems_models::LmBatch::from_rows(&ids, &[vec![1; 4]], &[vec![-100, 9, 27, 4]], &device)
+            .unwrap();
+    let loss = model.loss(&batch).unwrap().into_scalar::<f32>();
+    assert!(
+        (loss - (200f32).ln()).abs() < 0.5,
+        "a random model is near uniform: {loss}"
+    );
+}
+
+/// Values of one parameter, by HF name.
+fn param_values(model: &Backbone, name: &str) -> Vec<f32> {
+    struct Find<'a> {
+        name: &'a str,
+        path: Vec<String>,
+        found: Option<Vec<f32>>,
+    }
+    impl ModuleVisitor for Find<'_> {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if self.path.join(".") == self.name {
+                self.found = Some(param.val().into_data().iter::<f32>().collect());
+            }
+        }
+    }
+    let mut find = Find {
+        name,
+        path: Vec::new(),
+        found: None,
+    };
+    model.visit(&mut find);
+    find.found.unwrap_or_else(|| panic!("no parameter {name}"))
+}
