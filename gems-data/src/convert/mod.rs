@@ -11,12 +11,13 @@
 //! - [`movielens`]: ml-100k / ml-1m, GroupLens or RecBole layout, with proxy search queries.
 //! - [`crate::synthetic`]: the generated default dataset.
 
-// pub mod amazon_unisar;
+pub mod amazon_unisar;
+mod dataframe;
 mod events;
 mod filter;
 pub mod kuaisar;
 pub mod movielens;
-// mod pickle;
+mod pickle;
 mod python_literal;
 pub mod qilin;
 mod table;

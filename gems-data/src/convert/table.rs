@@ -37,11 +37,6 @@ impl TableReader {
         })
     }
 
-    /// The file name used in errors.
-    pub fn file(&self) -> &str {
-        &self.file
-    }
-
     fn read_line(&mut self) -> Result<Option<String>> {
         self.bytes.clear();
         let read = self.reader.read_until(b'\n', &mut self.bytes).map_err(|source| {
@@ -214,11 +209,6 @@ impl Header {
                 format!("missing column \"{name}\"; the header has: {}", self.names.join(", ")),
             )
         })
-    }
-
-    /// Number of columns.
-    pub fn len(&self) -> usize {
-        self.names.len()
     }
 }
 

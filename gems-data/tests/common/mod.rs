@@ -12,7 +12,8 @@ pub fn scratch_dir(name: &str) -> PathBuf {
     directory
 }
 
-/// The directory of a hand-made raw fixture.
+/// The directory of a hand-made raw fixture (not every test file uses it).
+#[allow(dead_code)]
 pub fn fixture(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(path)
 }

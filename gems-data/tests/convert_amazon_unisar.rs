@@ -1,0 +1,61 @@
+//! UniSAR's Amazon pickles, decoded in Rust: DataFrames written by pandas 3 (protocols 4 and 5),
+//! pandas 1.5 (protocol 4), the pre-1.4 block-manager layout (protocol 2) and a `to_dict` pickle.
+//! The fixture's pickles are made by `tests/fixtures/amazon_unisar/make_fixture.py`.
+
+mod common;
+
+use common::fixture;
+use gems_data::convert::amazon_unisar::{convert, AmazonUnisarOptions};
+use gems_data::{Request, Task};
+
+fn request(user: u64, task: Task, history: &[u64], query: Option<&str>, target: u64, timestamp: i64) -> Request {
+    Request {
+        user,
+        task,
+        history: history.to_vec(),
+        query: query.map(str::to_string),
+        query_is_proxy: false,
+        targets: vec![target],
+        negatives: Vec::new(),
+        timestamp,
+    }
+}
+
+#[test]
+fn converts_every_pickle_layout_into_exact_requests() {
+    let converted = convert(&fixture("amazon_unisar"), &AmazonUnisarOptions::default()).unwrap();
+    let expected = vec![
+        // User 1: rec 11 (t=100, history only), search 13 "5 6" (pandas 1.5 pickle), rec 12,
+        // rec 14 (protocol-4 pickle), search 15 "7" (pre-1.4 layout, protocol 2).
+        request(1, Task::Search, &[11], Some("5 6"), 13, 1400000200),
+        request(1, Task::Rec, &[11, 13], None, 12, 1400000300),
+        request(1, Task::Rec, &[11, 13, 12], None, 14, 1400000400),
+        request(1, Task::Search, &[11, 13, 12, 14], Some("7"), 15, 1400000500),
+        // User 2: rec 11, search 12 with the keyword stored as the text "[8, 9]" and a float ts,
+        // rec 13 from a to_dict(orient="index") pickle.
+        request(2, Task::Search, &[11], Some("8 9"), 12, 1400000250),
+        request(2, Task::Rec, &[11, 12], None, 13, 1400000350),
+    ];
+    assert_eq!(converted.requests, expected);
+    let ids: Vec<u64> = converted.items.iter().map(|item| item.id).collect();
+    assert_eq!(ids, vec![11, 12, 13, 14, 15]);
+    assert_eq!(converted.items[0].title, "item 11");
+    assert_eq!(converted.report.count("rec_train.pkl rows"), Some(3));
+    assert_eq!(converted.report.count("src_test.pkl rows"), Some(1));
+}
+
+#[test]
+fn unreadable_or_incomplete_pickles_are_explained() {
+    let directory = common::scratch_dir("unisar-broken");
+    let dataset = directory.join("dataset");
+    std::fs::create_dir_all(&dataset).unwrap();
+    for name in ["rec_train", "rec_val", "rec_test", "src_train", "src_val", "src_test"] {
+        std::fs::copy(fixture(&format!("amazon_unisar/dataset/{name}.pkl")), dataset.join(format!("{name}.pkl"))).unwrap();
+    }
+    std::fs::write(dataset.join("rec_val.pkl"), b"\x80\x04\x95").unwrap();
+    let error = convert(&directory, &AmazonUnisarOptions::default()).unwrap_err().to_string();
+    assert!(error.contains("rec_val.pkl: not a readable pickle: the pickle ends early"), "{error}");
+    std::fs::remove_file(dataset.join("rec_val.pkl")).unwrap();
+    let error = convert(&directory, &AmazonUnisarOptions::default()).unwrap_err().to_string();
+    assert!(error.contains("rec_val.pkl: missing; UniSAR's Amazon folder holds"), "{error}");
+}
