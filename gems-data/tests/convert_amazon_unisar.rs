@@ -4,22 +4,9 @@
 
 mod common;
 
-use common::fixture;
+use common::{fixture, request};
 use gems_data::convert::amazon_unisar::{convert, AmazonUnisarOptions};
-use gems_data::{Request, Task};
-
-fn request(user: u64, task: Task, history: &[u64], query: Option<&str>, target: u64, timestamp: i64) -> Request {
-    Request {
-        user,
-        task,
-        history: history.to_vec(),
-        query: query.map(str::to_string),
-        query_is_proxy: false,
-        targets: vec![target],
-        negatives: Vec::new(),
-        timestamp,
-    }
-}
+use gems_data::Task;
 
 #[test]
 fn converts_every_pickle_layout_into_exact_requests() {
@@ -27,14 +14,14 @@ fn converts_every_pickle_layout_into_exact_requests() {
     let expected = vec![
         // User 1: rec 11 (t=100, history only), search 13 "5 6" (pandas 1.5 pickle), rec 12,
         // rec 14 (protocol-4 pickle), search 15 "7" (pre-1.4 layout, protocol 2).
-        request(1, Task::Search, &[11], Some("5 6"), 13, 1400000200),
-        request(1, Task::Rec, &[11, 13], None, 12, 1400000300),
-        request(1, Task::Rec, &[11, 13, 12], None, 14, 1400000400),
-        request(1, Task::Search, &[11, 13, 12, 14], Some("7"), 15, 1400000500),
+        request(1, Task::Search, &[11], Some("5 6"), &[13], 1400000200),
+        request(1, Task::Rec, &[11, 13], None, &[12], 1400000300),
+        request(1, Task::Rec, &[11, 13, 12], None, &[14], 1400000400),
+        request(1, Task::Search, &[11, 13, 12, 14], Some("7"), &[15], 1400000500),
         // User 2: rec 11, search 12 with the keyword stored as the text "[8, 9]" and a float ts,
         // rec 13 from a to_dict(orient="index") pickle.
-        request(2, Task::Search, &[11], Some("8 9"), 12, 1400000250),
-        request(2, Task::Rec, &[11, 12], None, 13, 1400000350),
+        request(2, Task::Search, &[11], Some("8 9"), &[12], 1400000250),
+        request(2, Task::Rec, &[11, 12], None, &[13], 1400000350),
     ];
     assert_eq!(converted.requests, expected);
     let ids: Vec<u64> = converted.items.iter().map(|item| item.id).collect();

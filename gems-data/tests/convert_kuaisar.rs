@@ -2,30 +2,20 @@
 
 mod common;
 
-use common::fixture;
+use common::{fixture, request};
 use gems_data::convert::kuaisar::{convert, KuaiSarOptions};
-use gems_data::{Item, Request, Task};
+use gems_data::{Item, Task};
 
 #[test]
 fn converts_logs_into_exact_requests_and_items() {
     let converted = convert(&fixture("kuaisar"), &KuaiSarOptions::default()).unwrap();
-    let search = |user, history: Vec<u64>, query: &str, targets: Vec<u64>, timestamp| Request {
-        user,
-        task: Task::Search,
-        history,
-        query: Some(query.to_string()),
-        query_is_proxy: false,
-        targets,
-        negatives: Vec::new(),
-        timestamp,
-    };
     let expected = vec![
         // User 1: rec 101 (no history: history only), search session 7 (clicked 102 and the
         // profile 900, which is not an item), rec 103. The unclicked rec row of 102 is no interaction.
-        search(1, vec![101], "20 34 3", vec![102], 1684742040),
-        Request { task: Task::Rec, query: None, ..search(1, vec![101, 102], "", vec![103], 1684742100) },
+        request(1, Task::Search, &[101], Some("20 34 3"), &[102], 1684742040),
+        request(1, Task::Rec, &[101, 102], None, &[103], 1684742100),
         // User 2: rec 102, session 8 without a click (dropped), session 9 with two clicks.
-        search(2, vec![102], "9 10", vec![103, 101], 1684743500),
+        request(2, Task::Search, &[102], Some("9 10"), &[103, 101], 1684743500),
     ];
     assert_eq!(converted.requests, expected);
     let item = |id, title: &str, categories: &[&str]| Item {

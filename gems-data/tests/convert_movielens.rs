@@ -2,22 +2,9 @@
 
 mod common;
 
-use common::fixture;
+use common::{fixture, request};
 use gems_data::convert::movielens::{convert, detect_layout, MovieLensLayout, MovieLensOptions};
-use gems_data::{Item, Request, Task};
-
-fn rec_request(user: u64, history: &[u64], target: u64, timestamp: i64) -> Request {
-    Request {
-        user,
-        task: Task::Rec,
-        history: history.to_vec(),
-        query: None,
-        query_is_proxy: false,
-        targets: vec![target],
-        negatives: Vec::new(),
-        timestamp,
-    }
-}
+use gems_data::{Item, Task};
 
 fn expected_items() -> Vec<Item> {
     let item = |id: u64, title: &str, genres: &[&str]| Item {
@@ -49,10 +36,10 @@ fn all_layouts_give_the_same_exact_requests_and_items() {
     let options = MovieLensOptions { search_fraction: 0.0, ..MovieLensOptions::default() };
     let expected_requests = vec![
         // User 1 rated 20 (t=978300700), 10 (…760), 30 (…1000); the first rating has no history.
-        rec_request(1, &[20], 10, 978300760),
-        rec_request(1, &[20, 10], 30, 978301000),
-        rec_request(2, &[20], 40, 978400050),
-        rec_request(2, &[20, 40], 10, 978400100),
+        request(1, Task::Rec, &[20], None, &[10], 978300760),
+        request(1, Task::Rec, &[20, 10], None, &[30], 978301000),
+        request(2, Task::Rec, &[20], None, &[40], 978400050),
+        request(2, Task::Rec, &[20, 40], None, &[10], 978400100),
     ];
     for (layout, name) in [("grouplens-100k", "ml-100k"), ("grouplens-1m", "ml-1m"), ("recbole", "ml-1m")] {
         let converted = convert(&fixture(&format!("movielens/{layout}")), &options).unwrap();

@@ -2,23 +2,10 @@
 
 mod common;
 
-use common::fixture;
+use common::{fixture, request};
 use gems_data::convert::qilin::{convert, QilinOptions};
 use gems_data::convert::FilterOptions;
-use gems_data::{Item, Request, Task};
-
-fn request(user: u64, task: Task, history: &[u64], query: Option<&str>, targets: &[u64], timestamp: i64) -> Request {
-    Request {
-        user,
-        task,
-        history: history.to_vec(),
-        query: query.map(str::to_string),
-        query_is_proxy: false,
-        targets: targets.to_vec(),
-        negatives: Vec::new(),
-        timestamp,
-    }
-}
+use gems_data::{Item, Task};
 
 fn unfiltered() -> QilinOptions {
     QilinOptions { filter: FilterOptions::default(), ..QilinOptions::default() }

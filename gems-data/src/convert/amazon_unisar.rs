@@ -17,9 +17,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::convert::dataframe::{frame_from_pickle, Cell, Frame};
+use crate::convert::dataframe::{frame_from_pickle, Frame};
 use crate::convert::pickle::read_pickle;
-use crate::convert::python_literal::parse_integer_list;
+use crate::convert::python_literal::{parse_integer_list, PythonValue};
 use crate::convert::{
     apply_filters, requests_from_interactions, ConversionReport, ConvertedDataset, FilterOptions, HistoryOptions, Interaction,
 };
@@ -68,24 +68,26 @@ pub(crate) fn read_frame(path: &Path) -> Result<Frame> {
     })
 }
 
-fn required<'a>(frame: &'a Frame, file: &str, name: &str) -> Result<&'a [Cell]> {
+fn required<'a>(frame: &'a Frame, file: &str, name: &str) -> Result<&'a [PythonValue]> {
     frame.column(name).ok_or_else(|| {
         DataError::file(file, format!("missing column \"{name}\"; the frame has: {}", frame.columns.join(", ")))
     })
 }
 
-fn id_of(cell: &Cell, file: &str, row: usize, name: &str) -> Result<u64> {
+fn id_of(cell: &PythonValue, file: &str, row: usize, name: &str) -> Result<u64> {
     cell.as_integer()
         .and_then(|value| u64::try_from(value).ok())
         .ok_or_else(|| DataError::record(file, row + 1, Some(name), format!("expected a non-negative integer id, got {cell:?}")))
 }
 
-fn query_of(cell: &Cell, file: &str, row: usize) -> Result<String> {
+fn query_of(cell: &PythonValue, file: &str, row: usize) -> Result<String> {
     let join = |ids: &[i64]| ids.iter().map(i64::to_string).collect::<Vec<_>>().join(" ");
+    if let Some(ids) = cell.as_integer_list() {
+        return Ok(join(&ids));
+    }
     match cell {
-        Cell::IntegerList(ids) => Ok(join(ids)),
-        Cell::Integer(id) => Ok(id.to_string()),
-        Cell::Text(text) => Ok(parse_integer_list(text).map(|ids| join(&ids)).unwrap_or_else(|_| text.trim().to_string())),
+        PythonValue::Integer(id) => Ok(id.to_string()),
+        PythonValue::Text(text) => Ok(parse_integer_list(text).map(|ids| join(&ids)).unwrap_or_else(|_| text.trim().to_string())),
         other => Err(DataError::record(file, row + 1, Some("keyword"), format!("expected a list of word ids or a text, got {other:?}"))),
     }
 }

@@ -14,52 +14,21 @@
 use std::collections::HashMap;
 
 use crate::convert::pickle::{Node, Pickle, Value};
-
-/// One cell, reduced to what converters need.
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) enum Cell {
-    Missing,
-    Integer(i64),
-    Float(f64),
-    Text(String),
-    IntegerList(Vec<i64>),
-    /// Anything else, described.
-    Other(String),
-}
-
-impl Cell {
-    /// The cell as an integer (integral floats accepted).
-    pub fn as_integer(&self) -> Option<i64> {
-        match self {
-            Cell::Integer(value) => Some(*value),
-            Cell::Float(value) if value.is_finite() && value.fract() == 0.0 => Some(*value as i64),
-            _ => None,
-        }
-    }
-
-    /// The cell as a float.
-    pub fn as_float(&self) -> Option<f64> {
-        match self {
-            Cell::Integer(value) => Some(*value as f64),
-            Cell::Float(value) => Some(*value),
-            _ => None,
-        }
-    }
-}
+use crate::convert::python_literal::PythonValue;
 
 /// A decoded table.
 #[derive(Debug)]
 pub(crate) struct Frame {
     /// Column names in order.
     pub columns: Vec<String>,
-    data: Vec<Vec<Cell>>,
+    data: Vec<Vec<PythonValue>>,
     /// Number of rows.
     pub rows: usize,
 }
 
 impl Frame {
     /// The cells of column `name`.
-    pub fn column(&self, name: &str) -> Option<&[Cell]> {
+    pub fn column(&self, name: &str) -> Option<&[PythonValue]> {
         self.columns.iter().position(|column| column == name).map(|index| self.data[index].as_slice())
     }
 }
@@ -86,15 +55,15 @@ impl Array {
     }
 
     /// Element (row, column) of a 2-D array, or element `column` of a 1-D one (row 0).
-    fn cell(&self, pickle: &Pickle, row: usize, column: usize) -> Cell {
+    fn cell(&self, pickle: &Pickle, row: usize, column: usize) -> PythonValue {
         let index = match self.shape.as_slice() {
             [rows, columns] if self.fortran => column * rows + row,
             [_, columns] => row * columns + column,
             _ => column,
         };
         match &self.data {
-            ArrayData::Integer(values) => Cell::Integer(values[index]),
-            ArrayData::Float(values) => Cell::Float(values[index]),
+            ArrayData::Integer(values) => PythonValue::Integer(values[index]),
+            ArrayData::Float(values) => PythonValue::Float(values[index]),
             ArrayData::Object(values) => to_cell(pickle, &values[index]),
         }
     }
@@ -205,40 +174,30 @@ fn array_from(pickle: &Pickle, dtype: &Value, shape: Vec<usize>, fortran: bool, 
 }
 
 /// Converts a Python value into a cell.
-fn to_cell(pickle: &Pickle, value: &Value) -> Cell {
+fn to_cell(pickle: &Pickle, value: &Value) -> PythonValue {
     match value {
-        Value::None => Cell::Missing,
-        Value::Bool(flag) => Cell::Integer(i64::from(*flag)),
-        Value::Integer(number) => Cell::Integer(*number),
-        Value::Float(number) if number.is_nan() => Cell::Missing,
-        Value::Float(number) => Cell::Float(*number),
-        Value::Text(text) => Cell::Text(text.to_string()),
-        Value::Bytes(bytes) => Cell::Other(format!("{} bytes", bytes.len())),
+        Value::None => PythonValue::None,
+        Value::Bool(flag) => PythonValue::Bool(*flag),
+        Value::Integer(number) => PythonValue::Integer(*number),
+        Value::Float(number) if number.is_nan() => PythonValue::None,
+        Value::Float(number) => PythonValue::Float(*number),
+        Value::Text(text) => PythonValue::Text(text.to_string()),
+        Value::Bytes(bytes) => PythonValue::Opaque(format!("{} bytes", bytes.len())),
         Value::Node(_) => {
             if let Some(elements) = pickle.sequence(value) {
-                let cells: Vec<Cell> = elements.iter().map(|element| to_cell(pickle, element)).collect();
-                return match cells.iter().map(Cell::as_integer).collect::<Option<Vec<i64>>>() {
-                    Some(integers) => Cell::IntegerList(integers),
-                    None => Cell::Other(format!("a list {cells:?}")),
-                };
+                return PythonValue::List(elements.iter().map(|element| to_cell(pickle, element)).collect());
             }
             match pickle.object(value) {
                 Some((module, "scalar", [dtype, Value::Bytes(bytes)], _)) if is_numpy(module, "multiarray") => {
                     match array_from(pickle, dtype, vec![1], false, &Value::Bytes(bytes.clone())) {
                         Ok(array) => array.cell(pickle, 0, 0),
-                        Err(message) => Cell::Other(message),
+                        Err(message) => PythonValue::Opaque(message),
                     }
                 }
                 _ => match decode_array(pickle, value) {
-                    Ok(Some(array)) => {
-                        let cells: Vec<Cell> = (0..array.len()).map(|index| array.cell(pickle, 0, index)).collect();
-                        match cells.iter().map(Cell::as_integer).collect::<Option<Vec<i64>>>() {
-                            Some(integers) => Cell::IntegerList(integers),
-                            None => Cell::Other(format!("an array {cells:?}")),
-                        }
-                    }
-                    Ok(None) => Cell::Other(describe(pickle, value)),
-                    Err(message) => Cell::Other(message),
+                    Ok(Some(array)) => PythonValue::List((0..array.len()).map(|index| array.cell(pickle, 0, index)).collect()),
+                    Ok(None) => PythonValue::Opaque(describe(pickle, value)),
+                    Err(message) => PythonValue::Opaque(message),
                 },
             }
         }
@@ -301,7 +260,7 @@ fn frame_from_rows(pickle: &Pickle, rows: &[&[(Value, Value)]]) -> Frame {
             }
         }
     }
-    let mut data = vec![vec![Cell::Missing; rows.len()]; columns.len()];
+    let mut data = vec![vec![PythonValue::None; rows.len()]; columns.len()];
     for (index, row) in rows.iter().enumerate() {
         for (key, value) in row.iter() {
             data[position[&key_text(key)]][index] = to_cell(pickle, value);
@@ -382,7 +341,7 @@ fn frame_from_manager(pickle: &Pickle, manager: &Value) -> Result<Frame, String>
         Some(index) => index_labels(pickle, index)?.len(),
         None => 0,
     };
-    let mut data: Vec<Option<Vec<Cell>>> = vec![None; columns.len()];
+    let mut data: Vec<Option<Vec<PythonValue>>> = vec![None; columns.len()];
     for (values, placement) in blocks {
         let array = decode_array(pickle, &values)?.ok_or("a block's values are not a numpy array")?;
         let positions = placement_positions(pickle, &placement)?;
@@ -434,8 +393,8 @@ fn index_labels(pickle: &Pickle, index: &Value) -> Result<Vec<String>, String> {
         let array = decode_array(pickle, data)?.ok_or("an Index's data is not an array")?;
         return Ok((0..array.len())
             .map(|position| match array.cell(pickle, 0, position) {
-                Cell::Text(text) => text,
-                Cell::Integer(number) => number.to_string(),
+                PythonValue::Text(text) => text,
+                PythonValue::Integer(number) => number.to_string(),
                 other => format!("{other:?}"),
             })
             .collect());

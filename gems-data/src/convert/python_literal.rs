@@ -7,25 +7,27 @@
 //! also accepted), tuples, and `array(...)` wrappers. numpy's `...` summarisation of long arrays is
 //! rejected with a hint, since the elided values are lost.
 
-/// A parsed literal.
+/// A Python value, as parsed from a CSV cell or decoded from a pickled DataFrame cell.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) enum Literal {
+pub(crate) enum PythonValue {
     None,
     Bool(bool),
     Integer(i64),
     Float(f64),
     Text(String),
-    List(Vec<Literal>),
-    Dict(Vec<(Literal, Literal)>),
+    List(Vec<PythonValue>),
+    Dict(Vec<(PythonValue, PythonValue)>),
+    /// A value of another type (from a pickle), described.
+    Opaque(String),
 }
 
-impl Literal {
+impl PythonValue {
     /// The value as an integer, accepting integral floats (`785089.0`).
     pub fn as_integer(&self) -> Option<i64> {
         match self {
-            Literal::Integer(value) => Some(*value),
-            Literal::Float(value) if value.fract() == 0.0 && value.is_finite() => Some(*value as i64),
-            Literal::Bool(value) => Some(i64::from(*value)),
+            PythonValue::Integer(value) => Some(*value),
+            PythonValue::Float(value) if value.fract() == 0.0 && value.is_finite() => Some(*value as i64),
+            PythonValue::Bool(value) => Some(i64::from(*value)),
             _ => None,
         }
     }
@@ -33,34 +35,39 @@ impl Literal {
     /// The value as a float.
     pub fn as_float(&self) -> Option<f64> {
         match self {
-            Literal::Integer(value) => Some(*value as f64),
-            Literal::Float(value) => Some(*value),
+            PythonValue::Integer(value) => Some(*value as f64),
+            PythonValue::Float(value) => Some(*value),
             _ => None,
         }
     }
 
     /// The entry `key` of a dict with text keys.
-    pub fn get(&self, key: &str) -> Option<&Literal> {
+    pub fn get(&self, key: &str) -> Option<&PythonValue> {
         match self {
-            Literal::Dict(entries) => entries
+            PythonValue::Dict(entries) => entries
                 .iter()
-                .find(|(name, _)| matches!(name, Literal::Text(text) if text == key))
+                .find(|(name, _)| matches!(name, PythonValue::Text(text) if text == key))
                 .map(|(_, value)| value),
             _ => None,
         }
     }
 
     /// The elements of a list.
-    pub fn as_list(&self) -> Option<&[Literal]> {
+    pub fn as_list(&self) -> Option<&[PythonValue]> {
         match self {
-            Literal::List(elements) => Some(elements),
+            PythonValue::List(elements) => Some(elements),
             _ => None,
         }
+    }
+
+    /// The value as a list of integers.
+    pub fn as_integer_list(&self) -> Option<Vec<i64>> {
+        self.as_list()?.iter().map(PythonValue::as_integer).collect()
     }
 }
 
 /// Parses a whole cell.
-pub(crate) fn parse_literal(text: &str) -> Result<Literal, String> {
+pub(crate) fn parse_literal(text: &str) -> Result<PythonValue, String> {
     let mut parser = Parser { text, position: 0 };
     let value = parser.value()?;
     parser.skip_space();
@@ -73,11 +80,7 @@ pub(crate) fn parse_literal(text: &str) -> Result<Literal, String> {
 /// Parses a cell that must be a list of integers (ids), e.g. `[1 2 3]`, `[1, 2, 3]`, `[]`.
 pub(crate) fn parse_integer_list(text: &str) -> Result<Vec<i64>, String> {
     let value = parse_literal(text)?;
-    let elements = value.as_list().ok_or_else(|| "expected a list of integers".to_string())?;
-    elements
-        .iter()
-        .map(|element| element.as_integer().ok_or_else(|| format!("expected an integer, got {element:?}")))
-        .collect()
+    value.as_integer_list().ok_or_else(|| format!("expected a list of integers, got {value:?}"))
 }
 
 struct Parser<'a> {
@@ -95,7 +98,7 @@ impl Parser<'_> {
         self.position = self.text.len() - trimmed.len();
     }
 
-    fn value(&mut self) -> Result<Literal, String> {
+    fn value(&mut self) -> Result<PythonValue, String> {
         self.skip_space();
         let rest = self.rest();
         let Some(first) = rest.chars().next() else {
@@ -105,7 +108,7 @@ impl Parser<'_> {
             '[' => self.sequence('[', ']'),
             '(' => self.sequence('(', ')'),
             '{' => self.dict(),
-            '\'' | '"' => self.string(first).map(Literal::Text),
+            '\'' | '"' => self.string(first).map(PythonValue::Text),
             '.' if rest.starts_with("...") => Err(
                 "numpy shortened this array with '...', so values are missing; export the table with numpy.set_printoptions(threshold=sys.maxsize) or as JSON".to_string(),
             ),
@@ -113,14 +116,14 @@ impl Parser<'_> {
         }
     }
 
-    fn sequence(&mut self, open: char, close: char) -> Result<Literal, String> {
+    fn sequence(&mut self, open: char, close: char) -> Result<PythonValue, String> {
         self.position += open.len_utf8();
         let mut elements = Vec::new();
         loop {
             self.skip_space();
             if self.rest().starts_with(close) {
                 self.position += close.len_utf8();
-                return Ok(Literal::List(elements));
+                return Ok(PythonValue::List(elements));
             }
             if self.rest().starts_with(',') {
                 self.position += 1;
@@ -133,14 +136,14 @@ impl Parser<'_> {
         }
     }
 
-    fn dict(&mut self) -> Result<Literal, String> {
+    fn dict(&mut self) -> Result<PythonValue, String> {
         self.position += 1;
         let mut entries = Vec::new();
         loop {
             self.skip_space();
             if self.rest().starts_with('}') {
                 self.position += 1;
-                return Ok(Literal::Dict(entries));
+                return Ok(PythonValue::Dict(entries));
             }
             if self.rest().starts_with(',') {
                 self.position += 1;
@@ -190,7 +193,7 @@ impl Parser<'_> {
         Err("a string is not closed".to_string())
     }
 
-    fn word(&mut self) -> Result<Literal, String> {
+    fn word(&mut self) -> Result<PythonValue, String> {
         let rest = self.rest();
         let length = rest
             .find(|character: char| character.is_whitespace() || matches!(character, ',' | ']' | ')' | '}' | ':' | '('))
@@ -207,17 +210,17 @@ impl Parser<'_> {
             return Ok(value);
         }
         match word {
-            "None" | "null" => Ok(Literal::None),
-            "True" | "true" => Ok(Literal::Bool(true)),
-            "False" | "false" => Ok(Literal::Bool(false)),
-            "nan" | "NaN" => Ok(Literal::Float(f64::NAN)),
-            "inf" | "Infinity" => Ok(Literal::Float(f64::INFINITY)),
-            "-inf" | "-Infinity" => Ok(Literal::Float(f64::NEG_INFINITY)),
+            "None" | "null" => Ok(PythonValue::None),
+            "True" | "true" => Ok(PythonValue::Bool(true)),
+            "False" | "false" => Ok(PythonValue::Bool(false)),
+            "nan" | "NaN" => Ok(PythonValue::Float(f64::NAN)),
+            "inf" | "Infinity" => Ok(PythonValue::Float(f64::INFINITY)),
+            "-inf" | "-Infinity" => Ok(PythonValue::Float(f64::NEG_INFINITY)),
             _ => {
                 if let Ok(integer) = word.parse::<i64>() {
-                    return Ok(Literal::Integer(integer));
+                    return Ok(PythonValue::Integer(integer));
                 }
-                word.parse::<f64>().map(Literal::Float).map_err(|_| format!("unexpected token {word:?}"))
+                word.parse::<f64>().map(PythonValue::Float).map_err(|_| format!("unexpected token {word:?}"))
             }
         }
     }
@@ -239,9 +242,9 @@ mod tests {
         assert_eq!(rows[0].get("click").unwrap().as_integer(), Some(1));
         assert_eq!(rows[0].get("note_idx").unwrap().as_integer(), Some(785089));
         assert!(rows[0].get("page_time").unwrap().as_float().unwrap().is_nan());
-        assert_eq!(rows[0].get("note_id"), Some(&Literal::Text("x'y".to_string())));
+        assert_eq!(rows[0].get("note_id"), Some(&PythonValue::Text("x'y".to_string())));
         assert_eq!(parse_literal("[array([7.7464e+04, 3.2e+02]) array([1., 2.])]").unwrap().as_list().unwrap().len(), 2);
-        assert_eq!(parse_literal(r#"[{"click": true, "note_idx": 5}]"#).unwrap().as_list().unwrap()[0].get("click"), Some(&Literal::Bool(true)));
+        assert_eq!(parse_literal(r#"[{"click": true, "note_idx": 5}]"#).unwrap().as_list().unwrap()[0].get("click"), Some(&PythonValue::Bool(true)));
         assert!(parse_integer_list("[1 2 ... 9]").unwrap_err().contains("numpy shortened"));
         assert!(parse_literal("[1, 2").is_err());
     }

@@ -2,6 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
+use gems_data::{Request, Task};
+
 /// A fresh, empty scratch directory for one test.
 pub fn scratch_dir(name: &str) -> PathBuf {
     let directory = std::env::temp_dir().join(format!("gems-data-test-{}-{name}", std::process::id()));
@@ -16,4 +18,19 @@ pub fn scratch_dir(name: &str) -> PathBuf {
 #[allow(dead_code)]
 pub fn fixture(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(path)
+}
+
+/// A request without negatives and with a typed (not proxy) query.
+#[allow(dead_code)]
+pub fn request(user: u64, task: Task, history: &[u64], query: Option<&str>, targets: &[u64], timestamp: i64) -> Request {
+    Request {
+        user,
+        task,
+        history: history.to_vec(),
+        query: query.map(str::to_string),
+        query_is_proxy: false,
+        targets: targets.to_vec(),
+        negatives: Vec::new(),
+        timestamp,
+    }
 }
