@@ -102,15 +102,31 @@ impl KnowledgeBasis {
     /// Removes from `matrix` (shaped like the weight) every component along the knowledge
     /// directions of its input side.
     pub fn project_out(&self, matrix: Tensor<2>) -> Tensor<2> {
-        let Some(basis) = &self.basis else {
-            return matrix;
-        };
         if self.input_axis == 0 {
-            let inside = basis.clone().matmul(basis.clone().transpose().matmul(matrix.clone()));
-            matrix - inside
+            self.remove_from_rows(matrix)
         } else {
-            let inside = matrix.clone().matmul(basis.clone()).matmul(basis.clone().transpose());
-            matrix - inside
+            self.remove_from_columns(matrix)
+        }
+    }
+
+    /// `M − U(UᵀM)`, for a matrix whose rows index the input dimension.
+    pub fn remove_from_rows(&self, matrix: Tensor<2>) -> Tensor<2> {
+        match &self.basis {
+            Some(basis) => {
+                matrix.clone() - basis.clone().matmul(basis.clone().transpose().matmul(matrix))
+            }
+            None => matrix,
+        }
+    }
+
+    /// `M − (MU)Uᵀ`, for a matrix whose columns index the input dimension (such as low-rank
+    /// coordinates of a basis on the output side).
+    pub fn remove_from_columns(&self, matrix: Tensor<2>) -> Tensor<2> {
+        match &self.basis {
+            Some(basis) => {
+                matrix.clone() - matrix.matmul(basis.clone()).matmul(basis.clone().transpose())
+            }
+            None => matrix,
         }
     }
 

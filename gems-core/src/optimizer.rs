@@ -20,7 +20,8 @@ use crate::config::{GemsConfig, OtherParams};
 use crate::diagnostics::{LayerCosine, StepReport};
 use crate::error::{GemsError, Result};
 use crate::gate::TaskSignal;
-use crate::null_space::NullSpace;
+use crate::null_space::{KnowledgeBasis, NullSpace};
+use crate::projector::Side;
 use crate::subspace::{SubspacePlan, WeightSubspaces};
 
 /// One task's contribution to a step: the gradients of its own backward pass, its loss and
@@ -180,7 +181,11 @@ impl GemsOptimizer {
                     Treatment::Adamw => 8 * shape.iter().product::<usize>(),
                     Treatment::Projected => {
                         let subspace_tasks = if self.has_task_subspaces(tasks) { tasks } else { 0 };
-                        self.subspace_plan([shape[0], shape[1]]).state_bytes(subspace_tasks)
+                        let weight_shape = [shape[0], shape[1]];
+                        let (basis_side, _) =
+                            split_knowledge(self.knowledge_of(&path), Side::smaller_of(weight_shape));
+                        self.subspace_plan(weight_shape, basis_side.map_or(0, KnowledgeBasis::rank))
+                            .state_bytes(subspace_tasks)
                     }
                 };
                 ParamPlan {
@@ -211,14 +216,25 @@ impl GemsOptimizer {
         self.config.method.multi_subspace() && tasks > 1
     }
 
-    fn subspace_plan(&self, weight_shape: [usize; 2]) -> SubspacePlan {
+    /// Ranks and rules for a weight with `reserved` knowledge directions on its basis side.
+    fn subspace_plan(&self, weight_shape: [usize; 2], reserved: usize) -> SubspacePlan {
         SubspacePlan::new(
             weight_shape,
             self.config.shared_rank,
             self.config.effective_task_rank(),
+            reserved,
             self.config.svd.clone(),
             self.config.moment_transfer,
         )
+    }
+
+    /// The knowledge basis of the weight at `path`, when the method projects against one.
+    fn knowledge_of(&self, path: &str) -> Option<&KnowledgeBasis> {
+        self.config
+            .method
+            .null_space()
+            .then(|| self.null_space.get(path))
+            .flatten()
     }
 
     /// One step with a single gradient (no tasks): GaLore's update for the low-rank methods.
@@ -619,6 +635,15 @@ impl UpdateMapper<'_> {
         weight - delta.mul_scalar(self.learning_rate)
     }
 
+    /// GEMS / GaLore update of one projected weight:
+    /// W ← W − lr·(scale·(Q_s·N_s + Σ_t g_t·Q_t·N_t) + wd·P(W)).
+    ///
+    /// Null-space projection is exact but never applied to a full-size gradient on ordinary
+    /// steps: gradients are projected only when bases are recomputed. When the knowledge
+    /// directions U lie on the basis side, every basis is made orthogonal to U, so every update
+    /// Q·N is too; when they lie on the other side, U is removed from the r-row coordinates and
+    /// from the normalised step. Weight decay, which acts on the whole weight, is projected as
+    /// is.
     fn low_rank(
         &mut self,
         path: &str,
@@ -627,85 +652,137 @@ impl UpdateMapper<'_> {
         refresh_offset: u64,
     ) -> Tensor<2> {
         let weight_shape = weight.dims();
-        let num_tasks = gradients.len();
-        let knowledge = if self.optimizer.config.method.null_space() {
-            self.optimizer.null_space.get(path).cloned()
-        } else {
-            None
-        };
-        let gradients: Vec<Tensor<2>> = match &knowledge {
-            Some(knowledge) => gradients.into_iter().map(|g| knowledge.project_out(g)).collect(),
-            None => gradients,
-        };
-        let merged = self.merge(&gradients);
-
-        let step = self.optimizer.state.step;
-        let every = self.optimizer.config.refresh_every;
-        let previous = match self.optimizer.state.weights.remove(path) {
-            Some(WeightState::LowRank(subspaces)) => Some(subspaces),
-            Some(WeightState::Full(_)) => {
-                unreachable!("the survey rejects a treatment that does not match the state")
-            }
-            None => None,
-        };
-        let due = previous
-            .as_ref()
-            .is_none_or(|_| (step + refresh_offset) % every == 0);
-        let mut subspaces = if due {
-            let started = Instant::now();
-            let plan = self.optimizer.subspace_plan(weight_shape);
-            let task_gradients: &[Tensor<2>] = if self.optimizer.has_task_subspaces(num_tasks) {
-                &gradients
-            } else {
-                &[]
+        let knowledge = self.optimizer.knowledge_of(path).cloned();
+        let (basis_side_knowledge, coordinate_knowledge) =
+            split_knowledge(knowledge.as_ref(), Side::smaller_of(weight_shape));
+        let plan = self.optimizer.subspace_plan(
+            weight_shape,
+            basis_side_knowledge.map_or(0, KnowledgeBasis::rank),
+        );
+        let config = self.optimizer.config.clone();
+        let previous_weight = weight.clone();
+        let mut update = None;
+        if plan.shared_rank > 0 {
+            let merged = self.merge(&gradients);
+            let step = self.optimizer.state.step;
+            let previous = match self.optimizer.state.weights.remove(path) {
+                Some(WeightState::LowRank(subspaces)) => Some(subspaces),
+                Some(WeightState::Full(_)) => {
+                    unreachable!("the survey rejects a treatment that does not match the state")
+                }
+                None => None,
             };
-            let refreshes = previous.as_ref().map_or(0, |p| p.refreshes);
-            let mut rng = sketch_rng(self.optimizer.config.seed, path, refreshes);
-            let (subspaces, failures) = WeightSubspaces::refresh(
-                previous,
-                &merged,
-                task_gradients,
-                &plan,
-                refresh_offset,
-                &mut rng,
-            );
-            for failure in failures {
-                tracing::warn!(
-                    parameter = path,
-                    subspace = failure.subspace,
-                    reason = failure.reason,
-                    "basis refresh failed; keeping the previous basis"
-                );
-                self.failed_refreshes.push((
-                    format!("{path} ({})", failure.subspace),
-                    failure.reason,
-                ));
-            }
-            self.refreshed += 1;
-            self.svd_seconds += started.elapsed().as_secs_f64();
-            subspaces
-        } else {
-            previous.expect("not due implies a previous state")
-        };
+            let due = previous
+                .as_ref()
+                .is_none_or(|_| (step + refresh_offset) % config.refresh_every == 0);
+            let mut subspaces = if due {
+                let project = |g: &Tensor<2>| match &knowledge {
+                    Some(knowledge) => knowledge.project_out(g.clone()),
+                    None => g.clone(),
+                };
+                let task_gradients: Vec<Tensor<2>> =
+                    if self.optimizer.has_task_subspaces(gradients.len()) {
+                        gradients.iter().map(project).collect()
+                    } else {
+                        Vec::new()
+                    };
+                self.refresh(
+                    path,
+                    previous,
+                    &project(&merged),
+                    &task_gradients,
+                    &plan,
+                    refresh_offset,
+                    basis_side_knowledge.and_then(|k| k.basis.as_ref()),
+                )
+            } else {
+                previous.expect("not due implies a previous state")
+            };
 
-        let config = &self.optimizer.config;
-        let hyper = config.adam();
-        let mut direction = subspaces.shared.direction(merged, &hyper);
-        for ((subspace, gradient), gate) in subspaces.tasks.iter_mut().zip(gradients).zip(&self.gate) {
-            direction = direction + subspace.direction(gradient, &hyper).mul_scalar(*gate);
+            // Scaled by the learning rate here, on the small coordinate blocks.
+            update = Some(subspaces.update(
+                merged,
+                gradients,
+                &self.gate,
+                config.scale * self.learning_rate,
+                &config.adam(),
+                coordinate_knowledge,
+            ));
+            self.optimizer
+                .state
+                .weights
+                .insert(path.to_string(), WeightState::LowRank(subspaces));
         }
-        let mut delta = direction.mul_scalar(config.scale);
+        let mut weight = match update {
+            Some(update) => weight - update,
+            None => weight,
+        };
         if config.weight_decay > 0.0 {
-            delta = delta + weight.clone().mul_scalar(config.weight_decay);
+            // Decoupled decay of the weight before this step's update, projected like it.
+            let decay = previous_weight.mul_scalar(config.weight_decay * self.learning_rate);
+            weight = weight
+                - match &knowledge {
+                    Some(knowledge) => knowledge.project_out(decay),
+                    None => decay,
+                };
         }
-        if let Some(knowledge) = &knowledge {
-            delta = knowledge.project_out(delta);
+        weight
+    }
+
+    /// Recomputes the bases of one weight, timing it and recording failures.
+    #[allow(clippy::too_many_arguments)]
+    fn refresh(
+        &mut self,
+        path: &str,
+        previous: Option<WeightSubspaces>,
+        merged: &Tensor<2>,
+        task_gradients: &[Tensor<2>],
+        plan: &SubspacePlan,
+        refresh_offset: u64,
+        exclude: Option<&Tensor<2>>,
+    ) -> WeightSubspaces {
+        let started = Instant::now();
+        let refreshes = previous.as_ref().map_or(0, |p| p.refreshes);
+        let mut rng = sketch_rng(self.optimizer.config.seed, path, refreshes);
+        let (subspaces, failures) = WeightSubspaces::refresh(
+            previous,
+            merged,
+            task_gradients,
+            plan,
+            refresh_offset,
+            exclude,
+            &mut rng,
+        );
+        for failure in failures {
+            tracing::warn!(
+                parameter = path,
+                subspace = failure.subspace,
+                reason = failure.reason,
+                "basis refresh failed; keeping the previous basis"
+            );
+            self.failed_refreshes
+                .push((format!("{path} ({})", failure.subspace), failure.reason));
         }
-        self.optimizer
-            .state
-            .weights
-            .insert(path.to_string(), WeightState::LowRank(subspaces));
-        weight - delta.mul_scalar(self.learning_rate)
+        self.refreshed += 1;
+        self.svd_seconds += started.elapsed().as_secs_f64();
+        subspaces
+    }
+}
+
+/// Splits a weight's knowledge basis by where it acts: on the basis side (the bases must avoid
+/// it) or on the other side (the low-rank coordinates must).
+fn split_knowledge(
+    knowledge: Option<&KnowledgeBasis>,
+    side: Side,
+) -> (Option<&KnowledgeBasis>, Option<&KnowledgeBasis>) {
+    let basis_axis = match side {
+        Side::Rows => 0,
+        Side::Columns => 1,
+    };
+    match knowledge {
+        Some(k) if k.basis.is_some() && k.input_axis == basis_axis => (Some(k), None),
+        Some(k) if k.basis.is_some() => (None, Some(k)),
+        _ => (None, None),
     }
 }
 

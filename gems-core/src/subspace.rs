@@ -11,6 +11,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::adam::{AdamHyper, AdamMoments};
 use crate::config::MomentTransfer;
+use crate::null_space::KnowledgeBasis;
 use crate::projector::{Projector, Side};
 use crate::rsvd::{SvdMethod, fallback_basis, remove_component, top_left_singular_vectors};
 
@@ -34,12 +35,29 @@ impl Subspace {
         }
     }
 
-    /// The Adam step for `gradient` (shaped like the weight), projected into the subspace,
-    /// normalised there and brought back to full size.
-    pub fn direction(&mut self, gradient: Tensor<2>, hyper: &AdamHyper) -> Tensor<2> {
-        let coordinates = self.projector.project(gradient);
+    /// The normalised Adam step, in this subspace's low-rank coordinates, for `gradient`
+    /// (shaped like the weight).
+    ///
+    /// `knowledge`, for a weight whose knowledge directions lie on the side opposite the basis,
+    /// is removed from the coordinates and from the normalised step (Adam's element-wise
+    /// normalisation would bring it back): r rows instead of a full-size projection. When the
+    /// knowledge directions lie on the basis side, the basis itself avoids them and nothing is
+    /// needed here.
+    pub fn normalized_step(
+        &mut self,
+        gradient: Tensor<2>,
+        hyper: &AdamHyper,
+        knowledge: Option<&KnowledgeBasis>,
+    ) -> Tensor<2> {
+        let mut coordinates = self.projector.project(gradient);
+        if let Some(knowledge) = knowledge {
+            coordinates = knowledge.remove_from_columns(coordinates);
+        }
         let step = self.moments.update(coordinates, hyper);
-        self.projector.project_back(step)
+        match knowledge {
+            Some(knowledge) => knowledge.remove_from_columns(step),
+            None => step,
+        }
     }
 
     /// This subspace's moments carried into a new basis.
@@ -68,7 +86,8 @@ impl Subspace {
 pub struct SubspacePlan {
     /// Shape of the weight.
     pub weight_shape: [usize; 2],
-    /// Effective shared rank (at most the smaller side).
+    /// Effective shared rank (at most the smaller side minus the knowledge directions on it;
+    /// 0 when those fill it and the weight cannot move).
     pub shared_rank: usize,
     /// Effective task rank, 0 when the weight has no task subspaces.
     pub task_rank: usize,
@@ -79,20 +98,22 @@ pub struct SubspacePlan {
 }
 
 impl SubspacePlan {
-    /// Ranks clipped to what the weight can hold: r_s ≤ min side, r_t ≤ min side − r_s.
+    /// Ranks clipped to what the weight can hold: with `reserved` knowledge directions on the
+    /// basis side, r_s ≤ min side − reserved and r_t ≤ min side − reserved − r_s.
     pub fn new(
         weight_shape: [usize; 2],
         shared_rank: usize,
         task_rank: usize,
+        reserved: usize,
         svd: SvdMethod,
         transfer: MomentTransfer,
     ) -> Self {
-        let side = weight_shape[0].min(weight_shape[1]);
-        let shared_rank = shared_rank.min(side);
+        let free = weight_shape[0].min(weight_shape[1]).saturating_sub(reserved);
+        let shared_rank = shared_rank.min(free);
         Self {
             weight_shape,
             shared_rank,
-            task_rank: task_rank.min(side - shared_rank),
+            task_rank: task_rank.min(free - shared_rank),
             svd,
             transfer,
         }
@@ -131,7 +152,8 @@ pub struct RefreshFailure {
 
 impl WeightSubspaces {
     /// Computes the bases from the merged gradient and the task gradients (shaped like the
-    /// weight, null-space projected already), carrying moments over from `previous`.
+    /// weight, null-space projected already), carrying moments over from `previous`. Every
+    /// basis avoids `exclude` (the knowledge directions on the basis side, if any).
     ///
     /// A basis whose decomposition fails keeps its previous value (a task basis is re-made
     /// orthogonal to a new shared basis); with no previous value, random orthonormal directions
@@ -142,6 +164,7 @@ impl WeightSubspaces {
         task_gradients: &[Tensor<2>],
         plan: &SubspacePlan,
         refresh_offset: u64,
+        exclude: Option<&Tensor<2>>,
         rng: &mut ChaCha8Rng,
     ) -> (WeightSubspaces, Vec<RefreshFailure>) {
         let side = Side::smaller_of(plan.weight_shape);
@@ -158,7 +181,7 @@ impl WeightSubspaces {
             side.canonical(merged.clone()),
             plan.shared_rank,
             &plan.svd,
-            None,
+            exclude,
             rng,
         );
         let (shared, shared_kept) = match (computed, previous_shared) {
@@ -178,7 +201,7 @@ impl WeightSubspaces {
                 match previous {
                     Some(old) => (old, true),
                     None => {
-                        let basis = fallback_basis(None, rows, plan.shared_rank, None, rng, &device)
+                        let basis = fallback_basis(None, rows, plan.shared_rank, exclude, rng, &device)
                             .expect("random directions always complete a basis");
                         (Subspace::fresh(Projector { basis, side }, plan.weight_shape), false)
                     }
@@ -189,6 +212,10 @@ impl WeightSubspaces {
         let mut tasks = Vec::new();
         if plan.task_rank > 0 && task_gradients.len() > 1 {
             let shared_basis = &shared.projector.basis;
+            let avoided = match exclude {
+                Some(knowledge) => Tensor::cat(vec![knowledge.clone(), shared_basis.clone()], 1),
+                None => shared_basis.clone(),
+            };
             for (task, (gradient, previous)) in
                 task_gradients.iter().zip(previous_tasks).enumerate()
             {
@@ -197,7 +224,7 @@ impl WeightSubspaces {
                     residual,
                     plan.task_rank,
                     &plan.svd,
-                    Some(shared_basis),
+                    Some(&avoided),
                     rng,
                 );
                 let basis = match computed {
@@ -212,7 +239,7 @@ impl WeightSubspaces {
                             continue;
                         }
                         let start = previous.as_ref().map(|old| old.projector.basis.clone());
-                        fallback_basis(start, rows, plan.task_rank, Some(shared_basis), rng, &device)
+                        fallback_basis(start, rows, plan.task_rank, Some(&avoided), rng, &device)
                             .expect("random directions always complete a basis")
                     }
                 };
@@ -231,6 +258,37 @@ impl WeightSubspaces {
             refresh_offset,
         };
         (subspaces, failures)
+    }
+
+    /// The update of one step, shaped like the weight:
+    /// `factor · (Q_s·N_s + Σ_t gate_t·Q_t·N_t)` with N the normalised Adam steps of the merged
+    /// gradient (shared subspace) and of each task's gradient (task subspaces).
+    ///
+    /// The scalars multiply the small coordinate blocks, which are stacked so that a single
+    /// product with the concatenated bases brings everything back to full size: one full-size
+    /// pass instead of one per subspace plus the additions and scalings between them.
+    pub fn update(
+        &mut self,
+        merged: Tensor<2>,
+        task_gradients: Vec<Tensor<2>>,
+        gates: &[f64],
+        factor: f64,
+        hyper: &AdamHyper,
+        knowledge: Option<&KnowledgeBasis>,
+    ) -> Tensor<2> {
+        let shared_step = self.shared.normalized_step(merged, hyper, knowledge);
+        let mut bases = vec![self.shared.projector.basis.clone()];
+        let mut steps = vec![shared_step.mul_scalar(factor)];
+        for ((subspace, gradient), gate) in self.tasks.iter_mut().zip(task_gradients).zip(gates) {
+            let step = subspace.normalized_step(gradient, hyper, knowledge);
+            bases.push(subspace.projector.basis.clone());
+            steps.push(step.mul_scalar(factor * gate));
+        }
+        let side = self.shared.projector.side;
+        if bases.len() == 1 {
+            return side.original(bases.remove(0).matmul(steps.remove(0)));
+        }
+        side.original(Tensor::cat(bases, 1).matmul(Tensor::cat(steps, 0)))
     }
 
     /// Bytes held by every basis and moment (float32).

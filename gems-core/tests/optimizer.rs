@@ -212,10 +212,10 @@ fn task_bases_are_orthogonal_to_the_shared_basis() {
         // the shared subspace, so its basis still must avoid it.
         let mut all = tasks.clone();
         all.push(merged.clone());
-        let plan = SubspacePlan::new(shape, 16, 8, SvdMethod::default(), MomentTransfer::Rotate);
+        let plan = SubspacePlan::new(shape, 16, 8, 0, SvdMethod::default(), MomentTransfer::Rotate);
         let mut sketch_rng = ChaCha8Rng::seed_from_u64(0);
         let (subspaces, failures) =
-            WeightSubspaces::refresh(None, &merged, &all, &plan, 0, &mut sketch_rng);
+            WeightSubspaces::refresh(None, &merged, &all, &plan, 0, None, &mut sketch_rng);
         assert!(failures.is_empty(), "{failures:?}");
         let shared = &subspaces.shared.projector.basis;
         assert_eq!(shared.dims(), [64, 16]);
@@ -263,37 +263,38 @@ fn task_bases_stay_orthogonal_after_refreshes_in_a_run() {
     }
 }
 
-/// Inputs confined (up to small noise) to an 8-dimensional subspace of the 32 inputs of `q`.
-fn knowledge_inputs(seed: u64, device: &burn::tensor::Device) -> Tensor<2> {
+/// `count` inputs of dimension `dim` confined (up to 1e-3 noise) to `signal` random directions.
+fn knowledge_inputs(dim: usize, signal: usize, seed: u64, device: &burn::tensor::Device) -> Tensor<2> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let directions = common::random_orthonormal(32, 8, &mut rng);
-    let codes = common::gaussian(400, 8, &mut rng);
-    let noise = common::gaussian(400, 32, &mut rng);
-    let inputs = Mat::from_fn(400, 32, |i, j| {
-        (0..8).map(|k| codes[(i, k)] * directions[(j, k)]).sum::<f64>() + 1e-3 * noise[(i, j)]
+    let directions = common::random_orthonormal(dim, signal, &mut rng);
+    let codes = common::gaussian(400, signal, &mut rng);
+    let noise = common::gaussian(400, dim, &mut rng);
+    let inputs = Mat::from_fn(400, dim, |i, j| {
+        (0..signal).map(|k| codes[(i, k)] * directions[(j, k)]).sum::<f64>() + 1e-3 * noise[(i, j)]
     });
     common::tensor(&inputs, device)
 }
 
+/// Both orientations: `q` (`[32, 48]`) has its basis on the input side, so its bases must avoid
+/// the knowledge directions; `o` (`[48, 24]`) has it on the output side, so its coordinates must.
 #[test]
 fn updates_leave_knowledge_inputs_unchanged() {
     let device = device();
     let inner = device.clone().without_autodiff();
     let mut accumulator = CovarianceAccumulator::new();
     // Streamed in four batches, as a corpus would be.
-    let inputs = knowledge_inputs(3, &inner);
+    let q_inputs = knowledge_inputs(32, 8, 3, &inner);
     for batch in 0..4 {
-        accumulator.observe("q.weight", inputs.clone().slice([batch * 100..(batch + 1) * 100, 0..32]));
+        accumulator.observe("q.weight", q_inputs.clone().slice([batch * 100..(batch + 1) * 100, 0..32]));
     }
-    accumulator.observe("o.weight", common::tensor(&common::gaussian(200, 48, &mut ChaCha8Rng::seed_from_u64(4)), &inner));
+    accumulator.observe("o.weight", knowledge_inputs(48, 12, 4, &inner));
     assert_eq!(accumulator.observations("q.weight"), 400);
     let selection = KnowledgeSelection::EnergyFraction { fraction: 0.99 };
     let null_space = accumulator.into_null_space(&selection, 0).unwrap();
-    let knowledge = null_space.get("q.weight").unwrap();
-    assert_eq!(knowledge.rank(), 8, "the 8 signal directions hold over 99% of the energy");
-    let basis = knowledge.basis.clone().unwrap();
+    assert_eq!(null_space.get("q.weight").unwrap().rank(), 8, "the 8 signal directions hold 99%");
+    assert_eq!(null_space.get("o.weight").unwrap().rank(), 12);
 
-    let relative_leak = |method: Method| {
+    let relative_leaks = |method: Method| {
         let config = GemsConfig {
             method,
             shared_rank: 8,
@@ -304,7 +305,7 @@ fn updates_leave_knowledge_inputs_unchanged() {
         };
         let mut optimizer = config.init().unwrap().with_null_space(null_space.clone());
         let mut model = ToyModel::new(&device);
-        let start = model.q.weight.val().inner();
+        let start = [model.q.weight.val().inner(), model.o.weight.val().inner()];
         for step in 0..60 {
             let tasks = (0..2)
                 .map(|t| TaskGradients {
@@ -315,15 +316,51 @@ fn updates_leave_knowledge_inputs_unchanged() {
                 .collect();
             model = optimizer.step(0.02, model, tasks).unwrap().0;
         }
-        let change = model.q.weight.val().inner() - start;
-        // ‖ΔWᵀ·U‖ / ‖ΔW‖: how much of the change acts on knowledge inputs.
-        let leak = to_host(basis.clone().transpose().matmul(change.clone())).norm_l2();
-        leak / to_host(change).norm_l2()
+        let end = [model.q.weight.val().inner(), model.o.weight.val().inner()];
+        ["q.weight", "o.weight"].iter().zip(start.into_iter().zip(end)).map(|(path, (start, end))| {
+            let change = end - start;
+            let basis = null_space.get(path).unwrap().basis.clone().unwrap();
+            // ‖Uᵀ·ΔW‖ / ‖ΔW‖: how much of the change acts on knowledge inputs.
+            let leak = to_host(basis.transpose().matmul(change.clone())).norm_l2();
+            leak / to_host(change).norm_l2()
+        }).collect::<Vec<f64>>()
     };
-    let with_projection = relative_leak(Method::Gems);
-    let without = relative_leak(Method::GemsNoNsp);
-    assert!(with_projection <= 1e-4, "GEMS leaks {with_projection:e} into the knowledge space");
-    assert!(without > 0.1, "without projection the leak should be large, got {without}");
+    for method in [Method::Gems, Method::GemsNoMsd] {
+        for (path, leak) in ["q", "o"].iter().zip(relative_leaks(method)) {
+            assert!(leak <= 1e-4, "{method}: {path} leaks {leak:e} into the knowledge space");
+        }
+    }
+    for (path, leak) in ["q", "o"].iter().zip(relative_leaks(Method::GemsNoNsp)) {
+        assert!(leak > 0.1, "without projection {path} should leak, got {leak}");
+    }
+}
+
+#[test]
+fn knowledge_directions_on_the_basis_side_reduce_the_available_ranks() {
+    let device = device();
+    let inner = device.clone().without_autodiff();
+    let mut accumulator = CovarianceAccumulator::new();
+    accumulator.observe("q.weight", knowledge_inputs(32, 20, 6, &inner));
+    accumulator.observe("o.weight", knowledge_inputs(48, 12, 7, &inner));
+    let null_space = accumulator
+        .into_null_space(&KnowledgeSelection::EnergyFraction { fraction: 0.99 }, 0)
+        .unwrap();
+    let config = GemsConfig { shared_rank: 8, task_rank: Some(4), ..GemsConfig::default() };
+    let mut optimizer = config.init().unwrap().with_null_space(null_space);
+    let model = ToyModel::new(&device);
+    let tasks = (0..2)
+        .map(|t| TaskGradients { gradients: seeded_gradients(&model, t, 1.0), loss: 1.0, samples: 1 })
+        .collect();
+    optimizer.step(0.01, model, tasks).unwrap();
+    // q: 32 inputs − 20 knowledge directions = 12 free: shared 8, tasks 4 each.
+    let q = optimizer.subspaces("q.weight").unwrap();
+    assert_eq!(q.shared.projector.rank(), 8);
+    assert!(q.tasks.iter().all(|t| t.projector.rank() == 4));
+    let knowledge = optimizer.null_space().get("q.weight").unwrap().basis.clone().unwrap();
+    assert!(max_abs_cross(&knowledge, &q.shared.projector.basis) <= 1e-5);
+    for task in &q.tasks {
+        assert!(max_abs_cross(&knowledge, &task.projector.basis) <= 1e-5);
+    }
 }
 
 fn run_two_tasks(model: ToyModel, optimizer: &mut gems_core::GemsOptimizer, steps: std::ops::Range<u64>) -> ToyModel {
