@@ -9,7 +9,7 @@
 //! Run: `cargo bench -p gems-data --bench convert`.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::Instant;
 
 use gems_data::convert::movielens::{convert, MovieLensOptions};
@@ -31,7 +31,7 @@ const WORDS: [&str; 16] = [
     "lost", "blue", "house",
 ];
 
-fn write_ml1m_sized_input(directory: &PathBuf) {
+fn write_ml1m_sized_input(directory: &Path) {
     let mut generator = ChaCha8Rng::seed_from_u64(1);
     let mut movies = String::new();
     for movie in 1..=MOVIES {

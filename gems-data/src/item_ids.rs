@@ -108,15 +108,14 @@ impl ItemIdentifiers {
                 embeddings.len()
             )));
         }
-        if let Some(first) = embeddings.first() {
-            if let Some(position) = embeddings.iter().position(|embedding| embedding.len() != first.len()) {
-                return Err(DataError::InvalidOption(format!(
-                    "embedding of item {} has {} values, the first has {}",
-                    items[position].id,
-                    embeddings[position].len(),
-                    first.len()
-                )));
-            }
+        let width = embeddings.first().map_or(0, Vec::len);
+        if let Some(position) = embeddings.iter().position(|embedding| embedding.len() != width) {
+            return Err(DataError::InvalidOption(format!(
+                "embedding of item {} has {} values, the first has {}",
+                items[position].id,
+                embeddings[position].len(),
+                width
+            )));
         }
         if options.levels == 0 || options.levels > 25 || options.codebook_size < 2 {
             return Err(DataError::InvalidOption(format!(

@@ -111,12 +111,12 @@ fn substitute(template: &str, history: &str, query: &str) -> String {
     while let Some(open) = rest.find('{') {
         output.push_str(&rest[..open]);
         let tail = &rest[open..];
-        if tail.starts_with(HISTORY) {
+        if let Some(after) = tail.strip_prefix(HISTORY) {
             output.push_str(history);
-            rest = &tail[HISTORY.len()..];
-        } else if tail.starts_with(QUERY) {
+            rest = after;
+        } else if let Some(after) = tail.strip_prefix(QUERY) {
             output.push_str(query);
-            rest = &tail[QUERY.len()..];
+            rest = after;
         } else {
             output.push('{');
             rest = &tail[1..];

@@ -220,12 +220,12 @@ fn generate_items(generator: &mut ChaCha8Rng, categories: usize, per_category: u
     };
     let mut items = Vec::with_capacity(categories * per_category);
     let mut titles: HashSet<(usize, &'static str, usize, usize, usize)> = HashSet::new();
-    for category in 0..categories {
+    for (category, (_, nouns)) in CATEGORIES.iter().enumerate().take(categories) {
         let mut ranks: Vec<usize> = (0..per_category).collect();
         ranks.shuffle(generator);
         for rank in ranks {
             loop {
-                let noun = *CATEGORIES[category].1.choose(generator).expect("nouns");
+                let noun = *nouns.choose(generator).expect("nouns");
                 let colour = generator.random_range(0..COLOURS.len());
                 let style = generator.random_range(0..STYLES.len());
                 let brand = generator.random_range(0..brands.len());

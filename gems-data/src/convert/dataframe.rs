@@ -227,15 +227,13 @@ fn key_text(value: &Value) -> String {
 /// Decodes the pickle's root as a table.
 pub(crate) fn frame_from_pickle(pickle: &Pickle) -> Result<Frame, String> {
     let root = &pickle.root;
-    if let Some((module, "DataFrame", _, state)) = pickle.object(root) {
-        if module.starts_with("pandas") {
-            let state = state.ok_or("a DataFrame without state")?;
-            let manager = pickle
-                .dict_get(state, "_mgr")
-                .or_else(|| pickle.dict_get(state, "_data"))
-                .ok_or("a DataFrame state without _mgr/_data")?;
-            return frame_from_manager(pickle, manager);
-        }
+    if let Some((_, "DataFrame", _, state)) = pickle.object(root).filter(|(module, ..)| module.starts_with("pandas")) {
+        let state = state.ok_or("a DataFrame without state")?;
+        let manager = pickle
+            .dict_get(state, "_mgr")
+            .or_else(|| pickle.dict_get(state, "_data"))
+            .ok_or("a DataFrame state without _mgr/_data")?;
+        return frame_from_manager(pickle, manager);
     }
     if let Some(entries) = pickle.dict(root) {
         return frame_from_dict(pickle, entries);
