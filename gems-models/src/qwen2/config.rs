@@ -259,19 +259,22 @@ impl Qwen2Config {
             ("num_key_value_heads", self.key_value_heads()),
         ];
         require_positive(path, &positive)?;
-        if self.head_dim.is_none() && self.hidden_size % self.num_attention_heads != 0 {
+        if self.head_dim.is_none() && !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(invalid(
                 path,
                 "hidden_size must be a multiple of num_attention_heads".into(),
             ));
         }
-        if self.head_size() % 2 != 0 {
+        if !self.head_size().is_multiple_of(2) {
             return Err(invalid(
                 path,
                 "the head width must be even for rotary embeddings".into(),
             ));
         }
-        if self.num_attention_heads % self.key_value_heads() != 0 {
+        if !self
+            .num_attention_heads
+            .is_multiple_of(self.key_value_heads())
+        {
             return Err(invalid(
                 path,
                 "num_attention_heads must be a multiple of num_key_value_heads".into(),

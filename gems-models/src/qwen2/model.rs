@@ -183,9 +183,8 @@ impl Qwen2DecoderLayer {
         rotary: &Rotary,
         bias: Tensor<4>,
         past: Option<KeyValue>,
-        probe: Option<&mut Probe>,
+        mut probe: Option<&mut Probe>,
     ) -> (Tensor<3>, KeyValue) {
-        let mut probe = probe;
         let mut attention_probe = probe.as_deref_mut().map(|p| p.child("self_attn"));
         let (attended, cache) = self.self_attn.forward(
             self.input_layernorm.forward(x.clone()),
@@ -195,7 +194,7 @@ impl Qwen2DecoderLayer {
             attention_probe.as_mut(),
         );
         let x = x + attended;
-        let mut mlp_probe = probe.as_deref_mut().map(|p| p.child("mlp"));
+        let mut mlp_probe = probe.map(|p| p.child("mlp"));
         let out = self.mlp.forward(
             self.post_attention_layernorm.forward(x.clone()),
             mlp_probe.as_mut(),

@@ -429,9 +429,9 @@ impl T5ForConditionalGeneration {
         decoder_input_ids: Tensor<2, Int>,
         encoder_hidden: Tensor<3>,
         attention_mask: Tensor<2, Int>,
-        mut probe: Option<&mut Probe>,
+        probe: Option<&mut Probe>,
     ) -> Tensor<3> {
-        let mut probe = probe.as_deref_mut().map(|p| p.child("decoder"));
+        let mut probe = probe.map(|p| p.child("decoder"));
         let memory = self.decoder.memory(encoder_hidden, probe.as_mut());
         let embeds = self.shared.forward(decoder_input_ids);
         self.decoder
