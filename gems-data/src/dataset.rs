@@ -127,6 +127,13 @@ pub fn load_dataset(directory: &Path, policy: ValidationPolicy) -> Result<(Datas
         splits.push(read_requests(&path, &mut validator)?);
     }
     let report = validator.finish()?;
+    tracing::info!(
+        directory = %directory.display(),
+        items = items.len(),
+        requests = report.requests_kept,
+        problems = report.issues.len(),
+        "loaded prepared dataset"
+    );
     let test = splits.pop().expect("three splits");
     let valid = splits.pop().expect("three splits");
     let train = splits.pop().expect("three splits");
@@ -261,6 +268,13 @@ pub fn prepare(converted: ConvertedDataset, options: PrepareOptions) -> Result<(
         &[("train", &split.train), ("valid", &split.valid), ("test", &split.test)],
         Some(NegativesRecord { per_request: options.negatives.per_request, seed: options.negatives.seed }),
         notes,
+    );
+    tracing::info!(
+        train = split.train.len(),
+        valid = split.valid.len(),
+        test = split.test.len(),
+        items = items.len(),
+        "prepared dataset {name}"
     );
     let report = PreparationReport { validation, split: split.report, negatives };
     Ok((Dataset { manifest, items, train: split.train, valid: split.valid, test: split.test }, report))

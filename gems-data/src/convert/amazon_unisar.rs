@@ -3,7 +3,7 @@
 //! UniSAR publishes `dataset/{rec,src}_{train,val,test}.pkl`: pickled pandas DataFrames, one row per
 //! interaction, read by its sampler through the columns `user_id`, `item_id`, `ts` (the time), and
 //! for search `keyword` (the query as a list of word ids; UniSAR publishes no word text). The
-//! files are decoded in Rust ([`crate::convert::pickle`], [`crate::convert::dataframe`]); other
+//! files are decoded in Rust by this crate's own pickle reader and DataFrame decoder; other
 //! columns (`neg_items`, `rec_his`, `src_session_his`, ...) are ignored, and the three UniSAR
 //! splits are merged and re-split leave-one-out like every other source. Each request's history
 //! is the user's earlier items of both tasks by time, truncated to the last 20 (as the GEMS

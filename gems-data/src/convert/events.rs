@@ -82,6 +82,7 @@ pub(crate) fn requests_from_interactions(
         skipped,
     );
     report.add("requests built", requests.len());
+    tracing::debug!(requests = requests.len(), skipped, "built requests from the interaction log");
     requests
 }
 
