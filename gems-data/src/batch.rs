@@ -118,6 +118,27 @@ pub struct EncodedExample {
     pub prompt_cut: bool,
 }
 
+/// The token ids of every item's identifier, in catalogue order: what the decoder's prefix trie is
+/// built from. Fails when two items share a token sequence under this tokenizer (e.g. title
+/// identifiers whose words are all unknown to it), since decoding could not tell them apart.
+pub fn identifier_token_ids<E: TextEncoder>(encoder: &E, identifiers: &ItemIdentifiers) -> Result<Vec<(ItemId, Vec<u32>)>> {
+    let mut owner: std::collections::HashMap<Vec<u32>, ItemId> = std::collections::HashMap::with_capacity(identifiers.len());
+    let mut sequences = Vec::with_capacity(identifiers.len());
+    for (item, identifier) in identifiers.iter() {
+        let tokens = encoder.encode_text(identifier)?;
+        if tokens.is_empty() {
+            return Err(DataError::Tokenizer(format!("the identifier {identifier:?} of item {item} encodes to no token")));
+        }
+        if let Some(previous) = owner.insert(tokens.clone(), item) {
+            return Err(DataError::Tokenizer(format!(
+                "items {previous} and {item} encode to the same tokens {tokens:?}; use atomic or semantic identifiers, or a tokenizer that knows the titles' words"
+            )));
+        }
+        sequences.push((item, tokens));
+    }
+    Ok(sequences)
+}
+
 /// One example per (request, target): a request with several targets yields several examples.
 pub fn training_targets(requests: &[Request]) -> Vec<(usize, ItemId)> {
     requests

@@ -70,19 +70,54 @@ pub fn evaluate_ranking(ranking: &[ItemId], targets: &[ItemId], cutoffs: &[usize
             relevant_ranks.push(rank);
         }
     }
+    metrics_from_ranks(relevant_ranks, relevant.len(), cutoffs)
+}
+
+/// Scores candidates directly from their scores, without sorting: the result equals
+/// `evaluate_ranking(&rank_by_score(candidates, scores, targets), targets, cutoffs)` (same
+/// pessimistic ties) in O(candidates × targets), which keeps full-ranking evaluation over a large
+/// catalogue cheap. Candidates must be distinct.
+pub fn evaluate_scores(candidates: &[ItemId], scores: &[f64], targets: &[ItemId], cutoffs: &[usize]) -> RequestMetrics {
+    assert_eq!(candidates.len(), scores.len(), "one score per candidate");
+    let relevant: HashSet<ItemId> = targets.iter().copied().collect();
+    let key = |index: usize| if scores[index].is_nan() { f64::NEG_INFINITY } else { scores[index] };
+    let relevant_positions: Vec<usize> = (0..candidates.len()).filter(|&index| relevant.contains(&candidates[index])).collect();
+    let mut relevant_ranks: Vec<usize> = relevant_positions
+        .iter()
+        .map(|&position| {
+            let score = key(position);
+            let ahead = (0..candidates.len())
+                .filter(|&other| {
+                    let other_score = key(other);
+                    if relevant.contains(&candidates[other]) {
+                        other_score > score || (other_score == score && other < position)
+                    } else {
+                        other_score >= score
+                    }
+                })
+                .count();
+            ahead + 1
+        })
+        .collect();
+    relevant_ranks.sort_unstable();
+    metrics_from_ranks(relevant_ranks, relevant.len(), cutoffs)
+}
+
+/// Metrics from the sorted 1-based ranks of the relevant items that were returned.
+fn metrics_from_ranks(relevant_ranks: Vec<usize>, relevant_count: usize, cutoffs: &[usize]) -> RequestMetrics {
     let discount = |rank: usize| 1.0 / ((rank + 1) as f64).log2();
     let mut recall = Vec::with_capacity(cutoffs.len());
     let mut ndcg = Vec::with_capacity(cutoffs.len());
     for &cutoff in cutoffs {
-        if relevant.is_empty() {
+        if relevant_count == 0 {
             recall.push(0.0);
             ndcg.push(0.0);
             continue;
         }
         let hits: Vec<usize> = relevant_ranks.iter().copied().filter(|&rank| rank <= cutoff).collect();
-        recall.push(hits.len() as f64 / relevant.len() as f64);
+        recall.push(hits.len() as f64 / relevant_count as f64);
         let dcg: f64 = hits.iter().map(|&rank| discount(rank)).sum();
-        let ideal: f64 = (1..=relevant.len().min(cutoff)).map(discount).sum();
+        let ideal: f64 = (1..=relevant_count.min(cutoff)).map(discount).sum();
         ndcg.push(if ideal > 0.0 { dcg / ideal } else { 0.0 });
     }
     let reciprocal_rank = relevant_ranks.first().map_or(0.0, |&rank| 1.0 / rank as f64);

@@ -93,3 +93,23 @@ fn accumulator_averages_per_task_over_requests() {
     let table = report.to_string();
     assert!(table.contains("recall@1") && table.contains("search") && table.contains("0.7500"), "{table}");
 }
+
+mod scores_without_sorting {
+    use gems_data::metrics::{evaluate_ranking, evaluate_scores, rank_by_score, DEFAULT_CUTOFFS};
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn equal_sorting_then_ranking(
+            scores in prop::collection::vec(0u8..6, 1..60),
+            targets in prop::collection::vec(0u64..70, 0..4),
+        ) {
+            // Few distinct score values, so ties are frequent.
+            let candidates: Vec<u64> = (0..scores.len() as u64).collect();
+            let scores: Vec<f64> = scores.into_iter().map(f64::from).collect();
+            let direct = evaluate_scores(&candidates, &scores, &targets, &DEFAULT_CUTOFFS);
+            let sorted = evaluate_ranking(&rank_by_score(&candidates, &scores, &targets), &targets, &DEFAULT_CUTOFFS);
+            prop_assert_eq!(direct, sorted);
+        }
+    }
+}

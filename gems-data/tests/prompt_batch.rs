@@ -3,7 +3,7 @@
 mod common;
 
 use gems_data::batch::{
-    collate_prompts, collate_training, training_targets, BatchOptions, PaddingSide, PromptEncoder, TextEncoder,
+    collate_prompts, collate_training, identifier_token_ids, training_targets, BatchOptions, PaddingSide, PromptEncoder, TextEncoder,
     IGNORE_INDEX,
 };
 use gems_data::prompt::{REFERENCE_REC_TEMPLATE, REFERENCE_SEARCH_TEMPLATE};
@@ -192,4 +192,20 @@ fn truncation_drops_oldest_history_items_and_never_the_target() {
     let options = BatchOptions { max_input_tokens: 2, ..BatchOptions::decoder_only(PaddingSide::Left, 0, 1) };
     let error = PromptEncoder::new(&tokenizer, &templates, &identifiers, options).encode(&request, Some(3)).unwrap_err();
     assert!(error.to_string().contains("raise max_input_tokens"), "{error}");
+}
+
+#[test]
+fn identifier_token_sequences_are_unique_or_rejected() {
+    let (tokenizer, identifiers, _) = trained();
+    let sequences = identifier_token_ids(&tokenizer, &identifiers).unwrap();
+    assert_eq!(sequences.len(), 30);
+    assert_eq!(sequences[4], (5, vec![tokenizer.token_to_id("<item_5>").unwrap()]));
+    // Title identifiers with words the tokenizer never saw all become <unk>: ambiguous, rejected.
+    let unseen = vec![
+        Item { id: 1, title: "zebra".into(), text: None, categories: Vec::new() },
+        Item { id: 2, title: "okapi".into(), text: None, categories: Vec::new() },
+    ];
+    let titles = ItemIdentifiers::build(&unseen, &ItemIdScheme::Title).unwrap();
+    let error = identifier_token_ids(&tokenizer, &titles).unwrap_err().to_string();
+    assert!(error.contains("items 1 and 2 encode to the same tokens"), "{error}");
 }

@@ -5,8 +5,8 @@
 //!   categories; search only.
 //! - [`RandomRanker`]: seeded random scores, the chance level.
 //!
-//! [`evaluate_ranker`] scores every candidate of every request and ranks them with the pessimistic
-//! tie rule of [`crate::metrics::rank_by_score`].
+//! [`evaluate_ranker`] scores every candidate of every request and evaluates the scores with the
+//! pessimistic tie rule of [`crate::metrics::rank_by_score`] (via [`crate::metrics::evaluate_scores`]).
 
 mod bm25;
 mod popularity;
@@ -17,7 +17,7 @@ pub use popularity::PopularityRanker;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::metrics::{rank_by_score, MetricsAccumulator, MetricsReport, Protocol};
+use crate::metrics::{evaluate_scores, MetricsAccumulator, MetricsReport, Protocol};
 use crate::schema::{ItemId, Request, Task};
 
 /// Something that scores candidate items for a request (higher is better).
@@ -79,8 +79,8 @@ pub fn evaluate_ranker(
             Protocol::FullRanking => catalogue.to_vec(),
         };
         let scores = ranker.score(request, &candidates);
-        let ranking = rank_by_score(&candidates, &scores, &request.targets);
-        accumulator.add_ranking(request.task, &ranking, &request.targets);
+        let metrics = evaluate_scores(&candidates, &scores, &request.targets, accumulator.cutoffs());
+        accumulator.add(request.task, &metrics);
     }
     accumulator.finish(&ranker.name(), protocol)
 }
