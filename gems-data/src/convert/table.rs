@@ -70,25 +70,21 @@ impl TableReader {
             }
         }
         let start = self.line;
-        loop {
-            match split_fields(&text, &self.delimiter, self.quote) {
-                Some(fields) => return Ok(Some((start, fields))),
-                None => match self.read_line()? {
-                    Some(next) => {
-                        text.push('\n');
-                        text.push_str(&next);
-                    }
-                    None => {
-                        return Err(DataError::record(
-                            &self.file,
-                            start,
-                            None,
-                            "a quoted field is never closed before the end of the file",
-                        ));
-                    }
-                },
+        if let Some(quote) = self.quote {
+            // Follow the quote state line by line, so that a cell spanning many lines is scanned
+            // once (not re-split at every added line).
+            let mut open = ends_inside_quotes(&text, &self.delimiter, quote, false);
+            while open {
+                let Some(next) = self.read_line()? else {
+                    return Err(DataError::record(&self.file, start, None, "a quoted field is never closed before the end of the file"));
+                };
+                open = ends_inside_quotes(&next, &self.delimiter, quote, true);
+                text.push('\n');
+                text.push_str(&next);
             }
         }
+        let fields = split_fields(&text, &self.delimiter, self.quote).expect("quotes are balanced here");
+        Ok(Some((start, fields)))
     }
 
     /// Reads the header record and returns the column names.
@@ -98,6 +94,38 @@ impl TableReader {
             None => Err(DataError::file(&self.file, "the file is empty; a header line was expected")),
         }
     }
+}
+
+/// Whether a quoted field is still open at the end of `line`, given whether one was open at its
+/// start (the same state machine as [`split_fields`]).
+fn ends_inside_quotes(line: &str, delimiter: &str, quote: char, mut in_quotes: bool) -> bool {
+    let mut at_field_start = !in_quotes;
+    let mut rest = line;
+    while let Some(character) = rest.chars().next() {
+        let step = character.len_utf8();
+        if in_quotes {
+            if character == quote {
+                if rest[step..].starts_with(quote) {
+                    rest = &rest[2 * step..];
+                    continue;
+                }
+                in_quotes = false;
+            }
+            rest = &rest[step..];
+            continue;
+        }
+        if rest.starts_with(delimiter) {
+            at_field_start = true;
+            rest = &rest[delimiter.len()..];
+            continue;
+        }
+        if at_field_start && character == quote {
+            in_quotes = true;
+        }
+        at_field_start = false;
+        rest = &rest[step..];
+    }
+    in_quotes
 }
 
 /// Splits one record; `None` when a quoted field continues on the next line.
@@ -228,6 +256,9 @@ mod tests {
             "Animation|Comedy"
         ]);
         assert!(split_fields("a,\"open", ",", Some('"')).is_none());
+        assert!(ends_inside_quotes("a,\"open", ",", '"', false));
+        assert!(ends_inside_quotes("still \"\"inside", ",", '"', true));
+        assert!(!ends_inside_quotes("closed\",b", ",", '"', true));
         assert_eq!(split_fields("it's,fine", ",", Some('"')).unwrap(), vec!["it's", "fine"]);
     }
 }
