@@ -242,7 +242,7 @@ impl Header {
 
 #[cfg(test)]
 mod tests {
-    use super::split_fields;
+    use super::{ends_inside_quotes, split_fields};
 
     #[test]
     fn splits_quoted_fields_with_delimiters_quotes_and_open_quotes() {
