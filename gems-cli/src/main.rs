@@ -1,6 +1,14 @@
 //! `gems`: the command line of gems-rs.
 
+mod commands;
+mod error;
+mod experiment;
+mod general_corpus;
 mod model_command;
+mod plots;
+mod progress;
+mod schedule;
+mod settings;
 
 use std::process::ExitCode;
 
@@ -21,10 +29,14 @@ enum Command {
     Model(model_command::ModelCommand),
 }
 
+fn run(cli: Cli) -> error::Result<()> {
+    match cli.command {
+        Command::Model(command) => Ok(command.run()?),
+    }
+}
+
 fn main() -> ExitCode {
-    let result = match Cli::parse().command {
-        Command::Model(command) => command.run(),
-    };
+    let result = run(Cli::parse());
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

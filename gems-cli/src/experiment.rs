@@ -1,0 +1,295 @@
+//! Everything a run needs besides its training loop: the dataset, item identifiers, tokenizer,
+//! prompt encoding, the backbone, and the tokenized identifiers that constrained decoding walks.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+use gems_data::batch::{
+    BatchOptions, EncodedExample, PaddingSide, PromptEncoder, collate_training,
+    identifier_token_ids,
+};
+use gems_data::dataset::{Dataset, PrepareOptions, load_dataset, prepare};
+use gems_data::tokenizer::{SpecialTokenIds, WordLevelOptions, tokenizer_corpus, train_word_level};
+use gems_data::{
+    ItemId, ItemIdScheme, ItemIdentifiers, PromptTemplates, Request, SemanticIdOptions, Task,
+    ValidationPolicy,
+};
+use gems_models::qwen2::Qwen2Config;
+use gems_models::t5::T5Config;
+use gems_models::{Backbone, LmBatch, ModelConfig, ModelKind, PrefixTrie, TokenIds};
+use tokenizers::{AddedToken, Tokenizer};
+
+use crate::error::{CliError, Result};
+use crate::general_corpus;
+use crate::settings::{IdScheme, ModelFamily, TrainSettings};
+
+/// Tasks in the order they are handed to the optimizer.
+pub const TASKS: [Task; 2] = [Task::Search, Task::Rec];
+
+/// The data side of a run, and how text becomes tokens.
+pub struct Experiment {
+    /// The split dataset.
+    pub dataset: Dataset,
+    /// Item identifiers.
+    pub identifiers: ItemIdentifiers,
+    /// The tokenizer (item identifier tokens added).
+    pub tokenizer: Tokenizer,
+    /// Prompt templates.
+    pub templates: PromptTemplates,
+    /// Layout and special tokens of batches.
+    pub batch_options: BatchOptions,
+    /// Every item's identifier tokens; an item's index here is its index in every trie.
+    pub item_tokens: Vec<(ItemId, Vec<u32>)>,
+    /// Trie index of each item.
+    pub item_index: HashMap<ItemId, usize>,
+    /// Titles by item, for display.
+    pub titles: HashMap<ItemId, String>,
+}
+
+impl Experiment {
+    /// Data, identifiers and tokenizer for a new run. Returns the experiment and, when a model
+    /// directory is given, its tokenizer's and model's directory for the backbone.
+    pub fn prepare(settings: &TrainSettings) -> Result<Self> {
+        let dataset = load_data(&settings.data)?;
+        let templates = PromptTemplates::new(
+            PromptTemplates::default().template(Task::Rec),
+            PromptTemplates::default().template(Task::Search),
+            settings.max_history,
+        )?;
+        let identifiers = ItemIdentifiers::build(&dataset.items, &id_scheme(settings.id_scheme, settings.seed))?;
+        let tokenizer = match &settings.model_dir {
+            Some(directory) => pretrained_tokenizer(directory, &identifiers)?,
+            None => {
+                let mut corpus = tokenizer_corpus(&dataset.items, &dataset.train, &templates);
+                corpus.extend(general_corpus::load(&settings.general_corpus)?);
+                train_word_level(&corpus, &identifiers, WordLevelOptions::default())?
+            }
+        };
+        let batch_options = batch_options(settings.model, settings.model_dir.as_deref(), &tokenizer)?;
+        Self::assemble(dataset, identifiers, tokenizer, templates, batch_options)
+    }
+
+    /// The experiment of a saved model directory (`tokenizer.json`, `identifiers.json` beside
+    /// the weights) over the data named in its settings.
+    pub fn reopen(settings: &TrainSettings, model_directory: &Path, kind: ModelKind) -> Result<Self> {
+        let dataset = load_data(&settings.data)?;
+        let templates = PromptTemplates::new(
+            PromptTemplates::default().template(Task::Rec),
+            PromptTemplates::default().template(Task::Search),
+            settings.max_history,
+        )?;
+        let identifiers = ItemIdentifiers::load(&model_directory.join(IDENTIFIERS_FILE))?;
+        let tokenizer = gems_models::load_tokenizer(model_directory.join(TOKENIZER_FILE))?;
+        let family = match kind {
+            ModelKind::T5 => ModelFamily::T5,
+            ModelKind::Qwen2 => ModelFamily::Qwen2,
+        };
+        let batch_options = batch_options(family, Some(model_directory), &tokenizer)?;
+        Self::assemble(dataset, identifiers, tokenizer, templates, batch_options)
+    }
+
+    fn assemble(
+        dataset: Dataset,
+        identifiers: ItemIdentifiers,
+        tokenizer: Tokenizer,
+        templates: PromptTemplates,
+        batch_options: BatchOptions,
+    ) -> Result<Self> {
+        let item_tokens = identifier_token_ids(&tokenizer, &identifiers)?;
+        let item_index = item_tokens.iter().enumerate().map(|(index, (item, _))| (*item, index)).collect();
+        let titles = dataset.items.iter().map(|item| (item.id, item.title.clone())).collect();
+        Ok(Self {
+            dataset,
+            identifiers,
+            tokenizer,
+            templates,
+            batch_options,
+            item_tokens,
+            item_index,
+            titles,
+        })
+    }
+
+    /// Encodes `request` (with `target` for training, without for generation).
+    pub fn encode(&self, request: &Request, target: Option<ItemId>) -> Result<EncodedExample> {
+        let encoder = PromptEncoder::new(&self.tokenizer, &self.templates, &self.identifiers, self.batch_options);
+        Ok(encoder.encode(request, target)?)
+    }
+
+    /// A padded training batch of `examples` on `device`.
+    pub fn training_batch(&self, examples: &[EncodedExample], device: &Device) -> Result<LmBatch> {
+        let batch = collate_training(examples, &self.batch_options);
+        let rows = |values: &[u32], width: usize| -> Vec<Vec<i64>> {
+            values.chunks(width).map(|row| row.iter().map(|&v| i64::from(v)).collect()).collect()
+        };
+        let labels: Vec<Vec<i64>> = batch.labels.chunks(batch.labels_len).map(<[i64]>::to_vec).collect();
+        Ok(LmBatch::from_rows(
+            &rows(&batch.input_ids, batch.input_len),
+            &rows(&batch.attention_mask, batch.input_len),
+            &labels,
+            device,
+        )?)
+    }
+
+    /// A trie over the identifiers of `items` (every item when `None`).
+    pub fn trie(&self, items: Option<&[ItemId]>) -> Result<PrefixTrie> {
+        let mut trie = PrefixTrie::new();
+        match items {
+            None => {
+                for (index, (_, tokens)) in self.item_tokens.iter().enumerate() {
+                    trie.insert(tokens, index)?;
+                }
+            }
+            Some(items) => {
+                for item in items {
+                    let index = self.item_index[item];
+                    trie.insert(&self.item_tokens[index].1, index)?;
+                }
+            }
+        }
+        Ok(trie)
+    }
+
+    /// Writes what reopening a model directory needs: tokenizer and identifiers.
+    pub fn save_beside_model(&self, model_directory: &Path) -> Result<()> {
+        gems_data::tokenizer::save_tokenizer(&self.tokenizer, &model_directory.join(TOKENIZER_FILE))?;
+        self.identifiers.save(&model_directory.join(IDENTIFIERS_FILE))?;
+        Ok(())
+    }
+
+    /// A fingerprint of the data: catalogue and splits, as FNV-1a over their JSON.
+    pub fn data_fingerprint(&self) -> String {
+        let json = serde_json::to_vec(&(&self.dataset.items, &self.dataset.train, &self.dataset.valid, &self.dataset.test))
+            .expect("datasets serialise");
+        format!("{:016x}", fnv1a(&json))
+    }
+}
+
+/// Tokenizer file beside a run's model weights.
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+/// Item identifiers file beside a run's model weights.
+pub const IDENTIFIERS_FILE: &str = "identifiers.json";
+
+/// The backbone of a new run: pre-trained weights from `model_dir`, a config file, or the
+/// compact from-scratch default; its vocabulary grown to the tokenizer's.
+pub fn new_backbone(settings: &TrainSettings, tokenizer: &Tokenizer, device: &Device) -> Result<Backbone> {
+    device.seed(settings.seed);
+    let vocabulary = tokenizer.get_vocab_size(true);
+    let backbone = match (&settings.model_dir, &settings.model_config) {
+        (Some(directory), _) => {
+            let backbone = Backbone::load(directory, device)?;
+            check_family(settings.model, backbone.kind(), directory)?;
+            backbone
+        }
+        (None, Some(path)) => {
+            let config = ModelConfig::from_file(path)?;
+            check_family(settings.model, config.kind(), path)?;
+            Backbone::new(&config, device)?
+        }
+        (None, None) => {
+            let special = SpecialTokenIds::of(tokenizer)?;
+            let config = match settings.model {
+                ModelFamily::T5 => {
+                    let mut config = T5Config::compact(vocabulary);
+                    config.pad_token_id = special.pad;
+                    config.decoder_start_token_id = special.pad;
+                    config.eos_token_id = Some(TokenIds::One(special.eos));
+                    config.dropout_rate = 0.0;
+                    ModelConfig::T5(config)
+                }
+                ModelFamily::Qwen2 => {
+                    let mut config = Qwen2Config::new(vocabulary, 128, 512, 2, 4, 2);
+                    config.pad_token_id = Some(special.pad);
+                    config.eos_token_id = Some(TokenIds::One(special.eos));
+                    ModelConfig::Qwen2(config)
+                }
+            };
+            Backbone::new(&config, device)?
+        }
+    };
+    Ok(if backbone.vocab_size() < vocabulary {
+        backbone.resize_token_embeddings(vocabulary)
+    } else {
+        backbone
+    })
+}
+
+fn check_family(wanted: ModelFamily, found: ModelKind, path: &Path) -> Result<()> {
+    let matches = matches!((wanted, found), (ModelFamily::T5, ModelKind::T5) | (ModelFamily::Qwen2, ModelKind::Qwen2));
+    if matches {
+        Ok(())
+    } else {
+        Err(CliError::Settings(format!(
+            "{}: is a {found:?} model but --model is {wanted:?}; pass --model {}",
+            path.display(),
+            if found == ModelKind::T5 { "t5" } else { "qwen2" }
+        )))
+    }
+}
+
+/// `synthetic` or a directory of the unified format, split and validated.
+pub fn load_data(source: &str) -> Result<Dataset> {
+    if source == "synthetic" {
+        let converted = gems_data::synthetic::generate(&gems_data::synthetic::SyntheticConfig::default());
+        let (dataset, _) = prepare(converted, PrepareOptions::default())?;
+        return Ok(dataset);
+    }
+    let directory = PathBuf::from(source);
+    if !directory.is_dir() {
+        return Err(CliError::Settings(format!(
+            "--data {source}: not a directory; give `synthetic` or a directory made by `gems data convert` / `gems data split`"
+        )));
+    }
+    let (dataset, report) = load_dataset(&directory, ValidationPolicy::Strict)?;
+    tracing::info!(?report, "data loaded from {}", directory.display());
+    Ok(dataset)
+}
+
+fn id_scheme(scheme: IdScheme, seed: u64) -> ItemIdScheme {
+    match scheme {
+        IdScheme::Atomic => ItemIdScheme::Atomic,
+        IdScheme::Semantic => ItemIdScheme::Semantic(SemanticIdOptions { seed, ..SemanticIdOptions::default() }),
+        IdScheme::Title => ItemIdScheme::Title,
+    }
+}
+
+fn pretrained_tokenizer(directory: &Path, identifiers: &ItemIdentifiers) -> Result<Tokenizer> {
+    let mut tokenizer = gems_models::load_tokenizer(directory.join(TOKENIZER_FILE))?;
+    let added: Vec<AddedToken> = identifiers
+        .new_tokens()
+        .iter()
+        .map(|token| AddedToken::from(token.clone(), false).normalized(false))
+        .collect();
+    tokenizer.add_tokens(&added);
+    Ok(tokenizer)
+}
+
+/// Batch layout and special tokens: T5 pads right and ends prompts with EOS; Qwen2 pads left.
+fn batch_options(family: ModelFamily, model_dir: Option<&Path>, tokenizer: &Tokenizer) -> Result<BatchOptions> {
+    let (pad, eos) = match model_dir.map(|d| d.join("config.json")).filter(|p| p.exists()) {
+        Some(path) => {
+            let config = ModelConfig::from_file(&path)?;
+            let eos = *config.eos_token_ids().first().ok_or_else(|| {
+                CliError::Settings(format!("{}: no eos_token_id", path.display()))
+            })?;
+            (config.pad_token_id(), eos)
+        }
+        None => {
+            let special = SpecialTokenIds::of(tokenizer)?;
+            (special.pad, special.eos)
+        }
+    };
+    let mut options = match family {
+        ModelFamily::T5 => BatchOptions::encoder_decoder(),
+        ModelFamily::Qwen2 => BatchOptions::decoder_only(PaddingSide::Left, pad, eos),
+    };
+    options.pad_token_id = pad;
+    options.eos_token_id = eos;
+    Ok(options)
+}
+
+/// FNV-1a, 64 bits.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3))
+}

@@ -1,0 +1,486 @@
+//! Training settings: one flat set of keys, read from a TOML file (`--config`) and overridden
+//! by command-line flags of the same names.
+//!
+//! `TrainArgs` (flags, all optional) and `TrainSettings` (resolved, with defaults) share their
+//! field names; merging goes through TOML tables, so a key is written once per struct and never
+//! copied by hand.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use gems_core::{GateConfig, GemsConfig, Method, MomentTransfer, SvdMethod};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{CliError, Result};
+
+/// How the projected weights are trained: an optimizer method of gems-core, or LoRA adapters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum TrainMethod {
+    /// One of gems-core's methods (gems, galore, adamw, gems-no-msd, gems-no-nsp).
+    Optimizer(Method),
+    /// LoRA adapters on the projected matrices, trained with AdamW and merged on save.
+    Lora,
+}
+
+impl TrainMethod {
+    /// Every method, in the order of the paper's tables.
+    pub const ALL: [TrainMethod; 6] = [
+        TrainMethod::Optimizer(Method::Gems),
+        TrainMethod::Optimizer(Method::Galore),
+        TrainMethod::Lora,
+        TrainMethod::Optimizer(Method::Adamw),
+        TrainMethod::Optimizer(Method::GemsNoMsd),
+        TrainMethod::Optimizer(Method::GemsNoNsp),
+    ];
+
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            TrainMethod::Optimizer(method) => method.name(),
+            TrainMethod::Lora => "lora",
+        }
+    }
+
+    /// Whether knowledge bases must be collected before training.
+    pub fn needs_null_space(self) -> bool {
+        matches!(self, TrainMethod::Optimizer(m) if m.null_space())
+    }
+}
+
+impl std::fmt::Display for TrainMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for TrainMethod {
+    type Err = String;
+
+    fn from_str(name: &str) -> std::result::Result<Self, String> {
+        if name == "lora" {
+            return Ok(TrainMethod::Lora);
+        }
+        name.parse::<Method>().map(TrainMethod::Optimizer).map_err(|_| {
+            let known: Vec<&str> = TrainMethod::ALL.iter().map(|m| m.name()).collect();
+            format!("unknown method `{name}`; known: {}", known.join(", "))
+        })
+    }
+}
+
+impl TryFrom<String> for TrainMethod {
+    type Error = String;
+    fn try_from(name: String) -> std::result::Result<Self, String> {
+        name.parse()
+    }
+}
+
+impl From<TrainMethod> for String {
+    fn from(method: TrainMethod) -> String {
+        method.name().to_string()
+    }
+}
+
+/// Backbone family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelFamily {
+    /// Encoder-decoder T5.
+    T5,
+    /// Decoder-only Qwen2 / Qwen2.5.
+    Qwen2,
+}
+
+/// Item identifier scheme.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum IdScheme {
+    /// One new token per item (`<item_N>`).
+    Atomic,
+    /// Hierarchical k-means codes over item embeddings, plus a collision suffix.
+    Semantic,
+    /// The item title.
+    Title,
+}
+
+/// Learning-rate schedule after warm-up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    /// Cosine decay to zero at the last step.
+    Cosine,
+    /// Constant after warm-up.
+    Constant,
+}
+
+/// Every setting of a training run, with its default. Keys are the same in the TOML file
+/// (`--config`) and on the command line (`--learning-rate` ↔ `learning_rate`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainSettings {
+    /// `synthetic` (the embedded default) or a data directory in the unified format.
+    pub data: String,
+    /// Backbone family.
+    pub model: ModelFamily,
+    /// Hugging Face model directory with pre-trained weights and tokenizer.
+    pub model_dir: Option<PathBuf>,
+    /// HF `config.json` of a model trained from scratch.
+    pub model_config: Option<PathBuf>,
+    /// Training method.
+    pub method: TrainMethod,
+    /// Item identifier scheme.
+    pub id_scheme: IdScheme,
+    /// History items in a prompt (the most recent ones).
+    pub max_history: usize,
+    /// Shared subspace rank r_s (or LoRA rank for `lora`); default: d_model / 4, at most 128.
+    pub shared_rank: Option<usize>,
+    /// Task subspace rank r_t; default r_s / 2.
+    pub task_rank: Option<usize>,
+    /// Steps between basis refreshes (T).
+    pub refresh_every: u64,
+    /// Scale of low-rank updates (GaLore's α); for LoRA, alpha / rank.
+    pub scale: f64,
+    /// Adaptive gate weights [α (loss), β (gradient norm), γ (samples)].
+    pub gate_weights: Vec<f64>,
+    /// Fixed per-task gate [search, rec] instead of the adaptive one.
+    pub fixed_gate: Option<Vec<f64>>,
+    /// Fraction of the input covariance energy the knowledge bases keep.
+    pub knowledge_energy: f64,
+    /// Text files of general-domain text for the null-space statistics (default: a short
+    /// embedded English corpus).
+    pub general_corpus: Vec<PathBuf>,
+    /// Peak learning rate.
+    pub learning_rate: f64,
+    /// Warm-up steps (linear from 0).
+    pub warmup_steps: u64,
+    /// Schedule after warm-up.
+    pub schedule: Schedule,
+    /// Decoupled weight decay.
+    pub weight_decay: f64,
+    /// Requests per micro-batch (both tasks mixed).
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step.
+    pub gradient_accumulation: usize,
+    /// Passes over the training requests.
+    pub epochs: usize,
+    /// Stop after this many optimizer steps (0: no limit).
+    pub max_steps: u64,
+    /// Stop when validation NDCG@10 has not improved for this many evaluations (0: never).
+    pub early_stopping_patience: usize,
+    /// Validation requests per task used for early stopping (0: all).
+    pub validation_requests: usize,
+    /// Beam width of constrained decoding.
+    pub beam_width: usize,
+    /// Compute backend.
+    pub backend: String,
+    /// Seed of everything random.
+    pub seed: u64,
+    /// Save a checkpoint every this many optimizer steps (0: only at the end of each epoch).
+    pub checkpoint_every: u64,
+}
+
+impl Default for TrainSettings {
+    fn default() -> Self {
+        Self {
+            data: "synthetic".into(),
+            model: ModelFamily::T5,
+            model_dir: None,
+            model_config: None,
+            method: TrainMethod::Optimizer(Method::Gems),
+            id_scheme: IdScheme::Atomic,
+            max_history: 10,
+            shared_rank: None,
+            task_rank: None,
+            refresh_every: 200,
+            scale: 0.25,
+            gate_weights: vec![0.4, 0.4, 0.2],
+            fixed_gate: None,
+            knowledge_energy: 0.99,
+            general_corpus: Vec::new(),
+            learning_rate: 3e-3,
+            warmup_steps: 20,
+            schedule: Schedule::Cosine,
+            weight_decay: 0.0,
+            batch_size: 32,
+            gradient_accumulation: 1,
+            epochs: 8,
+            max_steps: 0,
+            early_stopping_patience: 0,
+            validation_requests: 200,
+            beam_width: 20,
+            backend: "flex".into(),
+            seed: 42,
+            checkpoint_every: 0,
+        }
+    }
+}
+
+/// Command-line flags for every training setting; a flag given overrides the config file.
+#[derive(Args, Debug, Default, Serialize)]
+pub struct TrainArgs {
+    /// TOML file with any of the settings below (flags override it).
+    #[arg(long)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// `synthetic` (embedded default) or a data directory in the unified format.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+    /// Backbone family.
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelFamily>,
+    /// Hugging Face model directory (pre-trained weights, config, tokenizer).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_dir: Option<PathBuf>,
+    /// HF config.json of a model trained from scratch.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_config: Option<PathBuf>,
+    /// gems, galore, lora, adamw, gems-no-msd or gems-no-nsp.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<TrainMethod>,
+    /// Item identifier scheme.
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_scheme: Option<IdScheme>,
+    /// History items in a prompt.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_history: Option<usize>,
+    /// Shared subspace rank r_s (LoRA rank for `lora`).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared_rank: Option<usize>,
+    /// Task subspace rank r_t.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_rank: Option<usize>,
+    /// Steps between basis refreshes.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_every: Option<u64>,
+    /// Scale of low-rank updates.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scale: Option<f64>,
+    /// Adaptive gate weights α,β,γ (loss, gradient norm, samples).
+    #[arg(long, value_delimiter = ',', num_args = 3)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gate_weights: Option<Vec<f64>>,
+    /// Fixed gate per task: search,rec.
+    #[arg(long, value_delimiter = ',', num_args = 2)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fixed_gate: Option<Vec<f64>>,
+    /// Fraction of input covariance energy kept by the knowledge bases.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub knowledge_energy: Option<f64>,
+    /// General-domain text files for the null-space statistics.
+    #[arg(long, num_args = 1..)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub general_corpus: Option<Vec<PathBuf>>,
+    /// Peak learning rate.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub learning_rate: Option<f64>,
+    /// Warm-up steps.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warmup_steps: Option<u64>,
+    /// Schedule after warm-up.
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
+    /// Decoupled weight decay.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight_decay: Option<f64>,
+    /// Requests per micro-batch.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<usize>,
+    /// Micro-batches per optimizer step.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gradient_accumulation: Option<usize>,
+    /// Passes over the training requests.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<usize>,
+    /// Stop after this many optimizer steps.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_steps: Option<u64>,
+    /// Early-stopping patience in evaluations (0: never stop early).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub early_stopping_patience: Option<usize>,
+    /// Validation requests per task for early stopping (0: all).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validation_requests: Option<usize>,
+    /// Beam width of constrained decoding.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub beam_width: Option<usize>,
+    /// Compute backend (`flex`, and `wgpu`, `vulkan`, `cuda`, `ndarray` where compiled in).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+    /// Seed of everything random.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// Checkpoint every this many steps (0: end of each epoch only).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint_every: Option<u64>,
+}
+
+impl TrainArgs {
+    /// The settings: defaults, then the config file, then the flags given.
+    pub fn resolve(&self) -> Result<TrainSettings> {
+        let mut table = match &self.config {
+            Some(path) => read_table(path)?,
+            None => toml::Table::new(),
+        };
+        let flags = toml::Table::try_from(self).expect("flags serialise to a table");
+        table.extend(flags);
+        let source = self
+            .config
+            .as_ref()
+            .map_or_else(|| "command-line flags".to_string(), |p| p.display().to_string());
+        let settings: TrainSettings = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| CliError::Settings(format!("{source}: {}", e.message())))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+}
+
+fn read_table(path: &Path) -> Result<toml::Table> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::io(path, "cannot read the config file", e))?;
+    text.parse::<toml::Table>().map_err(|e| {
+        let line = e
+            .span()
+            .map(|span| text[..span.start].lines().count().max(1))
+            .unwrap_or(1);
+        CliError::Settings(format!("{}:{line}: {}", path.display(), e.message()))
+    })
+}
+
+impl TrainSettings {
+    /// Checks values a run would otherwise fail on late.
+    pub fn validate(&self) -> Result<()> {
+        let fail = |message: String| Err(CliError::Settings(message));
+        if self.batch_size == 0 || self.gradient_accumulation == 0 || self.epochs == 0 {
+            return fail("batch_size, gradient_accumulation and epochs must be at least 1".into());
+        }
+        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
+            return fail(format!("learning_rate must be positive, got {}", self.learning_rate));
+        }
+        if self.gate_weights.len() != 3 {
+            return fail(format!("gate_weights takes 3 values (α, β, γ), got {:?}", self.gate_weights));
+        }
+        if self.fixed_gate.as_ref().is_some_and(|g| g.len() != 2) {
+            return fail("fixed_gate takes 2 values (search, rec)".into());
+        }
+        if self.beam_width == 0 {
+            return fail("beam_width must be at least 1".into());
+        }
+        if self.model_dir.is_some() && self.model_config.is_some() {
+            return fail("give either model_dir (pre-trained) or model_config (from scratch), not both".into());
+        }
+        gems_core::device_from_name(&self.backend)?;
+        self.optimizer_config(64).validate()?;
+        Ok(())
+    }
+
+    /// The optimizer configuration for a backbone of width `d_model`.
+    pub fn optimizer_config(&self, d_model: usize) -> GemsConfig {
+        let method = match self.method {
+            TrainMethod::Optimizer(method) => method,
+            // LoRA trains its adapters (and nothing else) with AdamW.
+            TrainMethod::Lora => Method::Adamw,
+        };
+        let shared_rank = self.shared_rank(d_model);
+        GemsConfig {
+            method,
+            shared_rank,
+            task_rank: self.task_rank,
+            refresh_every: self.refresh_every,
+            scale: self.scale,
+            weight_decay: self.weight_decay,
+            moment_transfer: MomentTransfer::Rotate,
+            svd: SvdMethod::default(),
+            gate: match &self.fixed_gate {
+                Some(weights) => GateConfig::Fixed { weights: weights.clone() },
+                None => GateConfig::Adaptive {
+                    loss_weight: self.gate_weights[0],
+                    grad_norm_weight: self.gate_weights[1],
+                    sample_weight: self.gate_weights[2],
+                },
+            },
+            knowledge: gems_core::KnowledgeSelection::EnergyFraction {
+                fraction: self.knowledge_energy,
+            },
+            seed: self.seed,
+            ..GemsConfig::default()
+        }
+    }
+
+    /// r_s (or the LoRA rank): the setting, or d_model / 4 capped at 128.
+    pub fn shared_rank(&self, d_model: usize) -> usize {
+        self.shared_rank.unwrap_or((d_model / 4).clamp(1, 128))
+    }
+
+    /// The settings as a TOML document (what `config.toml` of a run holds).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("settings serialise to TOML")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_config_file_which_overrides_defaults() {
+        let folder = tempfile::tempdir().unwrap();
+        let path = folder.path().join("run.toml");
+        std::fs::write(&path, "learning_rate = 0.01\nbatch_size = 8\nmethod = \"galore\"\n").unwrap();
+        let args = TrainArgs {
+            config: Some(path),
+            batch_size: Some(4),
+            ..TrainArgs::default()
+        };
+        let settings = args.resolve().unwrap();
+        assert_eq!(settings.learning_rate, 0.01);
+        assert_eq!(settings.batch_size, 4);
+        assert_eq!(settings.method, TrainMethod::Optimizer(Method::Galore));
+        assert_eq!(settings.epochs, TrainSettings::default().epochs);
+        // The written config.toml reads back to the same settings.
+        let again: TrainSettings = toml::from_str(&settings.to_toml()).unwrap();
+        assert_eq!(again, settings);
+    }
+
+    #[test]
+    fn bad_config_files_name_the_file_line_and_key() {
+        let folder = tempfile::tempdir().unwrap();
+        let path = folder.path().join("bad.toml");
+        std::fs::write(&path, "epochs = 3\nlearning_rat = 0.1\n").unwrap();
+        let args = TrainArgs { config: Some(path.clone()), ..TrainArgs::default() };
+        let error = args.resolve().unwrap_err().to_string();
+        assert!(error.contains("bad.toml") && error.contains("learning_rat"), "{error}");
+        std::fs::write(&path, "epochs = \n").unwrap();
+        let error = args.resolve().unwrap_err().to_string();
+        assert!(error.contains("bad.toml:1"), "{error}");
+        std::fs::write(&path, "method = \"sgd\"\n").unwrap();
+        let error = args.resolve().unwrap_err().to_string();
+        assert!(error.contains("unknown method `sgd`"), "{error}");
+    }
+}
