@@ -51,6 +51,36 @@ pub(crate) fn linear(
     }
 }
 
+/// `f` applied to `x` `[..., width]` as one `[rows, width]` matrix, the result reshaped back.
+///
+/// Burn's `linear` keeps a 3-D input batched when its rows fill the matmul tiles; its backward
+/// pass then forms one weight gradient per batch row and sums them (8× the work and memory at
+/// batch 8). Flattening first gives the single `xᵀ · grad` product.
+pub(crate) fn on_rows<const D: usize>(
+    x: Tensor<D>,
+    f: impl FnOnce(Tensor<2>) -> Tensor<2>,
+) -> Tensor<D> {
+    let mut dims = x.dims();
+    let width = dims[D - 1];
+    let rows = dims[..D - 1].iter().product();
+    let out = f(x.reshape([rows, width]));
+    dims[D - 1] = out.dims()[1];
+    out.reshape(dims)
+}
+
+/// Logits of hidden states `[..., width]`: the output head, or the transposed token embedding
+/// when the head is tied to it.
+pub(crate) fn output_logits<const D: usize>(
+    hidden: Tensor<D>,
+    head: Option<&Linear>,
+    embedding: &Embedding,
+) -> Tensor<D> {
+    on_rows(hidden, |rows| match head {
+        Some(head) => head.forward(rows),
+        None => rows.matmul(embedding.weight.val().transpose()),
+    })
+}
+
 /// An embedding table with rows ~ N(0, std²).
 pub(crate) fn embedding(rows: usize, width: usize, std: f64, device: &Device) -> Embedding {
     Embedding {

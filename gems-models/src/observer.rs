@@ -9,6 +9,8 @@
 use std::fmt::Display;
 
 use burn::nn::Linear;
+
+use crate::nn::on_rows;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 /// Receives the inputs of linear layers during [`crate::Backbone::forward_observed`].
@@ -121,5 +123,5 @@ pub(crate) fn observed(
         let inputs = probe.rows.select(x.clone());
         probe.observer.observe(&join(&probe.path, name), inputs);
     }
-    layer.forward(x)
+    on_rows(x, |x| layer.forward(x))
 }

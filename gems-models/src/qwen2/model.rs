@@ -7,12 +7,12 @@
 use burn::module::Module;
 use burn::nn::{Embedding, Linear};
 use burn::tensor::activation::silu;
-use burn::tensor::module::linear as linear_op;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::cache::KeyValue;
 use crate::nn::{
-    RmsNorm, attention, causal_bias, embedding, linear, merge_heads, padding_bias, split_heads,
+    RmsNorm, attention, causal_bias, embedding, linear, merge_heads, output_logits, padding_bias,
+    split_heads,
 };
 use crate::observer::{Probe, observed};
 use crate::qwen2::Qwen2Config;
@@ -342,14 +342,7 @@ impl Qwen2ForCausalLM {
 
     /// Logits over the vocabulary of hidden states `[..., hidden]`.
     pub fn lm_logits<const D: usize>(&self, hidden: Tensor<D>) -> Tensor<D> {
-        match &self.lm_head {
-            Some(head) => head.forward(hidden),
-            None => linear_op(
-                hidden,
-                self.model.embed_tokens.weight.val().transpose(),
-                None,
-            ),
-        }
+        output_logits(hidden, self.lm_head.as_ref(), &self.model.embed_tokens)
     }
 
     /// Logits `[batch, length, vocab]` of a padded batch (left or right padding).

@@ -7,11 +7,10 @@
 use burn::module::Module;
 use burn::nn::{Embedding, Linear};
 use burn::tensor::activation::{gelu, gelu_approximate, relu, silu};
-use burn::tensor::module::linear as linear_op;
 use burn::tensor::{Device, Int, Tensor};
 
 use crate::cache::KeyValue;
-use crate::nn::{RmsNorm, causal_bias, embedding, linear, padding_bias};
+use crate::nn::{RmsNorm, causal_bias, embedding, linear, output_logits, padding_bias};
 use crate::observer::{Probe, observed};
 use crate::t5::attention::T5Attention;
 use crate::t5::{Activation, T5Config};
@@ -452,10 +451,7 @@ impl T5ForConditionalGeneration {
             true => hidden.mul_scalar((self.config.d_model as f64).powf(-0.5)),
             false => hidden,
         };
-        match &self.lm_head {
-            Some(head) => head.forward(hidden),
-            None => linear_op(hidden, self.shared.weight.val().transpose(), None),
-        }
+        output_logits(hidden, self.lm_head.as_ref(), &self.shared)
     }
 
     /// Logits `[batch, target, vocab]` of the full forward pass (HF `forward` with `decoder_input_ids`).
