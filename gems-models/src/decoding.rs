@@ -122,10 +122,9 @@ impl StepDecoder for Backbone {
     }
 
     fn select(&self, state: DecodingCache, rows: &[usize]) -> DecodingCache {
-        let rows = row_index(rows, &self.device());
         match state {
-            DecodingCache::T5(cache) => DecodingCache::T5(cache.select_rows(&rows)),
-            DecodingCache::Qwen2(cache) => DecodingCache::Qwen2(cache.select_rows(&rows)),
+            DecodingCache::T5(cache) => DecodingCache::T5(cache.select_rows(rows)),
+            DecodingCache::Qwen2(cache) => DecodingCache::Qwen2(cache.select_rows(rows)),
         }
     }
 }

@@ -9,7 +9,7 @@ use burn::nn::{Embedding, Linear};
 use burn::tensor::activation::silu;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use crate::cache::KeyValue;
+use crate::cache::{KeyValue, row_index};
 use crate::nn::{
     RmsNorm, attention, causal_bias, embedding, linear, merge_heads, output_logits, padding_bias,
     split_heads,
@@ -232,8 +232,9 @@ impl Qwen2Cache {
         self.len() == 0
     }
 
-    /// The cache of batch rows `rows` (in that order; rows may repeat).
-    pub fn select_rows(self, rows: &Tensor<1, Int>) -> Self {
+    /// The cache of rows `rows` (in that order; rows may repeat).
+    pub fn select_rows(self, rows: &[usize]) -> Self {
+        let rows = &row_index(rows, &self.attention_mask.device());
         Self {
             layers: self
                 .layers

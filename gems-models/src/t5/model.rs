@@ -9,7 +9,7 @@ use burn::nn::{Embedding, Linear};
 use burn::tensor::activation::{gelu, gelu_approximate, relu, silu};
 use burn::tensor::{Device, Int, Tensor};
 
-use crate::cache::KeyValue;
+use crate::cache::{KeyValue, row_index};
 use crate::nn::{RmsNorm, causal_bias, embedding, linear, output_logits, padding_bias};
 use crate::observer::{Probe, observed};
 use crate::t5::attention::T5Attention;
@@ -335,13 +335,40 @@ pub struct T5ForConditionalGeneration {
     config: T5Config,
 }
 
-/// A T5 decoding state: the encoder side computed once, the decoder's self-attention grown per step.
+/// The encoder side of decoding for some rows: cross-attention keys and values of every decoder
+/// block, and the encoder padding as an additive bias `[rows, 1, 1, source]`.
+#[derive(Debug, Clone)]
+struct Memory {
+    keys_values: Vec<KeyValue>,
+    bias: Tensor<4>,
+}
+
+impl Memory {
+    fn select_rows(&self, rows: &Tensor<1, Int>) -> Self {
+        Self {
+            keys_values: self
+                .keys_values
+                .iter()
+                .map(|kv| kv.clone().select_rows(rows))
+                .collect(),
+            bias: self.bias.clone().select(0, rows.clone()),
+        }
+    }
+}
+
+/// A T5 decoding state: the encoder side computed once per prompt, the decoder's self-attention
+/// grown per step.
+///
+/// Beam search reorders rows every step, but every beam keeps its prompt; the per-row encoder
+/// memory is therefore rebuilt only when the prompt of some row changes, not at every reorder.
 #[derive(Debug, Clone)]
 pub struct T5Cache {
-    /// Cross-attention keys and values of every decoder block.
-    memory: Vec<KeyValue>,
-    /// Encoder padding as an additive bias `[batch, 1, 1, source]`.
-    memory_bias: Tensor<4>,
+    /// Encoder memory of each prompt.
+    prompts: Memory,
+    /// The prompt of each decoding row.
+    row_prompts: Vec<usize>,
+    /// Encoder memory of each decoding row.
+    rows: Memory,
     /// Self-attention keys and values of every decoder block (`None` before the first step).
     past: Option<Vec<KeyValue>>,
 }
@@ -360,14 +387,22 @@ impl T5Cache {
         self.len() == 0
     }
 
-    /// The cache of batch rows `rows` (in that order; rows may repeat).
-    pub fn select_rows(self, rows: &Tensor<1, Int>) -> Self {
-        let select =
-            |cache: Vec<KeyValue>| cache.into_iter().map(|kv| kv.select_rows(rows)).collect();
+    /// The cache of rows `rows` (in that order; rows may repeat).
+    pub fn select_rows(self, rows: &[usize]) -> Self {
+        let device = self.rows.bias.device();
+        let index = row_index(rows, &device);
+        let row_prompts: Vec<usize> = rows.iter().map(|&r| self.row_prompts[r]).collect();
+        let memory = match row_prompts == self.row_prompts {
+            true => self.rows,
+            false => self.prompts.select_rows(&row_index(&row_prompts, &device)),
+        };
         Self {
-            memory: select(self.memory),
-            memory_bias: self.memory_bias.select(0, rows.clone()),
-            past: self.past.map(select),
+            prompts: self.prompts,
+            row_prompts,
+            rows: memory,
+            past: self
+                .past
+                .map(|past| past.into_iter().map(|kv| kv.select_rows(&index)).collect()),
         }
     }
 }
@@ -499,10 +534,16 @@ impl T5ForConditionalGeneration {
         input_ids: Tensor<2, Int>,
         attention_mask: Tensor<2, Int>,
     ) -> T5Cache {
+        let [prompts, _] = input_ids.dims();
         let encoder_hidden = self.encode(input_ids, attention_mask.clone());
+        let memory = Memory {
+            keys_values: self.decoder.memory(encoder_hidden, None),
+            bias: padding_bias(attention_mask),
+        };
         T5Cache {
-            memory: self.decoder.memory(encoder_hidden, None),
-            memory_bias: padding_bias(attention_mask),
+            prompts: memory.clone(),
+            row_prompts: (0..prompts).collect(),
+            rows: memory,
             past: None,
         }
     }
@@ -517,8 +558,8 @@ impl T5ForConditionalGeneration {
         let embeds = self.shared.forward(decoder_input_ids);
         let (hidden, past) = self.decoder.forward(
             embeds,
-            &cache.memory,
-            cache.memory_bias.clone(),
+            &cache.rows.keys_values,
+            cache.rows.bias.clone(),
             cache.past.take(),
             None,
         );
