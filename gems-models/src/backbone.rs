@@ -10,7 +10,7 @@
 //!   predicts label `t + 1`). Padding may be on either side (positions count real tokens only);
 //!   batched generation pads prompts on the left itself.
 
-use burn::module::{Devices, Module, ModuleMapper, ModuleVisitor};
+use burn::module::{Devices, Flag, Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
@@ -302,6 +302,19 @@ impl Backbone {
             Tensor::<2, Int>::from_data(TensorData::new(target_ids, [count, 1]), &device);
         let picked = log_softmax(logits, 1).gather(1, target_ids);
         Ok(picked.mean().neg())
+    }
+
+    /// The model with dropout on or off (T5's `dropout_rate`, where HF applies it; Qwen2 has none).
+    /// Loaded and new models start with dropout off, so the loss is deterministic; switch it on
+    /// for training as HF's `model.train()` does. It acts only on an autodiff device.
+    pub fn with_dropout(self, enabled: bool) -> Self {
+        struct Switch(bool);
+        impl ModuleMapper for Switch {
+            fn map_flag(&mut self, flag: Param<Flag>) -> Param<Flag> {
+                flag.with_value(self.0)
+            }
+        }
+        self.map(&mut Switch(enabled))
     }
 
     /// The model with a vocabulary of `vocab_size` tokens: embedding rows (and the columns of an

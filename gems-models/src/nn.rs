@@ -2,7 +2,7 @@
 //! with Hugging Face's normal initialisation, and scaled dot-product attention with an additive bias.
 
 use burn::module::{Initializer, Module, Param};
-use burn::nn::{Embedding, Linear};
+use burn::nn::{Dropout, Embedding, Linear};
 use burn::tensor::activation::softmax;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
@@ -88,21 +88,35 @@ pub(crate) fn embedding(rows: usize, width: usize, std: f64, device: &Device) ->
     }
 }
 
-/// `softmax(q kᵀ · scale + bias) v` over `[batch, heads, length, width]` tensors; `bias` broadcasts
-/// to the score shape `[batch, heads, queries, keys]`.
+/// `dropout(softmax(q kᵀ · scale + bias)) v` over `[batch, heads, length, width]` tensors; `bias`
+/// broadcasts to the score shape `[batch, heads, queries, keys]`.
 pub(crate) fn attention(
     query: Tensor<4>,
     key: Tensor<4>,
     value: Tensor<4>,
     bias: Tensor<4>,
     scale: Option<f64>,
+    dropout: Option<&Dropout>,
 ) -> Tensor<4> {
     let scores = query.matmul(key.swap_dims(2, 3));
     let scores = match scale {
         Some(scale) => scores.mul_scalar(scale),
         None => scores,
     };
-    softmax(scores + bias, 3).matmul(value)
+    let weights = softmax(scores + bias, 3);
+    let weights = match dropout {
+        Some(dropout) => dropout.forward(weights),
+        None => weights,
+    };
+    weights.matmul(value)
+}
+
+/// A dropout layer of probability `prob`, switched off until [`crate::Backbone::with_dropout`].
+pub(crate) fn dropout(prob: f64) -> Dropout {
+    Dropout {
+        prob,
+        training: Param::from_bool(false),
+    }
 }
 
 /// `[batch, keys]` attention mask (1 = token, 0 = padding) as an additive bias `[batch, 1, 1, keys]`.

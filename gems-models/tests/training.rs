@@ -332,3 +332,55 @@ fn param_values(model: &Backbone, name: &str) -> Vec<f32> {
     model.visit(&mut find);
     find.found.unwrap_or_else(|| panic!("no parameter {name}"))
 }
+
+#[test]
+fn dropout_is_off_until_switched_on_and_acts_only_with_autodiff() {
+    let name = "t5-v1_0";
+    let autodiff = Device::flex().autodiff();
+    // The fixture was saved with dropout_rate 0; use HF's default of 0.1.
+    let directory = scratch("dropout");
+    for file in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture(name).join(file), directory.join(file)).unwrap();
+    }
+    let config = std::fs::read_to_string(directory.join("config.json")).unwrap();
+    std::fs::write(
+        directory.join("config.json"),
+        config.replace(r#""dropout_rate": 0.0"#, r#""dropout_rate": 0.1"#),
+    )
+    .unwrap();
+    let model = Backbone::load(&directory, &autodiff).unwrap();
+    let batch = Reference::load(name).batch(&autodiff);
+    let loss = |model: &Backbone| model.loss(&batch).unwrap().into_scalar::<f32>();
+    let expected = Reference::load(name).0["loss"].as_f64().unwrap() as f32;
+    assert!((loss(&model) - expected).abs() < 1e-5, "off by default");
+
+    let training = model.clone().with_dropout(true);
+    let (first, second) = (loss(&training), loss(&training));
+    assert!(
+        first != second && first != loss(&model),
+        "dropout draws new masks: {first} {second}"
+    );
+    let grads = training.loss(&batch).unwrap().backward();
+    let mut check = GradientCheck {
+        grads: &grads,
+        path: Vec::new(),
+        problems: Vec::new(),
+        checked: 0,
+    };
+    training.visit(&mut check);
+    assert!(check.problems.is_empty(), "{:?}", check.problems);
+
+    assert_eq!(loss(&training.with_dropout(false)), loss(&model));
+    let plain = Backbone::load(&directory, &device())
+        .unwrap()
+        .with_dropout(true);
+    let plain_loss = plain
+        .loss(&Reference::load(name).batch(&device()))
+        .unwrap()
+        .into_scalar::<f32>();
+    assert!(
+        (plain_loss - expected).abs() < 1e-5,
+        "no dropout without autodiff"
+    );
+    std::fs::remove_dir_all(directory).unwrap();
+}

@@ -119,6 +119,7 @@ impl Qwen2Attention {
             all.value.clone(),
             bias,
             Some((width as f64).powf(-0.5)),
+            None,
         );
         let context = context.reshape([batch, self.heads, length, width]);
         (

@@ -2,11 +2,11 @@
 //! the later blocks), bucketed bidirectionally in the encoder and causally in the decoder.
 
 use burn::module::Module;
-use burn::nn::{Embedding, Linear};
+use burn::nn::{Dropout, Embedding, Linear};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::cache::KeyValue;
-use crate::nn::{attention, embedding, linear, merge_heads, split_heads};
+use crate::nn::{attention, dropout, embedding, linear, merge_heads, split_heads};
 use crate::observer::{Probe, observed};
 use crate::t5::T5Config;
 
@@ -19,6 +19,8 @@ pub struct T5Attention {
     v: Linear,
     o: Linear,
     relative_attention_bias: Option<Embedding>,
+    /// On the attention weights.
+    dropout: Dropout,
     #[module(skip)]
     heads: usize,
     #[module(skip)]
@@ -62,6 +64,7 @@ impl T5Attention {
                     device,
                 )
             }),
+            dropout: dropout(config.dropout_rate),
             heads: config.num_heads,
             bidirectional,
             num_buckets: config.relative_attention_num_buckets,
@@ -121,7 +124,14 @@ impl T5Attention {
         mut probe: Option<&mut Probe>,
     ) -> Tensor<3> {
         let query = split_heads(observed(probe.as_deref_mut(), "q", &self.q, x), self.heads);
-        let context = attention(query, memory.key.clone(), memory.value.clone(), bias, None);
+        let context = attention(
+            query,
+            memory.key.clone(),
+            memory.value.clone(),
+            bias,
+            None,
+            Some(&self.dropout),
+        );
         observed(probe, "o", &self.o, merge_heads(context))
     }
 }

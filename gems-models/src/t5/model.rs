@@ -1,16 +1,19 @@
 //! T5 blocks, stacks and `T5ForConditionalGeneration`, laid out like HF `modeling_t5.py` so that
 //! Burn's module paths are the HF tensor names (`encoder.block.0.layer.1.DenseReluDense.wi.weight`).
 //!
-//! Dropout is not applied (as in HF's eval mode); `dropout_rate` is kept in the config only.
+//! Dropout (`dropout_rate`) sits where HF's does: on the stack input and output, on each
+//! sublayer's output before the residual sum, on the attention weights and inside the
+//! feed-forward block. It is off unless switched on with [`crate::Backbone::with_dropout`], and
+//! then acts only on an autodiff device (Burn's `Dropout`).
 #![allow(non_snake_case)]
 
 use burn::module::Module;
-use burn::nn::{Embedding, Linear};
+use burn::nn::{Dropout, Embedding, Linear};
 use burn::tensor::activation::{gelu, gelu_approximate, relu, silu};
 use burn::tensor::{Device, Int, Tensor};
 
 use crate::cache::{KeyValue, row_index};
-use crate::nn::{RmsNorm, causal_bias, embedding, linear, output_logits, padding_bias};
+use crate::nn::{RmsNorm, causal_bias, dropout, embedding, linear, output_logits, padding_bias};
 use crate::observer::{Probe, observed};
 use crate::t5::attention::T5Attention;
 use crate::t5::{Activation, T5Config};
@@ -19,9 +22,18 @@ use crate::t5::{Activation, T5Config};
 struct T5LayerSelfAttention {
     SelfAttention: T5Attention,
     layer_norm: RmsNorm,
+    dropout: Dropout,
 }
 
 impl T5LayerSelfAttention {
+    fn new(config: &T5Config, bidirectional: bool, relative_bias: bool, device: &Device) -> Self {
+        Self {
+            SelfAttention: T5Attention::new(config, bidirectional, relative_bias, device),
+            layer_norm: layer_norm(config, device),
+            dropout: dropout(config.dropout_rate),
+        }
+    }
+
     /// `x + attention(norm(x))` over the cached positions `past` and `x`'s; returns the keys and
     /// values of all positions too.
     fn forward(
@@ -40,7 +52,7 @@ impl T5LayerSelfAttention {
         let out = self
             .SelfAttention
             .attend(normed, &all, bias, probe.as_mut());
-        (x + out, all)
+        (x + self.dropout.forward(out), all)
     }
 }
 
@@ -48,9 +60,18 @@ impl T5LayerSelfAttention {
 struct T5LayerCrossAttention {
     EncDecAttention: T5Attention,
     layer_norm: RmsNorm,
+    dropout: Dropout,
 }
 
 impl T5LayerCrossAttention {
+    fn new(config: &T5Config, device: &Device) -> Self {
+        Self {
+            EncDecAttention: T5Attention::new(config, true, false, device),
+            layer_norm: layer_norm(config, device),
+            dropout: dropout(config.dropout_rate),
+        }
+    }
+
     fn forward(
         &self,
         x: Tensor<3>,
@@ -60,9 +81,10 @@ impl T5LayerCrossAttention {
     ) -> Tensor<3> {
         let normed = self.layer_norm.forward(x.clone());
         let mut probe = probe.map(|p| p.child("EncDecAttention"));
-        x + self
+        let out = self
             .EncDecAttention
-            .attend(normed, memory, bias, probe.as_mut())
+            .attend(normed, memory, bias, probe.as_mut());
+        x + self.dropout.forward(out)
     }
 }
 
@@ -74,6 +96,7 @@ struct T5DenseActDense {
     wi_0: Option<Linear>,
     wi_1: Option<Linear>,
     wo: Linear,
+    dropout: Dropout,
     #[module(skip)]
     activation: Activation,
 }
@@ -102,6 +125,7 @@ impl T5DenseActDense {
                 factor * (config.d_ff as f64).powf(-0.5),
                 device,
             ),
+            dropout: dropout(config.dropout_rate),
             activation: config.feed_forward_proj.activation,
         }
     }
@@ -124,7 +148,7 @@ impl T5DenseActDense {
             }
             _ => unreachable!("T5DenseActDense is built with wi or with wi_0 and wi_1"),
         };
-        observed(probe, "wo", &self.wo, hidden)
+        observed(probe, "wo", &self.wo, self.dropout.forward(hidden))
     }
 }
 
@@ -132,15 +156,24 @@ impl T5DenseActDense {
 struct T5LayerFF {
     DenseReluDense: T5DenseActDense,
     layer_norm: RmsNorm,
+    dropout: Dropout,
 }
 
 impl T5LayerFF {
+    fn new(config: &T5Config, device: &Device) -> Self {
+        Self {
+            DenseReluDense: T5DenseActDense::new(config, device),
+            layer_norm: layer_norm(config, device),
+            dropout: dropout(config.dropout_rate),
+        }
+    }
+
     fn forward(&self, x: Tensor<3>, probe: Option<&mut Probe>) -> Tensor<3> {
         let mut probe = probe.map(|p| p.child("DenseReluDense"));
-        x.clone()
-            + self
-                .DenseReluDense
-                .forward(self.layer_norm.forward(x), probe.as_mut())
+        let out = self
+            .DenseReluDense
+            .forward(self.layer_norm.forward(x.clone()), probe.as_mut());
+        x + self.dropout.forward(out)
     }
 }
 
@@ -168,6 +201,7 @@ struct T5DecoderBlock {
 struct T5Encoder {
     block: Vec<T5EncoderBlock>,
     final_layer_norm: RmsNorm,
+    dropout: Dropout,
 }
 
 impl T5Encoder {
@@ -175,20 +209,15 @@ impl T5Encoder {
         let block = (0..config.num_layers)
             .map(|i| T5EncoderBlock {
                 layer: (
-                    T5LayerSelfAttention {
-                        SelfAttention: T5Attention::new(config, true, i == 0, device),
-                        layer_norm: layer_norm(config, device),
-                    },
-                    T5LayerFF {
-                        DenseReluDense: T5DenseActDense::new(config, device),
-                        layer_norm: layer_norm(config, device),
-                    },
+                    T5LayerSelfAttention::new(config, true, i == 0, device),
+                    T5LayerFF::new(config, device),
                 ),
             })
             .collect();
         Self {
             block,
             final_layer_norm: layer_norm(config, device),
+            dropout: dropout(config.dropout_rate),
         }
     }
 
@@ -202,7 +231,7 @@ impl T5Encoder {
         let first = &self.block[0].layer.0.SelfAttention;
         let bias =
             first.position_bias(length, length, 0, &embeds.device()) + padding_bias(attention_mask);
-        let mut x = embeds;
+        let mut x = self.dropout.forward(embeds);
         for (i, block) in self.block.iter().enumerate() {
             let mut probe = probe
                 .as_deref_mut()
@@ -218,7 +247,7 @@ impl T5Encoder {
                 .1
                 .forward(attended, probe.as_mut().map(|p| p.child(1)).as_mut());
         }
-        self.final_layer_norm.forward(x)
+        self.dropout.forward(self.final_layer_norm.forward(x))
     }
 }
 
@@ -227,6 +256,7 @@ impl T5Encoder {
 struct T5Decoder {
     block: Vec<T5DecoderBlock>,
     final_layer_norm: RmsNorm,
+    dropout: Dropout,
 }
 
 impl T5Decoder {
@@ -234,24 +264,16 @@ impl T5Decoder {
         let block = (0..config.decoder_layers())
             .map(|i| T5DecoderBlock {
                 layer: (
-                    T5LayerSelfAttention {
-                        SelfAttention: T5Attention::new(config, false, i == 0, device),
-                        layer_norm: layer_norm(config, device),
-                    },
-                    T5LayerCrossAttention {
-                        EncDecAttention: T5Attention::new(config, true, false, device),
-                        layer_norm: layer_norm(config, device),
-                    },
-                    T5LayerFF {
-                        DenseReluDense: T5DenseActDense::new(config, device),
-                        layer_norm: layer_norm(config, device),
-                    },
+                    T5LayerSelfAttention::new(config, false, i == 0, device),
+                    T5LayerCrossAttention::new(config, device),
+                    T5LayerFF::new(config, device),
                 ),
             })
             .collect();
         Self {
             block,
             final_layer_norm: layer_norm(config, device),
+            dropout: dropout(config.dropout_rate),
         }
     }
 
@@ -276,7 +298,7 @@ impl T5Decoder {
             + causal_bias(length, offset, &device);
         let mut past = past.map(Vec::into_iter);
         let mut cache = Vec::with_capacity(self.block.len());
-        let mut x = embeds;
+        let mut x = self.dropout.forward(embeds);
         for (i, block) in self.block.iter().enumerate() {
             let mut probe = probe
                 .as_deref_mut()
@@ -300,7 +322,10 @@ impl T5Decoder {
                 .2
                 .forward(crossed, probe.as_mut().map(|p| p.child(2)).as_mut());
         }
-        (self.final_layer_norm.forward(x), cache)
+        (
+            self.dropout.forward(self.final_layer_norm.forward(x)),
+            cache,
+        )
     }
 
     /// Every block's cross-attention keys and values over the encoder output.
