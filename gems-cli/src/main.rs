@@ -27,11 +27,15 @@ enum Command {
     /// Inspect a backbone model (T5 or Qwen2) from a Hugging Face directory.
     #[command(subcommand)]
     Model(model_command::ModelCommand),
+    /// Convert, split and describe datasets in the unified format.
+    #[command(subcommand)]
+    Data(commands::data::DataCommand),
 }
 
 fn run(cli: Cli) -> error::Result<()> {
     match cli.command {
         Command::Model(command) => Ok(command.run()?),
+        Command::Data(command) => command.run(),
     }
 }
 

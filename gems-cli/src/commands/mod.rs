@@ -1,1 +1,2 @@
 //! The subcommands of `gems`, one module each.
+pub mod data;

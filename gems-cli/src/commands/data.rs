@@ -1,0 +1,685 @@
+//! `gems data ...`: convert a source dataset into the unified format (`gems-data/FORMAT.md`),
+//! split it leave-one-out with fixed negatives, and describe a data directory.
+//!
+//! - `gems data convert <SOURCE> [INPUT] --out DIR` runs one converter of gems-data and writes an
+//!   unsplit directory (`dataset.json`, `items.jsonl`, `requests.jsonl`). `synthetic` generates
+//!   its data, so it takes no INPUT (its size and seed are flags).
+//! - `gems data split DIR [--out DIR2]` validates, splits and samples negatives; without `--out`
+//!   the split files are written into DIR beside `requests.jsonl`.
+//! - `gems data stats DIR [--json]` summarises a split or unsplit directory.
+//!
+//! Progress goes to standard error (tracing), results to standard output.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand, ValueEnum};
+use gems_data::convert::amazon_unisar::{self, AmazonUnisarOptions, TimestampUnit};
+use gems_data::convert::kuaisar::{self, KuaiSarOptions};
+use gems_data::convert::movielens::{self, MovieLensLayout, MovieLensOptions};
+use gems_data::convert::qilin::{self, QilinOptions};
+use gems_data::convert::{ConvertedDataset, FilterOptions, HistoryOptions};
+use gems_data::dataset::{self, PrepareOptions, MANIFEST_FILE};
+use gems_data::negatives::NegativeSampling;
+use gems_data::schema::{NegativesRecord, TaskCounts};
+use gems_data::split::SplitOptions;
+use gems_data::synthetic::{self, SyntheticConfig};
+use gems_data::{DataError, DatasetManifest, Item, Request, Task, ValidationPolicy, ValidationReport};
+use serde::Serialize;
+
+use crate::error::{CliError, Result};
+
+/// Commands on datasets in the unified format.
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// Convert a source dataset into an unsplit directory of the unified format and print what
+    /// was read, filtered and dropped.
+    Convert(ConvertArgs),
+    /// Validate an unsplit directory, split it leave-one-out by time per user and task, and
+    /// sample the fixed negatives of valid and test.
+    Split(SplitArgs),
+    /// Describe a split or unsplit directory: sizes, requests per split and task, history
+    /// lengths, queries, negatives and the validation report.
+    Stats(StatsArgs),
+}
+
+impl DataCommand {
+    /// Runs the command: progress on standard error, results on standard output.
+    pub fn run(self) -> Result<()> {
+        match self {
+            DataCommand::Convert(args) => convert(&args),
+            DataCommand::Split(args) => split(&args),
+            DataCommand::Stats(args) => stats(&args),
+        }
+    }
+}
+
+/// The datasets `gems data convert` reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Source {
+    /// Qilin (Xiaohongshu): CSV exports of its parquet tables.
+    Qilin,
+    /// Amazon as preprocessed by UniSAR: `dataset/{rec,src}_{train,val,test}.pkl`.
+    AmazonUnisar,
+    /// KuaiSAR: `rec_inter.csv`, `src_inter.csv`, `item_features.csv`.
+    Kuaisar,
+    /// MovieLens ml-100k / ml-1m, GroupLens or RecBole layout, with proxy search queries.
+    Movielens,
+    /// The seeded synthetic dataset (generated, no INPUT).
+    Synthetic,
+}
+
+impl Source {
+    /// The name on the command line.
+    fn name(self) -> String {
+        self.to_possible_value().expect("no variant is skipped").get_name().to_string()
+    }
+
+    /// What INPUT must hold, for error messages.
+    fn expected_input(self) -> &'static str {
+        match self {
+            Source::Qilin => "the directory of the Qilin CSV exports search_*.csv, recommendation_*.csv and notes.csv",
+            Source::AmazonUnisar => "UniSAR's Amazon directory, or its dataset directory with the .pkl files",
+            Source::Kuaisar => "the KuaiSAR directory with rec_inter.csv, src_inter.csv and item_features.csv",
+            Source::Movielens => "a MovieLens ml-100k or ml-1m directory in GroupLens or RecBole layout",
+            Source::Synthetic => "no INPUT: the synthetic dataset is generated",
+        }
+    }
+}
+
+/// Unit of the `ts` column of UniSAR's Amazon pickles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TimeUnit {
+    /// Unix seconds.
+    Seconds,
+    /// Unix milliseconds.
+    Milliseconds,
+}
+
+impl From<TimeUnit> for TimestampUnit {
+    fn from(unit: TimeUnit) -> Self {
+        match unit {
+            TimeUnit::Seconds => TimestampUnit::Seconds,
+            TimeUnit::Milliseconds => TimestampUnit::Milliseconds,
+        }
+    }
+}
+
+/// What loading does with records that fail validation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OnInvalid {
+    /// Any problem is an error naming the first offending file, line and field.
+    Strict,
+    /// Repair or drop the offending records, counting each repair (see FORMAT.md).
+    Filter,
+}
+
+impl From<OnInvalid> for ValidationPolicy {
+    fn from(policy: OnInvalid) -> Self {
+        match policy {
+            OnInvalid::Strict => ValidationPolicy::Strict,
+            OnInvalid::Filter => ValidationPolicy::Filter,
+        }
+    }
+}
+
+/// Arguments of `gems data convert`. Flags that do not apply to the chosen source are refused.
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// The source dataset.
+    #[arg(value_enum)]
+    source: Source,
+    /// The source's directory (not given for `synthetic`).
+    input: Option<PathBuf>,
+    /// Output directory (created; must be new or empty).
+    #[arg(long)]
+    out: PathBuf,
+    /// Most recent items kept in a request's history.
+    #[arg(long, default_value_t = HistoryOptions::default().max_history, value_parser = at_least_one)]
+    max_history: usize,
+    /// Fewest earlier items for an interaction to become a request.
+    #[arg(long, default_value_t = HistoryOptions::default().min_history, value_parser = at_least_one)]
+    min_history: usize,
+    /// Drop a user's requests of a task when there are fewer [default: 3 for qilin, 0 (off)
+    /// otherwise; not for synthetic].
+    #[arg(long)]
+    min_requests_per_task: Option<usize>,
+    /// Keep only users with requests of both tasks [default: true for qilin, false otherwise; not
+    /// for synthetic].
+    #[arg(long)]
+    require_both_tasks: Option<bool>,
+    /// Iterated k-core over users and items [default: 3 for qilin, 0 (off) otherwise; not for
+    /// synthetic].
+    #[arg(long)]
+    k_core: Option<usize>,
+    /// amazon-unisar: unit of the `ts` column [default: seconds].
+    #[arg(long, value_enum)]
+    timestamp_unit: Option<TimeUnit>,
+    /// movielens, synthetic: fraction of interactions that are searches [default: 0.5 for
+    /// movielens, 0.4 for synthetic].
+    #[arg(long, value_parser = fraction)]
+    search_fraction: Option<f64>,
+    /// movielens: seed of the task draw and proxy queries; synthetic: seed of the generator
+    /// [default: 2026].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// movielens: keep only ratings at or above this value [default: all ratings].
+    #[arg(long)]
+    min_rating: Option<f64>,
+    /// synthetic: number of users [default: 300].
+    #[arg(long, value_parser = at_least_one)]
+    users: Option<usize>,
+    /// synthetic: number of categories, 1 to 16 [default: 16].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=16))]
+    categories: Option<u64>,
+    /// synthetic: items per category [default: 30].
+    #[arg(long, value_parser = at_least_one)]
+    items_per_category: Option<usize>,
+}
+
+/// Parses a whole number of at least 1.
+fn at_least_one(text: &str) -> std::result::Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(value) if value >= 1 => Ok(value),
+        _ => Err(format!("expected a whole number of at least 1, got {text:?}")),
+    }
+}
+
+/// Parses a number between 0 and 1.
+fn fraction(text: &str) -> std::result::Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if (0.0..=1.0).contains(&value) => Ok(value),
+        _ => Err(format!("expected a number between 0 and 1, got {text:?}")),
+    }
+}
+
+impl ConvertArgs {
+    /// Refuses flags that the chosen source does not read, and an INPUT given to or missing from
+    /// the wrong source.
+    fn check(&self) -> Result<()> {
+        use Source::{AmazonUnisar, Kuaisar, Movielens, Qilin, Synthetic};
+        let converters: &[Source] = &[Qilin, AmazonUnisar, Kuaisar, Movielens];
+        let source_flags: [(&str, bool, &[Source]); 10] = [
+            ("--min-requests-per-task", self.min_requests_per_task.is_some(), converters),
+            ("--require-both-tasks", self.require_both_tasks.is_some(), converters),
+            ("--k-core", self.k_core.is_some(), converters),
+            ("--timestamp-unit", self.timestamp_unit.is_some(), &[AmazonUnisar]),
+            ("--search-fraction", self.search_fraction.is_some(), &[Movielens, Synthetic]),
+            ("--seed", self.seed.is_some(), &[Movielens, Synthetic]),
+            ("--min-rating", self.min_rating.is_some(), &[Movielens]),
+            ("--users", self.users.is_some(), &[Synthetic]),
+            ("--categories", self.categories.is_some(), &[Synthetic]),
+            ("--items-per-category", self.items_per_category.is_some(), &[Synthetic]),
+        ];
+        for (flag, given, sources) in source_flags {
+            if given && !sources.contains(&self.source) {
+                let names: Vec<String> = sources.iter().map(|source| source.name()).collect();
+                return Err(CliError::Settings(format!(
+                    "{flag} applies to {} only, not to {}",
+                    names.join(", "),
+                    self.source.name()
+                )));
+            }
+        }
+        match (&self.input, self.source) {
+            (Some(input), Synthetic) => Err(CliError::Settings(format!(
+                "synthetic takes no INPUT (got {}): it is generated; set its size and seed with --users, --categories, --items-per-category, --seed",
+                input.display()
+            ))),
+            (None, source) if source != Synthetic => Err(CliError::Settings(format!(
+                "{} needs INPUT: {}",
+                source.name(),
+                source.expected_input()
+            ))),
+            (Some(input), source) => match std::fs::metadata(input) {
+                Err(error) => Err(CliError::io(input, &format!("cannot read INPUT, {}", source.expected_input()), error)),
+                Ok(metadata) if !metadata.is_dir() => Err(CliError::Settings(format!(
+                    "{}: INPUT is not a directory; give {}",
+                    input.display(),
+                    source.expected_input()
+                ))),
+                Ok(_) => Ok(()),
+            },
+            (None, _) => Ok(()),
+        }
+    }
+
+    /// The filters: the source's defaults with the given flags applied.
+    fn filter(&self, defaults: FilterOptions) -> FilterOptions {
+        FilterOptions {
+            min_requests_per_user_per_task: self.min_requests_per_task.unwrap_or(defaults.min_requests_per_user_per_task),
+            require_both_tasks: self.require_both_tasks.unwrap_or(defaults.require_both_tasks),
+            k_core: self.k_core.unwrap_or(defaults.k_core),
+        }
+    }
+
+    /// Runs the converter (or the generator) of the chosen source.
+    fn run_converter(&self) -> Result<ConvertedDataset> {
+        let history = HistoryOptions { max_history: self.max_history, min_history: self.min_history };
+        let input = self.input.as_deref().unwrap_or(Path::new(""));
+        let converted = match self.source {
+            Source::Qilin => {
+                qilin::convert(input, &QilinOptions { history, filter: self.filter(QilinOptions::default().filter) })?
+            }
+            Source::AmazonUnisar => amazon_unisar::convert(
+                input,
+                &AmazonUnisarOptions {
+                    history,
+                    filter: self.filter(FilterOptions::default()),
+                    timestamp_unit: self.timestamp_unit.map_or(TimestampUnit::default(), TimestampUnit::from),
+                },
+            )?,
+            Source::Kuaisar => {
+                kuaisar::convert(input, &KuaiSarOptions { history, filter: self.filter(FilterOptions::default()) })?
+            }
+            Source::Movielens => {
+                let layout = movielens::detect_layout(input)?;
+                println!("MovieLens layout: {}", describe_layout(&layout));
+                let defaults = MovieLensOptions::default();
+                movielens::convert(
+                    input,
+                    &MovieLensOptions {
+                        search_fraction: self.search_fraction.unwrap_or(defaults.search_fraction),
+                        seed: self.seed.unwrap_or(defaults.seed),
+                        min_rating: self.min_rating,
+                        history,
+                        filter: self.filter(defaults.filter),
+                    },
+                )?
+            }
+            Source::Synthetic => {
+                let defaults = SyntheticConfig::default();
+                synthetic::generate(&SyntheticConfig {
+                    seed: self.seed.unwrap_or(defaults.seed),
+                    users: self.users.unwrap_or(defaults.users),
+                    categories: self.categories.map_or(defaults.categories, |categories| categories as usize),
+                    items_per_category: self.items_per_category.unwrap_or(defaults.items_per_category),
+                    search_fraction: self.search_fraction.unwrap_or(defaults.search_fraction),
+                    history,
+                    ..defaults
+                })
+            }
+        };
+        Ok(converted)
+    }
+}
+
+fn describe_layout(layout: &MovieLensLayout) -> String {
+    match layout {
+        MovieLensLayout::GroupLens100k => "GroupLens ml-100k (u.data + u.item)".to_string(),
+        MovieLensLayout::GroupLens1m => "GroupLens ml-1m (ratings.dat + movies.dat)".to_string(),
+        MovieLensLayout::RecBole { inter, item } => {
+            format!("RecBole ({} + {})", file_name(inter), file_name(item))
+        }
+    }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map_or_else(|| path.display().to_string(), |name| name.to_string_lossy().into_owned())
+}
+
+/// Refuses an output path that is a file or a non-empty directory, so that no dataset is mixed
+/// with files of an earlier one.
+fn check_new_output(out: &Path) -> Result<()> {
+    if !out.exists() {
+        return Ok(());
+    }
+    if !out.is_dir() {
+        return Err(CliError::Settings(format!("--out {}: exists and is not a directory", out.display())));
+    }
+    let mut entries = std::fs::read_dir(out).map_err(|error| CliError::io(out, "--out: cannot list the directory", error))?;
+    if entries.next().is_some() {
+        return Err(CliError::Settings(format!(
+            "--out {}: the directory is not empty; give a new or empty directory",
+            out.display()
+        )));
+    }
+    Ok(())
+}
+
+fn convert(args: &ConvertArgs) -> Result<()> {
+    args.check()?;
+    check_new_output(&args.out)?;
+    match &args.input {
+        Some(input) => tracing::info!("converting {} from {}", args.source.name(), input.display()),
+        None => tracing::info!("generating the synthetic dataset"),
+    }
+    let converted = args.run_converter()?;
+    println!("conversion report ({}):", converted.name);
+    print!("{}", converted.report);
+    if converted.requests.is_empty() {
+        return Err(CliError::Settings(format!(
+            "{}: no request is left after conversion (the report above counts what was dropped); nothing was written. Relax the filters (--min-requests-per-task, --require-both-tasks, --k-core) or check the input",
+            args.source.name()
+        )));
+    }
+    tracing::info!("writing {}", args.out.display());
+    dataset::write_converted(&converted, &args.out)?;
+    let counts = TaskCounts::of(&converted.requests);
+    let users: HashSet<u64> = converted.requests.iter().map(|request| request.user).collect();
+    println!(
+        "wrote {}: {} items, {} users, {} requests ({} search, {} rec){}",
+        args.out.display(),
+        converted.items.len(),
+        users.len(),
+        counts.total(),
+        counts.search,
+        counts.rec,
+        if converted.proxy_queries { "; search queries are proxies built from item metadata" } else { "" }
+    );
+    println!("next: gems data split {}", args.out.display());
+    Ok(())
+}
+
+/// Arguments of `gems data split`.
+#[derive(Debug, Args)]
+pub struct SplitArgs {
+    /// An unsplit directory (written by `gems data convert`).
+    directory: PathBuf,
+    /// Output directory (new or empty) [default: DIRECTORY itself, beside requests.jsonl].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// What to do with records that fail validation.
+    #[arg(long, value_enum, default_value_t = OnInvalid::Strict)]
+    on_invalid: OnInvalid,
+    /// Fixed negatives per valid/test request.
+    #[arg(long, default_value_t = NegativeSampling::default().per_request)]
+    negatives: usize,
+    /// Seed of the negatives (valid: SEED, test: SEED + 1).
+    #[arg(long, default_value_t = NegativeSampling::default().seed)]
+    seed: u64,
+    /// Smallest (user, task) group that gives one request to valid and one to test; smaller
+    /// groups stay in train.
+    #[arg(long, default_value_t = SplitOptions::default().min_requests_for_holdout)]
+    min_requests_for_holdout: usize,
+}
+
+fn split(args: &SplitArgs) -> Result<()> {
+    let directory = &args.directory;
+    check_data_directory(directory)?;
+    if directory.join("train.jsonl").exists() {
+        return Err(CliError::Settings(format!(
+            "{}: already split (train.jsonl exists); `gems data split` takes a directory written by `gems data convert`",
+            directory.display()
+        )));
+    }
+    let out = args.out.as_deref().unwrap_or(directory);
+    if !same_directory(out, directory) {
+        check_new_output(out)?;
+    }
+    let policy = ValidationPolicy::from(args.on_invalid);
+    tracing::info!("loading {} ({policy:?} validation)", directory.display());
+    let (mut converted, loaded) = one_line(directory, dataset::load_converted(directory, policy))?;
+    // `prepare` validates again, in memory, and finds nothing left to repair: the manifest keeps
+    // the repairs made while reading the files.
+    if !loaded.is_clean() {
+        converted.notes.extend(loaded.notes());
+    }
+    let options = PrepareOptions {
+        validation: policy,
+        split: SplitOptions { min_requests_for_holdout: args.min_requests_for_holdout },
+        negatives: NegativeSampling { per_request: args.negatives, seed: args.seed },
+    };
+    tracing::info!("splitting and sampling {} negatives per valid/test request", args.negatives);
+    let (prepared, report) = dataset::prepare(converted, options)?;
+    tracing::info!("writing {}", out.display());
+    prepared.write(out)?;
+    println!(
+        "split: leave-one-out by time over {} (user, task) groups; {} groups with fewer than {} requests kept entirely in train ({} requests)",
+        report.split.groups,
+        report.split.groups_kept_in_train,
+        args.min_requests_for_holdout,
+        report.split.requests_of_small_groups
+    );
+    println!(
+        "negatives: {} per valid/test request (seed {} valid, {} test); {} requests got fewer (catalogue too small)",
+        args.negatives,
+        args.seed,
+        args.seed.wrapping_add(1),
+        report.negatives.requests_short
+    );
+    let files = [("train", &prepared.train[..]), ("valid", &prepared.valid[..]), ("test", &prepared.test[..])];
+    println!("wrote {}", out.display());
+    print!("{}", Stats::of(out, &prepared.manifest, &prepared.items, &files, loaded));
+    Ok(())
+}
+
+/// Arguments of `gems data stats`.
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// A split or unsplit directory of the unified format.
+    directory: PathBuf,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+    /// What loading does with records that fail validation (`filter` describes what would be
+    /// kept and lists the problems).
+    #[arg(long, value_enum, default_value_t = OnInvalid::Filter)]
+    on_invalid: OnInvalid,
+}
+
+fn stats(args: &StatsArgs) -> Result<()> {
+    let directory = &args.directory;
+    check_data_directory(directory)?;
+    let policy = ValidationPolicy::from(args.on_invalid);
+    tracing::info!("loading {} ({policy:?} validation)", directory.display());
+    let stats = if directory.join("train.jsonl").exists() {
+        let (loaded, report) = one_line(directory, dataset::load_dataset(directory, policy))?;
+        let files = [("train", &loaded.train[..]), ("valid", &loaded.valid[..]), ("test", &loaded.test[..])];
+        Stats::of(directory, &loaded.manifest, &loaded.items, &files, report)
+    } else {
+        let manifest = gems_data::reader::read_manifest(&directory.join(MANIFEST_FILE))?;
+        let (loaded, report) = one_line(directory, dataset::load_converted(directory, policy))?;
+        Stats::of(directory, &manifest, &loaded.items, &[("requests", &loaded.requests)], report)
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&stats).expect("the summary serializes"));
+    } else {
+        print!("{stats}");
+    }
+    Ok(())
+}
+
+/// Whether `out` names the existing directory `directory` (by its canonical path).
+fn same_directory(out: &Path, directory: &Path) -> bool {
+    match (out.canonicalize(), directory.canonicalize()) {
+        (Ok(out), Ok(directory)) => out == directory,
+        _ => false,
+    }
+}
+
+/// Refuses a path that is not a data directory, before any file of it is read.
+fn check_data_directory(directory: &Path) -> Result<()> {
+    let metadata = std::fs::metadata(directory)
+        .map_err(|error| CliError::io(directory, "cannot read DIRECTORY, a data directory of the unified format", error))?;
+    if !metadata.is_dir() {
+        return Err(CliError::Settings(format!(
+            "{}: not a directory; give a directory written by `gems data convert` or `gems data split`",
+            directory.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Turns a strict-validation failure (a multi-line report) into one line naming its first
+/// problem; the whole report goes to standard error first.
+fn one_line<T>(directory: &Path, result: gems_data::Result<T>) -> Result<T> {
+    match result {
+        Err(DataError::Validation { report }) => {
+            eprint!("validation report:\n{report}");
+            let problems: usize = report.issues.values().map(|summary| summary.occurrences).sum();
+            let first = report.issues.values().flat_map(|summary| &summary.examples).next().cloned().unwrap_or_default();
+            Err(CliError::Data(DataError::file(
+                &directory.display().to_string(),
+                format!(
+                    "{problems} validation problem{} under the strict policy, the first: {first}; fix the input, or rerun with --on-invalid filter to repair or drop the offending records (counted)",
+                    if problems == 1 { "" } else { "s" }
+                ),
+            )))
+        }
+        other => Ok(other?),
+    }
+}
+
+/// Smallest, mean, median and largest value of a count.
+#[derive(Debug, Default, Serialize)]
+struct Distribution {
+    min: usize,
+    mean: f64,
+    median: f64,
+    max: usize,
+}
+
+impl Distribution {
+    fn of(mut values: Vec<usize>) -> Self {
+        if values.is_empty() {
+            return Distribution::default();
+        }
+        values.sort_unstable();
+        let count = values.len();
+        let median = if count % 2 == 1 {
+            values[count / 2] as f64
+        } else {
+            (values[count / 2 - 1] + values[count / 2]) as f64 / 2.0
+        };
+        Distribution {
+            min: values[0],
+            mean: values.iter().sum::<usize>() as f64 / count as f64,
+            median,
+            max: values[count - 1],
+        }
+    }
+}
+
+/// Requests of one file.
+#[derive(Debug, Serialize)]
+struct FileStats {
+    search: usize,
+    rec: usize,
+    total: usize,
+    negatives_per_request: Distribution,
+}
+
+/// Search queries over all files.
+#[derive(Debug, Serialize)]
+struct QueryStats {
+    search_requests: usize,
+    typed: usize,
+    proxy: usize,
+    distinct: usize,
+}
+
+/// What `gems data stats` reports.
+#[derive(Debug, Serialize)]
+struct Stats {
+    directory: PathBuf,
+    name: String,
+    source: String,
+    split: bool,
+    items: usize,
+    users: usize,
+    /// Per file stem: `requests` (unsplit) or `train`, `valid`, `test`.
+    requests: BTreeMap<String, FileStats>,
+    history_length: Distribution,
+    targets_per_request: Distribution,
+    queries: QueryStats,
+    negatives_sampling: Option<NegativesRecord>,
+    validation: ValidationReport,
+    notes: Vec<String>,
+}
+
+impl Stats {
+    fn of(
+        directory: &Path,
+        manifest: &DatasetManifest,
+        items: &[Item],
+        files: &[(&str, &[Request])],
+        validation: ValidationReport,
+    ) -> Self {
+        let all = || files.iter().flat_map(|(_, requests)| requests.iter());
+        let requests = files
+            .iter()
+            .map(|(name, requests)| {
+                let counts = TaskCounts::of(requests);
+                let stats = FileStats {
+                    search: counts.search,
+                    rec: counts.rec,
+                    total: counts.total(),
+                    negatives_per_request: Distribution::of(requests.iter().map(|request| request.negatives.len()).collect()),
+                };
+                (name.to_string(), stats)
+            })
+            .collect();
+        let searches: Vec<&Request> = all().filter(|request| request.task == Task::Search).collect();
+        let proxy = searches.iter().filter(|request| request.query_is_proxy).count();
+        let distinct: HashSet<&str> = searches.iter().filter_map(|request| request.query.as_deref()).collect();
+        Stats {
+            directory: directory.to_path_buf(),
+            name: manifest.name.clone(),
+            source: manifest.source.clone(),
+            split: files.iter().any(|(name, _)| *name == "train"),
+            items: items.len(),
+            users: all().map(|request| request.user).collect::<HashSet<_>>().len(),
+            requests,
+            history_length: Distribution::of(all().map(|request| request.history.len()).collect()),
+            targets_per_request: Distribution::of(all().map(|request| request.targets.len()).collect()),
+            queries: QueryStats { search_requests: searches.len(), typed: searches.len() - proxy, proxy, distinct: distinct.len() },
+            negatives_sampling: manifest.negatives,
+            validation,
+            notes: manifest.notes.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for Stats {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = if self.split { "split" } else { "unsplit" };
+        writeln!(formatter, "{} ({kind}) at {}", self.name, self.directory.display())?;
+        writeln!(formatter, "source: {}", self.source)?;
+        writeln!(formatter, "items: {}, users: {}", self.items, self.users)?;
+        writeln!(formatter, "{:<10}{:>10}{:>10}{:>10}   negatives per request (min / mean / max)", "requests", "search", "rec", "total")?;
+        for name in ["requests", "train", "valid", "test"] {
+            if let Some(file) = self.requests.get(name) {
+                let negatives = &file.negatives_per_request;
+                writeln!(
+                    formatter,
+                    "  {name:<8}{:>10}{:>10}{:>10}   {} / {:.2} / {}",
+                    file.search, file.rec, file.total, negatives.min, negatives.mean, negatives.max
+                )?;
+            }
+        }
+        for (what, distribution) in [("history length", &self.history_length), ("targets per request", &self.targets_per_request)] {
+            writeln!(
+                formatter,
+                "{what}: mean {:.2}, median {}, max {} (min {})",
+                distribution.mean, distribution.median, distribution.max, distribution.min
+            )?;
+        }
+        let queries = &self.queries;
+        writeln!(
+            formatter,
+            "search queries: {} ({} typed, {} proxies built from item metadata), {} distinct",
+            queries.search_requests, queries.typed, queries.proxy, queries.distinct
+        )?;
+        match self.negatives_sampling {
+            Some(record) => writeln!(
+                formatter,
+                "negatives: {} per valid/test request, seed {} (valid) and {} (test)",
+                record.per_request,
+                record.seed,
+                record.seed.wrapping_add(1)
+            )?,
+            None => writeln!(formatter, "negatives: none sampled (not split yet)")?,
+        }
+        let policy = match self.validation.policy {
+            ValidationPolicy::Strict => "strict",
+            ValidationPolicy::Filter => "filter",
+        };
+        write!(formatter, "validation ({policy}): {}", self.validation)?;
+        writeln!(formatter, "notes:")?;
+        for note in &self.notes {
+            writeln!(formatter, "  - {note}")?;
+        }
+        Ok(())
+    }
+}
