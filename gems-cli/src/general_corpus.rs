@@ -31,6 +31,54 @@ pub fn load(files: &[PathBuf]) -> Result<Vec<String>> {
     Ok(all)
 }
 
+/// Splits paragraphs into those that estimate the knowledge bases and every fifth one, held
+/// out for the retention analysis.
+pub fn split_held_out(paragraphs: Vec<String>) -> (Vec<String>, Vec<String>) {
+    let (held_out, statistics): (Vec<_>, Vec<_>) =
+        paragraphs.into_iter().enumerate().partition(|(index, _)| index % 5 == 4);
+    let strip = |pairs: Vec<(usize, String)>| pairs.into_iter().map(|(_, p)| p).collect();
+    (strip(statistics), strip(held_out))
+}
+
 fn paragraphs(text: &str) -> Vec<String> {
     text.lines().map(str::trim).filter(|line| !line.is_empty()).map(String::from).collect()
+}
+
+/// Language-modelling examples from paragraphs: T5 reads the first half of each paragraph and
+/// predicts the second; a decoder-only model predicts every token after the first half's. At most
+/// `max_tokens` tokens per paragraph.
+pub fn lm_examples(
+    experiment: &crate::experiment::Experiment,
+    paragraphs: &[String],
+    max_tokens: usize,
+) -> Result<Vec<gems_data::batch::EncodedExample>> {
+    use gems_data::batch::TextEncoder;
+    let options = experiment.batch_options;
+    let mut examples = Vec::with_capacity(paragraphs.len());
+    for paragraph in paragraphs {
+        let mut tokens = experiment.tokenizer.encode_text(paragraph)?;
+        tokens.truncate(max_tokens);
+        if tokens.len() < 4 {
+            continue;
+        }
+        let half = tokens.len() / 2;
+        let mut prompt = tokens[..half].to_vec();
+        if options.append_eos_to_prompt {
+            prompt.push(options.eos_token_id);
+        }
+        examples.push(gems_data::batch::EncodedExample {
+            task: gems_data::Task::Rec,
+            prompt,
+            target: tokens[half..].to_vec(),
+            target_item: None,
+            history_items_shown: 0,
+            prompt_cut: false,
+        });
+    }
+    if examples.is_empty() {
+        return Err(CliError::Settings(
+            "the general corpus has no paragraph of at least 4 tokens under this tokenizer".into(),
+        ));
+    }
+    Ok(examples)
 }

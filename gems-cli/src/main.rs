@@ -2,13 +2,18 @@
 
 mod commands;
 mod error;
+mod evaluation;
 mod experiment;
 mod general_corpus;
+mod knowledge;
 mod model_command;
 mod plots;
 mod progress;
+mod report;
+mod run_dir;
 mod schedule;
 mod settings;
+mod training;
 
 use std::process::ExitCode;
 
@@ -24,6 +29,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Train a model for search and recommendation (with no arguments: the embedded synthetic
+    /// data, a small T5 from scratch, GEMS, on the CPU), then evaluate it.
+    Train(commands::train::TrainCommand),
+    /// Evaluate a trained run: both protocols, per task, as a table and JSON.
+    Eval(commands::eval::EvalCommand),
+    /// The top items to recommend for one user's history, from a trained run.
+    Recommend(commands::infer::RecommendCommand),
+    /// The top items for one user's history and a search query, from a trained run.
+    Search(commands::infer::SearchCommand),
+    /// Train several methods on the same data, model and budget; one table like the paper's.
+    Compare(commands::compare::CompareCommand),
+    /// Analyses of trained runs: task-gradient conflict, knowledge retention.
+    #[command(subcommand)]
+    Analyze(commands::analyze::AnalyzeCommand),
     /// Inspect a backbone model (T5 or Qwen2) from a Hugging Face directory.
     #[command(subcommand)]
     Model(model_command::ModelCommand),
@@ -34,12 +53,27 @@ enum Command {
 
 fn run(cli: Cli) -> error::Result<()> {
     match cli.command {
+        Command::Train(command) => command.run(),
+        Command::Eval(command) => command.run(),
+        Command::Recommend(command) => command.run(),
+        Command::Search(command) => command.run(),
+        Command::Compare(command) => command.run(),
+        Command::Analyze(command) => command.run(),
         Command::Model(command) => Ok(command.run()?),
         Command::Data(command) => command.run(),
     }
 }
 
+/// Logs on standard error: `info` for gems' own crates unless `RUST_LOG` says otherwise.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("warn,gems=info,gems_core=info,gems_models=info,gems_data=info")
+    });
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
 fn main() -> ExitCode {
+    init_logging();
     let result = run(Cli::parse());
     match result {
         Ok(()) => ExitCode::SUCCESS,

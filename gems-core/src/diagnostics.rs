@@ -20,8 +20,8 @@ pub struct StepReport {
     pub gate: Vec<f64>,
     /// Frobenius norm of each task's gradient over the updated parameters.
     pub task_gradient_norms: Vec<f64>,
-    /// Per projected weight, the cosine between task gradients (empty with a single task or
-    /// diagnostics off).
+    /// Per target weight (projected, or updated fully by AdamW), the cosine between task
+    /// gradients (empty with a single task or diagnostics off).
     pub layer_cosines: Vec<LayerCosine>,
     /// Weights whose bases were recomputed this step.
     pub refreshed: usize,

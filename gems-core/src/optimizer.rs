@@ -198,13 +198,19 @@ impl GemsOptimizer {
             .collect()
     }
 
-    /// The treatment of a parameter at `path` with `shape`.
-    pub fn treatment(&self, path: &str, shape: &[usize]) -> Treatment {
-        let targeted = shape.len() == 2
+    /// Whether the parameter at `path` with `shape` is one of the target matrices (projected by
+    /// the low-rank methods, updated fully by AdamW).
+    pub fn is_target(&self, path: &str, shape: &[usize]) -> bool {
+        shape.len() == 2
             && match &self.filter {
                 Some(filter) => filter(path, shape),
                 None => self.config.targets(path, shape),
-            };
+            }
+    }
+
+    /// The treatment of a parameter at `path` with `shape`.
+    pub fn treatment(&self, path: &str, shape: &[usize]) -> Treatment {
+        let targeted = self.is_target(path, shape);
         match (targeted, self.config.method.low_rank(), self.config.other_params) {
             (true, true, _) => Treatment::Projected,
             (true, false, _) | (false, _, OtherParams::Adamw) => Treatment::Adamw,
@@ -559,7 +565,7 @@ impl ModuleVisitor for Survey<'_> {
                 self.squared_norms[task].push(value.clone());
             }
         }
-        if treatment == Treatment::Projected
+        if optimizer.is_target(&path, &shape)
             && optimizer.config.diagnostics
             && self.tasks.len() > 1
             && gradients.iter().all(Option::is_some)

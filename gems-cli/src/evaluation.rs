@@ -1,0 +1,122 @@
+//! Ranking with trie-constrained beam search and the metrics of both protocols.
+
+use gems_data::baselines::{Bm25Parameters, Bm25Ranker, PopularityRanker, evaluate_ranker};
+use gems_data::metrics::{DEFAULT_CUTOFFS, MetricsAccumulator};
+use gems_data::{ItemId, MetricsReport, Protocol, Request, Task};
+use gems_models::{Backbone, PrefixTrie, Tries, constrained_beam_search};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::experiment::Experiment;
+
+/// Requests decoded together.
+const DECODE_BATCH: usize = 32;
+
+/// Ranks requests with a model.
+pub struct Evaluation<'a> {
+    experiment: &'a Experiment,
+    beam_width: usize,
+}
+
+/// The test metrics of a run (`metrics.json`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunMetrics {
+    /// The model under the sampled protocol (target + fixed negatives).
+    pub sampled: MetricsReport,
+    /// The model over the whole catalogue.
+    pub full_ranking: MetricsReport,
+    /// Model-free floors (popularity for rec, BM25 for search), sampled protocol.
+    pub floor_sampled: Vec<MetricsReport>,
+    /// The same floors over the whole catalogue.
+    pub floor_full_ranking: Vec<MetricsReport>,
+}
+
+impl<'a> Evaluation<'a> {
+    /// Rankings of `beam_width` items.
+    pub fn new(experiment: &'a Experiment, beam_width: usize) -> Self {
+        Self { experiment, beam_width }
+    }
+
+    /// The top items of each request with their scores (sum of identifier-token
+    /// log-probabilities), best first. `Sampled` ranks the request's targets and negatives,
+    /// `FullRanking` the catalogue.
+    pub fn rank(&self, model: &Backbone, requests: &[Request], protocol: Protocol) -> Result<Vec<Vec<(ItemId, f32)>>> {
+        let catalogue = match protocol {
+            Protocol::FullRanking => Some(self.experiment.trie(None)?),
+            Protocol::Sampled => None,
+        };
+        let mut rankings = Vec::with_capacity(requests.len());
+        for chunk in requests.chunks(DECODE_BATCH) {
+            let prompts = chunk
+                .iter()
+                .map(|request| Ok(self.experiment.encode(request, None)?.prompt))
+                .collect::<Result<Vec<Vec<u32>>>>()?;
+            let per_request: Vec<PrefixTrie>;
+            let tries = match &catalogue {
+                Some(trie) => Tries::Shared(trie),
+                None => {
+                    per_request = chunk
+                        .iter()
+                        .map(|request| self.experiment.trie(Some(&request.sampled_candidates())))
+                        .collect::<Result<_>>()?;
+                    Tries::PerRequest(&per_request)
+                }
+            };
+            for ranked in constrained_beam_search(model, &prompts, tries, self.beam_width)? {
+                rankings.push(
+                    ranked
+                        .into_iter()
+                        .map(|r| (self.experiment.item_tokens[r.item].0, r.score))
+                        .collect(),
+                );
+            }
+        }
+        Ok(rankings)
+    }
+
+    /// Recall, NDCG and MRR at 5, 10 and 20 for every task of `requests`.
+    pub fn ranking_metrics(&self, model: &Backbone, requests: &[Request], protocol: Protocol, name: &str) -> Result<MetricsReport> {
+        let rankings = self.rank(model, requests, protocol)?;
+        let mut accumulator = MetricsAccumulator::new(&DEFAULT_CUTOFFS);
+        for (request, ranking) in requests.iter().zip(rankings) {
+            let items: Vec<ItemId> = ranking.into_iter().map(|(item, _)| item).collect();
+            accumulator.add_ranking(request.task, &items, &request.targets);
+        }
+        Ok(accumulator.finish(name, protocol))
+    }
+
+    /// Test metrics of `model` under both protocols, with the model-free floors.
+    pub fn test_metrics(&self, model: &Backbone, name: &str) -> Result<RunMetrics> {
+        let test = &self.experiment.dataset.test;
+        Ok(RunMetrics {
+            sampled: self.ranking_metrics(model, test, Protocol::Sampled, name)?,
+            full_ranking: self.ranking_metrics(model, test, Protocol::FullRanking, name)?,
+            floor_sampled: floor(self.experiment, Protocol::Sampled),
+            floor_full_ranking: floor(self.experiment, Protocol::FullRanking),
+        })
+    }
+}
+
+/// Popularity (both tasks) and BM25 (search) on the test split.
+pub fn floor(experiment: &Experiment, protocol: Protocol) -> Vec<MetricsReport> {
+    let dataset = &experiment.dataset;
+    let catalogue = dataset.catalogue();
+    let mut popularity = PopularityRanker::fit(&dataset.train);
+    let mut bm25 = Bm25Ranker::new(&dataset.items, Bm25Parameters::default());
+    vec![
+        evaluate_ranker(&mut popularity, &dataset.test, &catalogue, protocol, &DEFAULT_CUTOFFS),
+        evaluate_ranker(&mut bm25, &dataset.test, &catalogue, protocol, &DEFAULT_CUTOFFS),
+    ]
+}
+
+/// Up to `per_task` requests of each task (all when 0), in file order.
+pub fn subset(requests: &[Request], per_task: usize) -> Vec<Request> {
+    if per_task == 0 {
+        return requests.to_vec();
+    }
+    [Task::Search, Task::Rec]
+        .iter()
+        .flat_map(|task| requests.iter().filter(move |r| r.task == *task).take(per_task))
+        .cloned()
+        .collect()
+}

@@ -1,0 +1,403 @@
+//! The training loop: per-task backward passes, the optimizer step, learning-rate schedule,
+//! validation with early stopping, checkpoints that resume bit for bit, and Ctrl-C.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use burn::module::{Lora, Module, ParamGroup};
+use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::tensor::Device;
+use gems_core::{GemsOptimizer, NullSpace, StepReport, TaskGradients};
+use gems_data::batch::EncodedExample;
+use gems_data::{Protocol, Task};
+use gems_models::Backbone;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{CliError, Result};
+use crate::evaluation::{self, Evaluation};
+use crate::experiment::{Experiment, TASKS};
+use crate::progress;
+use crate::run_dir::{self, RunDir};
+use crate::schedule;
+use crate::settings::{TrainMethod, TrainSettings};
+
+/// Set by the Ctrl-C handler: the loop saves a checkpoint and stops at the end of the step.
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Per-layer task-gradient cosines are recorded every this many steps.
+const CONFLICT_EVERY: u64 = 5;
+
+/// One optimizer step, as recorded.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct StepRecord {
+    /// Step number (1-based).
+    pub step: u64,
+    /// Epoch (0-based).
+    pub epoch: usize,
+    /// Learning rate used.
+    pub learning_rate: f64,
+    /// Loss of each task [search, rec] over the step's window (NaN-free: 0 when absent).
+    pub losses: [f64; 2],
+    /// Samples of each task in the window.
+    pub samples: [usize; 2],
+    /// Gate value of each task.
+    pub gate: Vec<f64>,
+}
+
+/// One validation.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ValidationRecord {
+    /// After this step.
+    pub step: u64,
+    /// NDCG@10 (sampled protocol) of each task [search, rec].
+    pub ndcg_at_10: [f64; 2],
+}
+
+/// Task-gradient cosines per projected layer at one step.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ConflictRecord {
+    /// Step number.
+    pub step: u64,
+    /// (parameter path, cosine between the search and rec gradients).
+    pub layers: Vec<(String, f64)>,
+}
+
+/// Everything recorded along training (`curves.json`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Curves {
+    /// Every step.
+    pub steps: Vec<StepRecord>,
+    /// Every validation.
+    pub validations: Vec<ValidationRecord>,
+    /// Task conflict, every few steps.
+    pub conflict: Vec<ConflictRecord>,
+}
+
+/// Where training stands; saved in every checkpoint (`progress.json`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Progress {
+    /// Optimizer steps taken.
+    pub step: u64,
+    /// Current epoch.
+    pub epoch: usize,
+    /// Next position in the epoch's example order.
+    pub position: usize,
+    /// Best mean validation NDCG@10 so far, and its step.
+    pub best: Option<(f64, u64)>,
+    /// Validations since the best one.
+    pub stale_validations: usize,
+    /// Whether early stopping ended the run.
+    pub stopped_early: bool,
+    /// Fingerprint of the data the run trains on.
+    pub data_fingerprint: String,
+    /// Curves so far.
+    pub curves: Curves,
+}
+
+impl Progress {
+    /// The state before the first step.
+    pub fn start(data_fingerprint: String) -> Self {
+        Self {
+            step: 0,
+            epoch: 0,
+            position: 0,
+            best: None,
+            stale_validations: 0,
+            stopped_early: false,
+            data_fingerprint,
+            curves: Curves::default(),
+        }
+    }
+}
+
+/// A model being trained, with its optimizer and progress.
+pub struct Training<'a> {
+    /// Settings of the run.
+    pub settings: &'a TrainSettings,
+    /// Data and tokenization.
+    pub experiment: &'a Experiment,
+    /// The run directory.
+    pub run: &'a RunDir,
+    /// The autodiff device.
+    pub device: Device,
+    /// The model (LoRA adapters attached for `lora`).
+    pub model: Backbone,
+    /// The optimizer.
+    pub optimizer: GemsOptimizer,
+    /// Progress so far.
+    pub progress: Progress,
+}
+
+/// Encoded training examples, one per (request, target).
+pub fn training_examples(experiment: &Experiment) -> Result<Vec<EncodedExample>> {
+    gems_data::batch::training_targets(&experiment.dataset.train)
+        .into_iter()
+        .map(|(index, target)| experiment.encode(&experiment.dataset.train[index], Some(target)))
+        .collect()
+}
+
+/// Attaches LoRA adapters (rank, α = scale·rank) to the projected matrices; the rest of the
+/// model (embeddings, norms) stays trainable, as GEMS trains it.
+pub fn attach_lora(model: Backbone, optimizer: &GemsOptimizer, rank: usize, scale: f64) -> Backbone {
+    let targets: Vec<String> = gems_models::parameter_paths(&model)
+        .into_iter()
+        .filter(|(path, shape)| optimizer.config().targets(path, shape))
+        .map(|(path, _)| path)
+        .collect();
+    let bases = ParamGroup::from_paths(targets);
+    model
+        .apply_lora(Lora::new(rank, scale * rank as f64).set_param_group(bases.clone()))
+        .unfreeze_group(ParamGroup::all().exclude(bases))
+}
+
+impl Training<'_> {
+    /// Optimizer steps of the whole run.
+    pub fn total_steps(&self, examples: usize) -> u64 {
+        let window = (self.settings.batch_size * self.settings.gradient_accumulation) as u64;
+        let per_epoch = (examples as u64).div_ceil(window);
+        let all = per_epoch * self.settings.epochs as u64;
+        if self.settings.max_steps > 0 { all.min(self.settings.max_steps) } else { all }
+    }
+
+    /// Trains until the last step, early stopping or Ctrl-C (which saves a checkpoint and
+    /// returns [`CliError::Interrupted`]).
+    pub fn run(&mut self, examples: &[EncodedExample]) -> Result<()> {
+        let total = self.total_steps(examples.len());
+        let bar = progress::bar(total, "train");
+        bar.set_position(self.progress.step);
+        let window = self.settings.batch_size * self.settings.gradient_accumulation;
+        while self.progress.step < total && !self.progress.stopped_early {
+            let order = epoch_order(self.settings.seed, self.progress.epoch, examples.len());
+            let end = (self.progress.position + window).min(examples.len());
+            let chosen: Vec<&EncodedExample> =
+                order[self.progress.position..end].iter().map(|&i| &examples[i]).collect();
+            let report = self.step(&chosen, total)?;
+            self.progress.position = end;
+            let record = self.progress.curves.steps.last().expect("a step was recorded");
+            bar.set_message(format!(
+                "search {:.3}  rec {:.3}  lr {:.1e}{}",
+                record.losses[0],
+                record.losses[1],
+                record.learning_rate,
+                if report.refreshed > 0 { "  (bases refreshed)" } else { "" }
+            ));
+            bar.inc(1);
+            let epoch_done = self.progress.position >= examples.len();
+            if epoch_done {
+                self.progress.epoch += 1;
+                self.progress.position = 0;
+                bar.suspend(|| self.validate())?;
+            }
+            let checkpoint_due = epoch_done
+                || (self.settings.checkpoint_every > 0 && self.progress.step % self.settings.checkpoint_every == 0);
+            if checkpoint_due || INTERRUPTED.load(Ordering::SeqCst) {
+                self.save_checkpoint()?;
+            }
+            if INTERRUPTED.load(Ordering::SeqCst) {
+                bar.abandon_with_message("interrupted");
+                return Err(CliError::Interrupted(self.run.path(run_dir::CHECKPOINT)));
+            }
+        }
+        bar.finish_with_message(if self.progress.stopped_early { "stopped early" } else { "done" });
+        self.save_checkpoint()
+    }
+
+    /// One optimizer step over the examples of one window (several micro-batches).
+    fn step(&mut self, window: &[&EncodedExample], total: u64) -> Result<StepReport> {
+        let samples = TASKS.map(|task| window.iter().filter(|e| e.task == task).count());
+        let mut accumulators: [GradientsAccumulator<Backbone>; 2] = Default::default();
+        let mut losses = [0.0f64; 2];
+        for (micro, batch) in window.chunks(self.settings.batch_size).enumerate() {
+            for (t, task) in TASKS.iter().enumerate() {
+                let rows: Vec<EncodedExample> =
+                    batch.iter().filter(|e| e.task == *task).map(|e| (*e).clone()).collect();
+                if rows.is_empty() {
+                    continue;
+                }
+                // Reproducible randomness (dropout) for every pass, so that a resumed run
+                // repeats the uninterrupted one.
+                self.device.seed(self.settings.seed ^ (self.progress.step << 8) ^ ((micro as u64) << 2) ^ t as u64);
+                let weight = rows.len() as f64 / samples[t] as f64;
+                let batch = self.experiment.training_batch(&rows, &self.device)?;
+                let loss = self.model.loss(&batch)?.mul_scalar(weight);
+                losses[t] += loss.clone().into_scalar::<f32>() as f64;
+                let gradients = GradientsParams::from_grads(loss.backward(), &self.model);
+                accumulators[t].accumulate(&self.model, gradients);
+            }
+        }
+        let tasks: Vec<TaskGradients> = accumulators
+            .iter_mut()
+            .zip(losses.iter().zip(samples))
+            .map(|(accumulator, (loss, samples))| TaskGradients {
+                gradients: accumulator.grads(),
+                loss: *loss,
+                samples,
+            })
+            .collect();
+        let learning_rate = schedule::learning_rate(
+            self.settings.learning_rate,
+            self.progress.step,
+            self.settings.warmup_steps,
+            total,
+            self.settings.schedule,
+        );
+        let model = self.model.clone();
+        let (model, report) = self.optimizer.step(learning_rate, model, tasks)?;
+        self.model = model;
+        self.progress.step += 1;
+        if losses.iter().any(|l| !l.is_finite()) {
+            return Err(CliError::run(
+                self.run.root(),
+                format!("the loss became {losses:?} at step {}; lower the learning rate", self.progress.step),
+            ));
+        }
+        self.progress.curves.steps.push(StepRecord {
+            step: self.progress.step,
+            epoch: self.progress.epoch,
+            learning_rate,
+            losses,
+            samples,
+            gate: report.gate.clone(),
+        });
+        if self.progress.step % CONFLICT_EVERY == 1 && !report.layer_cosines.is_empty() {
+            self.progress.curves.conflict.push(ConflictRecord {
+                step: self.progress.step,
+                layers: report.layer_cosines.iter().map(|l| (l.path.clone(), l.cosine[0])).collect(),
+            });
+        }
+        Ok(report)
+    }
+
+    /// Validation NDCG@10 (sampled protocol) after an epoch; keeps the best model and decides
+    /// early stopping.
+    fn validate(&mut self) -> Result<()> {
+        let requests = evaluation::subset(&self.experiment.dataset.valid, self.settings.validation_requests);
+        let report = Evaluation::new(self.experiment, self.settings.beam_width)
+            .ranking_metrics(&self.inference_model(), &requests, Protocol::Sampled, "validation")?;
+        let ndcg = [Task::Search, Task::Rec].map(|task| report.ndcg(task, 10).unwrap_or(0.0));
+        let mean = (ndcg[0] + ndcg[1]) / 2.0;
+        tracing::info!(step = self.progress.step, "validation NDCG@10: search {:.4}, rec {:.4}", ndcg[0], ndcg[1]);
+        self.progress.curves.validations.push(ValidationRecord { step: self.progress.step, ndcg_at_10: ndcg });
+        if self.progress.best.is_none_or(|(best, _)| mean > best) {
+            self.progress.best = Some((mean, self.progress.step));
+            self.progress.stale_validations = 0;
+            let best = self.run.path("best");
+            let model = self.inference_model();
+            run_dir::replace_directory(&best, |folder| {
+                model.save(folder)?;
+                self.experiment.save_beside_model(folder)
+            })?;
+        } else {
+            self.progress.stale_validations += 1;
+            let patience = self.settings.early_stopping_patience;
+            if patience > 0 && self.progress.stale_validations >= patience {
+                tracing::info!("no improvement in {patience} validations: stopping early");
+                self.progress.stopped_early = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// The model without autodiff, LoRA adapters merged: what is saved and evaluated.
+    pub fn inference_model(&self) -> Backbone {
+        let model = self.model.valid();
+        match self.settings.method {
+            TrainMethod::Lora => model.materialize(),
+            TrainMethod::Optimizer(_) => model,
+        }
+    }
+
+    /// Writes the checkpoint: model (HF safetensors, adapters merged; plus the unmerged
+    /// adapters for LoRA), optimizer state, progress. Atomic as a whole.
+    pub fn save_checkpoint(&self) -> Result<()> {
+        let model = self.inference_model();
+        run_dir::replace_directory(&self.run.path(run_dir::CHECKPOINT), |folder| {
+            let model_folder = folder.join(run_dir::MODEL);
+            model.save(&model_folder)?;
+            self.experiment.save_beside_model(&model_folder)?;
+            if self.settings.method == TrainMethod::Lora {
+                self.model
+                    .clone()
+                    .into_record()
+                    .save(folder.join(LORA_RECORD))
+                    .map_err(|e| CliError::run(folder, format!("cannot save the LoRA adapters: {e}")))?;
+            }
+            self.optimizer.save_state(&folder.join(OPTIMIZER_STATE))?;
+            run_dir::write_json(&folder.join(PROGRESS), &self.progress)
+        })?;
+        self.run.write_json(run_dir::CURVES, &self.progress.curves)
+    }
+}
+
+/// Optimizer state file of a checkpoint.
+pub const OPTIMIZER_STATE: &str = "optimizer.safetensors";
+/// Progress file of a checkpoint.
+pub const PROGRESS: &str = "progress.json";
+/// Unmerged model record of a LoRA checkpoint.
+pub const LORA_RECORD: &str = "lora.bpk";
+
+/// Restores model, optimizer state and progress from the checkpoint of `run` onto a freshly
+/// built model and optimizer of the same settings.
+pub fn restore(
+    run: &RunDir,
+    settings: &TrainSettings,
+    model: Backbone,
+    optimizer: &mut GemsOptimizer,
+    device: &Device,
+    data_fingerprint: &str,
+) -> Result<(Backbone, Progress)> {
+    let target = run.path(run_dir::CHECKPOINT);
+    let folder = run_dir::complete_directory(&target)
+        .ok_or_else(|| CliError::run(run.root(), "no checkpoint to resume from (checkpoint/ is missing)"))?;
+    let progress: Progress = run_dir::read_json(&folder.join(PROGRESS))?;
+    if progress.data_fingerprint != data_fingerprint {
+        return Err(CliError::run(
+            &folder,
+            format!(
+                "the checkpoint was trained on other data (fingerprint {} here, {data_fingerprint} now)",
+                progress.data_fingerprint
+            ),
+        ));
+    }
+    optimizer.load_state(&folder.join(OPTIMIZER_STATE), &device.clone().without_autodiff())?;
+    let model = match settings.method {
+        TrainMethod::Lora => {
+            let record = burn::store::ModuleRecord::load(folder.join(LORA_RECORD))
+                .map_err(|e| CliError::run(&folder, format!("cannot read the LoRA adapters: {e}")))?;
+            model
+                .try_load_record(record)
+                .map_err(|e| CliError::run(&folder, format!("the LoRA adapters do not fit the model: {e}")))?
+        }
+        TrainMethod::Optimizer(_) => load_weights(model, &folder.join(run_dir::MODEL), device)?,
+    };
+    Ok((model, progress))
+}
+
+/// The weights of the HF directory `folder` in place of `model`'s (same architecture), keeping
+/// the module's parameter identities and autodiff settings.
+fn load_weights(model: Backbone, folder: &Path, device: &Device) -> Result<Backbone> {
+    let saved = Backbone::load(folder, device)?;
+    if saved.config() != model.config() {
+        return Err(CliError::run(folder, "the checkpoint's model configuration differs from the run's"));
+    }
+    Ok(model.load_record(saved.into_record()))
+}
+
+/// The example order of `epoch`: a permutation seeded by the run's seed and the epoch.
+fn epoch_order(seed: u64, epoch: usize, count: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..count).collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ epoch as u64));
+    order
+}
+
+/// Keeps a [`NullSpace`] type in the public signature of callers that build optimizers.
+pub fn optimizer_for(settings: &TrainSettings, d_model: usize, null_space: Option<NullSpace>) -> Result<GemsOptimizer> {
+    let optimizer = settings.optimizer_config(d_model).init()?;
+    Ok(match null_space {
+        Some(null_space) => optimizer.with_null_space(null_space),
+        None => optimizer,
+    })
+}
