@@ -70,10 +70,10 @@ fn column(tokens: &[u32], device: &Device) -> Tensor<2, Int> {
     int_matrix(&rows, "tokens", device).expect("one token per row")
 }
 
-/// Logits of the last position, `[batch, vocab]`.
+/// The last position of `[batch, length, width]` logits or hidden states, `[batch, width]`.
 fn last(logits: Tensor<3>) -> Tensor<2> {
-    let [batch, length, vocab] = logits.dims();
-    logits.narrow(1, length - 1, 1).reshape([batch, vocab])
+    let [batch, length, width] = logits.dims();
+    logits.narrow(1, length - 1, 1).reshape([batch, width])
 }
 
 /// The cached decoding state of a [`Backbone`].
@@ -130,8 +130,8 @@ impl StepDecoder for Backbone {
 }
 
 /// Decoding without a key-value cache: every step recomputes the decoder (T5; the encoder output
-/// is kept, as HF does with `use_cache=False`) or the whole sequence (Qwen2). For benchmarks and
-/// for checking the cache.
+/// is kept, as HF does with `use_cache=False`) or the whole sequence (Qwen2), and runs the output
+/// head on the last position only. For benchmarks and for checking the cache.
 #[derive(Debug, Clone, Copy)]
 pub struct Uncached<'a>(pub &'a Backbone);
 
@@ -161,7 +161,12 @@ impl Uncached<'_> {
                     .collect();
                 let (decoder_ids, _) = pad(&decoder, 0, Side::Right, &device)
                     .expect("decoder rows are non-empty and equal");
-                last(model.decode(decoder_ids, encoder_hidden, mask))
+                model.lm_logits(last(model.decode_probed(
+                    decoder_ids,
+                    encoder_hidden,
+                    mask,
+                    None,
+                )))
             }
             Backbone::Qwen2(model) => {
                 let rows: Vec<Vec<u32>> = state
@@ -172,7 +177,7 @@ impl Uncached<'_> {
                     .collect();
                 let (ids, mask) = pad(&rows, model.config().pad_token_id(), Side::Left, &device)
                     .expect("prompts are non-empty");
-                last(model.forward(ids, mask))
+                model.lm_logits(last(model.hidden_states(ids, mask, None)))
             }
         }
     }

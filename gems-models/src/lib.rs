@@ -1,19 +1,4 @@
-//! # gems-models
-//!
-//! The two backbones of GEMS as Burn modules that run unchanged on every backend: **T5** (v1.0 and
-//! v1.1 / FLAN, encoder-decoder) and **Qwen2 / Qwen2.5** (decoder-only), loaded from and saved to
-//! Hugging Face directories, with key-value caches and trie-constrained beam search.
-//!
-//! - Parameter paths are the Hugging Face tensor names ([`parameter_paths`]), so optimizer
-//!   predicates and checkpoints speak the same language.
-//! - [`Backbone`] is the uniform surface: [`Backbone::load`], [`Backbone::save`],
-//!   [`Backbone::loss`] on an [`LmBatch`], [`Backbone::logits`], [`Backbone::forward_observed`]
-//!   (inputs of every attention and MLP linear layer, for the null-space statistics),
-//!   [`Backbone::resize_token_embeddings`].
-//! - Generation: [`PrefixTrie`], [`constrained_beam_search`], [`greedy`], driven through
-//!   [`StepDecoder`], which [`Backbone`] implements with its cache and [`Uncached`] without.
-//!
-//! Correctness is pinned by golden tests against `transformers` (`scripts/make_fixtures.py`).
+#![doc = include_str!("../README.md")]
 
 mod backbone;
 mod cache;
