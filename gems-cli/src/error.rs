@@ -61,3 +61,24 @@ impl CliError {
 
 /// Result alias for the command.
 pub type Result<T> = std::result::Result<T, CliError>;
+
+/// Turns a strict-validation failure (a multi-line report) into one line naming its first
+/// problem and `remedy`; the whole report goes to standard error first.
+pub fn one_line<T>(directory: &Path, result: gems_data::Result<T>, remedy: &str) -> Result<T> {
+    use gems_data::DataError;
+    match result {
+        Err(DataError::Validation { report }) => {
+            eprint!("validation report:\n{report}");
+            let problems: usize = report.issues.values().map(|summary| summary.occurrences).sum();
+            let first = report.issues.values().flat_map(|summary| &summary.examples).next().cloned().unwrap_or_default();
+            Err(CliError::Data(DataError::file(
+                &directory.display().to_string(),
+                format!(
+                    "{problems} validation problem{} under the strict policy, the first: {first}; {remedy}",
+                    if problems == 1 { "" } else { "s" }
+                ),
+            )))
+        }
+        other => Ok(other?),
+    }
+}

@@ -241,7 +241,11 @@ pub fn load_data(source: &str) -> Result<Dataset> {
             "--data {source}: not a directory; give `synthetic` or a directory made by `gems data convert` / `gems data split`"
         )));
     }
-    let (dataset, report) = load_dataset(&directory, ValidationPolicy::Strict)?;
+    let (dataset, report) = crate::error::one_line(
+        &directory,
+        load_dataset(&directory, ValidationPolicy::Strict),
+        "fix the files, or repair them with `gems data split --on-invalid filter` from the unsplit requests",
+    )?;
     tracing::info!(?report, "data loaded from {}", directory.display());
     Ok(dataset)
 }

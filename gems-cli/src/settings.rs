@@ -197,7 +197,7 @@ impl Default for TrainSettings {
             fixed_gate: None,
             knowledge_energy: 0.99,
             general_corpus: Vec::new(),
-            learning_rate: 3e-3,
+            learning_rate: 6e-3,
             warmup_steps: 20,
             schedule: Schedule::Cosine,
             weight_decay: 0.0,
@@ -361,16 +361,22 @@ impl TrainArgs {
     }
 }
 
+/// The file's table, after checking that the file alone is a valid set of settings, so that
+/// any error names its line and key.
 fn read_table(path: &Path) -> Result<toml::Table> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| CliError::io(path, "cannot read the config file", e))?;
-    text.parse::<toml::Table>().map_err(|e| {
-        let line = e
-            .span()
-            .map(|span| text[..span.start].lines().count().max(1))
-            .unwrap_or(1);
-        CliError::Settings(format!("{}:{line}: {}", path.display(), e.message()))
-    })
+    let located = |e: toml::de::Error| {
+        let Some(span) = e.span() else {
+            return CliError::Settings(format!("{}: {}", path.display(), e.message()));
+        };
+        let line_start = text[..span.start].rfind('\n').map_or(0, |i| i + 1);
+        let line_text = text[line_start..].lines().next().unwrap_or_default().trim();
+        let line = text[..line_start].lines().count() + 1;
+        CliError::Settings(format!("{}:{line}: `{line_text}`: {}", path.display(), e.message()))
+    };
+    toml::from_str::<TrainSettings>(&text).map_err(located)?;
+    text.parse::<toml::Table>().map_err(located)
 }
 
 impl TrainSettings {

@@ -162,14 +162,21 @@ impl Training<'_> {
         if self.settings.max_steps > 0 { all.min(self.settings.max_steps) } else { all }
     }
 
-    /// Trains until the last step, early stopping or Ctrl-C (which saves a checkpoint and
-    /// returns [`CliError::Interrupted`]).
-    pub fn run(&mut self, examples: &[EncodedExample]) -> Result<()> {
+    /// Trains until the last step, early stopping, `stop_after` steps of this call (returns
+    /// `false`: paused, a checkpoint saved) or Ctrl-C (which saves a checkpoint and returns
+    /// [`CliError::Interrupted`]). Returns `true` when training is complete.
+    pub fn run(&mut self, examples: &[EncodedExample], stop_after: Option<u64>) -> Result<bool> {
         let total = self.total_steps(examples.len());
         let bar = progress::bar(total, "train");
         bar.set_position(self.progress.step);
         let window = self.settings.batch_size * self.settings.gradient_accumulation;
+        let pause_at = stop_after.map(|steps| self.progress.step + steps);
         while self.progress.step < total && !self.progress.stopped_early {
+            if pause_at.is_some_and(|at| self.progress.step >= at) {
+                self.save_checkpoint()?;
+                bar.abandon_with_message("paused");
+                return Ok(false);
+            }
             let order = epoch_order(self.settings.seed, self.progress.epoch, examples.len());
             let end = (self.progress.position + window).min(examples.len());
             let chosen: Vec<&EncodedExample> =
@@ -202,7 +209,8 @@ impl Training<'_> {
             }
         }
         bar.finish_with_message(if self.progress.stopped_early { "stopped early" } else { "done" });
-        self.save_checkpoint()
+        self.save_checkpoint()?;
+        Ok(true)
     }
 
     /// One optimizer step over the examples of one window (several micro-batches).
@@ -380,8 +388,16 @@ pub fn restore(
 /// the module's parameter identities and autodiff settings.
 fn load_weights(model: Backbone, folder: &Path, device: &Device) -> Result<Backbone> {
     let saved = Backbone::load(folder, device)?;
-    if saved.config() != model.config() {
-        return Err(CliError::run(folder, "the checkpoint's model configuration differs from the run's"));
+    let (expected, found) = (gems_models::parameter_paths(&model), gems_models::parameter_paths(&saved));
+    if expected != found {
+        let differing = expected.iter().zip(&found).find(|(a, b)| a != b).map(|(a, b)| format!("{a:?} vs {b:?}"));
+        return Err(CliError::run(
+            folder,
+            format!(
+                "the checkpoint's parameters do not match the run's model ({})",
+                differing.unwrap_or_else(|| format!("{} vs {} tensors", expected.len(), found.len()))
+            ),
+        ));
     }
     Ok(model.load_record(saved.into_record()))
 }

@@ -56,7 +56,7 @@ impl CompareCommand {
             run.write_text(crate::run_dir::CONFIG, &settings.to_toml())?;
             eprintln!("== {method} ==");
             let started = Instant::now();
-            let metrics = train(&settings, &run, false)?;
+            let metrics = train(&settings, &run, false, None)?.expect("runs without stop_after finish");
             entries.push(Entry { method: method.name().to_string(), seconds: started.elapsed().as_secs_f64(), metrics });
         }
         let table = |pick: &dyn Fn(&RunMetrics) -> (&MetricsReport, &Vec<MetricsReport>), title: &str| {

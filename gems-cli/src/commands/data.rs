@@ -24,10 +24,14 @@ use gems_data::negatives::NegativeSampling;
 use gems_data::schema::{NegativesRecord, TaskCounts};
 use gems_data::split::SplitOptions;
 use gems_data::synthetic::{self, SyntheticConfig};
-use gems_data::{DataError, DatasetManifest, Item, Request, Task, ValidationPolicy, ValidationReport};
+use gems_data::{DatasetManifest, Item, Request, Task, ValidationPolicy, ValidationReport};
 use serde::Serialize;
 
-use crate::error::{CliError, Result};
+use crate::error::{CliError, Result, one_line};
+
+/// What to do about a strict-validation failure in a `gems data` command.
+const REPAIR_HINT: &str =
+    "fix the input, or rerun with --on-invalid filter to repair or drop the offending records (counted)";
 
 /// Commands on datasets in the unified format.
 #[derive(Debug, Subcommand)]
@@ -409,7 +413,7 @@ fn split(args: &SplitArgs) -> Result<()> {
     }
     let policy = ValidationPolicy::from(args.on_invalid);
     tracing::info!("loading {} ({policy:?} validation)", directory.display());
-    let (mut converted, loaded) = one_line(directory, dataset::load_converted(directory, policy))?;
+    let (mut converted, loaded) = one_line(directory, dataset::load_converted(directory, policy), REPAIR_HINT)?;
     // `prepare` validates again, in memory, and finds nothing left to repair: the manifest keeps
     // the repairs made while reading the files.
     if !loaded.is_clean() {
@@ -464,12 +468,12 @@ fn stats(args: &StatsArgs) -> Result<()> {
     let policy = ValidationPolicy::from(args.on_invalid);
     tracing::info!("loading {} ({policy:?} validation)", directory.display());
     let stats = if directory.join("train.jsonl").exists() {
-        let (loaded, report) = one_line(directory, dataset::load_dataset(directory, policy))?;
+        let (loaded, report) = one_line(directory, dataset::load_dataset(directory, policy), REPAIR_HINT)?;
         let files = [("train", &loaded.train[..]), ("valid", &loaded.valid[..]), ("test", &loaded.test[..])];
         Stats::of(directory, &loaded.manifest, &loaded.items, &files, report)
     } else {
         let manifest = gems_data::reader::read_manifest(&directory.join(MANIFEST_FILE))?;
-        let (loaded, report) = one_line(directory, dataset::load_converted(directory, policy))?;
+        let (loaded, report) = one_line(directory, dataset::load_converted(directory, policy), REPAIR_HINT)?;
         Stats::of(directory, &manifest, &loaded.items, &[("requests", &loaded.requests)], report)
     };
     if args.json {
@@ -499,26 +503,6 @@ fn check_data_directory(directory: &Path) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-/// Turns a strict-validation failure (a multi-line report) into one line naming its first
-/// problem; the whole report goes to standard error first.
-fn one_line<T>(directory: &Path, result: gems_data::Result<T>) -> Result<T> {
-    match result {
-        Err(DataError::Validation { report }) => {
-            eprint!("validation report:\n{report}");
-            let problems: usize = report.issues.values().map(|summary| summary.occurrences).sum();
-            let first = report.issues.values().flat_map(|summary| &summary.examples).next().cloned().unwrap_or_default();
-            Err(CliError::Data(DataError::file(
-                &directory.display().to_string(),
-                format!(
-                    "{problems} validation problem{} under the strict policy, the first: {first}; fix the input, or rerun with --on-invalid filter to repair or drop the offending records (counted)",
-                    if problems == 1 { "" } else { "s" }
-                ),
-            )))
-        }
-        other => Ok(other?),
-    }
 }
 
 /// Smallest, mean, median and largest value of a count.

@@ -29,6 +29,10 @@ pub struct TrainCommand {
     /// Continue the run in this directory from its last checkpoint, with its own settings.
     #[arg(long, conflicts_with = "out")]
     pub resume: Option<PathBuf>,
+    /// Stop after this many steps of this invocation, with a checkpoint (continue with
+    /// `--resume`): splits a long run into sessions.
+    #[arg(long)]
+    pub stop_after: Option<u64>,
 }
 
 /// What a finished run reports (`manifest.json`).
@@ -76,7 +80,7 @@ impl TrainCommand {
                 (settings, run)
             }
         };
-        train(&settings, &run, self.resume.is_some()).map(|_| ())
+        train(&settings, &run, self.resume.is_some(), self.stop_after).map(|_| ())
     }
 }
 
@@ -86,8 +90,9 @@ fn default_run_directory(settings: &TrainSettings) -> PathBuf {
     PathBuf::from("runs").join(format!("{data}-{model}-{}", settings.method))
 }
 
-/// Trains (or resumes) the run and evaluates it; returns its test metrics.
-pub fn train(settings: &TrainSettings, run: &RunDir, resume: bool) -> Result<RunMetrics> {
+/// Trains (or resumes) the run and evaluates it; returns its test metrics, or `None` when it
+/// paused after `stop_after` steps.
+pub fn train(settings: &TrainSettings, run: &RunDir, resume: bool, stop_after: Option<u64>) -> Result<Option<RunMetrics>> {
     let started = Instant::now();
     let device = gems_core::device_from_name(&settings.backend)?.autodiff();
     tracing::info!(run = %run.root().display(), method = %settings.method, "preparing data and model");
@@ -136,7 +141,14 @@ pub fn train(settings: &TrainSettings, run: &RunDir, resume: bool) -> Result<Run
             std::process::exit(130);
         }
     });
-    training.run(&examples)?;
+    if !training.run(&examples, stop_after)? {
+        println!(
+            "paused after step {} with a checkpoint; continue with: gems train --resume {}",
+            training.progress.step,
+            run.root().display()
+        );
+        return Ok(None);
+    }
     let training_seconds = started.elapsed().as_secs_f64();
 
     // The final model: the best on validation when validation ran, else the last.
@@ -173,5 +185,5 @@ pub fn train(settings: &TrainSettings, run: &RunDir, resume: bool) -> Result<Run
     )?;
     println!("{}", crate::report::metrics_table(&metrics));
     println!("run: {} ({:.0} s)", run.root().display(), started.elapsed().as_secs_f64());
-    Ok(metrics)
+    Ok(Some(metrics))
 }

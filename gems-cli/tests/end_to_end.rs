@@ -1,0 +1,192 @@
+//! The `gems` binary end to end on the embedded synthetic data: train → eval → recommend →
+//! search, exact resume, analyses, and one clear line for every kind of user mistake.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn gems(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gems"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("the gems binary runs")
+}
+
+fn succeed(args: &[&str]) -> String {
+    let output = gems(args);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "gems {args:?} failed:\n{stderr}");
+    String::from_utf8(output.stdout).expect("utf-8 output")
+}
+
+/// Runs `gems args`, expects a failure and one line of standard error that starts with `error:`
+/// and contains every `expected` fragment (the last line; for clap's usage errors, exit code 2,
+/// the line before its hint); no panic.
+fn fail(args: &[&str], expected: &[&str]) {
+    let output = gems(args);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "gems {args:?} should fail");
+    assert!(!stderr.contains("panicked"), "gems {args:?} panicked:\n{stderr}");
+    // Our errors are the last line; clap's usage errors (exit code 2) add a hint line after it.
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    let message = match output.status.code() {
+        Some(2) => lines.iter().find(|l| l.starts_with("error:")).copied().unwrap_or_default(),
+        _ => lines.last().copied().unwrap_or_default(),
+    };
+    assert!(message.starts_with("error:"), "gems {args:?}: no one-line error:\n{stderr}");
+    for fragment in expected {
+        assert!(message.contains(fragment), "gems {args:?}: `{fragment}` missing from:\n{stderr}");
+    }
+}
+
+fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+        .expect("valid JSON")
+}
+
+fn ndcg10(report: &serde_json::Value, task: &str) -> f64 {
+    report["tasks"][task]["ndcg"]["10"].as_f64().unwrap_or_else(|| panic!("no ndcg@10 for {task} in {report}"))
+}
+
+/// Settings of a short run that still learns: 4 epochs of the synthetic data.
+const SHORT: &[&str] = &["--epochs", "3", "--validation-requests", "40"];
+
+#[test]
+fn train_eval_recommend_and_search_on_the_synthetic_data() {
+    let folder = tempfile::tempdir().unwrap();
+    let run = folder.path().join("run");
+    let run_arg = run.to_str().unwrap();
+    let mut args = vec!["train", "--out", run_arg];
+    args.extend_from_slice(SHORT);
+    let printed = succeed(&args);
+    assert!(printed.contains("Test, sampled protocol") && printed.contains("| gems |"), "{printed}");
+
+    for file in ["config.toml", "manifest.json", "metrics.json", "curves.json", "plots/loss.svg", "plots/validation.svg"] {
+        assert!(run.join(file).is_file(), "{file} missing");
+    }
+    for file in ["model.safetensors", "config.json", "tokenizer.json", "identifiers.json"] {
+        assert!(run.join("model").join(file).is_file(), "model/{file} missing");
+        assert!(run.join("checkpoint/model").join(file).is_file(), "checkpoint/model/{file} missing");
+    }
+    assert!(run.join("checkpoint/optimizer.safetensors").is_file());
+    let manifest = read_json(&run.join("manifest.json"));
+    assert_eq!(manifest["status"], "finished");
+    assert_eq!(manifest["settings"]["method"], "gems");
+    assert!(manifest["knowledge_basis_bytes"].as_u64().unwrap() > 0);
+
+    // The trained model clears the model-free floor on recommendation (popularity) and search
+    // (popularity), sampled protocol.
+    let metrics = read_json(&run.join("metrics.json"));
+    let popularity = &metrics["floor_sampled"][0];
+    assert_eq!(popularity["name"], "popularity");
+    for task in ["search", "rec"] {
+        let (model, floor) = (ndcg10(&metrics["sampled"], task), ndcg10(popularity, task));
+        assert!(model > floor, "{task}: NDCG@10 {model} does not beat popularity {floor}");
+    }
+    assert!(metrics["full_ranking"]["tasks"]["rec"]["recall"]["20"].as_f64().is_some());
+    let curves = read_json(&run.join("curves.json"));
+    assert_eq!(curves["steps"].as_array().unwrap().len() as u64, manifest["steps"].as_u64().unwrap());
+    assert!(!curves["conflict"].as_array().unwrap().is_empty());
+
+    // eval reproduces the test metrics of training, JSON on standard output.
+    let evaluated: serde_json::Value = serde_json::from_str(&succeed(&["eval", run_arg, "--json", "-"])).unwrap();
+    for task in ["search", "rec"] {
+        assert_eq!(ndcg10(&evaluated["sampled"], task), ndcg10(&metrics["sampled"], task));
+    }
+
+    let recommended = succeed(&["recommend", run_arg, "--user", "3", "--top", "5"]);
+    assert!(recommended.contains("top 5:") && recommended.contains(" 5. "), "{recommended}");
+    let searched = succeed(&["search", run_arg, "--history", "1,2,3", "--query", "red lamp", "--top", "3"]);
+    assert!(searched.contains("query: red lamp") && searched.contains(" 3. "), "{searched}");
+
+    // Analyses on the run.
+    let analysis = folder.path().join("analysis");
+    let out = analysis.to_str().unwrap();
+    let conflict = succeed(&["analyze", "conflict", run_arg, "--out", out]);
+    assert!(conflict.contains("mean over layers"), "{conflict}");
+    assert!(analysis.join("conflict.svg").is_file());
+    let retention = succeed(&["analyze", "retention", run_arg, "--out", out]);
+    assert!(retention.contains("general-text LM loss"), "{retention}");
+    assert!(analysis.join("retention.json").is_file());
+
+    // A run directory is not overwritten by accident.
+    fail(&["train", "--out", run_arg, "--max-steps", "1"], &["already holds a run", "--resume"]);
+}
+
+fn files_of(model: &Path) -> Vec<u8> {
+    std::fs::read(model.join("model.safetensors")).unwrap()
+}
+
+#[test]
+fn a_paused_and_resumed_run_ends_with_the_same_weights() {
+    let folder = tempfile::tempdir().unwrap();
+    let straight = folder.path().join("straight");
+    let paused = folder.path().join("paused");
+    let settings = ["--max-steps", "12", "--refresh-every", "5", "--weight-decay", "0.01"];
+    let run = |out: &PathBuf, extra: &[&str]| {
+        let mut args = vec!["train", "--out", out.to_str().unwrap()];
+        args.extend_from_slice(&settings);
+        args.extend_from_slice(extra);
+        succeed(&args)
+    };
+    run(&straight, &[]);
+    let printed = run(&paused, &["--stop-after", "7"]);
+    assert!(printed.contains("paused after step 7"), "{printed}");
+    assert!(!paused.join("model").exists(), "a paused run has no final model yet");
+    fail(&["train", "--resume", paused.to_str().unwrap(), "--epochs", "3"], &["--resume", "drop the other flags"]);
+    succeed(&["train", "--resume", paused.to_str().unwrap()]);
+    assert!(
+        files_of(&straight.join("model")) == files_of(&paused.join("model")),
+        "resumed weights differ from the uninterrupted run's"
+    );
+    assert_eq!(
+        std::fs::read(straight.join("checkpoint/optimizer.safetensors")).unwrap(),
+        std::fs::read(paused.join("checkpoint/optimizer.safetensors")).unwrap()
+    );
+}
+
+#[test]
+fn user_mistakes_end_in_one_clear_line() {
+    let folder = tempfile::tempdir().unwrap();
+    let out = folder.path().join("run");
+    let out = out.to_str().unwrap();
+    fail(&["train", "--method", "sgd", "--out", out], &["unknown method `sgd`"]);
+    fail(&["train", "--backend", "tpu", "--out", out], &["backend `tpu`", "flex"]);
+    fail(&["train", "--data", "/no/such/data", "--out", out], &["/no/such/data", "not a directory"]);
+    fail(&["train", "--model-dir", "/no/such/model", "--out", out], &["/no/such/model"]);
+    fail(&["train", "--config", "/no/such/file.toml", "--out", out], &["/no/such/file.toml"]);
+    let config = folder.path().join("bad.toml");
+    std::fs::write(&config, "epochs = 2\nlearnin_rate = 0.1\n").unwrap();
+    fail(&["train", "--config", config.to_str().unwrap(), "--out", out], &["bad.toml", "learnin_rate"]);
+    std::fs::write(&config, "epochs = \"two\"\n").unwrap();
+    fail(&["train", "--config", config.to_str().unwrap(), "--out", out], &["bad.toml", "epochs"]);
+    fail(&["train", "--batch-size", "0", "--out", out], &["batch_size"]);
+
+    // Small data directories: one valid, one with a malformed line.
+    let make_data = |name: &str| {
+        let data = folder.path().join(name);
+        succeed(&["data", "convert", "synthetic", "--out", data.to_str().unwrap(), "--users", "30"]);
+        succeed(&["data", "split", data.to_str().unwrap()]);
+        data
+    };
+    let data = make_data("data");
+    let broken = make_data("broken");
+    let train_file = broken.join("train.jsonl");
+    let text = std::fs::read_to_string(&train_file).unwrap().replacen("\"task\":\"rec\"", "\"task\":\"recommend\"", 1);
+    std::fs::write(&train_file, text).unwrap();
+    fail(&["train", "--data", broken.to_str().unwrap(), "--out", out], &["train.jsonl", "task"]);
+
+    // Runs that are missing or do not match.
+    fail(&["eval", "/no/such/run"], &["/no/such/run", "not a run directory"]);
+    fail(&["train", "--resume", "/no/such/run"], &["/no/such/run"]);
+    let run = folder.path().join("short");
+    let run_arg = run.to_str().unwrap();
+    succeed(&["train", "--out", run_arg, "--max-steps", "2"]);
+    fail(&["recommend", run_arg, "--history", "1,999999"], &["999999", "catalogue"]);
+    fail(&["search", run_arg, "--user", "3", "--query", " "], &["--query"]);
+    // The run's data changes under it: evaluation refuses to mix them.
+    let config_path = run.join("config.toml");
+    let config = std::fs::read_to_string(&config_path).unwrap();
+    std::fs::write(&config_path, config.replace("data = \"synthetic\"", &format!("data = \"{}\"", data.display()))).unwrap();
+    fail(&["eval", run_arg], &["short", "other data"]);
+}
