@@ -10,7 +10,9 @@ use gems_data::batch::{
     identifier_token_ids,
 };
 use gems_data::dataset::{Dataset, PrepareOptions, load_dataset, prepare};
-use gems_data::tokenizer::{SpecialTokenIds, WordLevelOptions, tokenizer_corpus, train_word_level};
+use gems_data::tokenizer::{
+    SpecialTokenIds, WordLevelOptions, add_identifier_tokens, tokenizer_corpus, train_word_level,
+};
 use gems_data::{
     ItemId, ItemIdScheme, ItemIdentifiers, PromptTemplates, Request, SemanticIdOptions, Task,
     ValidationPolicy,
@@ -18,7 +20,7 @@ use gems_data::{
 use gems_models::qwen2::Qwen2Config;
 use gems_models::t5::T5Config;
 use gems_models::{Backbone, LmBatch, ModelConfig, ModelKind, PrefixTrie, TokenIds};
-use tokenizers::{AddedToken, Tokenizer};
+use tokenizers::Tokenizer;
 
 use crate::error::{CliError, Result};
 use crate::general_corpus;
@@ -52,11 +54,7 @@ impl Experiment {
     /// directory is given, its tokenizer's and model's directory for the backbone.
     pub fn prepare(settings: &TrainSettings) -> Result<Self> {
         let dataset = load_data(&settings.data)?;
-        let templates = PromptTemplates::new(
-            PromptTemplates::default().template(Task::Rec),
-            PromptTemplates::default().template(Task::Search),
-            settings.max_history,
-        )?;
+        let templates = templates(settings)?;
         let identifiers = ItemIdentifiers::build(&dataset.items, &id_scheme(settings.id_scheme, settings.seed))?;
         let tokenizer = match &settings.model_dir {
             Some(directory) => pretrained_tokenizer(directory, &identifiers)?,
@@ -74,11 +72,7 @@ impl Experiment {
     /// the weights) over the data named in its settings.
     pub fn reopen(settings: &TrainSettings, model_directory: &Path, kind: ModelKind) -> Result<Self> {
         let dataset = load_data(&settings.data)?;
-        let templates = PromptTemplates::new(
-            PromptTemplates::default().template(Task::Rec),
-            PromptTemplates::default().template(Task::Search),
-            settings.max_history,
-        )?;
+        let templates = templates(settings)?;
         let identifiers = ItemIdentifiers::load(&model_directory.join(IDENTIFIERS_FILE))?;
         let tokenizer = gems_models::load_tokenizer(model_directory.join(TOKENIZER_FILE))?;
         let family = match kind {
@@ -260,13 +254,14 @@ fn id_scheme(scheme: IdScheme, seed: u64) -> ItemIdScheme {
 
 fn pretrained_tokenizer(directory: &Path, identifiers: &ItemIdentifiers) -> Result<Tokenizer> {
     let mut tokenizer = gems_models::load_tokenizer(directory.join(TOKENIZER_FILE))?;
-    let added: Vec<AddedToken> = identifiers
-        .new_tokens()
-        .iter()
-        .map(|token| AddedToken::from(token.clone(), false).normalized(false))
-        .collect();
-    tokenizer.add_tokens(&added);
+    add_identifier_tokens(&mut tokenizer, identifiers);
     Ok(tokenizer)
+}
+
+/// The reference prompts, showing the last `max_history` items.
+fn templates(settings: &TrainSettings) -> Result<PromptTemplates> {
+    let reference = PromptTemplates::default();
+    Ok(PromptTemplates::new(reference.template(Task::Rec), reference.template(Task::Search), settings.max_history)?)
 }
 
 /// Batch layout and special tokens: T5 pads right and ends prompts with EOS; Qwen2 pads left.

@@ -99,13 +99,19 @@ pub fn train_word_level(corpus: &[String], identifiers: &ItemIdentifiers, option
     tokenizer
         .train(&mut trainer, corpus.iter())
         .map_err(|error| DataError::Tokenizer(format!("training failed: {error}")))?;
+    add_identifier_tokens(&mut tokenizer, identifiers);
+    Ok(tokenizer)
+}
+
+/// Adds the identifiers' new tokens (e.g. `<item_12>`) to `tokenizer`, un-normalised so that
+/// they match exactly; a pre-trained model's tokenizer gets them this way too.
+pub fn add_identifier_tokens(tokenizer: &mut Tokenizer, identifiers: &ItemIdentifiers) {
     let added: Vec<AddedToken> = identifiers
         .new_tokens()
         .iter()
         .map(|token| AddedToken::from(token.clone(), false).normalized(false))
         .collect();
     tokenizer.add_tokens(&added);
-    Ok(tokenizer)
 }
 
 /// Writes `tokenizer.json`.
