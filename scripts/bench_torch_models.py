@@ -7,7 +7,8 @@ shapes, batches and measures, on this machine's CPU, so the Rust figures can be 
 Measures (random weights, median of repeats after a warm-up):
 - forward+backward of a training batch (8 rows; T5: 64 source + 8 target tokens; Qwen2: 64 prompt
   + 8 target tokens, loss on the target), in tokens per second;
-- greedy decoding of 64 tokens for 4 prompts of 32 tokens, with and without the key-value cache;
+- greedy decoding of 64 tokens for 4 (and, for T5, 16) prompts of 32 tokens, with and without
+  the key-value cache;
 - trie-constrained beam search (beam 20, 100 candidates of 4 tokens per request, 4 requests of 64
   tokens) with `generate(num_beams=20, prefix_allowed_tokens_fn=...)`, as the GEMS reference does.
 """
@@ -80,10 +81,10 @@ def bench_training(name, model, is_t5, repeats):
     row(name, "forward+backward, 8 x (64+8) tokens", 8 * 72, "tokens/s", timed(repeats, step))
 
 
-def bench_decoding(name, model, repeats):
+def bench_decoding(name, model, batch, repeats):
     model.eval()
     vocab = model.config.vocab_size
-    prompts = torch.tensor([tokens(32, vocab, 7 + r) for r in range(4)])
+    prompts = torch.tensor([tokens(32, vocab, 7 + r) for r in range(batch)])
     results = {}
     for use_cache in (True, False):
         def run():
@@ -91,7 +92,7 @@ def bench_decoding(name, model, repeats):
                 model.generate(input_ids=prompts, attention_mask=torch.ones_like(prompts), max_new_tokens=64,
                                min_new_tokens=64, do_sample=False, use_cache=use_cache, pad_token_id=0)
         results[use_cache] = timed(repeats if use_cache else min(repeats, 2), run)
-        row(name, f"greedy 4 x 64 tokens, {'cache' if use_cache else 'no cache'}", 4 * 64, "tokens/s", results[use_cache])
+        row(name, f"greedy {batch} x 64 tokens, {'cache' if use_cache else 'no cache'}", batch * 64, "tokens/s", results[use_cache])
     print(f"| {name:<28} | {'cache speed-up':<34} | {results[False] / results[True]:>10.1f}x {'':<9} | {'':>11} |")
 
 
@@ -139,8 +140,9 @@ def main():
     qwen = qwen_0_5b(4)
     bench_training("T5-small (6+6 layers)", t5, True, repeats)
     bench_training("Qwen2.5-0.5B shape, 4 layers", qwen, False, repeats)
-    bench_decoding("T5-small (6+6 layers)", t5, repeats)
-    bench_decoding("Qwen2.5-0.5B shape, 4 layers", qwen, repeats)
+    bench_decoding("T5-small (6+6 layers)", t5, 4, repeats)
+    bench_decoding("T5-small (6+6 layers)", t5, 16, repeats)
+    bench_decoding("Qwen2.5-0.5B shape, 4 layers", qwen, 4, repeats)
     bench_beam_search("T5-small (6+6 layers)", t5, repeats)
 
 

@@ -114,9 +114,10 @@ fn bench_training(name: &str, config: &ModelConfig, repeats: usize) {
     );
 }
 
-fn bench_decoding(name: &str, model: &Backbone, repeats: usize) {
-    let prompts: Vec<Vec<u32>> = (0..4)
-        .map(|r| tokens(32, model.vocab_size(), 7 + r))
+/// Greedy decoding of 64 tokens after `batch` prompts of 32 tokens, with and without the cache.
+fn bench_decoding(name: &str, model: &Backbone, batch: usize, repeats: usize) {
+    let prompts: Vec<Vec<u32>> = (0..batch)
+        .map(|r| tokens(32, model.vocab_size(), 7 + r as u64))
         .collect();
     let steps = 64;
     let generated = (prompts.len() * steps) as f64;
@@ -125,7 +126,7 @@ fn bench_decoding(name: &str, model: &Backbone, repeats: usize) {
     });
     row(
         name,
-        "greedy 4 x 64 tokens, cache",
+        &format!("greedy {batch} x 64 tokens, cache"),
         generated,
         "tokens/s",
         cached,
@@ -135,7 +136,7 @@ fn bench_decoding(name: &str, model: &Backbone, repeats: usize) {
     });
     row(
         name,
-        "greedy 4 x 64 tokens, no cache",
+        &format!("greedy {batch} x 64 tokens, no cache"),
         generated,
         "tokens/s",
         uncached,
@@ -196,9 +197,10 @@ fn main() {
 
     let device = Device::flex();
     let t5 = Backbone::new(&t5_small, &device).unwrap();
-    bench_decoding("T5-small (6+6 layers)", &t5, repeats);
+    bench_decoding("T5-small (6+6 layers)", &t5, 4, repeats);
+    bench_decoding("T5-small (6+6 layers)", &t5, 16, repeats);
     let qwen_model = Backbone::new(&qwen, &device).unwrap();
-    bench_decoding("Qwen2.5-0.5B shape, 4 layers", &qwen_model, repeats);
+    bench_decoding("Qwen2.5-0.5B shape, 4 layers", &qwen_model, 4, repeats);
 
     bench_beam_search(
         "T5-small (6+6 layers)",
