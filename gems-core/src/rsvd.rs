@@ -167,6 +167,12 @@ pub fn gaussian_matrix(rows: usize, cols: usize, rng: &mut ChaCha8Rng, device: &
 /// Orthonormal columns spanning (numerically) the same space as `columns`, by repeated Gram
 /// eigen-decomposition. Columns the input cannot support are dropped, so the result may be
 /// narrower. `None` when the input is zero or not finite.
+///
+/// When every column is kept, each pass is the symmetric (Löwdin) orthonormalisation
+/// Y·(YᵀY)^-½, the orthonormal matrix closest to Y: columns that are already nearly orthonormal
+/// stay where they are, so a basis keeps its alignment with the singular directions it came from
+/// (the plain whitening Y·V·Λ^-½ would rotate it by the eigenvectors of YᵀY ≈ I, an arbitrary
+/// rotation set by rounding noise, to which Adam's per-coordinate normalisation is sensitive).
 pub fn orthonormalize(mut columns: Tensor<2>) -> Option<Tensor<2>> {
     for pass in 0..MAX_ORTHONORMALISATION_PASSES {
         let gram = to_host(columns.clone().transpose().matmul(columns.clone()));
@@ -184,8 +190,14 @@ pub fn orthonormalize(mut columns: Tensor<2>) -> Option<Tensor<2>> {
         let whitening = Mat::from_fn(gram.nrows(), kept.len(), |i, c| {
             vectors[(i, kept[c])] / values[kept[c]].sqrt()
         });
+        let transform = if kept.len() == values.len() {
+            // (YᵀY)^-½ = V·Λ^-½·Vᵀ.
+            whitening * vectors.transpose()
+        } else {
+            whitening
+        };
         let device = columns.device();
-        columns = columns.matmul(to_device(&whitening, &device));
+        columns = columns.matmul(to_device(&transform, &device));
     }
     Some(columns)
 }

@@ -163,3 +163,34 @@ fn orthonormalization_survives_ill_conditioned_columns() {
     let q = orthonormalize(tensor(&host, &device)).unwrap();
     assert!(orthonormality_error(&q) <= 1e-5, "{:e}", orthonormality_error(&q));
 }
+
+#[test]
+fn orthonormalization_leaves_nearly_orthonormal_columns_in_place() {
+    let device = Device::flex();
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    let basis = common::random_orthonormal(64, 8, &mut rng);
+    let noise = common::gaussian(64, 8, &mut rng);
+    let perturbed = faer::Mat::from_fn(64, 8, |i, j| basis[(i, j)] + 1e-6 * noise[(i, j)]);
+    let result = orthonormalize(tensor(&perturbed, &device)).unwrap();
+    let moved = (gems_core::host::to_host(result.clone()) - &basis).norm_max();
+    assert!(moved < 1e-5, "an almost orthonormal basis was moved by {moved:e} (rotated?)");
+    assert!(orthonormality_error(&result) <= 1e-5);
+}
+
+#[test]
+fn bases_orthogonal_to_an_exclusion_are_still_singular_vectors() {
+    let device = Device::flex();
+    let spectrum: Vec<f64> = (0..40).map(|i| 1.0 / (1.0 + i as f64)).collect();
+    let host = with_spectrum(40, 60, &spectrum, 13);
+    let (left, _) = thin_svd(&host).unwrap();
+    // Exclude the top 4 singular directions: the next 3 are the answer, column by column.
+    let excluded = to_device(&faer::Mat::from_fn(40, 4, |i, j| left[(i, j)]), &device);
+    let residual = gems_core::rsvd::remove_component(tensor(&host, &device), &excluded);
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let basis = top_left_singular_vectors(residual, 3, &SvdMethod::Exact, Some(&excluded), &mut rng).unwrap();
+    let basis = gems_core::host::to_host(basis);
+    for j in 0..3 {
+        let alignment: f64 = (0..40).map(|i| basis[(i, j)] * left[(i, 4 + j)]).sum::<f64>().abs();
+        assert!(alignment > 1.0 - 1e-5, "column {j} is not singular vector {}: |cos| = {alignment}", 4 + j);
+    }
+}

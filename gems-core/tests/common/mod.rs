@@ -91,12 +91,17 @@ pub struct ToyModel {
 }
 
 impl ToyModel {
+    /// The model with its weights drawn on `device` (seeded). Burn initialises parameters
+    /// lazily, on first use: reading them here fixes their values before any `fork`, which
+    /// would otherwise draw them on the destination device with its own generator.
     pub fn new(device: &Device) -> Self {
         device.seed(7);
-        Self {
+        let model = Self {
             q: LinearConfig::new(32, 48).init(device),
             o: LinearConfig::new(48, 24).init(device),
-        }
+        };
+        model.values();
+        model
     }
 
     /// Every float parameter's values in f32, path-ordered.
