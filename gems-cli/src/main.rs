@@ -6,7 +6,6 @@ mod evaluation;
 mod experiment;
 mod general_corpus;
 mod knowledge;
-mod model_command;
 mod plots;
 mod progress;
 mod report;
@@ -43,9 +42,9 @@ enum Command {
     /// Analyses of trained runs: task-gradient conflict, knowledge retention.
     #[command(subcommand)]
     Analyze(commands::analyze::AnalyzeCommand),
-    /// Inspect a backbone model (T5 or Qwen2) from a Hugging Face directory.
+    /// Inspect a backbone model (T5 or Qwen2): its logits, parameters and optimizer state.
     #[command(subcommand)]
-    Model(model_command::ModelCommand),
+    Model(commands::model::ModelCommand),
     /// Convert, split and describe datasets in the unified format.
     #[command(subcommand)]
     Data(commands::data::DataCommand),
@@ -59,7 +58,7 @@ fn run(cli: Cli) -> error::Result<()> {
         Command::Search(command) => command.run(),
         Command::Compare(command) => command.run(),
         Command::Analyze(command) => command.run(),
-        Command::Model(command) => Ok(command.run()?),
+        Command::Model(command) => command.run(),
         Command::Data(command) => command.run(),
     }
 }
@@ -69,7 +68,12 @@ fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("warn,gems=info,gems_core=info,gems_models=info,gems_data=info")
     });
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
 }
 
 fn main() -> ExitCode {

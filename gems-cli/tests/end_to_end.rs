@@ -190,3 +190,24 @@ fn user_mistakes_end_in_one_clear_line() {
     std::fs::write(&config_path, config.replace("data = \"synthetic\"", &format!("data = \"{}\"", data.display()))).unwrap();
     fail(&["eval", run_arg], &["short", "other data"]);
 }
+
+#[test]
+fn model_info_lists_projected_matrices_and_state_per_method() {
+    let printed = succeed(&["model", "info", "--vocab-size", "500"]);
+    assert!(printed.contains("encoder.block.0.layer.0.SelfAttention.q.weight"), "{printed}");
+    assert!(printed.contains("gems") && printed.contains("% of AdamW"), "{printed}");
+    let info: serde_json::Value = serde_json::from_str(&succeed(&["model", "info", "--vocab-size", "500", "--json"])).unwrap();
+    // The compact T5: 2 + 2 blocks, q/k/v/o + wi/wo per encoder block, + cross-attention in the decoder.
+    assert_eq!(info["projected_matrices"].as_array().unwrap().len(), 2 * 6 + 2 * 10);
+    let bytes = |method: &str| {
+        info["optimizer_state_bytes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e[0] == method)
+            .and_then(|e| e[1].as_u64())
+            .unwrap()
+    };
+    assert!(bytes("galore") < bytes("gems") && bytes("gems") < bytes("adamw"));
+    fail(&["model", "info", "--model-dir", "/no/such/model"], &["/no/such/model"]);
+}

@@ -6,3 +6,4 @@ pub mod infer;
 pub mod saved_run;
 pub mod compare;
 pub mod analyze;
+pub mod model;

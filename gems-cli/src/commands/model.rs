@@ -1,0 +1,268 @@
+//! `gems model ...`: commands on a backbone model. `gems model logits` prints the logits of a
+//! Hugging Face model directory for given token ids, to check the port against PyTorch;
+//! `gems model info` shows its parameters, which of them the optimizer projects, and the
+//! optimizer state each method would hold.
+
+use std::path::PathBuf;
+
+use burn::module::Module;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use clap::{Args, Subcommand};
+use gems_core::{GemsConfig, Method, Treatment};
+use gems_models::t5::T5Config;
+use gems_models::{Backbone, ModelConfig};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::error::{CliError, Result};
+
+/// Commands on a backbone model.
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Print `{"shape": [1, positions, vocab], "logits": [...]}` (row-major) for one input.
+    Logits(LogitsArgs),
+    /// Parameters, the matrices the optimizer projects, and optimizer state per method.
+    Info(InfoArgs),
+}
+
+/// Arguments of `gems model logits`.
+#[derive(Debug, Args)]
+pub struct LogitsArgs {
+    /// Hugging Face model directory (config.json and model.safetensors or its sharded index).
+    #[arg(long)]
+    model_dir: PathBuf,
+    /// Token ids of the input (the encoder input for T5), comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    input_ids: Vec<i64>,
+    /// T5 only: decoder input ids, comma-separated (default: the decoder start token alone).
+    #[arg(long, value_delimiter = ',')]
+    decoder_input_ids: Option<Vec<i64>>,
+    /// Compute backend.
+    #[arg(long, default_value = "flex")]
+    backend: String,
+}
+
+/// Arguments of `gems model info`.
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Hugging Face model directory (only `config.json` is read).
+    #[arg(long, conflicts_with = "model_config")]
+    model_dir: Option<PathBuf>,
+    /// A `config.json` (default: the compact from-scratch T5 of `gems train`).
+    #[arg(long)]
+    model_config: Option<PathBuf>,
+    /// Vocabulary of the default compact T5.
+    #[arg(long, default_value_t = 2000)]
+    vocab_size: usize,
+    /// Shared rank r_s (also the LoRA rank); default d_model / 4, at most 128.
+    #[arg(long)]
+    shared_rank: Option<usize>,
+    /// Task rank r_t; default r_s / 2.
+    #[arg(long)]
+    task_rank: Option<usize>,
+    /// Number of tasks.
+    #[arg(long, default_value_t = 2)]
+    tasks: usize,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+impl ModelCommand {
+    /// Runs the command, printing its result on standard output.
+    pub fn run(self) -> Result<()> {
+        match self {
+            Self::Logits(args) => println!("{}", logits(&args)?),
+            Self::Info(args) => info(&args)?,
+        }
+        Ok(())
+    }
+}
+
+fn row(ids: &[i64], device: &Device) -> Tensor<2, Int> {
+    Tensor::from_data(TensorData::new(ids.to_vec(), [1, ids.len()]), device)
+}
+
+/// What `gems model info` reports.
+#[derive(Serialize)]
+struct Info {
+    architecture: String,
+    hidden_size: usize,
+    vocab_size: usize,
+    parameters: usize,
+    projected_matrices: Vec<(String, Vec<usize>)>,
+    projected_parameters: usize,
+    /// Float32 bytes of optimizer state per method (knowledge bases not included).
+    optimizer_state_bytes: Vec<(String, usize)>,
+}
+
+fn info(args: &InfoArgs) -> Result<()> {
+    let config = match (&args.model_dir, &args.model_config) {
+        (Some(directory), _) => ModelConfig::from_file(directory.join("config.json"))?,
+        (None, Some(path)) => ModelConfig::from_file(path)?,
+        (None, None) => ModelConfig::T5(T5Config::compact(args.vocab_size)),
+    };
+    // Shapes only: a model on the CPU, never run.
+    let model = Backbone::new(&config, &Device::flex())?;
+    let d_model = config.hidden_size();
+    let shared_rank = args.shared_rank.unwrap_or((d_model / 4).clamp(1, 128));
+    let optimizer = |method| {
+        GemsConfig { method, shared_rank, task_rank: args.task_rank, ..GemsConfig::default() }.init()
+    };
+    let gems = optimizer(Method::Gems)?;
+    let plan = gems.plan(&model, args.tasks);
+    let projected: Vec<(String, Vec<usize>)> = plan
+        .iter()
+        .filter(|p| p.treatment == Treatment::Projected)
+        .map(|p| (p.path.clone(), p.shape.clone()))
+        .collect();
+    let mut state = Vec::new();
+    for method in Method::ALL {
+        let bytes = optimizer(method)?.plan(&model, args.tasks).iter().map(|p| p.state_bytes).sum();
+        state.push((method.name().to_string(), bytes));
+    }
+    // LoRA: A (d_in × r) and B (r × d_out) per projected matrix, with two Adam moments each,
+    // and AdamW on every other parameter, as `gems train --method lora` trains them.
+    let lora: usize = plan
+        .iter()
+        .map(|p| match p.treatment {
+            Treatment::Projected => 12 * shared_rank * (p.shape[0] + p.shape[1]),
+            Treatment::Adamw | Treatment::Frozen => p.state_bytes,
+        })
+        .sum();
+    state.push(("lora".into(), lora));
+    let info = Info {
+        architecture: format!("{:?}", config.kind()),
+        hidden_size: d_model,
+        vocab_size: config.vocab_size(),
+        parameters: model.num_params(),
+        projected_parameters: projected.iter().map(|(_, s)| s.iter().product::<usize>()).sum(),
+        projected_matrices: projected,
+        optimizer_state_bytes: state,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&info).expect("info serialises"));
+        return Ok(());
+    }
+    println!(
+        "{} (hidden size {}, vocabulary {}): {} parameters, {} of them in {} projected matrices",
+        info.architecture,
+        info.hidden_size,
+        info.vocab_size,
+        info.parameters,
+        info.projected_parameters,
+        info.projected_matrices.len()
+    );
+    for (path, shape) in &info.projected_matrices {
+        println!("  {path:<60} {shape:?}");
+    }
+    let adamw = info.optimizer_state_bytes.iter().find(|(m, _)| m == "adamw").map_or(1, |(_, b)| *b);
+    println!("optimizer state (float32; r_s = {shared_rank}, {} tasks; knowledge bases not included):", args.tasks);
+    for (method, bytes) in &info.optimizer_state_bytes {
+        println!("  {method:<12} {:>10.2} MB  {:>6.1}% of AdamW", *bytes as f64 / 1e6, 100.0 * *bytes as f64 / adamw as f64);
+    }
+    Ok(())
+}
+
+/// The logits of `args` as the JSON the command prints.
+fn logits(args: &LogitsArgs) -> Result<Value> {
+    let device = gems_core::device_from_name(&args.backend)?;
+    let model = Backbone::load(&args.model_dir, &device)?;
+    let input = row(&args.input_ids, &device);
+    let mask = Tensor::ones([1, args.input_ids.len()], &device);
+    let logits = match (&model, &args.decoder_input_ids) {
+        (Backbone::T5(t5), decoder) => {
+            let start = [t5.config().decoder_start_token_id as i64];
+            let decoder = decoder.as_deref().unwrap_or(&start);
+            t5.forward(input, mask, row(decoder, &device))
+        }
+        (Backbone::Qwen2(qwen2), None) => qwen2.forward(input, mask),
+        (Backbone::Qwen2(_), Some(_)) => {
+            return Err(CliError::Settings(
+                "--decoder-input-ids applies to T5 only; Qwen2 is decoder-only".into(),
+            ));
+        }
+    };
+    let shape = logits.dims().to_vec();
+    let values: Vec<f32> = logits.into_data().iter::<f32>().collect();
+    Ok(json!({ "shape": shape, "logits": values }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../gems-models/tests/fixtures")
+            .join(name)
+    }
+
+    fn args(name: &str, input_ids: &[i64], decoder_input_ids: Option<&[i64]>) -> LogitsArgs {
+        LogitsArgs {
+            model_dir: fixture(name),
+            input_ids: input_ids.to_vec(),
+            decoder_input_ids: decoder_input_ids.map(<[i64]>::to_vec),
+            backend: "flex".into(),
+        }
+    }
+
+    /// The first row of the fixture's reference batch, which has no padding.
+    fn reference(name: &str) -> Value {
+        let text = std::fs::read_to_string(fixture(name).join("reference.json")).unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    fn max_error(output: &Value, expected: &[f32]) -> f32 {
+        let found: Vec<f32> = serde_json::from_value(output["logits"].clone()).unwrap();
+        assert_eq!(found.len(), expected.len());
+        found
+            .iter()
+            .zip(expected)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max)
+    }
+
+    fn flat(value: &Value) -> Vec<f32> {
+        serde_json::from_value::<Vec<Vec<f32>>>(value.clone())
+            .unwrap()
+            .concat()
+    }
+
+    #[test]
+    fn prints_transformers_logits_for_t5_and_qwen2() {
+        let t5 = reference("t5-v1_0");
+        let input: Vec<i64> = serde_json::from_value(t5["input_ids"][0].clone()).unwrap();
+        // Decoder input: the start token, then the first two labels (HF `_shift_right`).
+        let labels: Vec<i64> = serde_json::from_value(t5["labels"][0].clone()).unwrap();
+        let output = logits(&args("t5-v1_0", &input, Some(&[0, labels[0], labels[1]]))).unwrap();
+        assert_eq!(output["shape"], json!([1, 3, 96]));
+        let expected: Vec<f32> = flat(&t5["logits"][0]).into_iter().take(3 * 96).collect();
+        assert!(max_error(&output, &expected) < 1e-4);
+        // Without decoder ids: the start token alone, the first greedy step.
+        let output = logits(&args("t5-v1_0", &input, None)).unwrap();
+        assert!(
+            max_error(
+                &output,
+                &serde_json::from_value::<Vec<f32>>(t5["greedy"]["logits"][0][0].clone()).unwrap()
+            ) < 1e-4
+        );
+
+        let qwen2 = reference("qwen2-tied");
+        let input: Vec<i64> = serde_json::from_value(qwen2["input_ids"][0].clone()).unwrap();
+        let output = logits(&args("qwen2-tied", &input, None)).unwrap();
+        assert_eq!(output["shape"], json!([1, 7, 96]));
+        assert!(max_error(&output, &flat(&qwen2["logits"][0])) < 1e-4);
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_do() {
+        let mut unknown = args("t5-v1_0", &[5, 1], None);
+        unknown.backend = "tpu".into();
+        assert!(logits(&unknown).unwrap_err().to_string().contains("`tpu`"));
+        let error = logits(&args("qwen2-tied", &[5, 1], Some(&[0]))).unwrap_err();
+        assert!(error.to_string().contains("T5 only"));
+        let error = logits(&args("missing", &[5, 1], None)).unwrap_err();
+        assert!(error.to_string().contains("config.json"));
+    }
+}
