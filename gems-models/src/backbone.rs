@@ -189,6 +189,21 @@ impl Backbone {
             .expect("a model has parameters")
     }
 
+    /// One vector per row, `[batch, hidden]`: the mean over non-padding tokens of the T5
+    /// encoder's output, or of Qwen2's final hidden states. Text embeddings from the model's own
+    /// representation (item embeddings for semantic identifiers).
+    pub fn mean_hidden_states(&self, input_ids: Tensor<2, Int>, attention_mask: Tensor<2, Int>) -> Tensor<2> {
+        let hidden = match self {
+            Self::T5(model) => model.encode(input_ids, attention_mask.clone()),
+            Self::Qwen2(model) => model.hidden_states(input_ids, attention_mask.clone(), None),
+        };
+        let [batch, _, width] = hidden.dims();
+        let mask = attention_mask.float().unsqueeze_dim::<3>(2);
+        let summed = (hidden * mask.clone()).sum_dim(1).reshape([batch, width]);
+        let counts = mask.sum_dim(1).reshape([batch, 1]).clamp_min(1.0);
+        summed / counts
+    }
+
     /// Logits `[batch, positions, vocab]`: T5 at the decoder positions of `labels` (decoder input
     /// = shifted labels), Qwen2 at every position of `input_ids`.
     pub fn logits(&self, batch: &LmBatch) -> Result<Tensor<3>, ModelError> {

@@ -384,3 +384,30 @@ fn dropout_is_off_until_switched_on_and_acts_only_with_autodiff() {
     );
     std::fs::remove_dir_all(directory).unwrap();
 }
+
+/// Mean pooling of the model's own states: each row's mean over its real tokens only, so that
+/// padding a row more does not change its embedding.
+#[test]
+fn mean_hidden_states_average_real_tokens_only() {
+    let device = Device::flex();
+    for name in ["t5-v1_1", "qwen2-tied"] {
+        let model = Backbone::load(fixture(name), &device).unwrap();
+        let ids = [5i64, 9, 17];
+        let embed = |row: Vec<i64>, mask: Vec<i64>| {
+            let width = row.len();
+            let ids = Tensor::<2, burn::tensor::Int>::from_data(burn::tensor::TensorData::new(row, [1, width]), &device);
+            let mask = Tensor::<2, burn::tensor::Int>::from_data(burn::tensor::TensorData::new(mask, [1, width]), &device);
+            values(model.mean_hidden_states(ids, mask))
+        };
+        let plain = embed(ids.to_vec(), vec![1, 1, 1]);
+        // Right padding for T5 (as its batches are), left padding for Qwen2.
+        let padded = if name.starts_with("t5") {
+            embed(vec![5, 9, 17, 0, 0], vec![1, 1, 1, 0, 0])
+        } else {
+            embed(vec![0, 0, 5, 9, 17], vec![0, 0, 1, 1, 1])
+        };
+        assert_eq!(plain.len(), model.config().hidden_size());
+        let worst = plain.iter().zip(&padded).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(worst < 1e-5, "{name}: padding changed the embedding by {worst}");
+    }
+}
