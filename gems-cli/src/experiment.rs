@@ -23,7 +23,7 @@ use gems_models::{Backbone, LmBatch, ModelConfig, ModelKind, PrefixTrie, TokenId
 use tokenizers::Tokenizer;
 
 use crate::error::{CliError, Result};
-use crate::general_corpus;
+use crate::{general_corpus, item_embeddings};
 use crate::settings::{IdScheme, ModelFamily, TrainSettings};
 
 /// Tasks in the order they are handed to the optimizer.
@@ -50,14 +50,32 @@ pub struct Experiment {
 }
 
 impl Experiment {
-    /// Data, identifiers and tokenizer for a new run. Returns the experiment and, when a model
-    /// directory is given, its tokenizer's and model's directory for the backbone.
-    pub fn prepare(settings: &TrainSettings) -> Result<Self> {
+    /// Data, identifiers and tokenizer for a new run. `pretrained` is the backbone loaded from
+    /// `--model-dir`: semantic identifiers then come from its own encoder's item embeddings;
+    /// without it (a model from scratch knows nothing yet) from hashed TF-IDF text embeddings.
+    pub fn prepare(settings: &TrainSettings, pretrained: Option<&Backbone>, device: &Device) -> Result<Self> {
         let dataset = load_data(&settings.data)?;
         let templates = templates(settings)?;
-        let identifiers = ItemIdentifiers::build(&dataset.items, &id_scheme(settings.id_scheme, settings.seed))?;
-        let tokenizer = match &settings.model_dir {
-            Some(directory) => pretrained_tokenizer(directory, &identifiers)?,
+        let scheme = id_scheme(settings.id_scheme, settings.seed);
+        let pretrained = match (&settings.model_dir, pretrained) {
+            (Some(directory), Some(backbone)) => {
+                Some((backbone, gems_models::load_tokenizer(directory.join(TOKENIZER_FILE))?))
+            }
+            _ => None,
+        };
+        let identifiers = match (&scheme, &pretrained) {
+            (ItemIdScheme::Semantic(options), Some((backbone, tokenizer))) => {
+                let pad = backbone.config().pad_token_id();
+                let embeddings = item_embeddings::from_backbone(backbone, tokenizer, &dataset.items, pad, device)?;
+                ItemIdentifiers::semantic(&dataset.items, &embeddings, options)?
+            }
+            _ => ItemIdentifiers::build(&dataset.items, &scheme)?,
+        };
+        let tokenizer = match pretrained {
+            Some((_, mut tokenizer)) => {
+                add_identifier_tokens(&mut tokenizer, &identifiers);
+                tokenizer
+            }
             None => {
                 let mut corpus = tokenizer_corpus(&dataset.items, &dataset.train, &templates);
                 corpus.extend(general_corpus::load(&settings.general_corpus)?);
@@ -165,17 +183,26 @@ pub const TOKENIZER_FILE: &str = "tokenizer.json";
 /// Item identifiers file beside a run's model weights.
 pub const IDENTIFIERS_FILE: &str = "identifiers.json";
 
-/// The backbone of a new run: pre-trained weights from `model_dir`, a config file, or the
-/// compact from-scratch default; its vocabulary grown to the tokenizer's.
-pub fn new_backbone(settings: &TrainSettings, tokenizer: &Tokenizer, device: &Device) -> Result<Backbone> {
+/// The pre-trained backbone of `--model-dir`, if one is given, checked against `--model`.
+pub fn pretrained_backbone(settings: &TrainSettings, device: &Device) -> Result<Option<Backbone>> {
+    let Some(directory) = &settings.model_dir else { return Ok(None) };
+    let backbone = Backbone::load(directory, device)?;
+    check_family(settings.model, backbone.kind(), directory)?;
+    Ok(Some(backbone))
+}
+
+/// The backbone of a new run: the `pretrained` one, one from a config file, or the compact
+/// from-scratch default; its vocabulary grown to the tokenizer's.
+pub fn new_backbone(
+    settings: &TrainSettings,
+    pretrained: Option<Backbone>,
+    tokenizer: &Tokenizer,
+    device: &Device,
+) -> Result<Backbone> {
     device.seed(settings.seed);
     let vocabulary = tokenizer.get_vocab_size(true);
-    let backbone = match (&settings.model_dir, &settings.model_config) {
-        (Some(directory), _) => {
-            let backbone = Backbone::load(directory, device)?;
-            check_family(settings.model, backbone.kind(), directory)?;
-            backbone
-        }
+    let backbone = match (pretrained, &settings.model_config) {
+        (Some(backbone), _) => backbone,
         (None, Some(path)) => {
             let config = ModelConfig::from_file(path)?;
             check_family(settings.model, config.kind(), path)?;
@@ -250,12 +277,6 @@ fn id_scheme(scheme: IdScheme, seed: u64) -> ItemIdScheme {
         IdScheme::Semantic => ItemIdScheme::Semantic(SemanticIdOptions { seed, ..SemanticIdOptions::default() }),
         IdScheme::Title => ItemIdScheme::Title,
     }
-}
-
-fn pretrained_tokenizer(directory: &Path, identifiers: &ItemIdentifiers) -> Result<Tokenizer> {
-    let mut tokenizer = gems_models::load_tokenizer(directory.join(TOKENIZER_FILE))?;
-    add_identifier_tokens(&mut tokenizer, identifiers);
-    Ok(tokenizer)
 }
 
 /// The reference prompts, showing the last `max_history` items.

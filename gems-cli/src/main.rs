@@ -5,6 +5,7 @@ mod error;
 mod evaluation;
 mod experiment;
 mod general_corpus;
+mod item_embeddings;
 mod knowledge;
 mod plots;
 mod progress;

@@ -97,7 +97,8 @@ pub enum ModelFamily {
 pub enum IdScheme {
     /// One new token per item (`<item_N>`).
     Atomic,
-    /// Hierarchical k-means codes over item embeddings, plus a collision suffix.
+    /// Hierarchical k-means codes over item embeddings (the pre-trained backbone's own with
+    /// `--model-dir`, else hashed TF-IDF of the item text), plus a collision suffix.
     Semantic,
     /// The item title.
     Title,

@@ -211,3 +211,48 @@ fn model_info_lists_projected_matrices_and_state_per_method() {
     assert!(bytes("galore") < bytes("gems") && bytes("gems") < bytes("adamw"));
     fail(&["model", "info", "--model-dir", "/no/such/model"], &["/no/such/model"]);
 }
+
+/// The identifiers of a run, `identifier` by `item`.
+fn identifiers_of(run: &Path) -> Vec<(u64, String)> {
+    let saved = read_json(&run.join("model/identifiers.json"));
+    saved["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| (entry["item"].as_u64().unwrap(), entry["identifier"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+/// A pre-trained Hugging Face directory (the tiny fixtures of gems-models) trains with semantic
+/// identifiers built from its own encoder's item embeddings; the same data from scratch builds
+/// them from text embeddings instead, so the two differ.
+#[test]
+fn pretrained_models_train_with_semantic_identifiers_from_their_own_states() {
+    let folder = tempfile::tempdir().unwrap();
+    let data = folder.path().join("data");
+    let data_arg = data.to_str().unwrap();
+    succeed(&["data", "convert", "synthetic", "--out", data_arg, "--users", "30", "--categories", "4", "--items-per-category", "10"]);
+    succeed(&["data", "split", data_arg]);
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../gems-models/tests/fixtures");
+    let short = ["--id-scheme", "semantic", "--max-steps", "2", "--validation-requests", "8", "--beam-width", "4"];
+    let train = |out: &Path, extra: &[&str]| {
+        let mut args = vec!["train", "--data", data_arg, "--out", out.to_str().unwrap()];
+        args.extend_from_slice(&short);
+        args.extend_from_slice(extra);
+        succeed(&args)
+    };
+    let scratch = folder.path().join("scratch");
+    train(&scratch, &[]);
+    let from_text = identifiers_of(&scratch);
+    assert_eq!(from_text.len(), 40);
+    for (family, fixture) in [("t5", "t5-v1_1"), ("qwen2", "qwen2-tied")] {
+        let run = folder.path().join(fixture);
+        let printed = train(&run, &["--model", family, "--model-dir", fixtures.join(fixture).to_str().unwrap()]);
+        assert!(printed.contains("Test, sampled protocol"), "{printed}");
+        let saved = read_json(&run.join("model/identifiers.json"));
+        assert!(saved["scheme"].to_string().contains("emantic"), "{fixture}: {}", saved["scheme"]);
+        let from_model = identifiers_of(&run);
+        assert_eq!(from_model.len(), 40);
+        assert_ne!(from_model, from_text, "{fixture}: identifiers do not depend on the model's embeddings");
+    }
+}

@@ -26,5 +26,6 @@ fn resize(weight: Param<Tensor<2>>, vocab_size: usize, dim: usize) -> Param<Tens
     } else {
         weight.narrow(dim, 0, vocab_size)
     };
-    Param::from_tensor(resized)
+    // A fresh leaf: on an autodiff device the concatenation is a graph node, not a parameter.
+    Param::from_tensor(resized.detach())
 }

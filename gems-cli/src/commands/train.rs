@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::error::{CliError, Result};
 use crate::evaluation::{Evaluation, RunMetrics};
-use crate::experiment::{Experiment, new_backbone};
+use crate::experiment::{Experiment, new_backbone, pretrained_backbone};
 use crate::knowledge;
 use crate::run_dir::{self, RunDir};
 use crate::settings::{TrainArgs, TrainMethod, TrainSettings};
@@ -96,9 +96,10 @@ pub fn train(settings: &TrainSettings, run: &RunDir, resume: bool, stop_after: O
     let started = Instant::now();
     let device = gems_core::device_from_name(&settings.backend)?.autodiff();
     tracing::info!(run = %run.root().display(), method = %settings.method, "preparing data and model");
-    let experiment = Experiment::prepare(settings)?;
+    let pretrained = pretrained_backbone(settings, &device)?;
+    let experiment = Experiment::prepare(settings, pretrained.as_ref(), &device)?;
     let fingerprint = experiment.data_fingerprint();
-    let model = new_backbone(settings, &experiment.tokenizer, &device)?;
+    let model = new_backbone(settings, pretrained, &experiment.tokenizer, &device)?;
     let d_model = model.config().hidden_size();
     if settings.model_dir.is_none() && !resume {
         // The initial weights of a from-scratch model, for the retention analysis.
