@@ -151,6 +151,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let start = evaluate(&model);
     println!("step     0  search loss {:.4}  rec loss {:.4}", start[0], start[1]);
     let started = std::time::Instant::now();
+    let mut refreshes = 0;
     for step in 1..=args.steps {
         let mut tasks = Vec::with_capacity(2);
         for (task, batch) in [(0, 48), (1, 16)] {
@@ -162,11 +163,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let (next, report) = optimizer.step(args.learning_rate, model, tasks)?;
         model = next;
+        refreshes += report.refreshed;
         if step % 50 == 0 || step == args.steps {
             let losses = evaluate(&model);
             println!(
-                "step {step:>5}  search loss {:.4}  rec loss {:.4}  gate [{:.2}, {:.2}]  refreshed {}",
-                losses[0], losses[1], report.gate[0], report.gate[1], report.refreshed
+                "step {step:>5}  search loss {:.4}  rec loss {:.4}  gate [{:.2}, {:.2}]  basis refreshes so far {refreshes}",
+                losses[0], losses[1], report.gate[0], report.gate[1]
             );
         }
     }
