@@ -212,6 +212,44 @@ fn model_info_lists_projected_matrices_and_state_per_method() {
     fail(&["model", "info", "--model-dir", "/no/such/model"], &["/no/such/model"]);
 }
 
+/// A split synthetic dataset of 30 users and 40 items in `folder/data`.
+fn small_synthetic(folder: &Path) -> PathBuf {
+    let data = folder.join("data");
+    let data_arg = data.to_str().unwrap();
+    succeed(&["data", "convert", "synthetic", "--out", data_arg, "--users", "30", "--categories", "4", "--items-per-category", "10"]);
+    succeed(&["data", "split", data_arg]);
+    data
+}
+
+/// `gems compare`: one table row per method (a method with its own learning rate says so), the
+/// floors as reference rows, and a JSON twin.
+#[test]
+fn compare_tabulates_every_method_beside_the_floors() {
+    let folder = tempfile::tempdir().unwrap();
+    let data = small_synthetic(folder.path());
+    let out = folder.path().join("compare");
+    let common = ["--data", data.to_str().unwrap(), "--max-steps", "3", "--validation-requests", "8", "--beam-width", "4"];
+    let mut args = vec!["compare", "--out", out.to_str().unwrap(), "--methods", "gems,adamw", "--method-learning-rates", "adamw=1e-3"];
+    args.extend_from_slice(&common);
+    let printed = succeed(&args);
+    let table = std::fs::read_to_string(out.join("comparison.md")).unwrap();
+    assert!(printed.ends_with(&format!("{table}\n")), "the table is printed last:\n{printed}");
+    for row in ["| gems |", "| adamw (lr 1e-3) |", "| popularity |", "| bm25 |"] {
+        assert_eq!(table.matches(row).count(), 2, "{row} once per protocol in:\n{table}");
+    }
+    assert!(table.contains("Wall time per method: gems "), "{table}");
+    let saved = read_json(&out.join("comparison.json"));
+    assert_eq!(saved.as_array().unwrap().len(), 2);
+    assert_eq!(read_json(&out.join("adamw/manifest.json"))["settings"]["learning_rate"], 1e-3);
+
+    let elsewhere = folder.path().join("elsewhere");
+    let elsewhere = elsewhere.to_str().unwrap();
+    fail(&["compare", "--out", elsewhere, "--methods", "gems", "--method-learning-rates", "lora=1e-3"], &["lora", "not in --methods"]);
+    fail(&["compare", "--out", elsewhere, "--method-learning-rates", "adamw=fast"], &["adamw=fast", "positive number"]);
+    fail(&["compare", "--out", elsewhere, "--method-learning-rates", "sgd=1e-3"], &["sgd"]);
+    fail(&["compare", "--out", elsewhere, "--method", "gems"], &["--methods"]);
+}
+
 /// The identifiers of a run, `identifier` by `item`.
 fn identifiers_of(run: &Path) -> Vec<(u64, String)> {
     let saved = read_json(&run.join("model/identifiers.json"));
@@ -229,10 +267,8 @@ fn identifiers_of(run: &Path) -> Vec<(u64, String)> {
 #[test]
 fn pretrained_models_train_with_semantic_identifiers_from_their_own_states() {
     let folder = tempfile::tempdir().unwrap();
-    let data = folder.path().join("data");
+    let data = small_synthetic(folder.path());
     let data_arg = data.to_str().unwrap();
-    succeed(&["data", "convert", "synthetic", "--out", data_arg, "--users", "30", "--categories", "4", "--items-per-category", "10"]);
-    succeed(&["data", "split", data_arg]);
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../gems-models/tests/fixtures");
     let short = ["--id-scheme", "semantic", "--max-steps", "2", "--validation-requests", "8", "--beam-width", "4"];
     let train = |out: &Path, extra: &[&str]| {
