@@ -3,7 +3,7 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::nn::{Linear, LinearConfig};
+use burn::nn::Linear;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorData};
 use faer::Mat;
@@ -91,17 +91,15 @@ pub struct ToyModel {
 }
 
 impl ToyModel {
-    /// The model with its weights drawn on `device` (seeded). Burn initialises parameters
-    /// lazily, on first use: reading them here fixes their values before any `fork`, which
-    /// would otherwise draw them on the destination device with its own generator.
+    /// The model with its weights drawn from a seeded generator of its own (uniform in
+    /// ±1/√fan_in, as Burn's default), so that tests running in parallel threads, which share
+    /// the device's generator, still all get the same weights.
     pub fn new(device: &Device) -> Self {
-        device.seed(7);
-        let model = Self {
-            q: LinearConfig::new(32, 48).init(device),
-            o: LinearConfig::new(48, 24).init(device),
-        };
-        model.values();
-        model
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        Self {
+            q: seeded_linear(32, 48, &mut rng, device),
+            o: seeded_linear(48, 24, &mut rng, device),
+        }
     }
 
     /// Every float parameter's values in f32, path-ordered.
@@ -110,6 +108,15 @@ impl ToyModel {
         self.visit(&mut collector);
         collector.values
     }
+}
+
+/// A `d_in → d_out` linear layer with bias drawn from `rng`.
+fn seeded_linear(d_in: usize, d_out: usize, rng: &mut ChaCha8Rng, device: &Device) -> Linear {
+    let bound = 1.0 / (d_in as f32).sqrt();
+    let mut draw = |count: usize| -> Vec<f32> { (0..count).map(|_| rng.random_range(-bound..bound)).collect() };
+    let weight = Tensor::<2>::from_data(TensorData::new(draw(d_in * d_out), [d_in, d_out]), device);
+    let bias = Tensor::<1>::from_data(TensorData::new(draw(d_out), [d_out]), device);
+    Linear { weight: Param::from_tensor(weight), bias: Some(Param::from_tensor(bias)) }
 }
 
 #[derive(Default)]
