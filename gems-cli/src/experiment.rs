@@ -53,7 +53,7 @@ impl Experiment {
     /// Data, identifiers and tokenizer for a new run. `pretrained` is the backbone loaded from
     /// `--model-dir`: semantic identifiers then come from its own encoder's item embeddings;
     /// without it (a model from scratch knows nothing yet) from hashed TF-IDF text embeddings.
-    pub fn prepare(settings: &TrainSettings, pretrained: Option<&Backbone>, device: &Device) -> Result<Self> {
+    pub fn prepare(settings: &TrainSettings, pretrained: Option<&Backbone>) -> Result<Self> {
         let dataset = load_data(&settings.data)?;
         let templates = templates(settings)?;
         let scheme = id_scheme(settings.id_scheme, settings.seed);
@@ -65,8 +65,7 @@ impl Experiment {
         };
         let identifiers = match (&scheme, &pretrained) {
             (ItemIdScheme::Semantic(options), Some((backbone, tokenizer))) => {
-                let pad = backbone.config().pad_token_id();
-                let embeddings = item_embeddings::from_backbone(backbone, tokenizer, &dataset.items, pad, device)?;
+                let embeddings = item_embeddings::from_backbone(backbone, tokenizer, &dataset.items)?;
                 ItemIdentifiers::semantic(&dataset.items, &embeddings, options)?
             }
             _ => ItemIdentifiers::build(&dataset.items, &scheme)?,

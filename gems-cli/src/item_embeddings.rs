@@ -1,9 +1,8 @@
 //! Item embeddings from a pre-trained backbone's own states, for semantic identifiers: each
 //! item's title, categories and text are encoded and mean-pooled over their real tokens
-//! ([`Backbone::mean_hidden_states`]).
+//! ([`Backbone::embed_token_rows`]).
 
 use burn::module::Module;
-use burn::tensor::{Device, Int, Tensor, TensorData};
 use gems_data::Item;
 use gems_models::Backbone;
 use tokenizers::Tokenizer;
@@ -16,17 +15,11 @@ const MAX_TOKENS: usize = 64;
 /// Items encoded at once.
 const BATCH: usize = 32;
 
-/// One embedding per item, in catalogue order, from `backbone` (its pre-trained weights) with
-/// `tokenizer` (the model's own, before identifier tokens are added); rows padded with `pad`.
-pub fn from_backbone(
-    backbone: &Backbone,
-    tokenizer: &Tokenizer,
-    items: &[Item],
-    pad: u32,
-    device: &Device,
-) -> Result<Vec<Vec<f32>>> {
+/// One embedding per item, in catalogue order, from `backbone` (its pre-trained weights, run
+/// without autodiff) with `tokenizer` (the model's own, before identifier tokens are added).
+pub fn from_backbone(backbone: &Backbone, tokenizer: &Tokenizer, items: &[Item]) -> Result<Vec<Vec<f32>>> {
     let encoder = backbone.valid();
-    let device = device.clone().without_autodiff();
+    let pad = encoder.config().pad_token_id();
     let mut token_rows = Vec::with_capacity(items.len());
     for item in items {
         let encoding = tokenizer
@@ -46,20 +39,8 @@ pub fn from_backbone(
     let mut embeddings = vec![Vec::new(); items.len()];
     let bar = progress::bar(items.len() as u64, "item embeddings");
     for chunk in order.chunks(BATCH) {
-        let width = chunk.iter().map(|&index| token_rows[index].len()).max().unwrap_or(1);
-        let mut ids = Vec::with_capacity(chunk.len() * width);
-        let mut mask = Vec::with_capacity(chunk.len() * width);
-        for &index in chunk {
-            let row = &token_rows[index];
-            ids.extend(row.iter().map(|&id| i64::from(id)));
-            ids.extend(std::iter::repeat_n(i64::from(pad), width - row.len()));
-            mask.extend(std::iter::repeat_n(1i64, row.len()));
-            mask.extend(std::iter::repeat_n(0i64, width - row.len()));
-        }
-        let shape = [chunk.len(), width];
-        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, shape), &device);
-        let mask = Tensor::<2, Int>::from_data(TensorData::new(mask, shape), &device);
-        let pooled: Vec<f32> = encoder.mean_hidden_states(ids, mask).into_data().iter::<f32>().collect();
+        let rows: Vec<Vec<u32>> = chunk.iter().map(|&index| token_rows[index].clone()).collect();
+        let pooled: Vec<f32> = encoder.embed_token_rows(&rows)?.into_data().iter::<f32>().collect();
         let hidden = pooled.len() / chunk.len();
         for (&index, row) in chunk.iter().zip(pooled.chunks(hidden)) {
             embeddings[index] = row.to_vec();

@@ -15,6 +15,7 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::config::{ModelConfig, ModelKind};
+use crate::decoding::{Side, pad};
 use crate::error::ModelError;
 use crate::observer::{LinearInputObserver, Probe, TokenRows};
 use crate::qwen2::Qwen2ForCausalLM;
@@ -202,6 +203,17 @@ impl Backbone {
         let summed = (hidden * mask.clone()).sum_dim(1).reshape([batch, width]);
         let counts = mask.sum_dim(1).reshape([batch, 1]).clamp_min(1.0);
         summed / counts
+    }
+
+    /// [`Self::mean_hidden_states`] of token rows of any lengths (none empty), padded by the
+    /// model's convention (T5 on the right, Qwen2 on the left) with its own padding token.
+    pub fn embed_token_rows(&self, rows: &[Vec<u32>]) -> Result<Tensor<2>, ModelError> {
+        let side = match self.kind() {
+            ModelKind::T5 => Side::Right,
+            ModelKind::Qwen2 => Side::Left,
+        };
+        let (ids, mask) = pad(rows, self.config().pad_token_id(), side, &self.device())?;
+        Ok(self.mean_hidden_states(ids, mask))
     }
 
     /// Logits `[batch, positions, vocab]`: T5 at the decoder positions of `labels` (decoder input

@@ -16,13 +16,13 @@ use crate::t5::T5Cache;
 
 /// Which side padding goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Side {
+pub(crate) enum Side {
     Left,
     Right,
 }
 
 /// `[rows, longest]` ids and mask for `prompts`, padded with `pad` on `side`.
-fn pad(
+pub(crate) fn pad(
     prompts: &[Vec<u32>],
     pad: u32,
     side: Side,

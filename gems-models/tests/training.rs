@@ -413,5 +413,14 @@ fn mean_hidden_states_average_real_tokens_only() {
         assert_eq!(plain.len(), model.config().hidden_size());
         let worst = plain.iter().zip(&padded).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
         assert!(worst < 1e-5, "{name}: padding changed the embedding by {worst}");
+        // Rows of different lengths, padded by the model's own convention: each row as alone.
+        let rows = values(model.embed_token_rows(&[vec![5, 9], vec![5, 9, 17]]).unwrap());
+        let short = embed(vec![5, 9], vec![1, 1]);
+        let width = plain.len();
+        for (row, alone) in [(&rows[..width], &short), (&rows[width..], &plain)] {
+            let worst = row.iter().zip(alone).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(worst < 1e-5, "{name}: a padded row differs from itself alone by {worst}");
+        }
+        assert!(model.embed_token_rows(&[vec![5], vec![]]).is_err(), "{name}: an empty row is an error");
     }
 }

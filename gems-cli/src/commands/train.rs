@@ -97,7 +97,7 @@ pub fn train(settings: &TrainSettings, run: &RunDir, resume: bool, stop_after: O
     let device = gems_core::device_from_name(&settings.backend)?.autodiff();
     tracing::info!(run = %run.root().display(), method = %settings.method, "preparing data and model");
     let pretrained = pretrained_backbone(settings, &device)?;
-    let experiment = Experiment::prepare(settings, pretrained.as_ref(), &device)?;
+    let experiment = Experiment::prepare(settings, pretrained.as_ref())?;
     let fingerprint = experiment.data_fingerprint();
     let model = new_backbone(settings, pretrained, &experiment.tokenizer, &device)?;
     let d_model = model.config().hidden_size();
