@@ -54,9 +54,15 @@ struct TwoTaskModel {
 impl TwoTaskModel {
     fn new(device: &Device) -> Self {
         Self {
-            trunk: LinearConfig::new(INPUTS, HIDDEN).with_bias(false).init(device),
-            search_head: LinearConfig::new(HIDDEN, OUTPUTS).with_bias(false).init(device),
-            rec_head: LinearConfig::new(HIDDEN, OUTPUTS).with_bias(false).init(device),
+            trunk: LinearConfig::new(INPUTS, HIDDEN)
+                .with_bias(false)
+                .init(device),
+            search_head: LinearConfig::new(HIDDEN, OUTPUTS)
+                .with_bias(false)
+                .init(device),
+            rec_head: LinearConfig::new(HIDDEN, OUTPUTS)
+                .with_bias(false)
+                .init(device),
         }
     }
 
@@ -65,7 +71,11 @@ impl TwoTaskModel {
     }
 
     fn forward(&self, inputs: Tensor<2>, task: usize) -> Tensor<2> {
-        let head = if task == 0 { &self.search_head } else { &self.rec_head };
+        let head = if task == 0 {
+            &self.search_head
+        } else {
+            &self.rec_head
+        };
         head.forward(self.hidden(inputs))
     }
 }
@@ -80,8 +90,10 @@ impl Teacher {
     fn new(device: &Device) -> Self {
         let normal = Distribution::Normal(0.0, 1.0);
         Self {
-            first: Tensor::random([INPUTS, HIDDEN], normal, device).div_scalar((INPUTS as f64).sqrt()),
-            second: Tensor::random([HIDDEN, OUTPUTS], normal, device).div_scalar((HIDDEN as f64).sqrt()),
+            first: Tensor::random([INPUTS, HIDDEN], normal, device)
+                .div_scalar((INPUTS as f64).sqrt()),
+            second: Tensor::random([HIDDEN, OUTPUTS], normal, device)
+                .div_scalar((HIDDEN as f64).sqrt()),
         }
     }
 
@@ -96,7 +108,11 @@ fn task_inputs(batch: usize, device: &Device) -> Tensor<2> {
 
 /// General data: only the first GENERAL_DIRECTIONS input coordinates vary.
 fn general_inputs(batch: usize, device: &Device) -> Tensor<2> {
-    let varying = Tensor::random([batch, GENERAL_DIRECTIONS], Distribution::Normal(0.0, 1.0), device);
+    let varying = Tensor::random(
+        [batch, GENERAL_DIRECTIONS],
+        Distribution::Normal(0.0, 1.0),
+        device,
+    );
     let fixed = Tensor::zeros([batch, INPUTS - GENERAL_DIRECTIONS], device);
     Tensor::cat(vec![varying, fixed], 1)
 }
@@ -144,22 +160,35 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let model = model.valid();
         let inputs = task_inputs(512, &device.clone().without_autodiff());
         [0, 1].map(|task| {
-            mse(model.forward(inputs.clone(), task), teachers[task].targets(inputs.clone()))
-                .into_scalar::<f32>()
+            mse(
+                model.forward(inputs.clone(), task),
+                teachers[task].targets(inputs.clone()),
+            )
+            .into_scalar::<f32>()
         })
     };
     let start = evaluate(&model);
-    println!("step     0  search loss {:.4}  rec loss {:.4}", start[0], start[1]);
+    println!(
+        "step     0  search loss {:.4}  rec loss {:.4}",
+        start[0], start[1]
+    );
     let started = std::time::Instant::now();
     let mut refreshes = 0;
     for step in 1..=args.steps {
         let mut tasks = Vec::with_capacity(2);
         for (task, batch) in [(0, 48), (1, 16)] {
             let inputs = task_inputs(batch, &device);
-            let loss = mse(model.forward(inputs.clone(), task), teachers[task].targets(inputs));
+            let loss = mse(
+                model.forward(inputs.clone(), task),
+                teachers[task].targets(inputs),
+            );
             let value = loss.clone().into_scalar::<f32>() as f64;
             let gradients = GradientsParams::from_grads(loss.backward(), &model);
-            tasks.push(TaskGradients { gradients, loss: value, samples: batch });
+            tasks.push(TaskGradients {
+                gradients,
+                loss: value,
+                samples: batch,
+            });
         }
         let (next, report) = optimizer.step(args.learning_rate, model, tasks)?;
         model = next;
@@ -173,7 +202,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let end = evaluate(&model);
-    let drift = (model.valid().forward(probe, 0) - general_before.clone()).square().sum().sqrt()
+    let drift = (model.valid().forward(probe, 0) - general_before.clone())
+        .square()
+        .sum()
+        .sqrt()
         / general_before.square().sum().sqrt();
     let drift = drift.into_scalar::<f32>();
     println!(

@@ -69,8 +69,18 @@ pub fn one_line<T>(directory: &Path, result: gems_data::Result<T>, remedy: &str)
     match result {
         Err(DataError::Validation { report }) => {
             eprint!("validation report:\n{report}");
-            let problems: usize = report.issues.values().map(|summary| summary.occurrences).sum();
-            let first = report.issues.values().flat_map(|summary| &summary.examples).next().cloned().unwrap_or_default();
+            let problems: usize = report
+                .issues
+                .values()
+                .map(|summary| summary.occurrences)
+                .sum();
+            let first = report
+                .issues
+                .values()
+                .flat_map(|summary| &summary.examples)
+                .next()
+                .cloned()
+                .unwrap_or_default();
             Err(CliError::Data(DataError::file(
                 &directory.display().to_string(),
                 format!(

@@ -34,13 +34,21 @@ pub struct RunMetrics {
 impl<'a> Evaluation<'a> {
     /// Rankings of `beam_width` items.
     pub fn new(experiment: &'a Experiment, beam_width: usize) -> Self {
-        Self { experiment, beam_width }
+        Self {
+            experiment,
+            beam_width,
+        }
     }
 
     /// The top items of each request with their scores (sum of identifier-token
     /// log-probabilities), best first. `Sampled` ranks the request's targets and negatives,
     /// `FullRanking` the catalogue.
-    pub fn rank(&self, model: &Backbone, requests: &[Request], protocol: Protocol) -> Result<Vec<Vec<(ItemId, f32)>>> {
+    pub fn rank(
+        &self,
+        model: &Backbone,
+        requests: &[Request],
+        protocol: Protocol,
+    ) -> Result<Vec<Vec<(ItemId, f32)>>> {
         let catalogue = match protocol {
             Protocol::FullRanking => Some(self.experiment.trie(None)?),
             Protocol::Sampled => None,
@@ -75,7 +83,13 @@ impl<'a> Evaluation<'a> {
     }
 
     /// Recall, NDCG and MRR at 5, 10 and 20 for every task of `requests`.
-    pub fn ranking_metrics(&self, model: &Backbone, requests: &[Request], protocol: Protocol, name: &str) -> Result<MetricsReport> {
+    pub fn ranking_metrics(
+        &self,
+        model: &Backbone,
+        requests: &[Request],
+        protocol: Protocol,
+        name: &str,
+    ) -> Result<MetricsReport> {
         let rankings = self.rank(model, requests, protocol)?;
         let mut accumulator = MetricsAccumulator::new(&DEFAULT_CUTOFFS);
         for (request, ranking) in requests.iter().zip(rankings) {
@@ -104,8 +118,20 @@ pub fn floor(experiment: &Experiment, protocol: Protocol) -> Vec<MetricsReport> 
     let mut popularity = PopularityRanker::fit(&dataset.train);
     let mut bm25 = Bm25Ranker::new(&dataset.items, Bm25Parameters::default());
     vec![
-        evaluate_ranker(&mut popularity, &dataset.test, &catalogue, protocol, &DEFAULT_CUTOFFS),
-        evaluate_ranker(&mut bm25, &dataset.test, &catalogue, protocol, &DEFAULT_CUTOFFS),
+        evaluate_ranker(
+            &mut popularity,
+            &dataset.test,
+            &catalogue,
+            protocol,
+            &DEFAULT_CUTOFFS,
+        ),
+        evaluate_ranker(
+            &mut bm25,
+            &dataset.test,
+            &catalogue,
+            protocol,
+            &DEFAULT_CUTOFFS,
+        ),
     ]
 }
 
@@ -116,7 +142,12 @@ pub fn subset(requests: &[Request], per_task: usize) -> Vec<Request> {
     }
     [Task::Search, Task::Rec]
         .iter()
-        .flat_map(|task| requests.iter().filter(move |r| r.task == *task).take(per_task))
+        .flat_map(|task| {
+            requests
+                .iter()
+                .filter(move |r| r.task == *task)
+                .take(per_task)
+        })
         .cloned()
         .collect()
 }

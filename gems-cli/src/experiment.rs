@@ -23,8 +23,8 @@ use gems_models::{Backbone, LmBatch, ModelConfig, ModelKind, PrefixTrie, TokenId
 use tokenizers::Tokenizer;
 
 use crate::error::{CliError, Result};
-use crate::{general_corpus, item_embeddings};
 use crate::settings::{IdScheme, ModelFamily, TrainSettings};
+use crate::{general_corpus, item_embeddings};
 
 /// Tasks in the order they are handed to the optimizer.
 pub const TASKS: [Task; 2] = [Task::Search, Task::Rec];
@@ -58,14 +58,16 @@ impl Experiment {
         let templates = templates(settings)?;
         let scheme = id_scheme(settings.id_scheme, settings.seed);
         let pretrained = match (&settings.model_dir, pretrained) {
-            (Some(directory), Some(backbone)) => {
-                Some((backbone, gems_models::load_tokenizer(directory.join(TOKENIZER_FILE))?))
-            }
+            (Some(directory), Some(backbone)) => Some((
+                backbone,
+                gems_models::load_tokenizer(directory.join(TOKENIZER_FILE))?,
+            )),
             _ => None,
         };
         let identifiers = match (&scheme, &pretrained) {
             (ItemIdScheme::Semantic(options), Some((backbone, tokenizer))) => {
-                let embeddings = item_embeddings::from_backbone(backbone, tokenizer, &dataset.items)?;
+                let embeddings =
+                    item_embeddings::from_backbone(backbone, tokenizer, &dataset.items)?;
                 ItemIdentifiers::semantic(&dataset.items, &embeddings, options)?
             }
             _ => ItemIdentifiers::build(&dataset.items, &scheme)?,
@@ -81,13 +83,18 @@ impl Experiment {
                 train_word_level(&corpus, &identifiers, WordLevelOptions::default())?
             }
         };
-        let batch_options = batch_options(settings.model, settings.model_dir.as_deref(), &tokenizer)?;
+        let batch_options =
+            batch_options(settings.model, settings.model_dir.as_deref(), &tokenizer)?;
         Self::assemble(dataset, identifiers, tokenizer, templates, batch_options)
     }
 
     /// The experiment of a saved model directory (`tokenizer.json`, `identifiers.json` beside
     /// the weights) over the data named in its settings.
-    pub fn reopen(settings: &TrainSettings, model_directory: &Path, kind: ModelKind) -> Result<Self> {
+    pub fn reopen(
+        settings: &TrainSettings,
+        model_directory: &Path,
+        kind: ModelKind,
+    ) -> Result<Self> {
         let dataset = load_data(&settings.data)?;
         let templates = templates(settings)?;
         let identifiers = ItemIdentifiers::load(&model_directory.join(IDENTIFIERS_FILE))?;
@@ -108,8 +115,16 @@ impl Experiment {
         batch_options: BatchOptions,
     ) -> Result<Self> {
         let item_tokens = identifier_token_ids(&tokenizer, &identifiers)?;
-        let item_index = item_tokens.iter().enumerate().map(|(index, (item, _))| (*item, index)).collect();
-        let titles = dataset.items.iter().map(|item| (item.id, item.title.clone())).collect();
+        let item_index = item_tokens
+            .iter()
+            .enumerate()
+            .map(|(index, (item, _))| (*item, index))
+            .collect();
+        let titles = dataset
+            .items
+            .iter()
+            .map(|item| (item.id, item.title.clone()))
+            .collect();
         Ok(Self {
             dataset,
             identifiers,
@@ -124,7 +139,12 @@ impl Experiment {
 
     /// Encodes `request` (with `target` for training, without for generation).
     pub fn encode(&self, request: &Request, target: Option<ItemId>) -> Result<EncodedExample> {
-        let encoder = PromptEncoder::new(&self.tokenizer, &self.templates, &self.identifiers, self.batch_options);
+        let encoder = PromptEncoder::new(
+            &self.tokenizer,
+            &self.templates,
+            &self.identifiers,
+            self.batch_options,
+        );
         Ok(encoder.encode(request, target)?)
     }
 
@@ -132,9 +152,16 @@ impl Experiment {
     pub fn training_batch(&self, examples: &[EncodedExample], device: &Device) -> Result<LmBatch> {
         let batch = collate_training(examples, &self.batch_options);
         let rows = |values: &[u32], width: usize| -> Vec<Vec<i64>> {
-            values.chunks(width).map(|row| row.iter().map(|&v| i64::from(v)).collect()).collect()
+            values
+                .chunks(width)
+                .map(|row| row.iter().map(|&v| i64::from(v)).collect())
+                .collect()
         };
-        let labels: Vec<Vec<i64>> = batch.labels.chunks(batch.labels_len).map(<[i64]>::to_vec).collect();
+        let labels: Vec<Vec<i64>> = batch
+            .labels
+            .chunks(batch.labels_len)
+            .map(<[i64]>::to_vec)
+            .collect();
         Ok(LmBatch::from_rows(
             &rows(&batch.input_ids, batch.input_len),
             &rows(&batch.attention_mask, batch.input_len),
@@ -164,15 +191,24 @@ impl Experiment {
 
     /// Writes what reopening a model directory needs: tokenizer and identifiers.
     pub fn save_beside_model(&self, model_directory: &Path) -> Result<()> {
-        gems_data::tokenizer::save_tokenizer(&self.tokenizer, &model_directory.join(TOKENIZER_FILE))?;
-        self.identifiers.save(&model_directory.join(IDENTIFIERS_FILE))?;
+        gems_data::tokenizer::save_tokenizer(
+            &self.tokenizer,
+            &model_directory.join(TOKENIZER_FILE),
+        )?;
+        self.identifiers
+            .save(&model_directory.join(IDENTIFIERS_FILE))?;
         Ok(())
     }
 
     /// A fingerprint of the data: catalogue and splits, as FNV-1a over their JSON.
     pub fn data_fingerprint(&self) -> String {
-        let json = serde_json::to_vec(&(&self.dataset.items, &self.dataset.train, &self.dataset.valid, &self.dataset.test))
-            .expect("datasets serialise");
+        let json = serde_json::to_vec(&(
+            &self.dataset.items,
+            &self.dataset.train,
+            &self.dataset.valid,
+            &self.dataset.test,
+        ))
+        .expect("datasets serialise");
         format!("{:016x}", fnv1a(&json))
     }
 }
@@ -184,7 +220,9 @@ pub const IDENTIFIERS_FILE: &str = "identifiers.json";
 
 /// The pre-trained backbone of `--model-dir`, if one is given, checked against `--model`.
 pub fn pretrained_backbone(settings: &TrainSettings, device: &Device) -> Result<Option<Backbone>> {
-    let Some(directory) = &settings.model_dir else { return Ok(None) };
+    let Some(directory) = &settings.model_dir else {
+        return Ok(None);
+    };
     let backbone = Backbone::load(directory, device)?;
     check_family(settings.model, backbone.kind(), directory)?;
     Ok(Some(backbone))
@@ -236,14 +274,21 @@ pub fn new_backbone(
 }
 
 fn check_family(wanted: ModelFamily, found: ModelKind, path: &Path) -> Result<()> {
-    let matches = matches!((wanted, found), (ModelFamily::T5, ModelKind::T5) | (ModelFamily::Qwen2, ModelKind::Qwen2));
+    let matches = matches!(
+        (wanted, found),
+        (ModelFamily::T5, ModelKind::T5) | (ModelFamily::Qwen2, ModelKind::Qwen2)
+    );
     if matches {
         Ok(())
     } else {
         Err(CliError::Settings(format!(
             "{}: is a {found:?} model but --model is {wanted:?}; pass --model {}",
             path.display(),
-            if found == ModelKind::T5 { "t5" } else { "qwen2" }
+            if found == ModelKind::T5 {
+                "t5"
+            } else {
+                "qwen2"
+            }
         )))
     }
 }
@@ -251,7 +296,8 @@ fn check_family(wanted: ModelFamily, found: ModelKind, path: &Path) -> Result<()
 /// `synthetic` or a directory of the unified format, split and validated.
 pub fn load_data(source: &str) -> Result<Dataset> {
     if source == "synthetic" {
-        let converted = gems_data::synthetic::generate(&gems_data::synthetic::SyntheticConfig::default());
+        let converted =
+            gems_data::synthetic::generate(&gems_data::synthetic::SyntheticConfig::default());
         let (dataset, _) = prepare(converted, PrepareOptions::default())?;
         return Ok(dataset);
     }
@@ -273,7 +319,10 @@ pub fn load_data(source: &str) -> Result<Dataset> {
 fn id_scheme(scheme: IdScheme, seed: u64) -> ItemIdScheme {
     match scheme {
         IdScheme::Atomic => ItemIdScheme::Atomic,
-        IdScheme::Semantic => ItemIdScheme::Semantic(SemanticIdOptions { seed, ..SemanticIdOptions::default() }),
+        IdScheme::Semantic => ItemIdScheme::Semantic(SemanticIdOptions {
+            seed,
+            ..SemanticIdOptions::default()
+        }),
         IdScheme::Title => ItemIdScheme::Title,
     }
 }
@@ -281,12 +330,23 @@ fn id_scheme(scheme: IdScheme, seed: u64) -> ItemIdScheme {
 /// The reference prompts, showing the last `max_history` items.
 fn templates(settings: &TrainSettings) -> Result<PromptTemplates> {
     let reference = PromptTemplates::default();
-    Ok(PromptTemplates::new(reference.template(Task::Rec), reference.template(Task::Search), settings.max_history)?)
+    Ok(PromptTemplates::new(
+        reference.template(Task::Rec),
+        reference.template(Task::Search),
+        settings.max_history,
+    )?)
 }
 
 /// Batch layout and special tokens: T5 pads right and ends prompts with EOS; Qwen2 pads left.
-fn batch_options(family: ModelFamily, model_dir: Option<&Path>, tokenizer: &Tokenizer) -> Result<BatchOptions> {
-    let (pad, eos) = match model_dir.map(|d| d.join("config.json")).filter(|p| p.exists()) {
+fn batch_options(
+    family: ModelFamily,
+    model_dir: Option<&Path>,
+    tokenizer: &Tokenizer,
+) -> Result<BatchOptions> {
+    let (pad, eos) = match model_dir
+        .map(|d| d.join("config.json"))
+        .filter(|p| p.exists())
+    {
         Some(path) => {
             let config = ModelConfig::from_file(&path)?;
             let eos = *config.eos_token_ids().first().ok_or_else(|| {
@@ -310,5 +370,7 @@ fn batch_options(family: ModelFamily, model_dir: Option<&Path>, tokenizer: &Toke
 
 /// FNV-1a, 64 bits.
 pub fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }

@@ -24,7 +24,10 @@ pub fn load(files: &[PathBuf]) -> Result<Vec<String>> {
             .map_err(|e| CliError::io(path, "cannot read the general corpus", e))?;
         let found = paragraphs(&text);
         if found.is_empty() {
-            return Err(CliError::Settings(format!("{}: the general corpus file has no text", path.display())));
+            return Err(CliError::Settings(format!(
+                "{}: the general corpus file has no text",
+                path.display()
+            )));
         }
         all.extend(found);
     }
@@ -34,14 +37,20 @@ pub fn load(files: &[PathBuf]) -> Result<Vec<String>> {
 /// Splits paragraphs into those that estimate the knowledge bases and every fifth one, held
 /// out for the retention analysis.
 pub fn split_held_out(paragraphs: Vec<String>) -> (Vec<String>, Vec<String>) {
-    let (held_out, statistics): (Vec<_>, Vec<_>) =
-        paragraphs.into_iter().enumerate().partition(|(index, _)| index % 5 == 4);
+    let (held_out, statistics): (Vec<_>, Vec<_>) = paragraphs
+        .into_iter()
+        .enumerate()
+        .partition(|(index, _)| index % 5 == 4);
     let strip = |pairs: Vec<(usize, String)>| pairs.into_iter().map(|(_, p)| p).collect();
     (strip(statistics), strip(held_out))
 }
 
 fn paragraphs(text: &str) -> Vec<String> {
-    text.lines().map(str::trim).filter(|line| !line.is_empty()).map(String::from).collect()
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .map(String::from)
+        .collect()
 }
 
 /// Language-modelling examples from paragraphs: T5 reads the first half of each paragraph and

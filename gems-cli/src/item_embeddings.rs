@@ -17,14 +17,21 @@ const BATCH: usize = 32;
 
 /// One embedding per item, in catalogue order, from `backbone` (its pre-trained weights, run
 /// without autodiff) with `tokenizer` (the model's own, before identifier tokens are added).
-pub fn from_backbone(backbone: &Backbone, tokenizer: &Tokenizer, items: &[Item]) -> Result<Vec<Vec<f32>>> {
+pub fn from_backbone(
+    backbone: &Backbone,
+    tokenizer: &Tokenizer,
+    items: &[Item],
+) -> Result<Vec<Vec<f32>>> {
     let encoder = backbone.valid();
     let pad = encoder.config().pad_token_id();
     let mut token_rows = Vec::with_capacity(items.len());
     for item in items {
-        let encoding = tokenizer
-            .encode(item_text(item), true)
-            .map_err(|error| CliError::Settings(format!("item {}: cannot tokenize its text: {error}", item.id)))?;
+        let encoding = tokenizer.encode(item_text(item), true).map_err(|error| {
+            CliError::Settings(format!(
+                "item {}: cannot tokenize its text: {error}",
+                item.id
+            ))
+        })?;
         let mut ids = encoding.get_ids().to_vec();
         ids.truncate(MAX_TOKENS);
         if ids.is_empty() {
@@ -39,8 +46,15 @@ pub fn from_backbone(backbone: &Backbone, tokenizer: &Tokenizer, items: &[Item])
     let mut embeddings = vec![Vec::new(); items.len()];
     let bar = progress::bar(items.len() as u64, "item embeddings");
     for chunk in order.chunks(BATCH) {
-        let rows: Vec<Vec<u32>> = chunk.iter().map(|&index| token_rows[index].clone()).collect();
-        let pooled: Vec<f32> = encoder.embed_token_rows(&rows)?.into_data().iter::<f32>().collect();
+        let rows: Vec<Vec<u32>> = chunk
+            .iter()
+            .map(|&index| token_rows[index].clone())
+            .collect();
+        let pooled: Vec<f32> = encoder
+            .embed_token_rows(&rows)?
+            .into_data()
+            .iter::<f32>()
+            .collect();
         let hidden = pooled.len() / chunk.len();
         for (&index, row) in chunk.iter().zip(pooled.chunks(hidden)) {
             embeddings[index] = row.to_vec();
@@ -48,7 +62,11 @@ pub fn from_backbone(backbone: &Backbone, tokenizer: &Tokenizer, items: &[Item])
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
-    tracing::info!(items = items.len(), width = embeddings.first().map_or(0, Vec::len), "item embeddings from the backbone");
+    tracing::info!(
+        items = items.len(),
+        width = embeddings.first().map_or(0, Vec::len),
+        "item embeddings from the backbone"
+    );
     Ok(embeddings)
 }
 

@@ -67,7 +67,9 @@ fn run(cli: Cli) -> error::Result<()> {
 /// Logs on standard error: `info` for gems' own crates unless `RUST_LOG` says otherwise.
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("warn,gems=info,gems_core=info,gems_models=info,gems_data=info")
+        tracing_subscriber::EnvFilter::new(
+            "warn,gems=info,gems_core=info,gems_models=info,gems_data=info",
+        )
     });
     tracing_subscriber::fmt()
         .with_env_filter(filter)

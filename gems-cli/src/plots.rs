@@ -16,7 +16,13 @@ pub struct Series {
 }
 
 /// Writes a line chart of `series` to `path` (SVG).
-pub fn line_chart(path: &Path, title: &str, x_label: &str, y_label: &str, series: &[Series]) -> Result<()> {
+pub fn line_chart(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+) -> Result<()> {
     let points = || series.iter().flat_map(|s| s.points.iter().copied());
     let (x_min, x_max) = bounds(points().map(|p| p.0));
     let (y_min, y_max) = bounds(points().map(|p| p.1));
@@ -29,13 +35,22 @@ pub fn line_chart(path: &Path, title: &str, x_label: &str, y_label: &str, series
             .x_label_area_size(40)
             .y_label_area_size(60)
             .build_cartesian_2d(x_min..x_max, y_min..y_max)?;
-        chart.configure_mesh().x_desc(x_label).y_desc(y_label).draw()?;
+        chart
+            .configure_mesh()
+            .x_desc(x_label)
+            .y_desc(y_label)
+            .draw()?;
         for (index, line) in series.iter().enumerate() {
             let color = Palette99::pick(index).to_rgba();
             chart
-                .draw_series(LineSeries::new(line.points.iter().copied(), color.stroke_width(2)))?
+                .draw_series(LineSeries::new(
+                    line.points.iter().copied(),
+                    color.stroke_width(2),
+                ))?
                 .label(line.name.clone())
-                .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], color.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new([(x, y), (x + 18, y)], color.stroke_width(2))
+                });
         }
         chart
             .configure_series_labels()
@@ -52,7 +67,9 @@ pub fn line_chart(path: &Path, title: &str, x_label: &str, y_label: &str, series
 fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
     let (low, high) = values
         .filter(|v| v.is_finite())
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
     if !low.is_finite() {
         return (0.0, 1.0);
     }
@@ -69,8 +86,14 @@ mod tests {
         let folder = tempfile::tempdir().unwrap();
         let path = folder.path().join("chart.svg");
         let series = [
-            Series { name: "search".into(), points: vec![(0.0, 2.0), (1.0, 1.5), (2.0, 1.0)] },
-            Series { name: "rec".into(), points: vec![(0.0, 3.0), (1.0, 3.0)] },
+            Series {
+                name: "search".into(),
+                points: vec![(0.0, 2.0), (1.0, 1.5), (2.0, 1.0)],
+            },
+            Series {
+                name: "rec".into(),
+                points: vec![(0.0, 3.0), (1.0, 3.0)],
+            },
         ];
         line_chart(&path, "loss", "step", "loss", &series).unwrap();
         let svg = std::fs::read_to_string(&path).unwrap();

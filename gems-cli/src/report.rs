@@ -13,7 +13,10 @@ use crate::training::Curves;
 /// A Markdown table in the paper's layout: one row per model or baseline, Recall and NDCG at
 /// every cut-off for search, then for rec.
 pub fn comparison_table(title: &str, reports: &[&MetricsReport]) -> String {
-    let cutoffs = reports.first().map(|r| r.cutoffs.clone()).unwrap_or_default();
+    let cutoffs = reports
+        .first()
+        .map(|r| r.cutoffs.clone())
+        .unwrap_or_default();
     let mut table = format!("{title}\n\n| method |");
     let mut rule = String::from("|---|");
     for task in [Task::Search, Task::Rec] {
@@ -30,7 +33,11 @@ pub fn comparison_table(title: &str, reports: &[&MetricsReport]) -> String {
         for task in [Task::Search, Task::Rec] {
             for recall in [true, false] {
                 for k in &cutoffs {
-                    let value = if recall { report.recall(task, *k) } else { report.ndcg(task, *k) };
+                    let value = if recall {
+                        report.recall(task, *k)
+                    } else {
+                        report.ndcg(task, *k)
+                    };
                     match value {
                         Some(value) => {
                             let _ = write!(table, " {value:.4} |");
@@ -47,8 +54,12 @@ pub fn comparison_table(title: &str, reports: &[&MetricsReport]) -> String {
 
 /// Both protocols of a run's test metrics, with the floor rows.
 pub fn metrics_table(metrics: &RunMetrics) -> String {
-    let sampled: Vec<&MetricsReport> = std::iter::once(&metrics.sampled).chain(&metrics.floor_sampled).collect();
-    let full: Vec<&MetricsReport> = std::iter::once(&metrics.full_ranking).chain(&metrics.floor_full_ranking).collect();
+    let sampled: Vec<&MetricsReport> = std::iter::once(&metrics.sampled)
+        .chain(&metrics.floor_sampled)
+        .collect();
+    let full: Vec<&MetricsReport> = std::iter::once(&metrics.full_ranking)
+        .chain(&metrics.floor_full_ranking)
+        .collect();
     format!(
         "{}\n{}",
         comparison_table("Test, sampled protocol (target + 99 negatives)", &sampled),
@@ -61,34 +72,57 @@ pub fn training_plots(run: &RunDir, curves: &Curves) -> Result<()> {
     if curves.steps.is_empty() {
         return Ok(());
     }
-    let per_task = |value: &dyn Fn(&crate::training::StepRecord, usize) -> Option<f64>| -> Vec<Series> {
-        [Task::Search, Task::Rec]
-            .iter()
-            .enumerate()
-            .map(|(t, task)| Series {
-                name: task.as_str().to_string(),
-                points: curves
-                    .steps
-                    .iter()
-                    .filter_map(|s| value(s, t).map(|v| (s.step as f64, v)))
-                    .collect(),
-            })
-            .collect()
-    };
+    let per_task =
+        |value: &dyn Fn(&crate::training::StepRecord, usize) -> Option<f64>| -> Vec<Series> {
+            [Task::Search, Task::Rec]
+                .iter()
+                .enumerate()
+                .map(|(t, task)| Series {
+                    name: task.as_str().to_string(),
+                    points: curves
+                        .steps
+                        .iter()
+                        .filter_map(|s| value(s, t).map(|v| (s.step as f64, v)))
+                        .collect(),
+                })
+                .collect()
+        };
     let losses = per_task(&|s, t| (s.samples[t] > 0).then_some(s.losses[t]));
-    line_chart(&run.path("plots/loss.svg"), "Training loss per task", "step", "loss", &smoothed(&losses, 10))?;
+    line_chart(
+        &run.path("plots/loss.svg"),
+        "Training loss per task",
+        "step",
+        "loss",
+        &smoothed(&losses, 10),
+    )?;
     let gate = per_task(&|s, t| s.gate.get(t).copied());
-    line_chart(&run.path("plots/gate.svg"), "Gate value per task", "step", "gate", &smoothed(&gate, 10))?;
+    line_chart(
+        &run.path("plots/gate.svg"),
+        "Gate value per task",
+        "step",
+        "gate",
+        &smoothed(&gate, 10),
+    )?;
     if !curves.validations.is_empty() {
         let validation: Vec<Series> = [Task::Search, Task::Rec]
             .iter()
             .enumerate()
             .map(|(t, task)| Series {
                 name: task.as_str().to_string(),
-                points: curves.validations.iter().map(|v| (v.step as f64, v.ndcg_at_10[t])).collect(),
+                points: curves
+                    .validations
+                    .iter()
+                    .map(|v| (v.step as f64, v.ndcg_at_10[t]))
+                    .collect(),
             })
             .collect();
-        line_chart(&run.path("plots/validation.svg"), "Validation NDCG@10 (sampled)", "step", "NDCG@10", &validation)?;
+        line_chart(
+            &run.path("plots/validation.svg"),
+            "Validation NDCG@10 (sampled)",
+            "step",
+            "NDCG@10",
+            &validation,
+        )?;
     }
     Ok(())
 }
@@ -106,7 +140,10 @@ fn smoothed(series: &[Series], window: usize) -> Vec<Series> {
                 .map(|(i, (x, _))| {
                     let start = i.saturating_sub(window - 1);
                     let values = &s.points[start..=i];
-                    (*x, values.iter().map(|p| p.1).sum::<f64>() / values.len() as f64)
+                    (
+                        *x,
+                        values.iter().map(|p| p.1).sum::<f64>() / values.len() as f64,
+                    )
                 })
                 .collect(),
         })

@@ -27,16 +27,24 @@ pub struct RunDir {
 impl RunDir {
     /// The run at `root` (created if missing).
     pub fn create(root: &Path) -> Result<Self> {
-        fs::create_dir_all(root.join("plots")).map_err(|e| CliError::io(root, "cannot create the run directory", e))?;
-        Ok(Self { root: root.to_path_buf() })
+        fs::create_dir_all(root.join("plots"))
+            .map_err(|e| CliError::io(root, "cannot create the run directory", e))?;
+        Ok(Self {
+            root: root.to_path_buf(),
+        })
     }
 
     /// An existing run at `root`.
     pub fn open(root: &Path) -> Result<Self> {
         if !root.join(CONFIG).is_file() {
-            return Err(CliError::run(root, "not a run directory (no config.toml); give the --out directory of `gems train`"));
+            return Err(CliError::run(
+                root,
+                "not a run directory (no config.toml); give the --out directory of `gems train`",
+            ));
         }
-        Ok(Self { root: root.to_path_buf() })
+        Ok(Self {
+            root: root.to_path_buf(),
+        })
     }
 
     /// The directory.
@@ -95,7 +103,8 @@ pub fn replace_directory(target: &Path, fill: impl FnOnce(&Path) -> Result<()>) 
     let old = sibling(target, "old");
     for leftover in [&partial, &old] {
         if leftover.exists() {
-            fs::remove_dir_all(leftover).map_err(|e| CliError::io(leftover, "cannot remove a leftover", e))?;
+            fs::remove_dir_all(leftover)
+                .map_err(|e| CliError::io(leftover, "cannot remove a leftover", e))?;
         }
     }
     fs::create_dir_all(&partial).map_err(|e| CliError::io(&partial, "cannot create", e))?;
@@ -113,11 +122,16 @@ pub fn replace_directory(target: &Path, fill: impl FnOnce(&Path) -> Result<()>) 
 /// `target` if complete, else the copy a crash between the two renames of
 /// [`replace_directory`] left aside.
 pub fn complete_directory(target: &Path) -> Option<PathBuf> {
-    [target.to_path_buf(), sibling(target, "old")].into_iter().find(|p| p.is_dir())
+    [target.to_path_buf(), sibling(target, "old")]
+        .into_iter()
+        .find(|p| p.is_dir())
 }
 
 fn sibling(target: &Path, suffix: &str) -> PathBuf {
-    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     target.with_file_name(format!("{name}.{suffix}"))
 }
 

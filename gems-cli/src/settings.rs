@@ -61,10 +61,12 @@ impl std::str::FromStr for TrainMethod {
         if name == "lora" {
             return Ok(TrainMethod::Lora);
         }
-        name.parse::<Method>().map(TrainMethod::Optimizer).map_err(|_| {
-            let known: Vec<&str> = TrainMethod::ALL.iter().map(|m| m.name()).collect();
-            format!("unknown method `{name}`; known: {}", known.join(", "))
-        })
+        name.parse::<Method>()
+            .map(TrainMethod::Optimizer)
+            .map_err(|_| {
+                let known: Vec<&str> = TrainMethod::ALL.iter().map(|m| m.name()).collect();
+                format!("unknown method `{name}`; known: {}", known.join(", "))
+            })
     }
 }
 
@@ -350,13 +352,16 @@ impl TrainArgs {
         };
         let flags = toml::Table::try_from(self).expect("flags serialise to a table");
         table.extend(flags);
-        let source = self
-            .config
-            .as_ref()
-            .map_or_else(|| "command-line flags".to_string(), |p| p.display().to_string());
-        let settings: TrainSettings = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| CliError::Settings(format!("{source}: {}", e.message())))?;
+        let source = self.config.as_ref().map_or_else(
+            || "command-line flags".to_string(),
+            |p| p.display().to_string(),
+        );
+        let settings: TrainSettings =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| {
+                    CliError::Settings(format!("{source}: {}", e.message()))
+                })?;
         settings.validate()?;
         Ok(settings)
     }
@@ -374,7 +379,11 @@ fn read_table(path: &Path) -> Result<toml::Table> {
         let line_start = text[..span.start].rfind('\n').map_or(0, |i| i + 1);
         let line_text = text[line_start..].lines().next().unwrap_or_default().trim();
         let line = text[..line_start].lines().count() + 1;
-        CliError::Settings(format!("{}:{line}: `{line_text}`: {}", path.display(), e.message()))
+        CliError::Settings(format!(
+            "{}:{line}: `{line_text}`: {}",
+            path.display(),
+            e.message()
+        ))
     };
     toml::from_str::<TrainSettings>(&text).map_err(located)?;
     text.parse::<toml::Table>().map_err(located)
@@ -388,10 +397,16 @@ impl TrainSettings {
             return fail("batch_size, gradient_accumulation and epochs must be at least 1".into());
         }
         if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
-            return fail(format!("learning_rate must be positive, got {}", self.learning_rate));
+            return fail(format!(
+                "learning_rate must be positive, got {}",
+                self.learning_rate
+            ));
         }
         if self.gate_weights.len() != 3 {
-            return fail(format!("gate_weights takes 3 values (α, β, γ), got {:?}", self.gate_weights));
+            return fail(format!(
+                "gate_weights takes 3 values (α, β, γ), got {:?}",
+                self.gate_weights
+            ));
         }
         if self.fixed_gate.as_ref().is_some_and(|g| g.len() != 2) {
             return fail("fixed_gate takes 2 values (search, rec)".into());
@@ -400,7 +415,10 @@ impl TrainSettings {
             return fail("beam_width must be at least 1".into());
         }
         if self.model_dir.is_some() && self.model_config.is_some() {
-            return fail("give either model_dir (pre-trained) or model_config (from scratch), not both".into());
+            return fail(
+                "give either model_dir (pre-trained) or model_config (from scratch), not both"
+                    .into(),
+            );
         }
         gems_core::device_from_name(&self.backend)?;
         self.optimizer_config(64).validate()?;
@@ -425,7 +443,9 @@ impl TrainSettings {
             moment_transfer: MomentTransfer::Rotate,
             svd: SvdMethod::default(),
             gate: match &self.fixed_gate {
-                Some(weights) => GateConfig::Fixed { weights: weights.clone() },
+                Some(weights) => GateConfig::Fixed {
+                    weights: weights.clone(),
+                },
                 None => GateConfig::Adaptive {
                     loss_weight: self.gate_weights[0],
                     grad_norm_weight: self.gate_weights[1],
@@ -459,7 +479,11 @@ mod tests {
     fn flags_override_the_config_file_which_overrides_defaults() {
         let folder = tempfile::tempdir().unwrap();
         let path = folder.path().join("run.toml");
-        std::fs::write(&path, "learning_rate = 0.01\nbatch_size = 8\nmethod = \"galore\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "learning_rate = 0.01\nbatch_size = 8\nmethod = \"galore\"\n",
+        )
+        .unwrap();
         let args = TrainArgs {
             config: Some(path),
             batch_size: Some(4),
@@ -480,9 +504,15 @@ mod tests {
         let folder = tempfile::tempdir().unwrap();
         let path = folder.path().join("bad.toml");
         std::fs::write(&path, "epochs = 3\nlearning_rat = 0.1\n").unwrap();
-        let args = TrainArgs { config: Some(path.clone()), ..TrainArgs::default() };
+        let args = TrainArgs {
+            config: Some(path.clone()),
+            ..TrainArgs::default()
+        };
         let error = args.resolve().unwrap_err().to_string();
-        assert!(error.contains("bad.toml") && error.contains("learning_rat"), "{error}");
+        assert!(
+            error.contains("bad.toml") && error.contains("learning_rat"),
+            "{error}"
+        );
         std::fs::write(&path, "epochs = \n").unwrap();
         let error = args.resolve().unwrap_err().to_string();
         assert!(error.contains("bad.toml:1"), "{error}");

@@ -141,7 +141,12 @@ pub fn training_examples(experiment: &Experiment) -> Result<Vec<EncodedExample>>
 
 /// Attaches LoRA adapters (rank, α = scale·rank) to the projected matrices; the rest of the
 /// model (embeddings, norms) stays trainable, as GEMS trains it.
-pub fn attach_lora(model: Backbone, optimizer: &GemsOptimizer, rank: usize, scale: f64) -> Backbone {
+pub fn attach_lora(
+    model: Backbone,
+    optimizer: &GemsOptimizer,
+    rank: usize,
+    scale: f64,
+) -> Backbone {
     let targets: Vec<String> = gems_models::parameter_paths(&model)
         .into_iter()
         .filter(|(path, shape)| optimizer.config().targets(path, shape))
@@ -159,7 +164,11 @@ impl Training<'_> {
         let window = (self.settings.batch_size * self.settings.gradient_accumulation) as u64;
         let per_epoch = (examples as u64).div_ceil(window);
         let all = per_epoch * self.settings.epochs as u64;
-        if self.settings.max_steps > 0 { all.min(self.settings.max_steps) } else { all }
+        if self.settings.max_steps > 0 {
+            all.min(self.settings.max_steps)
+        } else {
+            all
+        }
     }
 
     /// Trains until the last step, early stopping, `stop_after` steps of this call (returns
@@ -179,17 +188,28 @@ impl Training<'_> {
             }
             let order = epoch_order(self.settings.seed, self.progress.epoch, examples.len());
             let end = (self.progress.position + window).min(examples.len());
-            let chosen: Vec<&EncodedExample> =
-                order[self.progress.position..end].iter().map(|&i| &examples[i]).collect();
+            let chosen: Vec<&EncodedExample> = order[self.progress.position..end]
+                .iter()
+                .map(|&i| &examples[i])
+                .collect();
             let report = self.step(&chosen, total)?;
             self.progress.position = end;
-            let record = self.progress.curves.steps.last().expect("a step was recorded");
+            let record = self
+                .progress
+                .curves
+                .steps
+                .last()
+                .expect("a step was recorded");
             bar.set_message(format!(
                 "search {:.3}  rec {:.3}  lr {:.1e}{}",
                 record.losses[0],
                 record.losses[1],
                 record.learning_rate,
-                if report.refreshed > 0 { "  (bases refreshed)" } else { "" }
+                if report.refreshed > 0 {
+                    "  (bases refreshed)"
+                } else {
+                    ""
+                }
             ));
             bar.inc(1);
             let epoch_done = self.progress.position >= examples.len();
@@ -199,7 +219,8 @@ impl Training<'_> {
                 bar.suspend(|| self.validate())?;
             }
             let checkpoint_due = epoch_done
-                || (self.settings.checkpoint_every > 0 && self.progress.step % self.settings.checkpoint_every == 0);
+                || (self.settings.checkpoint_every > 0
+                    && self.progress.step % self.settings.checkpoint_every == 0);
             if checkpoint_due || INTERRUPTED.load(Ordering::SeqCst) {
                 self.save_checkpoint()?;
             }
@@ -208,7 +229,11 @@ impl Training<'_> {
                 return Err(CliError::Interrupted(self.run.path(run_dir::CHECKPOINT)));
             }
         }
-        bar.finish_with_message(if self.progress.stopped_early { "stopped early" } else { "done" });
+        bar.finish_with_message(if self.progress.stopped_early {
+            "stopped early"
+        } else {
+            "done"
+        });
         self.save_checkpoint()?;
         Ok(true)
     }
@@ -220,14 +245,22 @@ impl Training<'_> {
         let mut losses = [0.0f64; 2];
         for (micro, batch) in window.chunks(self.settings.batch_size).enumerate() {
             for (t, task) in TASKS.iter().enumerate() {
-                let rows: Vec<EncodedExample> =
-                    batch.iter().filter(|e| e.task == *task).map(|e| (*e).clone()).collect();
+                let rows: Vec<EncodedExample> = batch
+                    .iter()
+                    .filter(|e| e.task == *task)
+                    .map(|e| (*e).clone())
+                    .collect();
                 if rows.is_empty() {
                     continue;
                 }
                 // Reproducible randomness (dropout) for every pass, so that a resumed run
                 // repeats the uninterrupted one.
-                self.device.seed(self.settings.seed ^ (self.progress.step << 8) ^ ((micro as u64) << 2) ^ t as u64);
+                self.device.seed(
+                    self.settings.seed
+                        ^ (self.progress.step << 8)
+                        ^ ((micro as u64) << 2)
+                        ^ t as u64,
+                );
                 let weight = rows.len() as f64 / samples[t] as f64;
                 let batch = self.experiment.training_batch(&rows, &self.device)?;
                 let loss = self.model.loss(&batch)?.mul_scalar(weight);
@@ -259,7 +292,10 @@ impl Training<'_> {
         if losses.iter().any(|l| !l.is_finite()) {
             return Err(CliError::run(
                 self.run.root(),
-                format!("the loss became {losses:?} at step {}; lower the learning rate", self.progress.step),
+                format!(
+                    "the loss became {losses:?} at step {}; lower the learning rate",
+                    self.progress.step
+                ),
             ));
         }
         self.progress.curves.steps.push(StepRecord {
@@ -273,7 +309,11 @@ impl Training<'_> {
         if self.progress.step % CONFLICT_EVERY == 1 && !report.layer_cosines.is_empty() {
             self.progress.curves.conflict.push(ConflictRecord {
                 step: self.progress.step,
-                layers: report.layer_cosines.iter().map(|l| (l.path.clone(), l.cosine[0])).collect(),
+                layers: report
+                    .layer_cosines
+                    .iter()
+                    .map(|l| (l.path.clone(), l.cosine[0]))
+                    .collect(),
             });
         }
         Ok(report)
@@ -282,13 +322,28 @@ impl Training<'_> {
     /// Validation NDCG@10 (sampled protocol) after an epoch; keeps the best model and decides
     /// early stopping.
     fn validate(&mut self) -> Result<()> {
-        let requests = evaluation::subset(&self.experiment.dataset.valid, self.settings.validation_requests);
-        let report = Evaluation::new(self.experiment, self.settings.beam_width)
-            .ranking_metrics(&self.inference_model(), &requests, Protocol::Sampled, "validation")?;
+        let requests = evaluation::subset(
+            &self.experiment.dataset.valid,
+            self.settings.validation_requests,
+        );
+        let report = Evaluation::new(self.experiment, self.settings.beam_width).ranking_metrics(
+            &self.inference_model(),
+            &requests,
+            Protocol::Sampled,
+            "validation",
+        )?;
         let ndcg = [Task::Search, Task::Rec].map(|task| report.ndcg(task, 10).unwrap_or(0.0));
         let mean = (ndcg[0] + ndcg[1]) / 2.0;
-        tracing::info!(step = self.progress.step, "validation NDCG@10: search {:.4}, rec {:.4}", ndcg[0], ndcg[1]);
-        self.progress.curves.validations.push(ValidationRecord { step: self.progress.step, ndcg_at_10: ndcg });
+        tracing::info!(
+            step = self.progress.step,
+            "validation NDCG@10: search {:.4}, rec {:.4}",
+            ndcg[0],
+            ndcg[1]
+        );
+        self.progress.curves.validations.push(ValidationRecord {
+            step: self.progress.step,
+            ndcg_at_10: ndcg,
+        });
         if self.progress.best.is_none_or(|(best, _)| mean > best) {
             self.progress.best = Some((mean, self.progress.step));
             self.progress.stale_validations = 0;
@@ -331,7 +386,9 @@ impl Training<'_> {
                     .clone()
                     .into_record()
                     .save(folder.join(LORA_RECORD))
-                    .map_err(|e| CliError::run(folder, format!("cannot save the LoRA adapters: {e}")))?;
+                    .map_err(|e| {
+                        CliError::run(folder, format!("cannot save the LoRA adapters: {e}"))
+                    })?;
             }
             self.optimizer.save_state(&folder.join(OPTIMIZER_STATE))?;
             run_dir::write_json(&folder.join(PROGRESS), &self.progress)
@@ -358,8 +415,12 @@ pub fn restore(
     data_fingerprint: &str,
 ) -> Result<(Backbone, Progress)> {
     let target = run.path(run_dir::CHECKPOINT);
-    let folder = run_dir::complete_directory(&target)
-        .ok_or_else(|| CliError::run(run.root(), "no checkpoint to resume from (checkpoint/ is missing)"))?;
+    let folder = run_dir::complete_directory(&target).ok_or_else(|| {
+        CliError::run(
+            run.root(),
+            "no checkpoint to resume from (checkpoint/ is missing)",
+        )
+    })?;
     let progress: Progress = run_dir::read_json(&folder.join(PROGRESS))?;
     if progress.data_fingerprint != data_fingerprint {
         return Err(CliError::run(
@@ -370,14 +431,22 @@ pub fn restore(
             ),
         ));
     }
-    optimizer.load_state(&folder.join(OPTIMIZER_STATE), &device.clone().without_autodiff())?;
+    optimizer.load_state(
+        &folder.join(OPTIMIZER_STATE),
+        &device.clone().without_autodiff(),
+    )?;
     let model = match settings.method {
         TrainMethod::Lora => {
-            let record = burn::store::ModuleRecord::load(folder.join(LORA_RECORD))
-                .map_err(|e| CliError::run(&folder, format!("cannot read the LoRA adapters: {e}")))?;
-            model
-                .try_load_record(record)
-                .map_err(|e| CliError::run(&folder, format!("the LoRA adapters do not fit the model: {e}")))?
+            let record =
+                burn::store::ModuleRecord::load(folder.join(LORA_RECORD)).map_err(|e| {
+                    CliError::run(&folder, format!("cannot read the LoRA adapters: {e}"))
+                })?;
+            model.try_load_record(record).map_err(|e| {
+                CliError::run(
+                    &folder,
+                    format!("the LoRA adapters do not fit the model: {e}"),
+                )
+            })?
         }
         TrainMethod::Optimizer(_) => load_weights(model, &folder.join(run_dir::MODEL), device)?,
     };
@@ -388,14 +457,25 @@ pub fn restore(
 /// the module's parameter identities and autodiff settings.
 fn load_weights(model: Backbone, folder: &Path, device: &Device) -> Result<Backbone> {
     let saved = Backbone::load(folder, device)?;
-    let (expected, found) = (gems_models::parameter_paths(&model), gems_models::parameter_paths(&saved));
+    let (expected, found) = (
+        gems_models::parameter_paths(&model),
+        gems_models::parameter_paths(&saved),
+    );
     if expected != found {
-        let differing = expected.iter().zip(&found).find(|(a, b)| a != b).map(|(a, b)| format!("{a:?} vs {b:?}"));
+        let differing = expected
+            .iter()
+            .zip(&found)
+            .find(|(a, b)| a != b)
+            .map(|(a, b)| format!("{a:?} vs {b:?}"));
         return Err(CliError::run(
             folder,
             format!(
                 "the checkpoint's parameters do not match the run's model ({})",
-                differing.unwrap_or_else(|| format!("{} vs {} tensors", expected.len(), found.len()))
+                differing.unwrap_or_else(|| format!(
+                    "{} vs {} tensors",
+                    expected.len(),
+                    found.len()
+                ))
             ),
         ));
     }
@@ -405,12 +485,18 @@ fn load_weights(model: Backbone, folder: &Path, device: &Device) -> Result<Backb
 /// The example order of `epoch`: a permutation seeded by the run's seed and the epoch.
 fn epoch_order(seed: u64, epoch: usize, count: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..count).collect();
-    order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ epoch as u64));
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(
+        seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ epoch as u64,
+    ));
     order
 }
 
 /// Keeps a [`NullSpace`] type in the public signature of callers that build optimizers.
-pub fn optimizer_for(settings: &TrainSettings, d_model: usize, null_space: Option<NullSpace>) -> Result<GemsOptimizer> {
+pub fn optimizer_for(
+    settings: &TrainSettings,
+    d_model: usize,
+    null_space: Option<NullSpace>,
+) -> Result<GemsOptimizer> {
     let optimizer = settings.optimizer_config(d_model).init()?;
     Ok(match null_space {
         Some(null_space) => optimizer.with_null_space(null_space),

@@ -11,14 +11,21 @@ use serde_json::Value;
 
 /// Runs `gems` with `args`.
 fn gems<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(args: I) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gems")).args(args).output().expect("the gems binary runs")
+    Command::new(env!("CARGO_BIN_EXE_gems"))
+        .args(args)
+        .output()
+        .expect("the gems binary runs")
 }
 
 /// Runs `gems`, asserts success and returns its standard output.
 fn succeed<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(args: I) -> String {
     let output = gems(args);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "gems failed with {}: {stderr}", output.status);
+    assert!(
+        output.status.success(),
+        "gems failed with {}: {stderr}",
+        output.status
+    );
     String::from_utf8(output.stdout).expect("UTF-8 output")
 }
 
@@ -27,10 +34,24 @@ fn succeed<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(args: I) -> String {
 fn fail<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(args: I) -> String {
     let output = gems(args);
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert_eq!(output.status.code(), Some(1), "expected exit code 1: {stderr}");
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "expected exit code 1: {stderr}"
+    );
     let last = stderr.lines().last().unwrap_or_default().to_string();
-    assert!(last.starts_with("error: "), "the last line is not the error: {stderr}");
-    assert_eq!(stderr.lines().filter(|line| line.starts_with("error")).count(), 1, "{stderr}");
+    assert!(
+        last.starts_with("error: "),
+        "the last line is not the error: {stderr}"
+    );
+    assert_eq!(
+        stderr
+            .lines()
+            .filter(|line| line.starts_with("error"))
+            .count(),
+        1,
+        "{stderr}"
+    );
     last
 }
 
@@ -38,13 +59,19 @@ fn fail<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(args: I) -> String {
 fn usage_error<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(args: I) -> String {
     let output = gems(args);
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert_eq!(output.status.code(), Some(2), "expected a usage error: {stderr}");
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "expected a usage error: {stderr}"
+    );
     stderr
 }
 
 /// A raw fixture of gems-data.
 fn fixture(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../gems-data/tests/fixtures").join(path)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../gems-data/tests/fixtures")
+        .join(path)
 }
 
 fn scratch() -> tempfile::TempDir {
@@ -52,50 +79,96 @@ fn scratch() -> tempfile::TempDir {
 }
 
 fn stats_json(directory: &Path) -> Value {
-    serde_json::from_str(&succeed([OsStr::new("data"), OsStr::new("stats"), directory.as_os_str(), OsStr::new("--json")]))
-        .expect("stats --json prints JSON")
+    serde_json::from_str(&succeed([
+        OsStr::new("data"),
+        OsStr::new("stats"),
+        directory.as_os_str(),
+        OsStr::new("--json"),
+    ]))
+    .expect("stats --json prints JSON")
 }
 
 fn read_jsonl(path: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
-    text.lines().map(|line| serde_json::from_str(line).expect("one JSON object per line")).collect()
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+    text.lines()
+        .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
+        .collect()
 }
 
 fn length(request: &Value, field: &str) -> u64 {
-    request.get(field).and_then(Value::as_array).map_or(0, |values| values.len() as u64)
+    request
+        .get(field)
+        .and_then(Value::as_array)
+        .map_or(0, |values| values.len() as u64)
 }
 
 /// Recounts the files of `directory` independently and compares with `gems data stats --json`.
 fn check_stats_against_files(directory: &Path, stats: &Value) {
     let split = directory.join("train.jsonl").exists();
     assert_eq!(stats["split"], split);
-    let files: &[&str] = if split { &["train", "valid", "test"] } else { &["requests"] };
-    assert_eq!(stats["items"], read_jsonl(&directory.join("items.jsonl")).len());
+    let files: &[&str] = if split {
+        &["train", "valid", "test"]
+    } else {
+        &["requests"]
+    };
+    assert_eq!(
+        stats["items"],
+        read_jsonl(&directory.join("items.jsonl")).len()
+    );
     let mut users = HashSet::new();
     let mut histories = Vec::new();
     let (mut searches, mut proxies) = (0, 0);
     for file in files {
         let requests = read_jsonl(&directory.join(format!("{file}.jsonl")));
         let entry = &stats["requests"][*file];
-        let count = |task: &str| requests.iter().filter(|request| request["task"] == task).count();
+        let count = |task: &str| {
+            requests
+                .iter()
+                .filter(|request| request["task"] == task)
+                .count()
+        };
         assert_eq!(entry["search"], count("search"), "{file}");
         assert_eq!(entry["rec"], count("rec"), "{file}");
         assert_eq!(entry["total"], requests.len(), "{file}");
-        let negatives: Vec<u64> = requests.iter().map(|request| length(request, "negatives")).collect();
-        assert_eq!(entry["negatives_per_request"]["min"], negatives.iter().copied().min().unwrap_or(0), "{file}");
-        assert_eq!(entry["negatives_per_request"]["max"], negatives.iter().copied().max().unwrap_or(0), "{file}");
-        users.extend(requests.iter().map(|request| request["user"].as_u64().unwrap()));
+        let negatives: Vec<u64> = requests
+            .iter()
+            .map(|request| length(request, "negatives"))
+            .collect();
+        assert_eq!(
+            entry["negatives_per_request"]["min"],
+            negatives.iter().copied().min().unwrap_or(0),
+            "{file}"
+        );
+        assert_eq!(
+            entry["negatives_per_request"]["max"],
+            negatives.iter().copied().max().unwrap_or(0),
+            "{file}"
+        );
+        users.extend(
+            requests
+                .iter()
+                .map(|request| request["user"].as_u64().unwrap()),
+        );
         histories.extend(requests.iter().map(|request| length(request, "history")));
         searches += count("search");
-        proxies += requests.iter().filter(|request| request["query_is_proxy"] == true).count();
+        proxies += requests
+            .iter()
+            .filter(|request| request["query_is_proxy"] == true)
+            .count();
     }
     assert_eq!(stats["users"], users.len());
-    assert_eq!(stats["history_length"]["max"], histories.iter().copied().max().unwrap());
+    assert_eq!(
+        stats["history_length"]["max"],
+        histories.iter().copied().max().unwrap()
+    );
     let mean = histories.iter().sum::<u64>() as f64 / histories.len() as f64;
     assert!((stats["history_length"]["mean"].as_f64().unwrap() - mean).abs() < 1e-9);
     assert_eq!(stats["queries"]["search_requests"], searches);
     assert_eq!(stats["queries"]["proxy"], proxies);
-    let manifest: Value = serde_json::from_str(&std::fs::read_to_string(directory.join("dataset.json")).unwrap()).unwrap();
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(directory.join("dataset.json")).unwrap())
+            .unwrap();
     assert_eq!(stats["name"], manifest["name"]);
     assert_eq!(stats["users"], manifest["counts"]["users"]);
 }
@@ -123,32 +196,70 @@ fn convert_split_stats(
     split_flags: &[&str],
 ) -> (PathBuf, String, Value) {
     let directory = workspace.join(source);
-    let mut arguments: Vec<&OsStr> = vec![OsStr::new("data"), OsStr::new("convert"), OsStr::new(source)];
+    let mut arguments: Vec<&OsStr> = vec![
+        OsStr::new("data"),
+        OsStr::new("convert"),
+        OsStr::new(source),
+    ];
     arguments.extend(input.map(Path::as_os_str));
     arguments.extend([OsStr::new("--out"), directory.as_os_str()]);
     arguments.extend(convert_flags.iter().map(OsStr::new));
-    let (converted, unsplit) = write_and_describe(&arguments, &directory, &["dataset.json", "items.jsonl", "requests.jsonl"]);
+    let (converted, unsplit) = write_and_describe(
+        &arguments,
+        &directory,
+        &["dataset.json", "items.jsonl", "requests.jsonl"],
+    );
     assert!(converted.contains("conversion report"), "{converted}");
 
-    let mut arguments: Vec<&OsStr> = vec![OsStr::new("data"), OsStr::new("split"), directory.as_os_str()];
+    let mut arguments: Vec<&OsStr> = vec![
+        OsStr::new("data"),
+        OsStr::new("split"),
+        directory.as_os_str(),
+    ];
     arguments.extend(split_flags.iter().map(OsStr::new));
-    let (split, stats) = write_and_describe(&arguments, &directory, &["train.jsonl", "valid.jsonl", "test.jsonl"]);
+    let (split, stats) = write_and_describe(
+        &arguments,
+        &directory,
+        &["train.jsonl", "valid.jsonl", "test.jsonl"],
+    );
     assert!(split.contains("split: leave-one-out by time"), "{split}");
     assert_eq!(stats["users"], unsplit["users"]);
-    assert_eq!(stats["validation"]["requests_kept"], unsplit["requests"]["requests"]["total"]);
+    assert_eq!(
+        stats["validation"]["requests_kept"],
+        unsplit["requests"]["requests"]["total"]
+    );
     (directory, converted, stats)
 }
 
 fn task_counts(stats: &Value, file: &str) -> (u64, u64) {
-    (stats["requests"][file]["search"].as_u64().unwrap(), stats["requests"][file]["rec"].as_u64().unwrap())
+    (
+        stats["requests"][file]["search"].as_u64().unwrap(),
+        stats["requests"][file]["rec"].as_u64().unwrap(),
+    )
 }
 
 #[test]
 fn qilin_converts_splits_and_describes() {
     let workspace = scratch();
-    let unfiltered = ["--min-requests-per-task", "0", "--require-both-tasks", "false", "--k-core", "0"];
-    let (_, report, stats) = convert_split_stats(workspace.path(), "qilin", Some(&fixture("qilin")), &unfiltered, &[]);
-    assert!(report.contains("1  search_train.csv: rows with a blank query (dropped)"), "{report}");
+    let unfiltered = [
+        "--min-requests-per-task",
+        "0",
+        "--require-both-tasks",
+        "false",
+        "--k-core",
+        "0",
+    ];
+    let (_, report, stats) = convert_split_stats(
+        workspace.path(),
+        "qilin",
+        Some(&fixture("qilin")),
+        &unfiltered,
+        &[],
+    );
+    assert!(
+        report.contains("1  search_train.csv: rows with a blank query (dropped)"),
+        "{report}"
+    );
     assert_eq!(stats["items"], 5);
     assert_eq!(stats["users"], 2);
     // User 100 holds out one request per task; user 200's single rec request stays in train.
@@ -166,8 +277,18 @@ fn qilin_converts_splits_and_describes() {
 fn qilin_reference_filters_that_leave_nothing_fail_naming_the_filters() {
     let workspace = scratch();
     let out = workspace.path().join("qilin");
-    let error = fail([OsStr::new("data"), OsStr::new("convert"), OsStr::new("qilin"), fixture("qilin").as_os_str(), OsStr::new("--out"), out.as_os_str()]);
-    assert!(error.contains("no request is left after conversion"), "{error}");
+    let error = fail([
+        OsStr::new("data"),
+        OsStr::new("convert"),
+        OsStr::new("qilin"),
+        fixture("qilin").as_os_str(),
+        OsStr::new("--out"),
+        out.as_os_str(),
+    ]);
+    assert!(
+        error.contains("no request is left after conversion"),
+        "{error}"
+    );
     assert!(error.contains("--k-core"), "{error}");
     assert!(!out.exists());
 }
@@ -180,7 +301,14 @@ fn amazon_unisar_converts_splits_and_describes() {
         "amazon-unisar",
         Some(&fixture("amazon_unisar")),
         &["--timestamp-unit", "seconds"],
-        &["--min-requests-for-holdout", "2", "--negatives", "3", "--seed", "7"],
+        &[
+            "--min-requests-for-holdout",
+            "2",
+            "--negatives",
+            "3",
+            "--seed",
+            "7",
+        ],
     );
     assert!(report.contains("3  rec_train.pkl rows"), "{report}");
     assert_eq!(stats["items"], 5);
@@ -190,15 +318,30 @@ fn amazon_unisar_converts_splits_and_describes() {
     assert_eq!(task_counts(&stats, "test"), (1, 1));
     assert_eq!(stats["negatives_sampling"]["per_request"], 3);
     assert_eq!(stats["negatives_sampling"]["seed"], 7);
-    assert_eq!(stats["requests"]["valid"]["negatives_per_request"]["max"], 3);
+    assert_eq!(
+        stats["requests"]["valid"]["negatives_per_request"]["max"],
+        3
+    );
 }
 
 #[test]
 fn kuaisar_converts_splits_and_describes() {
     let workspace = scratch();
-    let (_, report, stats) = convert_split_stats(workspace.path(), "kuaisar", Some(&fixture("kuaisar")), &[], &[]);
-    assert!(report.contains("1  search sessions without a click (dropped)"), "{report}");
-    assert!(report.contains("1  clicked items missing from the item table (removed)"), "{report}");
+    let (_, report, stats) = convert_split_stats(
+        workspace.path(),
+        "kuaisar",
+        Some(&fixture("kuaisar")),
+        &[],
+        &[],
+    );
+    assert!(
+        report.contains("1  search sessions without a click (dropped)"),
+        "{report}"
+    );
+    assert!(
+        report.contains("1  clicked items missing from the item table (removed)"),
+        "{report}"
+    );
     assert_eq!(stats["items"], 3);
     assert_eq!(stats["users"], 2);
     assert_eq!(task_counts(&stats, "train"), (2, 1));
@@ -209,31 +352,55 @@ fn kuaisar_converts_splits_and_describes() {
 #[test]
 fn movielens_detects_each_layout_and_marks_proxy_queries() {
     for (layout, description) in [
-        ("grouplens-100k", "MovieLens layout: GroupLens ml-100k (u.data + u.item)"),
-        ("grouplens-1m", "MovieLens layout: GroupLens ml-1m (ratings.dat + movies.dat)"),
-        ("recbole", "MovieLens layout: RecBole (ml-1m.inter + ml-1m.item)"),
+        (
+            "grouplens-100k",
+            "MovieLens layout: GroupLens ml-100k (u.data + u.item)",
+        ),
+        (
+            "grouplens-1m",
+            "MovieLens layout: GroupLens ml-1m (ratings.dat + movies.dat)",
+        ),
+        (
+            "recbole",
+            "MovieLens layout: RecBole (ml-1m.inter + ml-1m.item)",
+        ),
     ] {
         let workspace = scratch();
         let input = fixture(&format!("movielens/{layout}"));
-        let (_, report, stats) = convert_split_stats(workspace.path(), "movielens", Some(&input), &["--seed", "2026"], &[]);
+        let (_, report, stats) = convert_split_stats(
+            workspace.path(),
+            "movielens",
+            Some(&input),
+            &["--seed", "2026"],
+            &[],
+        );
         assert!(report.starts_with(description), "{report}");
         assert!(report.contains("6  ratings read"), "{report}");
         assert_eq!(stats["items"], 4, "{layout}");
         assert_eq!(stats["users"], 2, "{layout}");
-        assert_eq!(stats["queries"]["search_requests"], stats["queries"]["proxy"], "{layout}");
+        assert_eq!(
+            stats["queries"]["search_requests"], stats["queries"]["proxy"],
+            "{layout}"
+        );
         let notes = stats["notes"].to_string();
         assert!(notes.contains("queries are proxies"), "{notes}");
     }
     let workspace = scratch();
-    let (_, _, stats) =
-        convert_split_stats(workspace.path(), "movielens", Some(&fixture("movielens/grouplens-1m")), &["--search-fraction", "0"], &[]);
+    let (_, _, stats) = convert_split_stats(
+        workspace.path(),
+        "movielens",
+        Some(&fixture("movielens/grouplens-1m")),
+        &["--search-fraction", "0"],
+        &[],
+    );
     assert_eq!(stats["queries"]["search_requests"], 0);
 }
 
 #[test]
 fn synthetic_end_to_end() {
     let workspace = scratch();
-    let (directory, report, stats) = convert_split_stats(workspace.path(), "synthetic", None, &[], &[]);
+    let (directory, report, stats) =
+        convert_split_stats(workspace.path(), "synthetic", None, &[], &[]);
     assert!(report.contains("300  users generated"), "{report}");
     assert_eq!(stats["items"], 480);
     assert_eq!(stats["users"], 300);
@@ -244,17 +411,41 @@ fn synthetic_end_to_end() {
         assert_eq!(stats["requests"][file]["negatives_per_request"]["min"], 99);
         assert_eq!(stats["requests"][file]["negatives_per_request"]["max"], 99);
     }
-    assert_eq!(stats["requests"]["train"]["negatives_per_request"]["max"], 0);
+    assert_eq!(
+        stats["requests"]["train"]["negatives_per_request"]["max"],
+        0
+    );
     assert_eq!(stats["history_length"]["max"], 20);
     assert_eq!(stats["validation"]["policy"], "filter");
     assert_eq!(stats["queries"]["proxy"], 0);
 
-    let text = succeed([OsStr::new("data"), OsStr::new("stats"), directory.as_os_str()]);
+    let text = succeed([
+        OsStr::new("data"),
+        OsStr::new("stats"),
+        directory.as_os_str(),
+    ]);
     assert!(text.starts_with("synthetic (split) at "), "{text}");
-    assert!(text.contains("  valid          300       300       600   99 / 99.00 / 99"), "{text}");
+    assert!(
+        text.contains("  valid          300       300       600   99 / 99.00 / 99"),
+        "{text}"
+    );
 
     let small = workspace.path().join("small");
-    succeed(["data", "convert", "synthetic", "--out", small.to_str().unwrap(), "--users", "40", "--categories", "4", "--items-per-category", "10", "--seed", "7"]);
+    succeed([
+        "data",
+        "convert",
+        "synthetic",
+        "--out",
+        small.to_str().unwrap(),
+        "--users",
+        "40",
+        "--categories",
+        "4",
+        "--items-per-category",
+        "10",
+        "--seed",
+        "7",
+    ]);
     let stats = stats_json(&small);
     check_stats_against_files(&small, &stats);
     assert_eq!(stats["items"], 40);
@@ -267,8 +458,21 @@ fn split_into_another_directory_leaves_the_input_unsplit() {
     let workspace = scratch();
     let converted = workspace.path().join("converted");
     let prepared = workspace.path().join("prepared");
-    succeed(["data", "convert", "kuaisar", fixture("kuaisar").to_str().unwrap(), "--out", converted.to_str().unwrap()]);
-    succeed(["data", "split", converted.to_str().unwrap(), "--out", prepared.to_str().unwrap()]);
+    succeed([
+        "data",
+        "convert",
+        "kuaisar",
+        fixture("kuaisar").to_str().unwrap(),
+        "--out",
+        converted.to_str().unwrap(),
+    ]);
+    succeed([
+        "data",
+        "split",
+        converted.to_str().unwrap(),
+        "--out",
+        prepared.to_str().unwrap(),
+    ]);
     assert!(!converted.join("train.jsonl").exists());
     assert!(prepared.join("train.jsonl").is_file());
     check_stats_against_files(&prepared, &stats_json(&prepared));
@@ -278,10 +482,23 @@ fn split_into_another_directory_leaves_the_input_unsplit() {
 fn missing_input_directory_is_named() {
     let workspace = scratch();
     let missing = workspace.path().join("no-such-dir");
-    let error = fail(["data", "convert", "kuaisar", missing.to_str().unwrap(), "--out", workspace.path().join("out").to_str().unwrap()]);
-    assert!(error.contains(missing.to_str().unwrap()) && error.contains("INPUT"), "{error}");
+    let error = fail([
+        "data",
+        "convert",
+        "kuaisar",
+        missing.to_str().unwrap(),
+        "--out",
+        workspace.path().join("out").to_str().unwrap(),
+    ]);
+    assert!(
+        error.contains(missing.to_str().unwrap()) && error.contains("INPUT"),
+        "{error}"
+    );
     let error = fail(["data", "stats", missing.to_str().unwrap()]);
-    assert!(error.contains(missing.to_str().unwrap()) && error.contains("DIRECTORY"), "{error}");
+    assert!(
+        error.contains(missing.to_str().unwrap()) && error.contains("DIRECTORY"),
+        "{error}"
+    );
     let error = fail(["data", "split", missing.to_str().unwrap()]);
     assert!(error.contains(missing.to_str().unwrap()), "{error}");
 }
@@ -289,20 +506,61 @@ fn missing_input_directory_is_named() {
 #[test]
 fn unknown_source_is_a_usage_error() {
     let stderr = usage_error(["data", "convert", "netflix", "somewhere", "--out", "out"]);
-    assert!(stderr.contains("invalid value 'netflix' for '<SOURCE>'"), "{stderr}");
-    assert!(stderr.contains("qilin, amazon-unisar, kuaisar, movielens, synthetic"), "{stderr}");
+    assert!(
+        stderr.contains("invalid value 'netflix' for '<SOURCE>'"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("qilin, amazon-unisar, kuaisar, movielens, synthetic"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn unknown_flag_values_are_usage_errors() {
     let stderr = usage_error(["data", "split", "somewhere", "--on-invalid", "lenient"]);
-    assert!(stderr.contains("invalid value 'lenient' for '--on-invalid <ON_INVALID>'"), "{stderr}");
-    let stderr = usage_error(["data", "convert", "movielens", "somewhere", "--out", "out", "--search-fraction", "1.5"]);
-    assert!(stderr.contains("--search-fraction") && stderr.contains("between 0 and 1"), "{stderr}");
-    let stderr = usage_error(["data", "convert", "synthetic", "--out", "out", "--categories", "17"]);
+    assert!(
+        stderr.contains("invalid value 'lenient' for '--on-invalid <ON_INVALID>'"),
+        "{stderr}"
+    );
+    let stderr = usage_error([
+        "data",
+        "convert",
+        "movielens",
+        "somewhere",
+        "--out",
+        "out",
+        "--search-fraction",
+        "1.5",
+    ]);
+    assert!(
+        stderr.contains("--search-fraction") && stderr.contains("between 0 and 1"),
+        "{stderr}"
+    );
+    let stderr = usage_error([
+        "data",
+        "convert",
+        "synthetic",
+        "--out",
+        "out",
+        "--categories",
+        "17",
+    ]);
     assert!(stderr.contains("--categories"), "{stderr}");
-    let stderr = usage_error(["data", "convert", "kuaisar", "somewhere", "--out", "out", "--max-history", "0"]);
-    assert!(stderr.contains("--max-history") && stderr.contains("at least 1"), "{stderr}");
+    let stderr = usage_error([
+        "data",
+        "convert",
+        "kuaisar",
+        "somewhere",
+        "--out",
+        "out",
+        "--max-history",
+        "0",
+    ]);
+    assert!(
+        stderr.contains("--max-history") && stderr.contains("at least 1"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -310,15 +568,52 @@ fn flags_and_input_must_fit_the_source() {
     let workspace = scratch();
     let out = workspace.path().join("out");
     let qilin = fixture("qilin");
-    let error = fail(["data", "convert", "qilin", qilin.to_str().unwrap(), "--out", out.to_str().unwrap(), "--timestamp-unit", "seconds"]);
-    assert!(error.contains("--timestamp-unit applies to amazon-unisar only, not to qilin"), "{error}");
-    let error = fail(["data", "convert", "synthetic", "--out", out.to_str().unwrap(), "--k-core", "2"]);
-    assert!(error.contains("--k-core applies to qilin, amazon-unisar, kuaisar, movielens only"), "{error}");
-    let error = fail(["data", "convert", "synthetic", qilin.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let error = fail([
+        "data",
+        "convert",
+        "qilin",
+        qilin.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--timestamp-unit",
+        "seconds",
+    ]);
+    assert!(
+        error.contains("--timestamp-unit applies to amazon-unisar only, not to qilin"),
+        "{error}"
+    );
+    let error = fail([
+        "data",
+        "convert",
+        "synthetic",
+        "--out",
+        out.to_str().unwrap(),
+        "--k-core",
+        "2",
+    ]);
+    assert!(
+        error.contains("--k-core applies to qilin, amazon-unisar, kuaisar, movielens only"),
+        "{error}"
+    );
+    let error = fail([
+        "data",
+        "convert",
+        "synthetic",
+        qilin.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(error.contains("synthetic takes no INPUT"), "{error}");
     let error = fail(["data", "convert", "qilin", "--out", out.to_str().unwrap()]);
     assert!(error.contains("qilin needs INPUT"), "{error}");
-    let error = fail(["data", "convert", "movielens", fixture("kuaisar").to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let error = fail([
+        "data",
+        "convert",
+        "movielens",
+        fixture("kuaisar").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(error.contains("not a MovieLens directory"), "{error}");
     assert!(!out.exists());
 }
@@ -326,7 +621,14 @@ fn flags_and_input_must_fit_the_source() {
 /// A converted KuaiSAR directory to break.
 fn converted_kuaisar(workspace: &Path) -> PathBuf {
     let directory = workspace.join("kuaisar");
-    succeed(["data", "convert", "kuaisar", fixture("kuaisar").to_str().unwrap(), "--out", directory.to_str().unwrap()]);
+    succeed([
+        "data",
+        "convert",
+        "kuaisar",
+        fixture("kuaisar").to_str().unwrap(),
+        "--out",
+        directory.to_str().unwrap(),
+    ]);
     directory
 }
 
@@ -335,18 +637,34 @@ fn malformed_items_line_names_file_and_line() {
     let workspace = scratch();
     let directory = converted_kuaisar(workspace.path());
     let items = directory.join("items.jsonl");
-    let mut lines: Vec<String> = std::fs::read_to_string(&items).unwrap().lines().map(str::to_string).collect();
+    let mut lines: Vec<String> = std::fs::read_to_string(&items)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
     lines[1] = r#"{"id": 102, "title": }"#.to_string();
     std::fs::write(&items, lines.join("\n") + "\n").unwrap();
     let error = fail(["data", "split", directory.to_str().unwrap()]);
-    assert!(error.contains(&format!("{}:2: not valid JSON", items.display())), "{error}");
+    assert!(
+        error.contains(&format!("{}:2: not valid JSON", items.display())),
+        "{error}"
+    );
     let error = fail(["data", "stats", directory.to_str().unwrap()]);
-    assert!(error.contains(&format!("{}:2: not valid JSON", items.display())), "{error}");
+    assert!(
+        error.contains(&format!("{}:2: not valid JSON", items.display())),
+        "{error}"
+    );
 
     lines[1] = r#"{"id": 102, "titel": "x"}"#.to_string();
     std::fs::write(&items, lines.join("\n") + "\n").unwrap();
     let error = fail(["data", "split", directory.to_str().unwrap()]);
-    assert!(error.contains(&format!("{}:2: field \"titel\": unknown field", items.display())), "{error}");
+    assert!(
+        error.contains(&format!(
+            "{}:2: field \"titel\": unknown field",
+            items.display()
+        )),
+        "{error}"
+    );
 }
 
 #[test]
@@ -361,24 +679,53 @@ fn unknown_item_under_strict_policy_names_the_request_line_and_filter_repairs_it
 
     let error = fail(["data", "split", directory.to_str().unwrap()]);
     assert!(
-        error.contains(&format!("{}:3: field \"targets\": item 999 is not in the catalogue", requests.display())),
+        error.contains(&format!(
+            "{}:3: field \"targets\": item 999 is not in the catalogue",
+            requests.display()
+        )),
         "{error}"
     );
     assert!(error.contains("--on-invalid filter"), "{error}");
     assert!(!directory.join("train.jsonl").exists());
-    let error = fail(["data", "stats", directory.to_str().unwrap(), "--on-invalid", "strict"]);
-    assert!(error.contains("item 999 is not in the catalogue"), "{error}");
+    let error = fail([
+        "data",
+        "stats",
+        directory.to_str().unwrap(),
+        "--on-invalid",
+        "strict",
+    ]);
+    assert!(
+        error.contains("item 999 is not in the catalogue"),
+        "{error}"
+    );
 
     let stats = stats_json(&directory);
-    assert_eq!(stats["validation"]["issues"]["unknown_target_item"]["occurrences"], 1);
+    assert_eq!(
+        stats["validation"]["issues"]["unknown_target_item"]["occurrences"],
+        1
+    );
     assert_eq!(stats["validation"]["requests_kept"], 2);
 
-    let output = succeed(["data", "split", directory.to_str().unwrap(), "--on-invalid", "filter"]);
-    assert!(output.contains("1  targets not in the catalogue (target removed (request dropped if none is left))"), "{output}");
+    let output = succeed([
+        "data",
+        "split",
+        directory.to_str().unwrap(),
+        "--on-invalid",
+        "filter",
+    ]);
+    assert!(
+        output.contains(
+            "1  targets not in the catalogue (target removed (request dropped if none is left))"
+        ),
+        "{output}"
+    );
     let stats = stats_json(&directory);
     assert_eq!(stats["requests"]["train"]["total"], 2);
     let notes = stats["notes"].to_string();
-    assert!(notes.contains("validation: 1 targets not in the catalogue"), "{notes}");
+    assert!(
+        notes.contains("validation: 1 targets not in the catalogue"),
+        "{notes}"
+    );
 }
 
 #[test]
@@ -386,22 +733,64 @@ fn output_in_the_way_is_refused() {
     let workspace = scratch();
     let file = workspace.path().join("a-file");
     std::fs::write(&file, "not a directory").unwrap();
-    let error = fail(["data", "convert", "synthetic", "--out", file.to_str().unwrap()]);
-    assert_eq!(error, format!("error: --out {}: exists and is not a directory", file.display()));
+    let error = fail([
+        "data",
+        "convert",
+        "synthetic",
+        "--out",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        error,
+        format!(
+            "error: --out {}: exists and is not a directory",
+            file.display()
+        )
+    );
     let below_file = file.join("data");
-    let error = fail(["data", "convert", "synthetic", "--out", below_file.to_str().unwrap()]);
-    assert!(error.contains(&format!("{}: cannot create", below_file.display())), "{error}");
+    let error = fail([
+        "data",
+        "convert",
+        "synthetic",
+        "--out",
+        below_file.to_str().unwrap(),
+    ]);
+    assert!(
+        error.contains(&format!("{}: cannot create", below_file.display())),
+        "{error}"
+    );
 
     let directory = converted_kuaisar(workspace.path());
-    let error = fail(["data", "convert", "synthetic", "--out", directory.to_str().unwrap()]);
+    let error = fail([
+        "data",
+        "convert",
+        "synthetic",
+        "--out",
+        directory.to_str().unwrap(),
+    ]);
     assert!(error.contains("the directory is not empty"), "{error}");
     let other = workspace.path().join("other");
     std::fs::create_dir(&other).unwrap();
     std::fs::write(other.join("notes.txt"), "mine").unwrap();
-    let error = fail(["data", "split", directory.to_str().unwrap(), "--out", other.to_str().unwrap()]);
+    let error = fail([
+        "data",
+        "split",
+        directory.to_str().unwrap(),
+        "--out",
+        other.to_str().unwrap(),
+    ]);
     assert!(error.contains("the directory is not empty"), "{error}");
     // --out naming DIRECTORY itself splits in place, like no --out.
-    succeed(["data", "split", directory.to_str().unwrap(), "--out", directory.join(".").to_str().unwrap()]);
+    succeed([
+        "data",
+        "split",
+        directory.to_str().unwrap(),
+        "--out",
+        directory.join(".").to_str().unwrap(),
+    ]);
     let error = fail(["data", "split", directory.to_str().unwrap()]);
-    assert!(error.contains("already split (train.jsonl exists)"), "{error}");
+    assert!(
+        error.contains("already split (train.jsonl exists)"),
+        "{error}"
+    );
 }

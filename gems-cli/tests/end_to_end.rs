@@ -26,26 +26,43 @@ fn fail(args: &[&str], expected: &[&str]) {
     let output = gems(args);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "gems {args:?} should fail");
-    assert!(!stderr.contains("panicked"), "gems {args:?} panicked:\n{stderr}");
+    assert!(
+        !stderr.contains("panicked"),
+        "gems {args:?} panicked:\n{stderr}"
+    );
     // Our errors are the last line; clap's usage errors (exit code 2) add a hint line after it.
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     let message = match output.status.code() {
-        Some(2) => lines.iter().find(|l| l.starts_with("error:")).copied().unwrap_or_default(),
+        Some(2) => lines
+            .iter()
+            .find(|l| l.starts_with("error:"))
+            .copied()
+            .unwrap_or_default(),
         _ => lines.last().copied().unwrap_or_default(),
     };
-    assert!(message.starts_with("error:"), "gems {args:?}: no one-line error:\n{stderr}");
+    assert!(
+        message.starts_with("error:"),
+        "gems {args:?}: no one-line error:\n{stderr}"
+    );
     for fragment in expected {
-        assert!(message.contains(fragment), "gems {args:?}: `{fragment}` missing from:\n{stderr}");
+        assert!(
+            message.contains(fragment),
+            "gems {args:?}: `{fragment}` missing from:\n{stderr}"
+        );
     }
 }
 
 fn read_json(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
-        .expect("valid JSON")
+    serde_json::from_str(
+        &std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .expect("valid JSON")
 }
 
 fn ndcg10(report: &serde_json::Value, task: &str) -> f64 {
-    report["tasks"][task]["ndcg"]["10"].as_f64().unwrap_or_else(|| panic!("no ndcg@10 for {task} in {report}"))
+    report["tasks"][task]["ndcg"]["10"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no ndcg@10 for {task} in {report}"))
 }
 
 /// Settings of a short run that still learns: 4 epochs of the synthetic data.
@@ -59,14 +76,35 @@ fn train_eval_recommend_and_search_on_the_synthetic_data() {
     let mut args = vec!["train", "--out", run_arg];
     args.extend_from_slice(SHORT);
     let printed = succeed(&args);
-    assert!(printed.contains("Test, sampled protocol") && printed.contains("| gems |"), "{printed}");
+    assert!(
+        printed.contains("Test, sampled protocol") && printed.contains("| gems |"),
+        "{printed}"
+    );
 
-    for file in ["config.toml", "manifest.json", "metrics.json", "curves.json", "plots/loss.svg", "plots/validation.svg"] {
+    for file in [
+        "config.toml",
+        "manifest.json",
+        "metrics.json",
+        "curves.json",
+        "plots/loss.svg",
+        "plots/validation.svg",
+    ] {
         assert!(run.join(file).is_file(), "{file} missing");
     }
-    for file in ["model.safetensors", "config.json", "tokenizer.json", "identifiers.json"] {
-        assert!(run.join("model").join(file).is_file(), "model/{file} missing");
-        assert!(run.join("checkpoint/model").join(file).is_file(), "checkpoint/model/{file} missing");
+    for file in [
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "identifiers.json",
+    ] {
+        assert!(
+            run.join("model").join(file).is_file(),
+            "model/{file} missing"
+        );
+        assert!(
+            run.join("checkpoint/model").join(file).is_file(),
+            "checkpoint/model/{file} missing"
+        );
     }
     assert!(run.join("checkpoint/optimizer.safetensors").is_file());
     let manifest = read_json(&run.join("manifest.json"));
@@ -81,23 +119,52 @@ fn train_eval_recommend_and_search_on_the_synthetic_data() {
     assert_eq!(popularity["name"], "popularity");
     for task in ["search", "rec"] {
         let (model, floor) = (ndcg10(&metrics["sampled"], task), ndcg10(popularity, task));
-        assert!(model > floor, "{task}: NDCG@10 {model} does not beat popularity {floor}");
+        assert!(
+            model > floor,
+            "{task}: NDCG@10 {model} does not beat popularity {floor}"
+        );
     }
-    assert!(metrics["full_ranking"]["tasks"]["rec"]["recall"]["20"].as_f64().is_some());
+    assert!(
+        metrics["full_ranking"]["tasks"]["rec"]["recall"]["20"]
+            .as_f64()
+            .is_some()
+    );
     let curves = read_json(&run.join("curves.json"));
-    assert_eq!(curves["steps"].as_array().unwrap().len() as u64, manifest["steps"].as_u64().unwrap());
+    assert_eq!(
+        curves["steps"].as_array().unwrap().len() as u64,
+        manifest["steps"].as_u64().unwrap()
+    );
     assert!(!curves["conflict"].as_array().unwrap().is_empty());
 
     // eval reproduces the test metrics of training, JSON on standard output.
-    let evaluated: serde_json::Value = serde_json::from_str(&succeed(&["eval", run_arg, "--json", "-"])).unwrap();
+    let evaluated: serde_json::Value =
+        serde_json::from_str(&succeed(&["eval", run_arg, "--json", "-"])).unwrap();
     for task in ["search", "rec"] {
-        assert_eq!(ndcg10(&evaluated["sampled"], task), ndcg10(&metrics["sampled"], task));
+        assert_eq!(
+            ndcg10(&evaluated["sampled"], task),
+            ndcg10(&metrics["sampled"], task)
+        );
     }
 
     let recommended = succeed(&["recommend", run_arg, "--user", "3", "--top", "5"]);
-    assert!(recommended.contains("top 5:") && recommended.contains(" 5. "), "{recommended}");
-    let searched = succeed(&["search", run_arg, "--history", "1,2,3", "--query", "red lamp", "--top", "3"]);
-    assert!(searched.contains("query: red lamp") && searched.contains(" 3. "), "{searched}");
+    assert!(
+        recommended.contains("top 5:") && recommended.contains(" 5. "),
+        "{recommended}"
+    );
+    let searched = succeed(&[
+        "search",
+        run_arg,
+        "--history",
+        "1,2,3",
+        "--query",
+        "red lamp",
+        "--top",
+        "3",
+    ]);
+    assert!(
+        searched.contains("query: red lamp") && searched.contains(" 3. "),
+        "{searched}"
+    );
 
     // Analyses on the run.
     let analysis = folder.path().join("analysis");
@@ -110,7 +177,10 @@ fn train_eval_recommend_and_search_on_the_synthetic_data() {
     assert!(analysis.join("retention.json").is_file());
 
     // A run directory is not overwritten by accident.
-    fail(&["train", "--out", run_arg, "--max-steps", "1"], &["already holds a run", "--resume"]);
+    fail(
+        &["train", "--out", run_arg, "--max-steps", "1"],
+        &["already holds a run", "--resume"],
+    );
 }
 
 fn files_of(model: &Path) -> Vec<u8> {
@@ -122,7 +192,14 @@ fn a_paused_and_resumed_run_ends_with_the_same_weights() {
     let folder = tempfile::tempdir().unwrap();
     let straight = folder.path().join("straight");
     let paused = folder.path().join("paused");
-    let settings = ["--max-steps", "12", "--refresh-every", "5", "--weight-decay", "0.01"];
+    let settings = [
+        "--max-steps",
+        "12",
+        "--refresh-every",
+        "5",
+        "--weight-decay",
+        "0.01",
+    ];
     let run = |out: &PathBuf, extra: &[&str]| {
         let mut args = vec!["train", "--out", out.to_str().unwrap()];
         args.extend_from_slice(&settings);
@@ -132,8 +209,20 @@ fn a_paused_and_resumed_run_ends_with_the_same_weights() {
     run(&straight, &[]);
     let printed = run(&paused, &["--stop-after", "7"]);
     assert!(printed.contains("paused after step 7"), "{printed}");
-    assert!(!paused.join("model").exists(), "a paused run has no final model yet");
-    fail(&["train", "--resume", paused.to_str().unwrap(), "--epochs", "3"], &["--resume", "drop the other flags"]);
+    assert!(
+        !paused.join("model").exists(),
+        "a paused run has no final model yet"
+    );
+    fail(
+        &[
+            "train",
+            "--resume",
+            paused.to_str().unwrap(),
+            "--epochs",
+            "3",
+        ],
+        &["--resume", "drop the other flags"],
+    );
     succeed(&["train", "--resume", paused.to_str().unwrap()]);
     assert!(
         files_of(&straight.join("model")) == files_of(&paused.join("model")),
@@ -150,55 +239,126 @@ fn user_mistakes_end_in_one_clear_line() {
     let folder = tempfile::tempdir().unwrap();
     let out = folder.path().join("run");
     let out = out.to_str().unwrap();
-    fail(&["train", "--method", "sgd", "--out", out], &["unknown method `sgd`"]);
-    fail(&["train", "--backend", "tpu", "--out", out], &["backend `tpu`", "flex"]);
-    fail(&["train", "--data", "/no/such/data", "--out", out], &["/no/such/data", "not a directory"]);
-    fail(&["train", "--model-dir", "/no/such/model", "--out", out], &["/no/such/model"]);
-    fail(&["train", "--config", "/no/such/file.toml", "--out", out], &["/no/such/file.toml"]);
+    fail(
+        &["train", "--method", "sgd", "--out", out],
+        &["unknown method `sgd`"],
+    );
+    fail(
+        &["train", "--backend", "tpu", "--out", out],
+        &["backend `tpu`", "flex"],
+    );
+    fail(
+        &["train", "--data", "/no/such/data", "--out", out],
+        &["/no/such/data", "not a directory"],
+    );
+    fail(
+        &["train", "--model-dir", "/no/such/model", "--out", out],
+        &["/no/such/model"],
+    );
+    fail(
+        &["train", "--config", "/no/such/file.toml", "--out", out],
+        &["/no/such/file.toml"],
+    );
     let config = folder.path().join("bad.toml");
     std::fs::write(&config, "epochs = 2\nlearnin_rate = 0.1\n").unwrap();
-    fail(&["train", "--config", config.to_str().unwrap(), "--out", out], &["bad.toml", "learnin_rate"]);
+    fail(
+        &["train", "--config", config.to_str().unwrap(), "--out", out],
+        &["bad.toml", "learnin_rate"],
+    );
     std::fs::write(&config, "epochs = \"two\"\n").unwrap();
-    fail(&["train", "--config", config.to_str().unwrap(), "--out", out], &["bad.toml", "epochs"]);
-    fail(&["train", "--batch-size", "0", "--out", out], &["batch_size"]);
+    fail(
+        &["train", "--config", config.to_str().unwrap(), "--out", out],
+        &["bad.toml", "epochs"],
+    );
+    fail(
+        &["train", "--batch-size", "0", "--out", out],
+        &["batch_size"],
+    );
 
     // Small data directories: one valid, one with a malformed line.
     let make_data = |name: &str| {
         let data = folder.path().join(name);
-        succeed(&["data", "convert", "synthetic", "--out", data.to_str().unwrap(), "--users", "30"]);
+        succeed(&[
+            "data",
+            "convert",
+            "synthetic",
+            "--out",
+            data.to_str().unwrap(),
+            "--users",
+            "30",
+        ]);
         succeed(&["data", "split", data.to_str().unwrap()]);
         data
     };
     let data = make_data("data");
     let broken = make_data("broken");
     let train_file = broken.join("train.jsonl");
-    let text = std::fs::read_to_string(&train_file).unwrap().replacen("\"task\":\"rec\"", "\"task\":\"recommend\"", 1);
+    let text = std::fs::read_to_string(&train_file).unwrap().replacen(
+        "\"task\":\"rec\"",
+        "\"task\":\"recommend\"",
+        1,
+    );
     std::fs::write(&train_file, text).unwrap();
-    fail(&["train", "--data", broken.to_str().unwrap(), "--out", out], &["train.jsonl", "task"]);
+    fail(
+        &["train", "--data", broken.to_str().unwrap(), "--out", out],
+        &["train.jsonl", "task"],
+    );
 
     // Runs that are missing or do not match.
-    fail(&["eval", "/no/such/run"], &["/no/such/run", "not a run directory"]);
+    fail(
+        &["eval", "/no/such/run"],
+        &["/no/such/run", "not a run directory"],
+    );
     fail(&["train", "--resume", "/no/such/run"], &["/no/such/run"]);
     let run = folder.path().join("short");
     let run_arg = run.to_str().unwrap();
     succeed(&["train", "--out", run_arg, "--max-steps", "2"]);
-    fail(&["recommend", run_arg, "--history", "1,999999"], &["999999", "catalogue"]);
-    fail(&["search", run_arg, "--user", "3", "--query", " "], &["--query"]);
+    fail(
+        &["recommend", run_arg, "--history", "1,999999"],
+        &["999999", "catalogue"],
+    );
+    fail(
+        &["search", run_arg, "--user", "3", "--query", " "],
+        &["--query"],
+    );
     // The run's data changes under it: evaluation refuses to mix them.
     let config_path = run.join("config.toml");
     let config = std::fs::read_to_string(&config_path).unwrap();
-    std::fs::write(&config_path, config.replace("data = \"synthetic\"", &format!("data = \"{}\"", data.display()))).unwrap();
+    std::fs::write(
+        &config_path,
+        config.replace(
+            "data = \"synthetic\"",
+            &format!("data = \"{}\"", data.display()),
+        ),
+    )
+    .unwrap();
     fail(&["eval", run_arg], &["short", "other data"]);
 }
 
 #[test]
 fn model_info_lists_projected_matrices_and_state_per_method() {
     let printed = succeed(&["model", "info", "--vocab-size", "500"]);
-    assert!(printed.contains("encoder.block.0.layer.0.SelfAttention.q.weight"), "{printed}");
-    assert!(printed.contains("gems") && printed.contains("% of AdamW"), "{printed}");
-    let info: serde_json::Value = serde_json::from_str(&succeed(&["model", "info", "--vocab-size", "500", "--json"])).unwrap();
+    assert!(
+        printed.contains("encoder.block.0.layer.0.SelfAttention.q.weight"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("gems") && printed.contains("% of AdamW"),
+        "{printed}"
+    );
+    let info: serde_json::Value = serde_json::from_str(&succeed(&[
+        "model",
+        "info",
+        "--vocab-size",
+        "500",
+        "--json",
+    ]))
+    .unwrap();
     // The compact T5: 2 + 2 blocks, q/k/v/o + wi/wo per encoder block, + cross-attention in the decoder.
-    assert_eq!(info["projected_matrices"].as_array().unwrap().len(), 2 * 6 + 2 * 10);
+    assert_eq!(
+        info["projected_matrices"].as_array().unwrap().len(),
+        2 * 6 + 2 * 10
+    );
     let bytes = |method: &str| {
         info["optimizer_state_bytes"]
             .as_array()
@@ -209,14 +369,29 @@ fn model_info_lists_projected_matrices_and_state_per_method() {
             .unwrap()
     };
     assert!(bytes("galore") < bytes("gems") && bytes("gems") < bytes("adamw"));
-    fail(&["model", "info", "--model-dir", "/no/such/model"], &["/no/such/model"]);
+    fail(
+        &["model", "info", "--model-dir", "/no/such/model"],
+        &["/no/such/model"],
+    );
 }
 
 /// A split synthetic dataset of 30 users and 40 items in `folder/data`.
 fn small_synthetic(folder: &Path) -> PathBuf {
     let data = folder.join("data");
     let data_arg = data.to_str().unwrap();
-    succeed(&["data", "convert", "synthetic", "--out", data_arg, "--users", "30", "--categories", "4", "--items-per-category", "10"]);
+    succeed(&[
+        "data",
+        "convert",
+        "synthetic",
+        "--out",
+        data_arg,
+        "--users",
+        "30",
+        "--categories",
+        "4",
+        "--items-per-category",
+        "10",
+    ]);
     succeed(&["data", "split", data_arg]);
     data
 }
@@ -228,26 +403,90 @@ fn compare_tabulates_every_method_beside_the_floors() {
     let folder = tempfile::tempdir().unwrap();
     let data = small_synthetic(folder.path());
     let out = folder.path().join("compare");
-    let common = ["--data", data.to_str().unwrap(), "--max-steps", "3", "--validation-requests", "8", "--beam-width", "4"];
-    let mut args = vec!["compare", "--out", out.to_str().unwrap(), "--methods", "gems,adamw", "--method-learning-rates", "adamw=1e-3"];
+    let common = [
+        "--data",
+        data.to_str().unwrap(),
+        "--max-steps",
+        "3",
+        "--validation-requests",
+        "8",
+        "--beam-width",
+        "4",
+    ];
+    let mut args = vec![
+        "compare",
+        "--out",
+        out.to_str().unwrap(),
+        "--methods",
+        "gems,adamw",
+        "--method-learning-rates",
+        "adamw=1e-3",
+    ];
     args.extend_from_slice(&common);
     let printed = succeed(&args);
     let table = std::fs::read_to_string(out.join("comparison.md")).unwrap();
-    assert!(printed.ends_with(&format!("{table}\n")), "the table is printed last:\n{printed}");
-    for row in ["| gems |", "| adamw (lr 1e-3) |", "| popularity |", "| bm25 |"] {
-        assert_eq!(table.matches(row).count(), 2, "{row} once per protocol in:\n{table}");
+    assert!(
+        printed.ends_with(&format!("{table}\n")),
+        "the table is printed last:\n{printed}"
+    );
+    for row in [
+        "| gems |",
+        "| adamw (lr 1e-3) |",
+        "| popularity |",
+        "| bm25 |",
+    ] {
+        assert_eq!(
+            table.matches(row).count(),
+            2,
+            "{row} once per protocol in:\n{table}"
+        );
     }
     assert!(table.contains("Wall time per method: gems "), "{table}");
     let saved = read_json(&out.join("comparison.json"));
     assert_eq!(saved.as_array().unwrap().len(), 2);
-    assert_eq!(read_json(&out.join("adamw/manifest.json"))["settings"]["learning_rate"], 1e-3);
+    assert_eq!(
+        read_json(&out.join("adamw/manifest.json"))["settings"]["learning_rate"],
+        1e-3
+    );
 
     let elsewhere = folder.path().join("elsewhere");
     let elsewhere = elsewhere.to_str().unwrap();
-    fail(&["compare", "--out", elsewhere, "--methods", "gems", "--method-learning-rates", "lora=1e-3"], &["lora", "not in --methods"]);
-    fail(&["compare", "--out", elsewhere, "--method-learning-rates", "adamw=fast"], &["adamw=fast", "positive number"]);
-    fail(&["compare", "--out", elsewhere, "--method-learning-rates", "sgd=1e-3"], &["sgd"]);
-    fail(&["compare", "--out", elsewhere, "--method", "gems"], &["--methods"]);
+    fail(
+        &[
+            "compare",
+            "--out",
+            elsewhere,
+            "--methods",
+            "gems",
+            "--method-learning-rates",
+            "lora=1e-3",
+        ],
+        &["lora", "not in --methods"],
+    );
+    fail(
+        &[
+            "compare",
+            "--out",
+            elsewhere,
+            "--method-learning-rates",
+            "adamw=fast",
+        ],
+        &["adamw=fast", "positive number"],
+    );
+    fail(
+        &[
+            "compare",
+            "--out",
+            elsewhere,
+            "--method-learning-rates",
+            "sgd=1e-3",
+        ],
+        &["sgd"],
+    );
+    fail(
+        &["compare", "--out", elsewhere, "--method", "gems"],
+        &["--methods"],
+    );
 }
 
 /// The identifiers of a run, `identifier` by `item`.
@@ -257,7 +496,12 @@ fn identifiers_of(run: &Path) -> Vec<(u64, String)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|entry| (entry["item"].as_u64().unwrap(), entry["identifier"].as_str().unwrap().to_string()))
+        .map(|entry| {
+            (
+                entry["item"].as_u64().unwrap(),
+                entry["identifier"].as_str().unwrap().to_string(),
+            )
+        })
         .collect()
 }
 
@@ -270,7 +514,16 @@ fn pretrained_models_train_with_semantic_identifiers_from_their_own_states() {
     let data = small_synthetic(folder.path());
     let data_arg = data.to_str().unwrap();
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../gems-models/tests/fixtures");
-    let short = ["--id-scheme", "semantic", "--max-steps", "2", "--validation-requests", "8", "--beam-width", "4"];
+    let short = [
+        "--id-scheme",
+        "semantic",
+        "--max-steps",
+        "2",
+        "--validation-requests",
+        "8",
+        "--beam-width",
+        "4",
+    ];
     let train = |out: &Path, extra: &[&str]| {
         let mut args = vec!["train", "--data", data_arg, "--out", out.to_str().unwrap()];
         args.extend_from_slice(&short);
@@ -283,12 +536,27 @@ fn pretrained_models_train_with_semantic_identifiers_from_their_own_states() {
     assert_eq!(from_text.len(), 40);
     for (family, fixture) in [("t5", "t5-v1_1"), ("qwen2", "qwen2-tied")] {
         let run = folder.path().join(fixture);
-        let printed = train(&run, &["--model", family, "--model-dir", fixtures.join(fixture).to_str().unwrap()]);
+        let printed = train(
+            &run,
+            &[
+                "--model",
+                family,
+                "--model-dir",
+                fixtures.join(fixture).to_str().unwrap(),
+            ],
+        );
         assert!(printed.contains("Test, sampled protocol"), "{printed}");
         let saved = read_json(&run.join("model/identifiers.json"));
-        assert!(saved["scheme"].to_string().contains("emantic"), "{fixture}: {}", saved["scheme"]);
+        assert!(
+            saved["scheme"].to_string().contains("emantic"),
+            "{fixture}: {}",
+            saved["scheme"]
+        );
         let from_model = identifiers_of(&run);
         assert_eq!(from_model.len(), 40);
-        assert_ne!(from_model, from_text, "{fixture}: identifiers do not depend on the model's embeddings");
+        assert_ne!(
+            from_model, from_text,
+            "{fixture}: identifiers do not depend on the model's embeddings"
+        );
     }
 }

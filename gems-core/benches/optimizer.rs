@@ -27,7 +27,12 @@ const LAYERS: usize = 12;
 
 /// Median wall-clock milliseconds of `runs` calls of `work` on what `setup` prepares (untimed),
 /// the device synchronised before and after each.
-fn median_ms<T>(runs: usize, device: &Device, mut setup: impl FnMut() -> T, mut work: impl FnMut(T)) -> f64 {
+fn median_ms<T>(
+    runs: usize,
+    device: &Device,
+    mut setup: impl FnMut() -> T,
+    mut work: impl FnMut(T),
+) -> f64 {
     let mut times: Vec<f64> = (0..runs)
         .map(|_| {
             let input = setup();
@@ -68,18 +73,35 @@ fn svd_comparison(device: &Device) {
         let matrix = gradient_like(rows, cols, device);
         let mut rng = ChaCha8Rng::seed_from_u64(0);
         let mut exact_basis = None;
-        let exact_ms = median_ms(3, device, || (), |()| {
-            exact_basis = Some(
-                top_left_singular_vectors(matrix.clone(), RANK, &SvdMethod::Exact, None, &mut rng)
+        let exact_ms = median_ms(
+            3,
+            device,
+            || (),
+            |()| {
+                exact_basis = Some(
+                    top_left_singular_vectors(
+                        matrix.clone(),
+                        RANK,
+                        &SvdMethod::Exact,
+                        None,
+                        &mut rng,
+                    )
                     .unwrap(),
-            );
-        });
+                );
+            },
+        );
         let mut randomized_basis = None;
-        let randomized_ms = median_ms(5, device, || (), |()| {
-            randomized_basis = Some(
-                top_left_singular_vectors(matrix.clone(), RANK, &randomized, None, &mut rng).unwrap(),
-            );
-        });
+        let randomized_ms = median_ms(
+            5,
+            device,
+            || (),
+            |()| {
+                randomized_basis = Some(
+                    top_left_singular_vectors(matrix.clone(), RANK, &randomized, None, &mut rng)
+                        .unwrap(),
+                );
+            },
+        );
         let energy = captured_energy(&randomized_basis.unwrap(), &matrix)
             / captured_energy(&exact_basis.unwrap(), &matrix);
         println!(
@@ -110,7 +132,10 @@ fn gradients_for(bank: &Bank, seed: u64, device: &Device) -> GradientsParams {
     let mut gradients = GradientsParams::new();
     for weight in &bank.weights {
         let shape = weight.val().dims();
-        gradients.register(weight.id, Tensor::<2>::random(shape, Distribution::Normal(0.0, 1.0), device));
+        gradients.register(
+            weight.id,
+            Tensor::<2>::random(shape, Distribution::Normal(0.0, 1.0), device),
+        );
     }
     gradients
 }
@@ -119,11 +144,19 @@ fn knowledge_bases(bank: &Bank, device: &Device) -> NullSpace {
     let mut null_space = NullSpace::new();
     for (index, weight) in bank.weights.iter().enumerate() {
         let input_dim = weight.val().dims()[0];
-        let random = Tensor::<2>::random([input_dim, KNOWLEDGE_RANK], Distribution::Normal(0.0, 1.0), device);
+        let random = Tensor::<2>::random(
+            [input_dim, KNOWLEDGE_RANK],
+            Distribution::Normal(0.0, 1.0),
+            device,
+        );
         let basis = gems_core::rsvd::orthonormalize(random).unwrap();
         null_space.insert(
             format!("weights.{index}"),
-            KnowledgeBasis { basis: Some(basis), input_axis: 0, retained_energy: 0.99 },
+            KnowledgeBasis {
+                basis: Some(basis),
+                input_axis: 0,
+                retained_energy: 0.99,
+            },
         );
     }
     null_space
@@ -136,7 +169,13 @@ fn step_comparison(device: &Device) {
     let bank = Bank {
         weights: shapes
             .iter()
-            .map(|shape| Param::from_tensor(Tensor::random(*shape, Distribution::Normal(0.0, 0.02), &autodiff)))
+            .map(|shape| {
+                Param::from_tensor(Tensor::random(
+                    *shape,
+                    Distribution::Normal(0.0, 0.02),
+                    &autodiff,
+                ))
+            })
             .collect(),
     };
     let null_space = knowledge_bases(&bank, &inner);
@@ -145,21 +184,40 @@ fn step_comparison(device: &Device) {
         shapes.len(),
         shapes.iter().map(|s| s[0] * s[1]).sum::<usize>() as f64 / 1e6
     );
-    println!("r_s = {RANK}, r_t = {TASK_RANK}, knowledge bases of {KNOWLEDGE_RANK} directions per input (GEMS).\n");
-    println!("| method | step (ms) | vs AdamW | refresh step (ms) | refresh amortised at T = 200 (ms/step) | state (MB) |");
+    println!(
+        "r_s = {RANK}, r_t = {TASK_RANK}, knowledge bases of {KNOWLEDGE_RANK} directions per input (GEMS).\n"
+    );
+    println!(
+        "| method | step (ms) | vs AdamW | refresh step (ms) | refresh amortised at T = 200 (ms/step) | state (MB) |"
+    );
     println!("|---|---:|---:|---:|---:|---:|");
     let mut adamw_ms = None;
-    for method in [Method::Adamw, Method::Galore, Method::GemsNoNsp, Method::Gems] {
+    for method in [
+        Method::Adamw,
+        Method::Galore,
+        Method::GemsNoNsp,
+        Method::Gems,
+    ] {
         let optimizer = |refresh_every| {
-            GemsConfig { method, shared_rank: RANK, task_rank: Some(TASK_RANK), refresh_every, ..GemsConfig::default() }
-                .init()
-                .unwrap()
-                .with_param_filter(|_, _| true)
-                .with_null_space(null_space.clone())
+            GemsConfig {
+                method,
+                shared_rank: RANK,
+                task_rank: Some(TASK_RANK),
+                refresh_every,
+                ..GemsConfig::default()
+            }
+            .init()
+            .unwrap()
+            .with_param_filter(|_, _| true)
+            .with_null_space(null_space.clone())
         };
         let tasks = |seed: u64| -> Vec<TaskGradients> {
             (0..2)
-                .map(|t| TaskGradients { gradients: gradients_for(&bank, seed + t, &inner), loss: 1.0, samples: 8 })
+                .map(|t| TaskGradients {
+                    gradients: gradients_for(&bank, seed + t, &inner),
+                    loss: 1.0,
+                    samples: 8,
+                })
                 .collect()
         };
         // Steady state: refreshes only on the first step (T = 200).
@@ -213,7 +271,17 @@ fn state_comparison() {
     let low_rank = |tasks: usize, task_rank: usize| -> usize {
         shapes
             .iter()
-            .map(|s| SubspacePlan::new(*s, RANK, task_rank, 0, SvdMethod::default(), MomentTransfer::Rotate).state_bytes(tasks))
+            .map(|s| {
+                SubspacePlan::new(
+                    *s,
+                    RANK,
+                    task_rank,
+                    0,
+                    SvdMethod::default(),
+                    MomentTransfer::Rotate,
+                )
+                .state_bytes(tasks)
+            })
             .sum()
     };
     let galore = low_rank(0, 0);
@@ -225,10 +293,21 @@ fn state_comparison() {
     );
     println!("| method | state (MB) | vs AdamW |");
     println!("|---|---:|---:|");
-    for (name, bytes) in [("adamw", adamw), ("galore (r = 128)", galore), ("gems (r_s = 128, r_t = 64, 2 tasks, bases included)", gems)] {
-        println!("| {name} | {:.1} | {:.1}% |", bytes as f64 / 1e6, 100.0 * bytes as f64 / adamw as f64);
+    for (name, bytes) in [
+        ("adamw", adamw),
+        ("galore (r = 128)", galore),
+        ("gems (r_s = 128, r_t = 64, 2 tasks, bases included)", gems),
+    ] {
+        println!(
+            "| {name} | {:.1} | {:.1}% |",
+            bytes as f64 / 1e6,
+            100.0 * bytes as f64 / adamw as f64
+        );
     }
-    let knowledge = shapes.iter().map(|s| 4 * s[0] * KNOWLEDGE_RANK).sum::<usize>();
+    let knowledge = shapes
+        .iter()
+        .map(|s| 4 * s[0] * KNOWLEDGE_RANK)
+        .sum::<usize>();
     println!(
         "\nKnowledge bases (GEMS, GEMS-no-MSD) add 4·d_in·k bytes per matrix: {:.1} MB at k = {KNOWLEDGE_RANK} \
          ({:.1}% of AdamW); k depends on the general corpus.",

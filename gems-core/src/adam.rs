@@ -80,15 +80,34 @@ mod tests {
     #[test]
     fn rotation_maps_the_first_moment_exactly_and_keeps_the_second_non_negative() {
         let device = Device::flex();
-        let first = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, -2.0, 3.0, 0.5], [2, 2]), &device);
-        let second = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, 4.0, 9.0, 0.25], [2, 2]), &device);
-        let moments = AdamMoments { first, second, steps: 5 };
+        let first = Tensor::<2>::from_data(
+            TensorData::new(vec![1.0f32, -2.0, 3.0, 0.5], [2, 2]),
+            &device,
+        );
+        let second = Tensor::<2>::from_data(
+            TensorData::new(vec![1.0f32, 4.0, 9.0, 0.25], [2, 2]),
+            &device,
+        );
+        let moments = AdamMoments {
+            first,
+            second,
+            steps: 5,
+        };
         // A rotation by 90 degrees: new coordinate 0 is old coordinate 1, new 1 is −old 0.
-        let transition = Tensor::<2>::from_data(TensorData::new(vec![0.0f32, 1.0, -1.0, 0.0], [2, 2]), &device);
+        let transition = Tensor::<2>::from_data(
+            TensorData::new(vec![0.0f32, 1.0, -1.0, 0.0], [2, 2]),
+            &device,
+        );
         let rotated = moments.rotate(transition);
         assert_eq!(rotated.steps, 5);
-        rotated.first.into_data().assert_eq(&TensorData::new(vec![3.0f32, 0.5, -1.0, 2.0], [2, 2]), false);
-        rotated.second.into_data().assert_eq(&TensorData::new(vec![9.0f32, 0.25, 1.0, 4.0], [2, 2]), false);
+        rotated.first.into_data().assert_eq(
+            &TensorData::new(vec![3.0f32, 0.5, -1.0, 2.0], [2, 2]),
+            false,
+        );
+        rotated.second.into_data().assert_eq(
+            &TensorData::new(vec![9.0f32, 0.25, 1.0, 4.0], [2, 2]),
+            false,
+        );
     }
 
     #[test]
@@ -96,8 +115,19 @@ mod tests {
         let device = Device::flex();
         let gradient = Tensor::<2>::from_data(TensorData::new(vec![0.5f32, -3.0], [1, 2]), &device);
         let mut moments = AdamMoments::zeros_like(&gradient);
-        let hyper = AdamHyper { beta1: 0.9, beta2: 0.999, epsilon: 1e-8 };
-        let direction = moments.update(gradient, &hyper).into_data().try_into_vec_as::<f32>().unwrap();
-        assert!((direction[0] - 1.0).abs() < 1e-6 && (direction[1] + 1.0).abs() < 1e-6, "{direction:?}");
+        let hyper = AdamHyper {
+            beta1: 0.9,
+            beta2: 0.999,
+            epsilon: 1e-8,
+        };
+        let direction = moments
+            .update(gradient, &hyper)
+            .into_data()
+            .try_into_vec_as::<f32>()
+            .unwrap();
+        assert!(
+            (direction[0] - 1.0).abs() < 1e-6 && (direction[1] + 1.0).abs() < 1e-6,
+            "{direction:?}"
+        );
     }
 }

@@ -36,7 +36,8 @@ pub fn device_from_name(name: &str) -> Result<Device> {
     match (backend, index) {
         ("flex" | "cpu", None) => Ok(Device::flex()),
         #[cfg(feature = "ndarray")]
-        ("ndarray", None) => {
+        ("ndarray", None) =>
+        {
             #[allow(deprecated)]
             Ok(Device::ndarray())
         }

@@ -71,13 +71,18 @@ impl GemsOptimizer {
                 .to_data()
                 .try_into_vec_as::<f32>()
                 .expect("float tensors convert to f32");
-            tensors.push((name, dims, values.iter().flat_map(|v| v.to_le_bytes()).collect()));
+            tensors.push((
+                name,
+                dims,
+                values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ));
         };
-        let push_subspace = |push: &mut dyn FnMut(String, &Tensor<2>), prefix: String, s: &Subspace| {
-            push(format!("{prefix}/basis"), &s.projector.basis);
-            push(format!("{prefix}/first"), &s.moments.first);
-            push(format!("{prefix}/second"), &s.moments.second);
-        };
+        let push_subspace =
+            |push: &mut dyn FnMut(String, &Tensor<2>), prefix: String, s: &Subspace| {
+                push(format!("{prefix}/basis"), &s.projector.basis);
+                push(format!("{prefix}/first"), &s.moments.first);
+                push(format!("{prefix}/second"), &s.moments.second);
+            };
 
         let mut weights = BTreeMap::new();
         for (path, state) in &self.state.weights {
@@ -90,7 +95,11 @@ impl GemsOptimizer {
                     }
                 }
                 WeightState::LowRank(subspaces) => {
-                    push_subspace(&mut push, format!("weights/{path}/shared"), &subspaces.shared);
+                    push_subspace(
+                        &mut push,
+                        format!("weights/{path}/shared"),
+                        &subspaces.shared,
+                    );
                     for (task, subspace) in subspaces.tasks.iter().enumerate() {
                         push_subspace(&mut push, format!("weights/{path}/task{task}"), subspace);
                     }
@@ -139,8 +148,9 @@ impl GemsOptimizer {
                 (name.clone(), view)
             })
             .collect::<Vec<_>>();
-        let bytes = safetensors::serialize(views, Some(HashMap::from([(HEADER_KEY.into(), header)])))
-            .map_err(|e| state_error(path, format!("could not serialise the state: {e}")))?;
+        let bytes =
+            safetensors::serialize(views, Some(HashMap::from([(HEADER_KEY.into(), header)])))
+                .map_err(|e| state_error(path, format!("could not serialise the state: {e}")))?;
         write_file_atomically(path, &bytes)
     }
 
@@ -149,9 +159,8 @@ impl GemsOptimizer {
     /// configuration as this optimizer's.
     pub fn load_state(&mut self, path: &Path, device: &Device) -> Result<()> {
         let bytes = fs::read(path).map_err(|e| state_error(path, format!("cannot read: {e}")))?;
-        let file = SafeTensors::deserialize(&bytes).map_err(|e| {
-            state_error(path, format!("not a safetensors optimizer state: {e}"))
-        })?;
+        let file = SafeTensors::deserialize(&bytes)
+            .map_err(|e| state_error(path, format!("not a safetensors optimizer state: {e}")))?;
         let (_, metadata) = SafeTensors::read_metadata(&bytes)
             .map_err(|e| state_error(path, format!("unreadable header: {e}")))?;
         let header_json = metadata
@@ -230,7 +239,11 @@ impl GemsOptimizer {
                     shared_steps,
                     task_steps,
                 } => {
-                    let side = if columns_side { Side::Columns } else { Side::Rows };
+                    let side = if columns_side {
+                        Side::Columns
+                    } else {
+                        Side::Rows
+                    };
                     let shared =
                         load_subspace(&format!("weights/{name}/shared"), side, shared_steps)?;
                     let tasks = task_steps

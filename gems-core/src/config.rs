@@ -167,8 +167,21 @@ pub struct GemsConfig {
 /// down_proj`).
 pub fn default_target_modules() -> Vec<String> {
     [
-        "q", "k", "v", "o", "wi", "wi_0", "wi_1", "wo", "q_proj", "k_proj", "v_proj", "o_proj",
-        "gate_proj", "up_proj", "down_proj",
+        "q",
+        "k",
+        "v",
+        "o",
+        "wi",
+        "wi_0",
+        "wi_1",
+        "wo",
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
     ]
     .into_iter()
     .map(String::from)
@@ -250,7 +263,10 @@ impl GemsConfig {
             return invalid(format!("scale must be positive, got {}", self.scale));
         }
         if !(self.weight_decay >= 0.0) {
-            return invalid(format!("weight_decay must be non-negative, got {}", self.weight_decay));
+            return invalid(format!(
+                "weight_decay must be non-negative, got {}",
+                self.weight_decay
+            ));
         }
         self.gate.validate()?;
         self.knowledge.validate()

@@ -118,8 +118,16 @@ mod tests {
     fn adaptive_gate_follows_the_formula() {
         let gate = GateConfig::default();
         let signals = [
-            TaskSignal { loss: 3.0, grad_norm: 1.0, samples: 30 },
-            TaskSignal { loss: 1.0, grad_norm: 3.0, samples: 10 },
+            TaskSignal {
+                loss: 3.0,
+                grad_norm: 1.0,
+                samples: 30,
+            },
+            TaskSignal {
+                loss: 1.0,
+                grad_norm: 3.0,
+                samples: 10,
+            },
         ];
         let values = gate.values(&signals).unwrap();
         let expected_search = 0.4 * 0.75 + 0.4 * 0.25 + 0.2 * 0.75;
@@ -132,17 +140,37 @@ mod tests {
     fn zero_totals_fall_back_to_uniform_shares() {
         let gate = GateConfig::default();
         let signals = [
-            TaskSignal { loss: 0.0, grad_norm: 0.0, samples: 0 },
-            TaskSignal { loss: 0.0, grad_norm: 0.0, samples: 0 },
+            TaskSignal {
+                loss: 0.0,
+                grad_norm: 0.0,
+                samples: 0,
+            },
+            TaskSignal {
+                loss: 0.0,
+                grad_norm: 0.0,
+                samples: 0,
+            },
         ];
         assert_eq!(gate.values(&signals).unwrap(), vec![0.5, 0.5]);
     }
 
     #[test]
     fn fixed_gate_checks_the_task_count() {
-        let gate = GateConfig::Fixed { weights: vec![0.7, 0.3] };
-        let one = [TaskSignal { loss: 1.0, grad_norm: 1.0, samples: 1 }];
+        let gate = GateConfig::Fixed {
+            weights: vec![0.7, 0.3],
+        };
+        let one = [TaskSignal {
+            loss: 1.0,
+            grad_norm: 1.0,
+            samples: 1,
+        }];
         assert!(gate.values(&one).is_err());
-        assert!(GateConfig::Fixed { weights: vec![-1.0] }.validate().is_err());
+        assert!(
+            GateConfig::Fixed {
+                weights: vec![-1.0]
+            }
+            .validate()
+            .is_err()
+        );
     }
 }

@@ -43,7 +43,9 @@ impl KnowledgeSelection {
     /// Checks the fraction or threshold is in range.
     pub fn validate(&self) -> Result<()> {
         match *self {
-            KnowledgeSelection::EnergyFraction { fraction } if !(fraction > 0.0 && fraction <= 1.0) => {
+            KnowledgeSelection::EnergyFraction { fraction }
+                if !(fraction > 0.0 && fraction <= 1.0) =>
+            {
                 Err(GemsError::InvalidConfig(format!(
                     "knowledge energy fraction must be in (0, 1], got {fraction}"
                 )))
@@ -113,7 +115,10 @@ impl KnowledgeBasis {
     pub fn remove_from_rows(&self, matrix: Tensor<2>) -> Tensor<2> {
         match &self.basis {
             Some(basis) => {
-                matrix.clone() - basis.clone().matmul(basis.clone().transpose().matmul(matrix))
+                matrix.clone()
+                    - basis
+                        .clone()
+                        .matmul(basis.clone().transpose().matmul(matrix))
             }
             None => matrix,
         }
@@ -124,7 +129,10 @@ impl KnowledgeBasis {
     pub fn remove_from_columns(&self, matrix: Tensor<2>) -> Tensor<2> {
         match &self.basis {
             Some(basis) => {
-                matrix.clone() - matrix.matmul(basis.clone()).matmul(basis.clone().transpose())
+                matrix.clone()
+                    - matrix
+                        .matmul(basis.clone())
+                        .matmul(basis.clone().transpose())
             }
             None => matrix,
         }
@@ -159,7 +167,9 @@ impl KnowledgeBasis {
 
     /// Bytes held by the basis (float32).
     pub fn bytes(&self) -> usize {
-        self.basis.as_ref().map_or(0, |b| 4 * b.shape().num_elements())
+        self.basis
+            .as_ref()
+            .map_or(0, |b| 4 * b.shape().num_elements())
     }
 }
 

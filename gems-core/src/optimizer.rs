@@ -180,10 +180,16 @@ impl GemsOptimizer {
                     Treatment::Frozen => 0,
                     Treatment::Adamw => 8 * shape.iter().product::<usize>(),
                     Treatment::Projected => {
-                        let subspace_tasks = if self.has_task_subspaces(tasks) { tasks } else { 0 };
+                        let subspace_tasks = if self.has_task_subspaces(tasks) {
+                            tasks
+                        } else {
+                            0
+                        };
                         let weight_shape = [shape[0], shape[1]];
-                        let (basis_side, _) =
-                            split_knowledge(self.knowledge_of(&path), Side::smaller_of(weight_shape));
+                        let (basis_side, _) = split_knowledge(
+                            self.knowledge_of(&path),
+                            Side::smaller_of(weight_shape),
+                        );
                         self.subspace_plan(weight_shape, basis_side.map_or(0, KnowledgeBasis::rank))
                             .state_bytes(subspace_tasks)
                     }
@@ -211,7 +217,11 @@ impl GemsOptimizer {
     /// The treatment of a parameter at `path` with `shape`.
     pub fn treatment(&self, path: &str, shape: &[usize]) -> Treatment {
         let targeted = self.is_target(path, shape);
-        match (targeted, self.config.method.low_rank(), self.config.other_params) {
+        match (
+            targeted,
+            self.config.method.low_rank(),
+            self.config.other_params,
+        ) {
             (true, true, _) => Treatment::Projected,
             (true, false, _) | (false, _, OtherParams::Adamw) => Treatment::Adamw,
             (false, _, OtherParams::Frozen) => Treatment::Frozen,
@@ -271,7 +281,9 @@ impl GemsOptimizer {
         tasks: Vec<TaskGradients>,
     ) -> Result<(M, StepReport)> {
         if tasks.is_empty() {
-            return Err(GemsError::InvalidStep("a step needs at least one task".into()));
+            return Err(GemsError::InvalidStep(
+                "a step needs at least one task".into(),
+            ));
         }
         if let Some(expected) = self.state.num_tasks
             && expected != tasks.len()
@@ -429,7 +441,10 @@ impl<'a> Survey<'a> {
             let every = self.optimizer.config.refresh_every;
             let count = self.projected_order.len() as u64;
             for (index, path) in self.projected_order.iter().enumerate() {
-                let plan = self.plans.get_mut(path).expect("projected paths are planned");
+                let plan = self
+                    .plans
+                    .get_mut(path)
+                    .expect("projected paths are planned");
                 plan.refresh_offset = index as u64 * every / count;
             }
         }
@@ -464,7 +479,13 @@ impl SurveyResult {
         let task_norms = self
             .squared_norms
             .iter()
-            .map(|per_task| per_task.iter().map(|_| next.next().unwrap()).sum::<f64>().sqrt())
+            .map(|per_task| {
+                per_task
+                    .iter()
+                    .map(|_| next.next().unwrap())
+                    .sum::<f64>()
+                    .sqrt()
+            })
             .collect();
         let layer_cosines = self
             .layer_products
@@ -477,7 +498,11 @@ impl SurveyResult {
                 for i in 0..norms.len() {
                     for j in i + 1..norms.len() {
                         let denominator = norms[i] * norms[j];
-                        cosine.push(if denominator > 0.0 { dots[pair] / denominator } else { 0.0 });
+                        cosine.push(if denominator > 0.0 {
+                            dots[pair] / denominator
+                        } else {
+                            0.0
+                        });
                         pair += 1;
                     }
                 }
@@ -506,8 +531,11 @@ impl ModuleVisitor for Survey<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let path = self.path.join(".");
         let shape = param.val().dims().to_vec();
-        let gradients: Vec<Option<Tensor<D>>> =
-            self.tasks.iter().map(|t| t.gradients.get::<D>(param.id)).collect();
+        let gradients: Vec<Option<Tensor<D>>> = self
+            .tasks
+            .iter()
+            .map(|t| t.gradients.get::<D>(param.id))
+            .collect();
         if gradients.iter().all(Option::is_none) {
             return;
         }
@@ -807,8 +835,11 @@ impl ModuleMapper for UpdateMapper<'_> {
             return param;
         };
         let (id, tensor, param_mapper) = param.consume();
-        let gradients: Vec<Option<Tensor<D>>> =
-            self.gradients.iter_mut().map(|g| g.remove::<D>(id)).collect();
+        let gradients: Vec<Option<Tensor<D>>> = self
+            .gradients
+            .iter_mut()
+            .map(|g| g.remove::<D>(id))
+            .collect();
         let context = AutodiffContext::capture(&tensor);
         let dims = tensor.dims();
         let weight = matrix_view(tensor.inner());

@@ -20,7 +20,11 @@ pub enum Side {
 impl Side {
     /// The smaller side of a weight of this shape (rows on a tie).
     pub fn smaller_of(shape: [usize; 2]) -> Self {
-        if shape[0] <= shape[1] { Side::Rows } else { Side::Columns }
+        if shape[0] <= shape[1] {
+            Side::Rows
+        } else {
+            Side::Columns
+        }
     }
 
     /// Length of the side that carries the basis.
@@ -85,7 +89,9 @@ mod tests {
     use burn::tensor::{Device, TensorData};
 
     fn matrix(rows: usize, cols: usize, device: &Device) -> Tensor<2> {
-        let values = (0..rows * cols).map(|i| ((i * 7919) % 13) as f32 - 6.0).collect();
+        let values = (0..rows * cols)
+            .map(|i| ((i * 7919) % 13) as f32 - 6.0)
+            .collect();
         Tensor::from_data(TensorData::new(values, [rows, cols]), device)
     }
 
@@ -94,13 +100,21 @@ mod tests {
         let device = Device::flex();
         let gradient = matrix(4, 6, &device);
         let basis = crate::rsvd::orthonormalize(matrix(4, 2, &device)).unwrap();
-        let burn_layout = Projector { basis: basis.clone(), side: Side::smaller_of([4, 6]) };
-        let torch_layout = Projector { basis, side: Side::smaller_of([6, 4]) };
+        let burn_layout = Projector {
+            basis: basis.clone(),
+            side: Side::smaller_of([4, 6]),
+        };
+        let torch_layout = Projector {
+            basis,
+            side: Side::smaller_of([6, 4]),
+        };
         assert_eq!(burn_layout.side, Side::Rows);
         assert_eq!(torch_layout.side, Side::Columns);
         let a = burn_layout.project(gradient.clone());
         let b = torch_layout.project(gradient.clone().transpose());
-        a.clone().into_data().assert_approx_eq::<f32>(&b.into_data(), Default::default());
+        a.clone()
+            .into_data()
+            .assert_approx_eq::<f32>(&b.into_data(), Default::default());
         // Back-projection returns each layout's own shape, transposed to each other.
         let back_a = burn_layout.project_back(a.clone());
         let back_b = torch_layout.project_back(a);
@@ -116,7 +130,10 @@ mod tests {
         let device = Device::flex();
         let gradient = matrix(5, 8, &device);
         let basis = crate::rsvd::orthonormalize(matrix(5, 3, &device)).unwrap();
-        let projector = Projector { basis: basis.clone(), side: Side::Rows };
+        let projector = Projector {
+            basis: basis.clone(),
+            side: Side::Rows,
+        };
         let round_trip = projector.project_back(projector.project(gradient.clone()));
         let expected = basis.clone().matmul(basis.transpose().matmul(gradient));
         round_trip

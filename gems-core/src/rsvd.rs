@@ -132,8 +132,7 @@ fn randomized_left_singular_vectors(
     let omega = gaussian_matrix(cols, width, rng, &device);
     let mut range = orthonormalize(matrix.clone().matmul(omega)).ok_or_else(zero)?;
     for _ in 0..power_iterations {
-        let co_range =
-            orthonormalize(matrix.clone().transpose().matmul(range)).ok_or_else(zero)?;
+        let co_range = orthonormalize(matrix.clone().transpose().matmul(range)).ok_or_else(zero)?;
         range = orthonormalize(matrix.clone().matmul(co_range)).ok_or_else(zero)?;
     }
     let projected = range.clone().transpose().matmul(matrix);
@@ -149,7 +148,12 @@ fn randomized_left_singular_vectors(
 
 /// A `[rows, cols]` matrix of independent standard normal entries, drawn on the host from `rng`
 /// (so that the same seed gives the same sketch on every backend).
-pub fn gaussian_matrix(rows: usize, cols: usize, rng: &mut ChaCha8Rng, device: &Device) -> Tensor<2> {
+pub fn gaussian_matrix(
+    rows: usize,
+    cols: usize,
+    rng: &mut ChaCha8Rng,
+    device: &Device,
+) -> Tensor<2> {
     let mut values = Vec::with_capacity(rows * cols);
     while values.len() < rows * cols {
         // Box–Muller: two uniforms in (0, 1] give two independent normals.
@@ -204,7 +208,9 @@ pub fn orthonormalize(mut columns: Tensor<2>) -> Option<Tensor<2>> {
 
 /// `columns − basis·(basisᵀ·columns)`: removes the part of `columns` inside span(`basis`).
 pub fn remove_component(columns: Tensor<2>, basis: &Tensor<2>) -> Tensor<2> {
-    let inside = basis.clone().matmul(basis.clone().transpose().matmul(columns.clone()));
+    let inside = basis
+        .clone()
+        .matmul(basis.clone().transpose().matmul(columns.clone()));
     columns - inside
 }
 

@@ -61,10 +61,17 @@ impl Subspace {
     }
 
     /// This subspace's moments carried into a new basis.
-    fn rebased(self, projector: Projector, transfer: MomentTransfer, weight_shape: [usize; 2]) -> Self {
+    fn rebased(
+        self,
+        projector: Projector,
+        transfer: MomentTransfer,
+        weight_shape: [usize; 2],
+    ) -> Self {
         match transfer {
             MomentTransfer::Rotate => Self {
-                moments: self.moments.rotate(projector.transition_from(&self.projector)),
+                moments: self
+                    .moments
+                    .rotate(projector.transition_from(&self.projector)),
                 projector,
             },
             MomentTransfer::Keep => Self {
@@ -108,7 +115,9 @@ impl SubspacePlan {
         svd: SvdMethod,
         transfer: MomentTransfer,
     ) -> Self {
-        let free = weight_shape[0].min(weight_shape[1]).saturating_sub(reserved);
+        let free = weight_shape[0]
+            .min(weight_shape[1])
+            .saturating_sub(reserved);
         let shared_rank = shared_rank.min(free);
         Self {
             weight_shape,
@@ -172,7 +181,11 @@ impl WeightSubspaces {
         let device = merged.device();
         let mut failures = Vec::new();
         let (previous_shared, mut previous_tasks, refreshes) = match previous {
-            Some(p) => (Some(p.shared), p.tasks.into_iter().map(Some).collect(), p.refreshes),
+            Some(p) => (
+                Some(p.shared),
+                p.tasks.into_iter().map(Some).collect(),
+                p.refreshes,
+            ),
             None => (None, Vec::new(), 0),
         };
         previous_tasks.resize_with(task_gradients.len(), || None);
@@ -201,9 +214,13 @@ impl WeightSubspaces {
                 match previous {
                     Some(old) => (old, true),
                     None => {
-                        let basis = fallback_basis(None, rows, plan.shared_rank, exclude, rng, &device)
-                            .expect("random directions always complete a basis");
-                        (Subspace::fresh(Projector { basis, side }, plan.weight_shape), false)
+                        let basis =
+                            fallback_basis(None, rows, plan.shared_rank, exclude, rng, &device)
+                                .expect("random directions always complete a basis");
+                        (
+                            Subspace::fresh(Projector { basis, side }, plan.weight_shape),
+                            false,
+                        )
                     }
                 }
             }

@@ -79,7 +79,11 @@ struct ReferenceGalore {
 
 impl ReferenceGalore {
     fn step(&mut self, gradient: &Mat<f64>, lr: f64, config: &GemsConfig) {
-        let canonical = if self.transposed { gradient.transpose().to_owned() } else { gradient.clone() };
+        let canonical = if self.transposed {
+            gradient.transpose().to_owned()
+        } else {
+            gradient.clone()
+        };
         let basis = self.basis.get_or_insert_with(|| {
             let (left, _) = thin_svd(&canonical).unwrap();
             Mat::from_fn(left.nrows(), config.shared_rank, |i, j| left[(i, j)])
@@ -90,7 +94,11 @@ impl ReferenceGalore {
             .get_or_insert_with(|| ReferenceAdam::new(coordinates.nrows(), coordinates.ncols()));
         let normalized = adam.direction(&coordinates, config);
         let back = &*basis * &normalized;
-        let back = if self.transposed { back.transpose().to_owned() } else { back };
+        let back = if self.transposed {
+            back.transpose().to_owned()
+        } else {
+            back
+        };
         let weight = &self.weight;
         self.weight = Mat::from_fn(weight.nrows(), weight.ncols(), |i, j| {
             let delta = config.scale * back[(i, j)] + config.weight_decay * weight[(i, j)];
@@ -140,15 +148,22 @@ fn galore_matches_a_float64_reference_over_three_steps() {
         transposed: true, // [48, 24]: columns are the smaller side
     };
     let bias = model.q.bias.as_ref().unwrap();
-    let mut bias_ref = host_of(&bias.val().into_data().try_into_vec_as::<f32>().unwrap(), 1, 48);
+    let mut bias_ref = host_of(
+        &bias.val().into_data().try_into_vec_as::<f32>().unwrap(),
+        1,
+        48,
+    );
     let mut bias_adam = ReferenceAdam::new(1, 48);
 
     for step in 0..3 {
         let gradients = seeded_gradients(&model, 100 + step, 1.0);
         let q_gradient = host_of(&gradient_values(&gradients, &model.q.weight), 32, 48);
         let o_gradient = host_of(&gradient_values(&gradients, &model.o.weight), 48, 24);
-        let bias_gradient =
-            host_of(&bias_gradient_values(&gradients, model.q.bias.as_ref().unwrap()), 1, 48);
+        let bias_gradient = host_of(
+            &bias_gradient_values(&gradients, model.q.bias.as_ref().unwrap()),
+            1,
+            48,
+        );
         q_ref.step(&q_gradient, lr, &config);
         o_ref.step(&o_gradient, lr, &config);
         let direction = bias_adam.direction(&bias_gradient, &config);
@@ -160,13 +175,33 @@ fn galore_matches_a_float64_reference_over_three_steps() {
 
     let q_error = max_abs_difference(&q_ref.weight, &values(&model.q.weight));
     let o_error = max_abs_difference(&o_ref.weight, &values(&model.o.weight));
-    let bias_values = model.q.bias.as_ref().unwrap().val().into_data().try_into_vec_as::<f32>().unwrap();
+    let bias_values = model
+        .q
+        .bias
+        .as_ref()
+        .unwrap()
+        .val()
+        .into_data()
+        .try_into_vec_as::<f32>()
+        .unwrap();
     let bias_error = max_abs_difference(&bias_ref, &bias_values);
-    assert!(q_error <= 1e-5, "q differs from the reference by {q_error:e}");
-    assert!(o_error <= 1e-5, "o differs from the reference by {o_error:e}");
-    assert!(bias_error <= 1e-5, "bias (AdamW) differs from the reference by {bias_error:e}");
+    assert!(
+        q_error <= 1e-5,
+        "q differs from the reference by {q_error:e}"
+    );
+    assert!(
+        o_error <= 1e-5,
+        "o differs from the reference by {o_error:e}"
+    );
+    assert!(
+        bias_error <= 1e-5,
+        "bias (AdamW) differs from the reference by {bias_error:e}"
+    );
     // And the steps did move the weights: the comparison is not vacuous.
-    let moved = max_abs_difference(&q_ref.weight, &weight_values(&ToyModel::new(&device).q.weight));
+    let moved = max_abs_difference(
+        &q_ref.weight,
+        &weight_values(&ToyModel::new(&device).q.weight),
+    );
     assert!(moved > 1e-2, "weights moved by only {moved:e}");
 }
 
@@ -195,24 +230,42 @@ fn run_single_task(method: Method, steps: u64) -> Vec<(String, Vec<f32>)> {
 #[test]
 fn with_one_task_gems_without_null_space_is_galore() {
     // Five steps with refreshes at steps 0, 2 and 4 (moments rotated each time).
-    assert_eq!(run_single_task(Method::GemsNoNsp, 5), run_single_task(Method::Galore, 5));
+    assert_eq!(
+        run_single_task(Method::GemsNoNsp, 5),
+        run_single_task(Method::Galore, 5)
+    );
 }
 
 #[test]
 fn task_bases_are_orthogonal_to_the_shared_basis() {
     let device = burn::tensor::Device::flex();
     let mut rng = ChaCha8Rng::seed_from_u64(5);
-    let mut gradient = |rows, cols| {
-        common::tensor(&common::gaussian(rows, cols, &mut rng), &device)
-    };
+    let mut gradient =
+        |rows, cols| common::tensor(&common::gaussian(rows, cols, &mut rng), &device);
     for shape in [[64, 96], [96, 64]] {
-        let tasks = vec![gradient(shape[0], shape[1]), gradient(shape[0], shape[1]), gradient(shape[0], shape[1])];
-        let merged = tasks.iter().cloned().reduce(|a, b| a + b).unwrap().div_scalar(3.0);
+        let tasks = vec![
+            gradient(shape[0], shape[1]),
+            gradient(shape[0], shape[1]),
+            gradient(shape[0], shape[1]),
+        ];
+        let merged = tasks
+            .iter()
+            .cloned()
+            .reduce(|a, b| a + b)
+            .unwrap()
+            .div_scalar(3.0);
         // A fourth task whose gradient is the merged one: its residual is what is left outside
         // the shared subspace, so its basis still must avoid it.
         let mut all = tasks.clone();
         all.push(merged.clone());
-        let plan = SubspacePlan::new(shape, 16, 8, 0, SvdMethod::default(), MomentTransfer::Rotate);
+        let plan = SubspacePlan::new(
+            shape,
+            16,
+            8,
+            0,
+            SvdMethod::default(),
+            MomentTransfer::Rotate,
+        );
         let mut sketch_rng = ChaCha8Rng::seed_from_u64(0);
         let (subspaces, failures) =
             WeightSubspaces::refresh(None, &merged, &all, &plan, 0, None, &mut sketch_rng);
@@ -264,13 +317,21 @@ fn task_bases_stay_orthogonal_after_refreshes_in_a_run() {
 }
 
 /// `count` inputs of dimension `dim` confined (up to 1e-3 noise) to `signal` random directions.
-fn knowledge_inputs(dim: usize, signal: usize, seed: u64, device: &burn::tensor::Device) -> Tensor<2> {
+fn knowledge_inputs(
+    dim: usize,
+    signal: usize,
+    seed: u64,
+    device: &burn::tensor::Device,
+) -> Tensor<2> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let directions = common::random_orthonormal(dim, signal, &mut rng);
     let codes = common::gaussian(400, signal, &mut rng);
     let noise = common::gaussian(400, dim, &mut rng);
     let inputs = Mat::from_fn(400, dim, |i, j| {
-        (0..signal).map(|k| codes[(i, k)] * directions[(j, k)]).sum::<f64>() + 1e-3 * noise[(i, j)]
+        (0..signal)
+            .map(|k| codes[(i, k)] * directions[(j, k)])
+            .sum::<f64>()
+            + 1e-3 * noise[(i, j)]
     });
     common::tensor(&inputs, device)
 }
@@ -285,13 +346,22 @@ fn updates_leave_knowledge_inputs_unchanged() {
     // Streamed in four batches, as a corpus would be.
     let q_inputs = knowledge_inputs(32, 8, 3, &inner);
     for batch in 0..4 {
-        accumulator.observe("q.weight", q_inputs.clone().slice([batch * 100..(batch + 1) * 100, 0..32]));
+        accumulator.observe(
+            "q.weight",
+            q_inputs
+                .clone()
+                .slice([batch * 100..(batch + 1) * 100, 0..32]),
+        );
     }
     accumulator.observe("o.weight", knowledge_inputs(48, 12, 4, &inner));
     assert_eq!(accumulator.observations("q.weight"), 400);
     let selection = KnowledgeSelection::EnergyFraction { fraction: 0.99 };
     let null_space = accumulator.into_null_space(&selection, 0).unwrap();
-    assert_eq!(null_space.get("q.weight").unwrap().rank(), 8, "the 8 signal directions hold 99%");
+    assert_eq!(
+        null_space.get("q.weight").unwrap().rank(),
+        8,
+        "the 8 signal directions hold 99%"
+    );
     assert_eq!(null_space.get("o.weight").unwrap().rank(), 12);
 
     let relative_leaks = |method: Method| {
@@ -317,21 +387,31 @@ fn updates_leave_knowledge_inputs_unchanged() {
             model = optimizer.step(0.02, model, tasks).unwrap().0;
         }
         let end = [model.q.weight.val().inner(), model.o.weight.val().inner()];
-        ["q.weight", "o.weight"].iter().zip(start.into_iter().zip(end)).map(|(path, (start, end))| {
-            let change = end - start;
-            let basis = null_space.get(path).unwrap().basis.clone().unwrap();
-            // ‖Uᵀ·ΔW‖ / ‖ΔW‖: how much of the change acts on knowledge inputs.
-            let leak = to_host(basis.transpose().matmul(change.clone())).norm_l2();
-            leak / to_host(change).norm_l2()
-        }).collect::<Vec<f64>>()
+        ["q.weight", "o.weight"]
+            .iter()
+            .zip(start.into_iter().zip(end))
+            .map(|(path, (start, end))| {
+                let change = end - start;
+                let basis = null_space.get(path).unwrap().basis.clone().unwrap();
+                // ‖Uᵀ·ΔW‖ / ‖ΔW‖: how much of the change acts on knowledge inputs.
+                let leak = to_host(basis.transpose().matmul(change.clone())).norm_l2();
+                leak / to_host(change).norm_l2()
+            })
+            .collect::<Vec<f64>>()
     };
     for method in [Method::Gems, Method::GemsNoMsd] {
         for (path, leak) in ["q", "o"].iter().zip(relative_leaks(method)) {
-            assert!(leak <= 1e-4, "{method}: {path} leaks {leak:e} into the knowledge space");
+            assert!(
+                leak <= 1e-4,
+                "{method}: {path} leaks {leak:e} into the knowledge space"
+            );
         }
     }
     for (path, leak) in ["q", "o"].iter().zip(relative_leaks(Method::GemsNoNsp)) {
-        assert!(leak > 0.1, "without projection {path} should leak, got {leak}");
+        assert!(
+            leak > 0.1,
+            "without projection {path} should leak, got {leak}"
+        );
     }
 }
 
@@ -345,25 +425,43 @@ fn knowledge_directions_on_the_basis_side_reduce_the_available_ranks() {
     let null_space = accumulator
         .into_null_space(&KnowledgeSelection::EnergyFraction { fraction: 0.99 }, 0)
         .unwrap();
-    let config = GemsConfig { shared_rank: 8, task_rank: Some(4), ..GemsConfig::default() };
+    let config = GemsConfig {
+        shared_rank: 8,
+        task_rank: Some(4),
+        ..GemsConfig::default()
+    };
     let mut optimizer = config.init().unwrap().with_null_space(null_space);
     let model = ToyModel::new(&device);
     let tasks = (0..2)
-        .map(|t| TaskGradients { gradients: seeded_gradients(&model, t, 1.0), loss: 1.0, samples: 1 })
+        .map(|t| TaskGradients {
+            gradients: seeded_gradients(&model, t, 1.0),
+            loss: 1.0,
+            samples: 1,
+        })
         .collect();
     optimizer.step(0.01, model, tasks).unwrap();
     // q: 32 inputs − 20 knowledge directions = 12 free: shared 8, tasks 4 each.
     let q = optimizer.subspaces("q.weight").unwrap();
     assert_eq!(q.shared.projector.rank(), 8);
     assert!(q.tasks.iter().all(|t| t.projector.rank() == 4));
-    let knowledge = optimizer.null_space().get("q.weight").unwrap().basis.clone().unwrap();
+    let knowledge = optimizer
+        .null_space()
+        .get("q.weight")
+        .unwrap()
+        .basis
+        .clone()
+        .unwrap();
     assert!(max_abs_cross(&knowledge, &q.shared.projector.basis) <= 1e-5);
     for task in &q.tasks {
         assert!(max_abs_cross(&knowledge, &task.projector.basis) <= 1e-5);
     }
 }
 
-fn run_two_tasks(model: ToyModel, optimizer: &mut gems_core::GemsOptimizer, steps: std::ops::Range<u64>) -> ToyModel {
+fn run_two_tasks(
+    model: ToyModel,
+    optimizer: &mut gems_core::GemsOptimizer,
+    steps: std::ops::Range<u64>,
+) -> ToyModel {
     let mut model = model;
     for step in steps {
         let tasks = (0..2)
@@ -393,7 +491,9 @@ fn saved_state_resumes_bit_identically() {
     let straight = {
         let mut optimizer = config.clone().init().unwrap();
         let model = run_two_tasks(ToyModel::new(&device), &mut optimizer, 0..8);
-        optimizer.save_state(&folder.path().join("straight.safetensors")).unwrap();
+        optimizer
+            .save_state(&folder.path().join("straight.safetensors"))
+            .unwrap();
         model.values()
     };
     let path = folder.path().join("optimizer.safetensors");
@@ -404,12 +504,16 @@ fn saved_state_resumes_bit_identically() {
         model
     };
     let mut resumed = config.clone().init().unwrap();
-    resumed.load_state(&path, &device.clone().without_autodiff()).unwrap();
+    resumed
+        .load_state(&path, &device.clone().without_autodiff())
+        .unwrap();
     assert_eq!(resumed.steps(), 4);
     let resumed_model = run_two_tasks(halfway, &mut resumed, 4..8);
     assert_eq!(straight, resumed_model.values());
     // Every piece of state, floats of the header included, is the same to the bit.
-    resumed.save_state(&folder.path().join("resumed.safetensors")).unwrap();
+    resumed
+        .save_state(&folder.path().join("resumed.safetensors"))
+        .unwrap();
     assert!(
         std::fs::read(folder.path().join("straight.safetensors")).unwrap()
             == std::fs::read(folder.path().join("resumed.safetensors")).unwrap(),
@@ -453,7 +557,12 @@ fn gate_and_diagnostics_follow_the_gradients() {
             bias_gradient_values(g, model.q.bias.as_ref().unwrap()),
             bias_gradient_values(g, model.o.bias.as_ref().unwrap()),
         ];
-        parts.iter().flatten().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt()
+        parts
+            .iter()
+            .flatten()
+            .map(|v| (*v as f64).powi(2))
+            .sum::<f64>()
+            .sqrt()
     };
     let (n1, n2) = (norm(&first), norm(&second));
     let q1 = gradient_values(&first, &model.q.weight);
@@ -463,8 +572,16 @@ fn gate_and_diagnostics_follow_the_gradients() {
         / (q1.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt()
             * q2.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt());
     let tasks = vec![
-        TaskGradients { gradients: first, loss: 3.0, samples: 6 },
-        TaskGradients { gradients: second, loss: 1.0, samples: 2 },
+        TaskGradients {
+            gradients: first,
+            loss: 3.0,
+            samples: 6,
+        },
+        TaskGradients {
+            gradients: second,
+            loss: 1.0,
+            samples: 2,
+        },
     ];
     let (_, report) = optimizer.step(0.01, model, tasks).unwrap();
     assert!((report.task_gradient_norms[0] - n1).abs() < 1e-3 * n1);
@@ -475,11 +592,31 @@ fn gate_and_diagnostics_follow_the_gradients() {
         let samples = [0.75, 0.25];
         0.4 * losses[t] + 0.4 * norms[t] + 0.2 * samples[t]
     };
-    assert!((report.gate[0] - expected(0)).abs() < 1e-4, "{:?}", report.gate);
-    assert!((report.gate[1] - expected(1)).abs() < 1e-4, "{:?}", report.gate);
-    let q = report.layer_cosines.iter().find(|l| l.path == "q.weight").unwrap();
-    assert!((q.cosine[0] - cosine).abs() < 1e-4, "{} vs {cosine}", q.cosine[0]);
-    assert_eq!(report.layer_cosines.len(), 2, "one entry per projected weight");
+    assert!(
+        (report.gate[0] - expected(0)).abs() < 1e-4,
+        "{:?}",
+        report.gate
+    );
+    assert!(
+        (report.gate[1] - expected(1)).abs() < 1e-4,
+        "{:?}",
+        report.gate
+    );
+    let q = report
+        .layer_cosines
+        .iter()
+        .find(|l| l.path == "q.weight")
+        .unwrap();
+    assert!(
+        (q.cosine[0] - cosine).abs() < 1e-4,
+        "{} vs {cosine}",
+        q.cosine[0]
+    );
+    assert_eq!(
+        report.layer_cosines.len(),
+        2,
+        "one entry per projected weight"
+    );
     assert_eq!(report.refreshed, 2);
     assert!(report.svd_seconds > 0.0);
 }
@@ -489,13 +626,19 @@ fn fixed_gate_weights_are_used_as_given() {
     let device = device();
     let config = GemsConfig {
         method: Method::GemsNoNsp,
-        gate: GateConfig::Fixed { weights: vec![0.9, 0.1] },
+        gate: GateConfig::Fixed {
+            weights: vec![0.9, 0.1],
+        },
         ..GemsConfig::default()
     };
     let mut optimizer = config.init().unwrap();
     let model = ToyModel::new(&device);
     let tasks = (0..2)
-        .map(|t| TaskGradients { gradients: seeded_gradients(&model, t, 1.0), loss: 1.0, samples: 1 })
+        .map(|t| TaskGradients {
+            gradients: seeded_gradients(&model, t, 1.0),
+            loss: 1.0,
+            samples: 1,
+        })
         .collect();
     let (_, report) = optimizer.step(0.01, model, tasks).unwrap();
     assert_eq!(report.gate, vec![0.9, 0.1]);
@@ -541,14 +684,31 @@ fn a_failed_refresh_keeps_the_previous_basis() {
     let model = ToyModel::new(&device);
     let gradients = seeded_gradients(&model, 0, 1.0);
     let (model, _) = optimizer.step_single(0.01, model, gradients).unwrap();
-    let before = optimizer.subspaces("q.weight").unwrap().shared.projector.basis.to_data();
+    let before = optimizer
+        .subspaces("q.weight")
+        .unwrap()
+        .shared
+        .projector
+        .basis
+        .to_data();
     let mut zero = seeded_gradients(&model, 1, 1.0);
     let zeros = Tensor::<2>::zeros([32, 48], &device.clone().without_autodiff());
     zero.register(model.q.weight.id, zeros);
     let (_, report) = optimizer.step_single(0.01, model, zero).unwrap();
-    assert_eq!(report.failed_refreshes.len(), 1, "{:?}", report.failed_refreshes);
+    assert_eq!(
+        report.failed_refreshes.len(),
+        1,
+        "{:?}",
+        report.failed_refreshes
+    );
     assert!(report.failed_refreshes[0].0.starts_with("q.weight"));
-    let after = optimizer.subspaces("q.weight").unwrap().shared.projector.basis.to_data();
+    let after = optimizer
+        .subspaces("q.weight")
+        .unwrap()
+        .shared
+        .projector
+        .basis
+        .to_data();
     assert_eq!(before, after);
 }
 
@@ -558,26 +718,54 @@ fn inconsistent_steps_are_rejected_before_any_change() {
     let mut optimizer = GemsConfig::for_method(Method::GemsNoNsp).init().unwrap();
     let model = ToyModel::new(&device);
     let two = (0..2)
-        .map(|t| TaskGradients { gradients: seeded_gradients(&model, t, 1.0), loss: 1.0, samples: 1 })
+        .map(|t| TaskGradients {
+            gradients: seeded_gradients(&model, t, 1.0),
+            loss: 1.0,
+            samples: 1,
+        })
         .collect();
     let (model, _) = optimizer.step(0.01, model, two).unwrap();
-    let one = vec![TaskGradients { gradients: seeded_gradients(&model, 9, 1.0), loss: 1.0, samples: 1 }];
+    let one = vec![TaskGradients {
+        gradients: seeded_gradients(&model, 9, 1.0),
+        loss: 1.0,
+        samples: 1,
+    }];
     let error = optimizer.step(0.01, model.clone(), one).unwrap_err();
     assert!(matches!(error, GemsError::InvalidStep(_)), "{error}");
     assert_eq!(optimizer.steps(), 1);
 
     let mut wrong_shape = seeded_gradients(&model, 3, 1.0);
-    wrong_shape.register(model.q.weight.id, Tensor::<2>::zeros([4, 4], &device.clone().without_autodiff()));
+    wrong_shape.register(
+        model.q.weight.id,
+        Tensor::<2>::zeros([4, 4], &device.clone().without_autodiff()),
+    );
     let tasks = vec![
-        TaskGradients { gradients: wrong_shape, loss: 1.0, samples: 1 },
-        TaskGradients { gradients: seeded_gradients(&model, 4, 1.0), loss: 1.0, samples: 1 },
+        TaskGradients {
+            gradients: wrong_shape,
+            loss: 1.0,
+            samples: 1,
+        },
+        TaskGradients {
+            gradients: seeded_gradients(&model, 4, 1.0),
+            loss: 1.0,
+            samples: 1,
+        },
     ];
-    let error = optimizer.step(0.01, model.clone(), tasks).unwrap_err().to_string();
-    assert!(error.contains("q.weight") && error.contains("[4, 4]"), "{error}");
+    let error = optimizer
+        .step(0.01, model.clone(), tasks)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("q.weight") && error.contains("[4, 4]"),
+        "{error}"
+    );
 
     let mut gems = GemsConfig::new().init().unwrap();
     let error = gems.step_single(0.01, model.clone(), seeded_gradients(&model, 0, 1.0));
-    assert!(matches!(error, Err(GemsError::MissingKnowledgeBasis { count: 2, .. })));
+    assert!(matches!(
+        error,
+        Err(GemsError::MissingKnowledgeBasis { count: 2, .. })
+    ));
 
     let foreign = seeded_gradients(&ToyModel::new(&device), 0, 1.0);
     let error = optimizer.step_single(0.01, model, foreign);
@@ -600,7 +788,10 @@ fn parameter_filters_choose_the_projected_weights() {
         .collect();
     assert_eq!(projected, vec!["o.weight"]);
     let config = GemsConfig::default();
-    assert!(config.targets("encoder.block.0.layer.0.SelfAttention.q.weight", &[512, 512]));
+    assert!(config.targets(
+        "encoder.block.0.layer.0.SelfAttention.q.weight",
+        &[512, 512]
+    ));
     assert!(config.targets("model.layers.3.self_attn.q_proj.weight", &[896, 896]));
     assert!(!config.targets("model.layers.3.self_attn.q_proj.bias", &[896]));
     assert!(!config.targets("shared.weight", &[32128, 512]));
@@ -612,11 +803,17 @@ fn adamw_method_updates_every_parameter_fully() {
     let optimizer = GemsConfig::for_method(Method::Adamw).init().unwrap();
     let model = ToyModel::new(&device);
     let plan = optimizer.plan(&model, 2);
-    assert!(plan.iter().all(|p| p.treatment == gems_core::Treatment::Adamw));
+    assert!(
+        plan.iter()
+            .all(|p| p.treatment == gems_core::Treatment::Adamw)
+    );
     let gems = GemsConfig::new().init().unwrap();
     let gems_bytes: usize = gems.plan(&model, 2).iter().map(|p| p.state_bytes).sum();
     let adamw_bytes: usize = plan.iter().map(|p| p.state_bytes).sum();
-    assert!(gems_bytes < adamw_bytes * 2, "{gems_bytes} vs {adamw_bytes}");
+    assert!(
+        gems_bytes < adamw_bytes * 2,
+        "{gems_bytes} vs {adamw_bytes}"
+    );
 }
 
 /// The AdamW baseline with two tasks is textbook AdamW on the sample-weighted sum of the task
@@ -633,15 +830,27 @@ fn adamw_matches_a_float64_reference_on_the_sample_weighted_gradient() {
     let mut model = ToyModel::new(&device);
     let mut optimizer = config.clone().init().unwrap();
     let mut references = [
-        (host_of(&weight_values(&model.q.weight), 32, 48), ReferenceAdam::new(32, 48)),
-        (host_of(&weight_values(&model.o.weight), 48, 24), ReferenceAdam::new(48, 24)),
+        (
+            host_of(&weight_values(&model.q.weight), 32, 48),
+            ReferenceAdam::new(32, 48),
+        ),
+        (
+            host_of(&weight_values(&model.o.weight), 48, 24),
+            ReferenceAdam::new(48, 24),
+        ),
     ];
     for step in 0..3 {
         let search = seeded_gradients(&model, 200 + step, 1.0);
         let rec = seeded_gradients(&model, 300 + step, 0.5);
-        for ((weight, adam), param) in references.iter_mut().zip([&model.q.weight, &model.o.weight]) {
+        for ((weight, adam), param) in references
+            .iter_mut()
+            .zip([&model.q.weight, &model.o.weight])
+        {
             let (rows, cols) = (weight.nrows(), weight.ncols());
-            let (first, second) = (gradient_values(&search, param), gradient_values(&rec, param));
+            let (first, second) = (
+                gradient_values(&search, param),
+                gradient_values(&rec, param),
+            );
             let merged = Mat::from_fn(rows, cols, |i, j| {
                 0.75 * f64::from(first[i * cols + j]) + 0.25 * f64::from(second[i * cols + j])
             });
@@ -651,15 +860,29 @@ fn adamw_matches_a_float64_reference_on_the_sample_weighted_gradient() {
             });
         }
         let tasks = vec![
-            TaskGradients { gradients: search, loss: 1.0, samples: 6 },
-            TaskGradients { gradients: rec, loss: 2.0, samples: 2 },
+            TaskGradients {
+                gradients: search,
+                loss: 1.0,
+                samples: 6,
+            },
+            TaskGradients {
+                gradients: rec,
+                loss: 2.0,
+                samples: 2,
+            },
         ];
         model = optimizer.step(lr, model, tasks).unwrap().0;
     }
     for ((reference, _), param) in references.iter().zip([&model.q.weight, &model.o.weight]) {
         let error = max_abs_difference(reference, &weight_values(param));
-        assert!(error <= 1e-5, "AdamW differs from the reference by {error:e}");
+        assert!(
+            error <= 1e-5,
+            "AdamW differs from the reference by {error:e}"
+        );
     }
-    let moved = max_abs_difference(&references[0].0, &weight_values(&ToyModel::new(&device).q.weight));
+    let moved = max_abs_difference(
+        &references[0].0,
+        &weight_values(&ToyModel::new(&device).q.weight),
+    );
     assert!(moved > 1e-2, "weights moved by only {moved:e}");
 }

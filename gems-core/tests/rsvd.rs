@@ -21,11 +21,19 @@ fn randomized(power_iterations: usize) -> SvdMethod {
 /// Spectra that make a sketch's life hard in different ways.
 fn spectra(size: usize) -> Vec<(&'static str, Vec<f64>)> {
     vec![
-        ("exponential decay", (0..size).map(|i| (-(i as f64) / 8.0).exp()).collect()),
-        ("power law", (0..size).map(|i| 1.0 / (1.0 + i as f64)).collect()),
+        (
+            "exponential decay",
+            (0..size).map(|i| (-(i as f64) / 8.0).exp()).collect(),
+        ),
+        (
+            "power law",
+            (0..size).map(|i| 1.0 / (1.0 + i as f64)).collect(),
+        ),
         (
             "gap after the rank",
-            (0..size).map(|i| if i < RANK { 10.0 - i as f64 * 0.1 } else { 0.5 }).collect(),
+            (0..size)
+                .map(|i| if i < RANK { 10.0 - i as f64 * 0.1 } else { 0.5 })
+                .collect(),
         ),
     ]
 }
@@ -49,7 +57,10 @@ fn randomized_bases_capture_at_least_99_percent_of_the_exact_energy() {
             .unwrap();
             assert_eq!(basis.dims(), [rows, RANK]);
             let ratio = energy_in(&basis, &host) / exact_energy;
-            assert!(ratio >= 0.99, "{name} {rows}x{cols}: captured {ratio:.5} of the exact energy");
+            assert!(
+                ratio >= 0.99,
+                "{name} {rows}x{cols}: captured {ratio:.5} of the exact energy"
+            );
             let error = orthonormality_error(&basis);
             assert!(error <= 1e-5, "{name}: orthonormality error {error:e}");
         }
@@ -87,8 +98,9 @@ fn exact_mode_matches_the_float64_svd() {
     let spectrum: Vec<f64> = (0..48).map(|i| 2.0_f64.powf(-(i as f64) / 4.0)).collect();
     let host = with_spectrum(48, 80, &spectrum, 5);
     let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let basis = top_left_singular_vectors(tensor(&host, &device), 8, &SvdMethod::Exact, None, &mut rng)
-        .unwrap();
+    let basis =
+        top_left_singular_vectors(tensor(&host, &device), 8, &SvdMethod::Exact, None, &mut rng)
+            .unwrap();
     let (left, _) = thin_svd(&host).unwrap();
     let reference = to_device(&faer::Mat::from_fn(48, 8, |i, j| left[(i, j)]), &device);
     // Same subspace: |QᵀQ_ref| has singular values 1, so ‖QᵀQ_ref‖_F² = rank.
@@ -103,7 +115,8 @@ fn rank_deficient_matrices_still_get_full_width_orthonormal_bases() {
     let host = with_spectrum(64, 96, &spectrum, 9);
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let basis =
-        top_left_singular_vectors(tensor(&host, &device), 16, &randomized(1), None, &mut rng).unwrap();
+        top_left_singular_vectors(tensor(&host, &device), 16, &randomized(1), None, &mut rng)
+            .unwrap();
     assert_eq!(basis.dims(), [64, 16]);
     assert!(orthonormality_error(&basis) <= 1e-5);
     let total: f64 = spectrum.iter().map(|s| s * s).sum();
@@ -113,7 +126,12 @@ fn rank_deficient_matrices_still_get_full_width_orthonormal_bases() {
 #[test]
 fn the_same_seed_gives_the_same_basis() {
     let device = Device::flex();
-    let host = with_spectrum(40, 60, &(0..40).map(|i| 1.0 / (1.0 + i as f64)).collect::<Vec<_>>(), 2);
+    let host = with_spectrum(
+        40,
+        60,
+        &(0..40).map(|i| 1.0 / (1.0 + i as f64)).collect::<Vec<_>>(),
+        2,
+    );
     let run = |seed| {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         top_left_singular_vectors(tensor(&host, &device), 8, &randomized(1), None, &mut rng)
@@ -138,10 +156,16 @@ fn zero_and_non_finite_matrices_are_errors() {
 #[test]
 fn bases_can_be_made_orthogonal_to_an_excluded_basis() {
     let device = Device::flex();
-    let host = with_spectrum(50, 70, &(0..50).map(|i| 1.0 / (1.0 + i as f64)).collect::<Vec<_>>(), 8);
+    let host = with_spectrum(
+        50,
+        70,
+        &(0..50).map(|i| 1.0 / (1.0 + i as f64)).collect::<Vec<_>>(),
+        8,
+    );
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let first =
-        top_left_singular_vectors(tensor(&host, &device), 10, &randomized(1), None, &mut rng).unwrap();
+        top_left_singular_vectors(tensor(&host, &device), 10, &randomized(1), None, &mut rng)
+            .unwrap();
     // Asking again for the same matrix but orthogonal to `first` must give new directions.
     let second = top_left_singular_vectors(
         tensor(&host, &device),
@@ -161,7 +185,11 @@ fn orthonormalization_survives_ill_conditioned_columns() {
     let spectrum: Vec<f64> = (0..24).map(|i| 10f64.powf(-(i as f64) / 4.0)).collect(); // κ = 1e6
     let host = with_spectrum(300, 24, &spectrum, 4);
     let q = orthonormalize(tensor(&host, &device)).unwrap();
-    assert!(orthonormality_error(&q) <= 1e-5, "{:e}", orthonormality_error(&q));
+    assert!(
+        orthonormality_error(&q) <= 1e-5,
+        "{:e}",
+        orthonormality_error(&q)
+    );
 }
 
 #[test]
@@ -173,7 +201,10 @@ fn orthonormalization_leaves_nearly_orthonormal_columns_in_place() {
     let perturbed = faer::Mat::from_fn(64, 8, |i, j| basis[(i, j)] + 1e-6 * noise[(i, j)]);
     let result = orthonormalize(tensor(&perturbed, &device)).unwrap();
     let moved = (gems_core::host::to_host(result.clone()) - &basis).norm_max();
-    assert!(moved < 1e-5, "an almost orthonormal basis was moved by {moved:e} (rotated?)");
+    assert!(
+        moved < 1e-5,
+        "an almost orthonormal basis was moved by {moved:e} (rotated?)"
+    );
     assert!(orthonormality_error(&result) <= 1e-5);
 }
 
@@ -187,10 +218,19 @@ fn bases_orthogonal_to_an_exclusion_are_still_singular_vectors() {
     let excluded = to_device(&faer::Mat::from_fn(40, 4, |i, j| left[(i, j)]), &device);
     let residual = gems_core::rsvd::remove_component(tensor(&host, &device), &excluded);
     let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let basis = top_left_singular_vectors(residual, 3, &SvdMethod::Exact, Some(&excluded), &mut rng).unwrap();
+    let basis =
+        top_left_singular_vectors(residual, 3, &SvdMethod::Exact, Some(&excluded), &mut rng)
+            .unwrap();
     let basis = gems_core::host::to_host(basis);
     for j in 0..3 {
-        let alignment: f64 = (0..40).map(|i| basis[(i, j)] * left[(i, 4 + j)]).sum::<f64>().abs();
-        assert!(alignment > 1.0 - 1e-5, "column {j} is not singular vector {}: |cos| = {alignment}", 4 + j);
+        let alignment: f64 = (0..40)
+            .map(|i| basis[(i, j)] * left[(i, 4 + j)])
+            .sum::<f64>()
+            .abs();
+        assert!(
+            alignment > 1.0 - 1e-5,
+            "column {j} is not singular vector {}: |cos| = {alignment}",
+            4 + j
+        );
     }
 }

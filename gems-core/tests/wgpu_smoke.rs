@@ -40,14 +40,22 @@ fn train(device: &Device) -> Vec<(String, Vec<f32>)> {
     let inner = device.clone().without_autodiff();
     let mut covariances = CovarianceAccumulator::new();
     let inputs = common::tensor(
-        &common::gaussian(64, 32, &mut <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(1)),
+        &common::gaussian(
+            64,
+            32,
+            &mut <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(1),
+        ),
         &inner,
     );
     covariances.observe("q.weight", inputs.slice([0..64, 0..32]).mul_scalar(1.0));
     covariances.observe(
         "o.weight",
         common::tensor(
-            &common::gaussian(64, 48, &mut <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(2)),
+            &common::gaussian(
+                64,
+                48,
+                &mut <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(2),
+            ),
             &inner,
         ),
     );

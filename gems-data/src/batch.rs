@@ -121,13 +121,19 @@ pub struct EncodedExample {
 /// The token ids of every item's identifier, in catalogue order: what the decoder's prefix trie is
 /// built from. Fails when two items share a token sequence under this tokenizer (e.g. title
 /// identifiers whose words are all unknown to it), since decoding could not tell them apart.
-pub fn identifier_token_ids<E: TextEncoder>(encoder: &E, identifiers: &ItemIdentifiers) -> Result<Vec<(ItemId, Vec<u32>)>> {
-    let mut owner: std::collections::HashMap<Vec<u32>, ItemId> = std::collections::HashMap::with_capacity(identifiers.len());
+pub fn identifier_token_ids<E: TextEncoder>(
+    encoder: &E,
+    identifiers: &ItemIdentifiers,
+) -> Result<Vec<(ItemId, Vec<u32>)>> {
+    let mut owner: std::collections::HashMap<Vec<u32>, ItemId> =
+        std::collections::HashMap::with_capacity(identifiers.len());
     let mut sequences = Vec::with_capacity(identifiers.len());
     for (item, identifier) in identifiers.iter() {
         let tokens = encoder.encode_text(identifier)?;
         if tokens.is_empty() {
-            return Err(DataError::Tokenizer(format!("the identifier {identifier:?} of item {item} encodes to no token")));
+            return Err(DataError::Tokenizer(format!(
+                "the identifier {identifier:?} of item {item} encodes to no token"
+            )));
         }
         if let Some(previous) = owner.insert(tokens.clone(), item) {
             return Err(DataError::Tokenizer(format!(
@@ -158,8 +164,18 @@ pub struct PromptEncoder<'a, E: TextEncoder> {
 
 impl<'a, E: TextEncoder> PromptEncoder<'a, E> {
     /// An encoder over the given tokenizer, templates and identifiers.
-    pub fn new(encoder: &'a E, templates: &'a PromptTemplates, identifiers: &'a ItemIdentifiers, options: BatchOptions) -> Self {
-        PromptEncoder { encoder, templates, identifiers, options }
+    pub fn new(
+        encoder: &'a E,
+        templates: &'a PromptTemplates,
+        identifiers: &'a ItemIdentifiers,
+        options: BatchOptions,
+    ) -> Self {
+        PromptEncoder {
+            encoder,
+            templates,
+            identifiers,
+            options,
+        }
     }
 
     /// The options in force.
@@ -190,11 +206,20 @@ impl<'a, E: TextEncoder> PromptEncoder<'a, E> {
                 }
                 self.options.max_input_tokens - needed - eos_after_prompt
             }
-            _ => self.options.max_input_tokens.saturating_sub(eos_after_prompt).max(1),
+            _ => self
+                .options
+                .max_input_tokens
+                .saturating_sub(eos_after_prompt)
+                .max(1),
         };
-        let shown = request.history.len().min(self.templates.max_history_items());
+        let shown = request
+            .history
+            .len()
+            .min(self.templates.max_history_items());
         let encode_with = |history: usize| -> Result<Vec<u32>> {
-            let text = self.templates.render_with_history(request, self.identifiers, history)?;
+            let text = self
+                .templates
+                .render_with_history(request, self.identifiers, history)?;
             self.encoder.encode_text(&text)
         };
         let mut prompt = encode_with(shown)?;
@@ -283,7 +308,11 @@ impl TokenBatch {
             }
             inputs.push(decoder_start_token_id);
             inputs.extend(labels[..self.labels_len - 1].iter().map(|&label| {
-                if label == IGNORE_INDEX { pad_token_id } else { label as u32 }
+                if label == IGNORE_INDEX {
+                    pad_token_id
+                } else {
+                    label as u32
+                }
             }));
         }
         inputs
@@ -291,7 +320,12 @@ impl TokenBatch {
 
     /// Indices of the rows of `task`.
     pub fn rows_of(&self, task: Task) -> Vec<usize> {
-        self.tasks.iter().enumerate().filter(|(_, row_task)| **row_task == task).map(|(row, _)| row).collect()
+        self.tasks
+            .iter()
+            .enumerate()
+            .filter(|(_, row_task)| **row_task == task)
+            .map(|(row, _)| row)
+            .collect()
     }
 }
 
@@ -315,24 +349,53 @@ pub fn collate_training(examples: &[EncodedExample], options: &BatchOptions) -> 
     let tasks = examples.iter().map(|example| example.task).collect();
     match options.layout {
         ModelLayout::EncoderDecoder => {
-            let input_len = examples.iter().map(|example| example.prompt.len()).max().unwrap_or(0);
-            let labels_len = examples.iter().map(|example| example.target.len() + 1).max().unwrap_or(0);
+            let input_len = examples
+                .iter()
+                .map(|example| example.prompt.len())
+                .max()
+                .unwrap_or(0);
+            let labels_len = examples
+                .iter()
+                .map(|example| example.target.len() + 1)
+                .max()
+                .unwrap_or(0);
             let mut batch = empty_batch(examples.len(), input_len, labels_len, tasks);
             for example in examples {
-                pad_row(&example.prompt, input_len, options.pad_token_id, PaddingSide::Right, &mut batch.input_ids);
-                mask_row(example.prompt.len(), input_len, PaddingSide::Right, &mut batch.attention_mask);
+                pad_row(
+                    &example.prompt,
+                    input_len,
+                    options.pad_token_id,
+                    PaddingSide::Right,
+                    &mut batch.input_ids,
+                );
+                mask_row(
+                    example.prompt.len(),
+                    input_len,
+                    PaddingSide::Right,
+                    &mut batch.attention_mask,
+                );
                 let labels: Vec<i64> = example
                     .target
                     .iter()
                     .map(|&token| i64::from(token))
                     .chain(std::iter::once(i64::from(options.eos_token_id)))
                     .collect();
-                pad_row(&labels, labels_len, IGNORE_INDEX, PaddingSide::Right, &mut batch.labels);
+                pad_row(
+                    &labels,
+                    labels_len,
+                    IGNORE_INDEX,
+                    PaddingSide::Right,
+                    &mut batch.labels,
+                );
             }
             batch
         }
         ModelLayout::DecoderOnly { padding } => {
-            let input_len = examples.iter().map(|example| example.prompt.len() + example.target.len() + 1).max().unwrap_or(0);
+            let input_len = examples
+                .iter()
+                .map(|example| example.prompt.len() + example.target.len() + 1)
+                .max()
+                .unwrap_or(0);
             let mut batch = empty_batch(examples.len(), input_len, input_len, tasks);
             for example in examples {
                 let mut sequence = example.prompt.clone();
@@ -342,8 +405,19 @@ pub fn collate_training(examples: &[EncodedExample], options: &BatchOptions) -> 
                     .chain(example.target.iter().map(|&token| i64::from(token)))
                     .chain(std::iter::once(i64::from(options.eos_token_id)))
                     .collect();
-                pad_row(&sequence, input_len, options.pad_token_id, padding, &mut batch.input_ids);
-                mask_row(sequence.len(), input_len, padding, &mut batch.attention_mask);
+                pad_row(
+                    &sequence,
+                    input_len,
+                    options.pad_token_id,
+                    padding,
+                    &mut batch.input_ids,
+                );
+                mask_row(
+                    sequence.len(),
+                    input_len,
+                    padding,
+                    &mut batch.attention_mask,
+                );
                 pad_row(&labels, input_len, IGNORE_INDEX, padding, &mut batch.labels);
             }
             batch
@@ -357,16 +431,41 @@ pub fn collate_prompts(examples: &[EncodedExample], options: &BatchOptions) -> T
         ModelLayout::EncoderDecoder => PaddingSide::Right,
         ModelLayout::DecoderOnly { padding } => padding,
     };
-    let input_len = examples.iter().map(|example| example.prompt.len()).max().unwrap_or(0);
-    let mut batch = empty_batch(examples.len(), input_len, 0, examples.iter().map(|example| example.task).collect());
+    let input_len = examples
+        .iter()
+        .map(|example| example.prompt.len())
+        .max()
+        .unwrap_or(0);
+    let mut batch = empty_batch(
+        examples.len(),
+        input_len,
+        0,
+        examples.iter().map(|example| example.task).collect(),
+    );
     for example in examples {
-        pad_row(&example.prompt, input_len, options.pad_token_id, side, &mut batch.input_ids);
-        mask_row(example.prompt.len(), input_len, side, &mut batch.attention_mask);
+        pad_row(
+            &example.prompt,
+            input_len,
+            options.pad_token_id,
+            side,
+            &mut batch.input_ids,
+        );
+        mask_row(
+            example.prompt.len(),
+            input_len,
+            side,
+            &mut batch.attention_mask,
+        );
     }
     batch
 }
 
-fn empty_batch(batch_size: usize, input_len: usize, labels_len: usize, tasks: Vec<Task>) -> TokenBatch {
+fn empty_batch(
+    batch_size: usize,
+    input_len: usize,
+    labels_len: usize,
+    tasks: Vec<Task>,
+) -> TokenBatch {
     TokenBatch {
         batch_size,
         input_len,

@@ -15,13 +15,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::convert::ConvertedDataset;
 use crate::error::{DataError, Result};
-use crate::negatives::{sample_negatives, NegativeReport, NegativeSampling};
-use crate::reader::{read_manifest, write_jsonl, write_manifest, JsonlReader};
+use crate::negatives::{NegativeReport, NegativeSampling, sample_negatives};
+use crate::reader::{JsonlReader, read_manifest, write_jsonl, write_manifest};
 use crate::schema::{
-    DatasetManifest, Item, ItemId, ManifestCounts, NegativesRecord, Request, TaskCounts, FORMAT_VERSION,
+    DatasetManifest, FORMAT_VERSION, Item, ItemId, ManifestCounts, NegativesRecord, Request,
+    TaskCounts,
 };
-use crate::split::{leave_one_out, SplitOptions, SplitReport};
-use crate::validate::{validate_in_memory, ValidationPolicy, ValidationReport, Validator};
+use crate::split::{SplitOptions, SplitReport, leave_one_out};
+use crate::validate::{ValidationPolicy, ValidationReport, Validator, validate_in_memory};
 
 /// The manifest's file name.
 pub const MANIFEST_FILE: &str = "dataset.json";
@@ -65,7 +66,8 @@ impl Dataset {
 
     /// Writes the directory (creating it): manifest, catalogue and the three split files.
     pub fn write(&self, directory: &Path) -> Result<()> {
-        std::fs::create_dir_all(directory).map_err(|source| DataError::io(directory, "create", source))?;
+        std::fs::create_dir_all(directory)
+            .map_err(|source| DataError::io(directory, "create", source))?;
         write_jsonl(&directory.join(ITEMS_FILE), &self.items)?;
         for name in SPLITS {
             let requests = self.split(name).expect("known split");
@@ -105,12 +107,18 @@ fn read_requests(path: &Path, validator: &mut Validator) -> Result<Vec<Request>>
 ///
 /// Errors name the file and line (and field) of the first malformed line; validation problems are
 /// counted in the returned report, or make the load fail under the strict policy.
-pub fn load_dataset(directory: &Path, policy: ValidationPolicy) -> Result<(Dataset, ValidationReport)> {
+pub fn load_dataset(
+    directory: &Path,
+    policy: ValidationPolicy,
+) -> Result<(Dataset, ValidationReport)> {
     let manifest = read_manifest(&directory.join(MANIFEST_FILE))?;
     if manifest.format_version != FORMAT_VERSION {
         return Err(DataError::file(
             &directory.join(MANIFEST_FILE).display().to_string(),
-            format!("format_version {} is not supported (this build reads {FORMAT_VERSION}); re-run the converter", manifest.format_version),
+            format!(
+                "format_version {} is not supported (this build reads {FORMAT_VERSION}); re-run the converter",
+                manifest.format_version
+            ),
         ));
     }
     let mut validator = Validator::new(policy);
@@ -137,11 +145,23 @@ pub fn load_dataset(directory: &Path, policy: ValidationPolicy) -> Result<(Datas
     let test = splits.pop().expect("three splits");
     let valid = splits.pop().expect("three splits");
     let train = splits.pop().expect("three splits");
-    Ok((Dataset { manifest, items, train, valid, test }, report))
+    Ok((
+        Dataset {
+            manifest,
+            items,
+            train,
+            valid,
+            test,
+        },
+        report,
+    ))
 }
 
 /// Loads a converted (unsplit) directory: manifest, catalogue and `requests.jsonl`, validated.
-pub fn load_converted(directory: &Path, policy: ValidationPolicy) -> Result<(ConvertedDataset, ValidationReport)> {
+pub fn load_converted(
+    directory: &Path,
+    policy: ValidationPolicy,
+) -> Result<(ConvertedDataset, ValidationReport)> {
     let manifest = read_manifest(&directory.join(MANIFEST_FILE))?;
     let mut validator = Validator::new(policy);
     let items = read_items(directory, &mut validator)?;
@@ -161,13 +181,18 @@ pub fn load_converted(directory: &Path, policy: ValidationPolicy) -> Result<(Con
 
 /// Writes a converted (unsplit) directory: manifest, catalogue and `requests.jsonl`.
 pub fn write_converted(converted: &ConvertedDataset, directory: &Path) -> Result<()> {
-    std::fs::create_dir_all(directory).map_err(|source| DataError::io(directory, "create", source))?;
+    std::fs::create_dir_all(directory)
+        .map_err(|source| DataError::io(directory, "create", source))?;
     write_jsonl(&directory.join(ITEMS_FILE), &converted.items)?;
     write_jsonl(&directory.join(REQUESTS_FILE), &converted.requests)?;
     let mut notes = converted.notes.clone();
     notes.extend(converted.report.notes());
     let manifest = build_manifest(
-        ManifestHeader { name: &converted.name, source: &converted.source, proxy_queries: converted.proxy_queries },
+        ManifestHeader {
+            name: &converted.name,
+            source: &converted.source,
+            proxy_queries: converted.proxy_queries,
+        },
         converted.items.len(),
         &[("requests", &converted.requests)],
         None,
@@ -190,10 +215,15 @@ fn build_manifest(
     notes: Vec<String>,
 ) -> DatasetManifest {
     let mut users = HashSet::new();
-    let mut counts = ManifestCounts { items, ..ManifestCounts::default() };
+    let mut counts = ManifestCounts {
+        items,
+        ..ManifestCounts::default()
+    };
     for (name, requests) in files {
         users.extend(requests.iter().map(|request| request.user));
-        counts.requests.insert(name.to_string(), TaskCounts::of(requests));
+        counts
+            .requests
+            .insert(name.to_string(), TaskCounts::of(requests));
     }
     counts.users = users.len();
     DatasetManifest {
@@ -231,8 +261,19 @@ pub struct PreparationReport {
 
 /// Validates, splits (leave-one-out by time per user and task) and samples the fixed negatives of
 /// valid and test; the manifest's notes record every count.
-pub fn prepare(converted: ConvertedDataset, options: PrepareOptions) -> Result<(Dataset, PreparationReport)> {
-    let ConvertedDataset { name, source, items, requests, proxy_queries, notes: converted_notes, report: conversion } = converted;
+pub fn prepare(
+    converted: ConvertedDataset,
+    options: PrepareOptions,
+) -> Result<(Dataset, PreparationReport)> {
+    let ConvertedDataset {
+        name,
+        source,
+        items,
+        requests,
+        proxy_queries,
+        notes: converted_notes,
+        report: conversion,
+    } = converted;
     let (items, requests, validation) = validate_in_memory(items, requests, options.validation)?;
     let mut split = leave_one_out(requests, options.split);
     let catalogue: Vec<ItemId> = items.iter().map(|item| item.id).collect();
@@ -240,7 +281,10 @@ pub fn prepare(converted: ConvertedDataset, options: PrepareOptions) -> Result<(
     let test_negatives = sample_negatives(
         &mut split.test,
         &catalogue,
-        NegativeSampling { seed: options.negatives.seed.wrapping_add(1), ..options.negatives },
+        NegativeSampling {
+            seed: options.negatives.seed.wrapping_add(1),
+            ..options.negatives
+        },
     );
     negatives.requests += test_negatives.requests;
     negatives.requests_short += test_negatives.requests_short;
@@ -263,10 +307,21 @@ pub fn prepare(converted: ConvertedDataset, options: PrepareOptions) -> Result<(
         negatives.requests_short
     ));
     let manifest = build_manifest(
-        ManifestHeader { name: &name, source: &source, proxy_queries },
+        ManifestHeader {
+            name: &name,
+            source: &source,
+            proxy_queries,
+        },
         items.len(),
-        &[("train", &split.train), ("valid", &split.valid), ("test", &split.test)],
-        Some(NegativesRecord { per_request: options.negatives.per_request, seed: options.negatives.seed }),
+        &[
+            ("train", &split.train),
+            ("valid", &split.valid),
+            ("test", &split.test),
+        ],
+        Some(NegativesRecord {
+            per_request: options.negatives.per_request,
+            seed: options.negatives.seed,
+        }),
         notes,
     );
     tracing::info!(
@@ -276,6 +331,19 @@ pub fn prepare(converted: ConvertedDataset, options: PrepareOptions) -> Result<(
         items = items.len(),
         "prepared dataset {name}"
     );
-    let report = PreparationReport { validation, split: split.report, negatives };
-    Ok((Dataset { manifest, items, train: split.train, valid: split.valid, test: split.test }, report))
+    let report = PreparationReport {
+        validation,
+        split: split.report,
+        negatives,
+    };
+    Ok((
+        Dataset {
+            manifest,
+            items,
+            train: split.train,
+            valid: split.valid,
+            test: split.test,
+        },
+        report,
+    ))
 }

@@ -40,7 +40,9 @@ pub enum DataError {
         message: String,
     },
     /// Validation found problems and the strict policy was chosen.
-    #[error("validation failed (strict policy):\n{report}\nFix the input, or prepare it with the `filter` policy to drop the listed records with counts.")]
+    #[error(
+        "validation failed (strict policy):\n{report}\nFix the input, or prepare it with the `filter` policy to drop the listed records with counts."
+    )]
     Validation {
         /// The full report, with counts and the first examples of each problem.
         report: Box<crate::validate::ValidationReport>,
@@ -63,11 +65,20 @@ fn field_prefix(field: &Option<String>) -> String {
 impl DataError {
     /// An I/O error on `path` while doing `action`.
     pub fn io(path: &Path, action: &'static str, source: std::io::Error) -> Self {
-        DataError::Io { path: path.to_path_buf(), action, source }
+        DataError::Io {
+            path: path.to_path_buf(),
+            action,
+            source,
+        }
     }
 
     /// A malformed record at `file:line`, optionally in `field`.
-    pub fn record(file: &str, line: usize, field: Option<&str>, message: impl Into<String>) -> Self {
+    pub fn record(
+        file: &str,
+        line: usize,
+        field: Option<&str>,
+        message: impl Into<String>,
+    ) -> Self {
         DataError::Record {
             file: file.to_string(),
             line,
@@ -78,7 +89,10 @@ impl DataError {
 
     /// A file-level problem.
     pub fn file(file: &str, message: impl Into<String>) -> Self {
-        DataError::File { file: file.to_string(), message: message.into() }
+        DataError::File {
+            file: file.to_string(),
+            message: message.into(),
+        }
     }
 }
 

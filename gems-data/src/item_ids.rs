@@ -20,9 +20,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DataError, Result};
-use crate::kmeans::{kmeans, KMeansOptions};
+use crate::kmeans::{KMeansOptions, kmeans};
 use crate::schema::{Item, ItemId};
-use crate::text_embedding::{item_text_embeddings, DEFAULT_TEXT_EMBEDDING_DIMENSIONS};
+use crate::text_embedding::{DEFAULT_TEXT_EMBEDDING_DIMENSIONS, item_text_embeddings};
 
 /// Options of semantic identifiers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,7 +41,13 @@ pub struct SemanticIdOptions {
 
 impl Default for SemanticIdOptions {
     fn default() -> Self {
-        SemanticIdOptions { levels: 3, codebook_size: 256, codes_per_level: None, seed: 42, max_iterations: 50 }
+        SemanticIdOptions {
+            levels: 3,
+            codebook_size: 256,
+            codes_per_level: None,
+            seed: 42,
+            max_iterations: 50,
+        }
     }
 }
 
@@ -87,11 +93,16 @@ impl ItemIdentifiers {
     pub fn build(items: &[Item], scheme: &ItemIdScheme) -> Result<Self> {
         match scheme {
             ItemIdScheme::Atomic => {
-                let identifiers: Vec<String> = items.iter().map(|item| format!("<item_{}>", item.id)).collect();
+                let identifiers: Vec<String> = items
+                    .iter()
+                    .map(|item| format!("<item_{}>", item.id))
+                    .collect();
                 let new_tokens = identifiers.clone();
                 Self::assemble(scheme.clone(), items, identifiers, new_tokens)
             }
-            ItemIdScheme::Title => Self::assemble(scheme.clone(), items, title_identifiers(items), Vec::new()),
+            ItemIdScheme::Title => {
+                Self::assemble(scheme.clone(), items, title_identifiers(items), Vec::new())
+            }
             ItemIdScheme::Semantic(options) => {
                 let embeddings = item_text_embeddings(items, DEFAULT_TEXT_EMBEDDING_DIMENSIONS);
                 Self::semantic(items, &embeddings, options)
@@ -100,7 +111,11 @@ impl ItemIdentifiers {
     }
 
     /// Semantic identifiers from caller-supplied embeddings (one per item, same order, same width).
-    pub fn semantic(items: &[Item], embeddings: &[Vec<f32>], options: &SemanticIdOptions) -> Result<Self> {
+    pub fn semantic(
+        items: &[Item],
+        embeddings: &[Vec<f32>],
+        options: &SemanticIdOptions,
+    ) -> Result<Self> {
         if embeddings.len() != items.len() {
             return Err(DataError::InvalidOption(format!(
                 "semantic identifiers need one embedding per item: {} items, {} embeddings",
@@ -109,7 +124,10 @@ impl ItemIdentifiers {
             )));
         }
         let width = embeddings.first().map_or(0, Vec::len);
-        if let Some(position) = embeddings.iter().position(|embedding| embedding.len() != width) {
+        if let Some(position) = embeddings
+            .iter()
+            .position(|embedding| embedding.len() != width)
+        {
             return Err(DataError::InvalidOption(format!(
                 "embedding of item {} has {} values, the first has {}",
                 items[position].id,
@@ -136,11 +154,24 @@ impl ItemIdentifiers {
                 identifier
             })
             .collect();
-        let new_tokens = tokens_in_use.into_iter().map(|(level, code)| semantic_token(level, code)).collect();
-        Self::assemble(ItemIdScheme::Semantic(*options), items, identifiers, new_tokens)
+        let new_tokens = tokens_in_use
+            .into_iter()
+            .map(|(level, code)| semantic_token(level, code))
+            .collect();
+        Self::assemble(
+            ItemIdScheme::Semantic(*options),
+            items,
+            identifiers,
+            new_tokens,
+        )
     }
 
-    fn assemble(scheme: ItemIdScheme, items: &[Item], identifiers: Vec<String>, new_tokens: Vec<String>) -> Result<Self> {
+    fn assemble(
+        scheme: ItemIdScheme,
+        items: &[Item],
+        identifiers: Vec<String>,
+        new_tokens: Vec<String>,
+    ) -> Result<Self> {
         let mut position_of_item = HashMap::with_capacity(items.len());
         let mut position_of_identifier = HashMap::with_capacity(items.len());
         for (position, (item, identifier)) in items.iter().zip(&identifiers).enumerate() {
@@ -174,12 +205,16 @@ impl ItemIdentifiers {
 
     /// The identifier of `item`, if it is in the catalogue.
     pub fn identifier(&self, item: ItemId) -> Option<&str> {
-        self.position_of_item.get(&item).map(|&position| self.identifiers[position].as_str())
+        self.position_of_item
+            .get(&item)
+            .map(|&position| self.identifiers[position].as_str())
     }
 
     /// The item whose identifier is `identifier`.
     pub fn item(&self, identifier: &str) -> Option<ItemId> {
-        self.position_of_identifier.get(identifier).map(|&position| self.items[position])
+        self.position_of_identifier
+            .get(identifier)
+            .map(|&position| self.items[position])
     }
 
     /// Tokens that the tokenizer and the model's embeddings must gain (empty for titles).
@@ -189,7 +224,10 @@ impl ItemIdentifiers {
 
     /// `(item, identifier)` pairs in catalogue order.
     pub fn iter(&self) -> impl Iterator<Item = (ItemId, &str)> {
-        self.items.iter().copied().zip(self.identifiers.iter().map(String::as_str))
+        self.items
+            .iter()
+            .copied()
+            .zip(self.identifiers.iter().map(String::as_str))
     }
 
     /// Number of items.
@@ -209,7 +247,10 @@ impl ItemIdentifiers {
             new_tokens: self.new_tokens.clone(),
             items: self
                 .iter()
-                .map(|(item, identifier)| IdentifierEntry { item, identifier: identifier.to_string() })
+                .map(|(item, identifier)| IdentifierEntry {
+                    item,
+                    identifier: identifier.to_string(),
+                })
                 .collect(),
         };
         let text = serde_json::to_string(&file).expect("identifiers always serialize");
@@ -218,16 +259,31 @@ impl ItemIdentifiers {
 
     /// Reads identifiers written by [`Self::save`].
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| DataError::io(path, "read", source))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| DataError::io(path, "read", source))?;
         let file: IdentifierFile = serde_json::from_str(&text).map_err(|error| {
-            DataError::record(&path.display().to_string(), error.line(), None, format!("{error}; the file must be written by ItemIdentifiers::save"))
+            DataError::record(
+                &path.display().to_string(),
+                error.line(),
+                None,
+                format!("{error}; the file must be written by ItemIdentifiers::save"),
+            )
         })?;
         let items: Vec<Item> = file
             .items
             .iter()
-            .map(|entry| Item { id: entry.item, title: String::new(), text: None, categories: Vec::new() })
+            .map(|entry| Item {
+                id: entry.item,
+                title: String::new(),
+                text: None,
+                categories: Vec::new(),
+            })
             .collect();
-        let identifiers = file.items.into_iter().map(|entry| entry.identifier).collect();
+        let identifiers = file
+            .items
+            .into_iter()
+            .map(|entry| entry.identifier)
+            .collect();
         Self::assemble(file.scheme, &items, identifiers, file.new_tokens)
     }
 }
@@ -241,7 +297,11 @@ fn title_identifiers(items: &[Item]) -> Vec<String> {
         .iter()
         .map(|item| {
             let title = item.title.split_whitespace().collect::<Vec<_>>().join(" ");
-            if title.is_empty() { format!("item {}", item.id) } else { title }
+            if title.is_empty() {
+                format!("item {}", item.id)
+            } else {
+                title
+            }
         })
         .collect();
     let raw_titles: HashSet<&str> = normalised.iter().map(String::as_str).collect();
@@ -250,7 +310,9 @@ fn title_identifiers(items: &[Item]) -> Vec<String> {
     for title in &normalised {
         let mut identifier = title.clone();
         let mut suffix = 2;
-        while assigned.contains(&identifier) || (identifier != *title && raw_titles.contains(identifier.as_str())) {
+        while assigned.contains(&identifier)
+            || (identifier != *title && raw_titles.contains(identifier.as_str()))
+        {
             identifier = format!("{title} ({suffix})");
             suffix += 1;
         }
@@ -275,14 +337,19 @@ fn semantic_codes(embeddings: &[Vec<f32>], options: &SemanticIdOptions) -> Vec<V
         if level == options.levels || members.is_empty() {
             continue;
         }
-        let points: Vec<&[f32]> = members.iter().map(|&index| embeddings[index].as_slice()).collect();
+        let points: Vec<&[f32]> = members
+            .iter()
+            .map(|&index| embeddings[index].as_slice())
+            .collect();
         run += 1;
         let clustering = kmeans(
             &points,
             &KMeansOptions {
                 clusters: per_level,
                 max_iterations: options.max_iterations,
-                seed: options.seed.wrapping_add(run.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+                seed: options
+                    .seed
+                    .wrapping_add(run.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
             },
         );
         let mut children: Vec<Vec<usize>> = vec![Vec::new(); clustering.centroids.len()];

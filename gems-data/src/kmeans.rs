@@ -30,7 +30,10 @@ pub struct KMeansResult {
 }
 
 fn squared_distance(left: &[f32], right: &[f32]) -> f64 {
-    left.iter().zip(right).map(|(a, b)| f64::from(a - b) * f64::from(a - b)).sum()
+    left.iter()
+        .zip(right)
+        .map(|(a, b)| f64::from(a - b) * f64::from(a - b))
+        .sum()
 }
 
 fn nearest(point: &[f32], centroids: &[Vec<f32>]) -> (usize, f64) {
@@ -48,7 +51,11 @@ fn nearest(point: &[f32], centroids: &[Vec<f32>]) -> (usize, f64) {
 pub fn kmeans(points: &[&[f32]], options: &KMeansOptions) -> KMeansResult {
     let clusters = options.clusters.min(points.len()).max(1);
     if points.is_empty() {
-        return KMeansResult { assignments: Vec::new(), centroids: Vec::new(), iterations: 0 };
+        return KMeansResult {
+            assignments: Vec::new(),
+            centroids: Vec::new(),
+            iterations: 0,
+        };
     }
     if clusters == points.len() {
         return KMeansResult {
@@ -86,7 +93,10 @@ pub fn kmeans(points: &[&[f32]], options: &KMeansOptions) -> KMeansResult {
             if sizes[cluster] == 0 {
                 continue;
             }
-            centroids[cluster] = sums[cluster].iter().map(|sum| (sum / sizes[cluster] as f64) as f32).collect();
+            centroids[cluster] = sums[cluster]
+                .iter()
+                .map(|sum| (sum / sizes[cluster] as f64) as f32)
+                .collect();
         }
         for cluster in 0..clusters {
             if sizes[cluster] > 0 {
@@ -98,8 +108,19 @@ pub fn kmeans(points: &[&[f32]], options: &KMeansOptions) -> KMeansResult {
                 .iter()
                 .enumerate()
                 .filter(|(index, _)| sizes[assignments[*index]] > 1)
-                .map(|(index, point)| (index, squared_distance(point, &centroids[assignments[index]])))
-                .fold((usize::MAX, -1.0), |best, candidate| if candidate.1 > best.1 { candidate } else { best });
+                .map(|(index, point)| {
+                    (
+                        index,
+                        squared_distance(point, &centroids[assignments[index]]),
+                    )
+                })
+                .fold((usize::MAX, -1.0), |best, candidate| {
+                    if candidate.1 > best.1 {
+                        candidate
+                    } else {
+                        best
+                    }
+                });
             let previous = assignments[farthest];
             sizes[previous] -= 1;
             sizes[cluster] = 1;
@@ -107,7 +128,11 @@ pub fn kmeans(points: &[&[f32]], options: &KMeansOptions) -> KMeansResult {
             centroids[cluster] = points[farthest].to_vec();
         }
     }
-    KMeansResult { assignments, centroids, iterations }
+    KMeansResult {
+        assignments,
+        centroids,
+        iterations,
+    }
 }
 
 /// k-means++: the first centre uniformly, each next one with probability proportional to the
@@ -115,7 +140,10 @@ pub fn kmeans(points: &[&[f32]], options: &KMeansOptions) -> KMeansResult {
 fn initial_centroids(points: &[&[f32]], clusters: usize, seed: u64) -> Vec<Vec<f32>> {
     let mut generator = ChaCha8Rng::seed_from_u64(seed);
     let mut chosen = vec![generator.random_range(0..points.len())];
-    let mut distances: Vec<f64> = points.iter().map(|point| squared_distance(point, points[chosen[0]])).collect();
+    let mut distances: Vec<f64> = points
+        .iter()
+        .map(|point| squared_distance(point, points[chosen[0]]))
+        .collect();
     while chosen.len() < clusters {
         let total: f64 = distances.iter().sum();
         let next = if total > 0.0 {
@@ -131,14 +159,19 @@ fn initial_centroids(points: &[&[f32]], clusters: usize, seed: u64) -> Vec<Vec<f
             pick
         } else {
             // All remaining points coincide with chosen centres: take the first unused index.
-            (0..points.len()).find(|index| !chosen.contains(index)).expect("fewer clusters than points")
+            (0..points.len())
+                .find(|index| !chosen.contains(index))
+                .expect("fewer clusters than points")
         };
         chosen.push(next);
         for (distance, point) in distances.iter_mut().zip(points) {
             *distance = distance.min(squared_distance(point, points[next]));
         }
     }
-    chosen.into_iter().map(|index| points[index].to_vec()).collect()
+    chosen
+        .into_iter()
+        .map(|index| points[index].to_vec())
+        .collect()
 }
 
 #[cfg(test)]
@@ -154,7 +187,11 @@ mod tests {
             })
             .collect();
         let points: Vec<&[f32]> = raw.iter().map(Vec::as_slice).collect();
-        let options = KMeansOptions { clusters: 3, max_iterations: 50, seed: 7 };
+        let options = KMeansOptions {
+            clusters: 3,
+            max_iterations: 50,
+            seed: 7,
+        };
         let first = kmeans(&points, &options);
         let second = kmeans(&points, &options);
         assert_eq!(first, second);
@@ -170,11 +207,26 @@ mod tests {
 
     #[test]
     fn never_returns_an_empty_cluster_even_with_duplicate_points() {
-        let raw = [vec![1.0f32, 1.0], vec![1.0, 1.0], vec![1.0, 1.0], vec![5.0, 5.0]];
+        let raw = [
+            vec![1.0f32, 1.0],
+            vec![1.0, 1.0],
+            vec![1.0, 1.0],
+            vec![5.0, 5.0],
+        ];
         let points: Vec<&[f32]> = raw.iter().map(Vec::as_slice).collect();
-        let result = kmeans(&points, &KMeansOptions { clusters: 3, max_iterations: 20, seed: 1 });
+        let result = kmeans(
+            &points,
+            &KMeansOptions {
+                clusters: 3,
+                max_iterations: 20,
+                seed: 1,
+            },
+        );
         for cluster in 0..result.centroids.len() {
-            assert!(result.assignments.contains(&cluster), "cluster {cluster} is empty: {result:?}");
+            assert!(
+                result.assignments.contains(&cluster),
+                "cluster {cluster} is empty: {result:?}"
+            );
         }
     }
 }

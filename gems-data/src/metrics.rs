@@ -55,7 +55,11 @@ pub struct RequestMetrics {
 }
 
 /// Scores one ranked list against the relevant items `targets`.
-pub fn evaluate_ranking(ranking: &[ItemId], targets: &[ItemId], cutoffs: &[usize]) -> RequestMetrics {
+pub fn evaluate_ranking(
+    ranking: &[ItemId],
+    targets: &[ItemId],
+    cutoffs: &[usize],
+) -> RequestMetrics {
     let relevant: HashSet<ItemId> = targets.iter().copied().collect();
     let mut seen: HashSet<ItemId> = HashSet::with_capacity(ranking.len());
     // 1-based ranks of the relevant items in the de-duplicated list.
@@ -77,11 +81,24 @@ pub fn evaluate_ranking(ranking: &[ItemId], targets: &[ItemId], cutoffs: &[usize
 /// `evaluate_ranking(&rank_by_score(candidates, scores, targets), targets, cutoffs)` (same
 /// pessimistic ties) in O(candidates × targets), which keeps full-ranking evaluation over a large
 /// catalogue cheap. Candidates must be distinct.
-pub fn evaluate_scores(candidates: &[ItemId], scores: &[f64], targets: &[ItemId], cutoffs: &[usize]) -> RequestMetrics {
+pub fn evaluate_scores(
+    candidates: &[ItemId],
+    scores: &[f64],
+    targets: &[ItemId],
+    cutoffs: &[usize],
+) -> RequestMetrics {
     assert_eq!(candidates.len(), scores.len(), "one score per candidate");
     let relevant: HashSet<ItemId> = targets.iter().copied().collect();
-    let key = |index: usize| if scores[index].is_nan() { f64::NEG_INFINITY } else { scores[index] };
-    let relevant_positions: Vec<usize> = (0..candidates.len()).filter(|&index| relevant.contains(&candidates[index])).collect();
+    let key = |index: usize| {
+        if scores[index].is_nan() {
+            f64::NEG_INFINITY
+        } else {
+            scores[index]
+        }
+    };
+    let relevant_positions: Vec<usize> = (0..candidates.len())
+        .filter(|&index| relevant.contains(&candidates[index]))
+        .collect();
     let mut relevant_ranks: Vec<usize> = relevant_positions
         .iter()
         .map(|&position| {
@@ -104,7 +121,11 @@ pub fn evaluate_scores(candidates: &[ItemId], scores: &[f64], targets: &[ItemId]
 }
 
 /// Metrics from the sorted 1-based ranks of the relevant items that were returned.
-fn metrics_from_ranks(relevant_ranks: Vec<usize>, relevant_count: usize, cutoffs: &[usize]) -> RequestMetrics {
+fn metrics_from_ranks(
+    relevant_ranks: Vec<usize>,
+    relevant_count: usize,
+    cutoffs: &[usize],
+) -> RequestMetrics {
     let discount = |rank: usize| 1.0 / ((rank + 1) as f64).log2();
     let mut recall = Vec::with_capacity(cutoffs.len());
     let mut ndcg = Vec::with_capacity(cutoffs.len());
@@ -114,14 +135,24 @@ fn metrics_from_ranks(relevant_ranks: Vec<usize>, relevant_count: usize, cutoffs
             ndcg.push(0.0);
             continue;
         }
-        let hits: Vec<usize> = relevant_ranks.iter().copied().filter(|&rank| rank <= cutoff).collect();
+        let hits: Vec<usize> = relevant_ranks
+            .iter()
+            .copied()
+            .filter(|&rank| rank <= cutoff)
+            .collect();
         recall.push(hits.len() as f64 / relevant_count as f64);
         let dcg: f64 = hits.iter().map(|&rank| discount(rank)).sum();
         let ideal: f64 = (1..=relevant_count.min(cutoff)).map(discount).sum();
         ndcg.push(if ideal > 0.0 { dcg / ideal } else { 0.0 });
     }
-    let reciprocal_rank = relevant_ranks.first().map_or(0.0, |&rank| 1.0 / rank as f64);
-    RequestMetrics { recall, ndcg, reciprocal_rank }
+    let reciprocal_rank = relevant_ranks
+        .first()
+        .map_or(0.0, |&rank| 1.0 / rank as f64);
+    RequestMetrics {
+        recall,
+        ndcg,
+        reciprocal_rank,
+    }
 }
 
 /// Orders `candidates` by descending score, placing a relevant candidate after every non-relevant
@@ -131,11 +162,19 @@ pub fn rank_by_score(candidates: &[ItemId], scores: &[f64], targets: &[ItemId]) 
     assert_eq!(candidates.len(), scores.len(), "one score per candidate");
     let relevant: HashSet<ItemId> = targets.iter().copied().collect();
     let mut order: Vec<usize> = (0..candidates.len()).collect();
-    let key = |index: usize| if scores[index].is_nan() { f64::NEG_INFINITY } else { scores[index] };
+    let key = |index: usize| {
+        if scores[index].is_nan() {
+            f64::NEG_INFINITY
+        } else {
+            scores[index]
+        }
+    };
     order.sort_by(|&left, &right| {
-        key(right)
-            .total_cmp(&key(left))
-            .then_with(|| relevant.contains(&candidates[left]).cmp(&relevant.contains(&candidates[right])))
+        key(right).total_cmp(&key(left)).then_with(|| {
+            relevant
+                .contains(&candidates[left])
+                .cmp(&relevant.contains(&candidates[right]))
+        })
     });
     order.into_iter().map(|index| candidates[index]).collect()
 }
@@ -158,7 +197,10 @@ pub struct MetricsAccumulator {
 impl MetricsAccumulator {
     /// An empty accumulator for `cutoffs` (e.g. [`DEFAULT_CUTOFFS`]).
     pub fn new(cutoffs: &[usize]) -> Self {
-        MetricsAccumulator { cutoffs: cutoffs.to_vec(), per_task: BTreeMap::new() }
+        MetricsAccumulator {
+            cutoffs: cutoffs.to_vec(),
+            per_task: BTreeMap::new(),
+        }
     }
 
     /// The cut-offs.
@@ -195,17 +237,38 @@ impl MetricsAccumulator {
             .per_task
             .iter()
             .map(|(task, sums)| {
-                let mean = |sum: f64| if sums.requests == 0 { 0.0 } else { sum / sums.requests as f64 };
+                let mean = |sum: f64| {
+                    if sums.requests == 0 {
+                        0.0
+                    } else {
+                        sum / sums.requests as f64
+                    }
+                };
                 let table = TaskMetrics {
                     requests: sums.requests,
-                    recall: self.cutoffs.iter().zip(&sums.recall).map(|(k, sum)| (*k, mean(*sum))).collect(),
-                    ndcg: self.cutoffs.iter().zip(&sums.ndcg).map(|(k, sum)| (*k, mean(*sum))).collect(),
+                    recall: self
+                        .cutoffs
+                        .iter()
+                        .zip(&sums.recall)
+                        .map(|(k, sum)| (*k, mean(*sum)))
+                        .collect(),
+                    ndcg: self
+                        .cutoffs
+                        .iter()
+                        .zip(&sums.ndcg)
+                        .map(|(k, sum)| (*k, mean(*sum)))
+                        .collect(),
                     mrr: mean(sums.reciprocal_rank),
                 };
                 (*task, table)
             })
             .collect();
-        MetricsReport { name: name.to_string(), protocol, cutoffs: self.cutoffs.clone(), tasks }
+        MetricsReport {
+            name: name.to_string(),
+            protocol,
+            cutoffs: self.cutoffs.clone(),
+            tasks,
+        }
     }
 }
 
@@ -238,12 +301,16 @@ pub struct MetricsReport {
 impl MetricsReport {
     /// NDCG@`cutoff` of `task`, if evaluated.
     pub fn ndcg(&self, task: Task, cutoff: usize) -> Option<f64> {
-        self.tasks.get(&task).and_then(|table| table.ndcg.get(&cutoff).copied())
+        self.tasks
+            .get(&task)
+            .and_then(|table| table.ndcg.get(&cutoff).copied())
     }
 
     /// Recall@`cutoff` of `task`, if evaluated.
     pub fn recall(&self, task: Task, cutoff: usize) -> Option<f64> {
-        self.tasks.get(&task).and_then(|table| table.recall.get(&cutoff).copied())
+        self.tasks
+            .get(&task)
+            .and_then(|table| table.recall.get(&cutoff).copied())
     }
 }
 

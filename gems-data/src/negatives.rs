@@ -24,7 +24,10 @@ pub struct NegativeSampling {
 
 impl Default for NegativeSampling {
     fn default() -> Self {
-        NegativeSampling { per_request: 99, seed: 2026 }
+        NegativeSampling {
+            per_request: 99,
+            seed: 2026,
+        }
     }
 }
 
@@ -38,7 +41,11 @@ pub struct NegativeReport {
 }
 
 /// Replaces the negatives of every request with a fresh seeded sample.
-pub fn sample_negatives(requests: &mut [Request], catalogue: &[ItemId], options: NegativeSampling) -> NegativeReport {
+pub fn sample_negatives(
+    requests: &mut [Request],
+    catalogue: &[ItemId],
+    options: NegativeSampling,
+) -> NegativeReport {
     let mut generator = ChaCha8Rng::seed_from_u64(options.seed);
     let mut report = NegativeReport::default();
     for request in requests.iter_mut() {
@@ -51,12 +58,29 @@ pub fn sample_negatives(requests: &mut [Request], catalogue: &[ItemId], options:
     report
 }
 
-fn sample_for(request: &Request, catalogue: &[ItemId], count: usize, generator: &mut ChaCha8Rng) -> Vec<ItemId> {
-    let excluded: HashSet<ItemId> = request.targets.iter().chain(&request.history).copied().collect();
-    let eligible = catalogue.iter().filter(|item| !excluded.contains(item)).count();
+fn sample_for(
+    request: &Request,
+    catalogue: &[ItemId],
+    count: usize,
+    generator: &mut ChaCha8Rng,
+) -> Vec<ItemId> {
+    let excluded: HashSet<ItemId> = request
+        .targets
+        .iter()
+        .chain(&request.history)
+        .copied()
+        .collect();
+    let eligible = catalogue
+        .iter()
+        .filter(|item| !excluded.contains(item))
+        .count();
     if eligible <= count.saturating_mul(2) {
         // Small catalogue: shuffle the eligible items and take a prefix.
-        let mut pool: Vec<ItemId> = catalogue.iter().copied().filter(|item| !excluded.contains(item)).collect();
+        let mut pool: Vec<ItemId> = catalogue
+            .iter()
+            .copied()
+            .filter(|item| !excluded.contains(item))
+            .collect();
         for index in 0..pool.len().min(count) {
             let pick = generator.random_range(index..pool.len());
             pool.swap(index, pick);

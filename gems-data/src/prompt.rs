@@ -16,8 +16,7 @@ use crate::item_ids::ItemIdentifiers;
 use crate::schema::{Request, Task};
 
 /// The reference's recommendation prompt.
-pub const REFERENCE_REC_TEMPLATE: &str =
-    "Below is the user's interaction history: {history}. Please recommend the next item the user is likely to click.";
+pub const REFERENCE_REC_TEMPLATE: &str = "Below is the user's interaction history: {history}. Please recommend the next item the user is likely to click.";
 
 /// The reference's search prompt.
 pub const REFERENCE_SEARCH_TEMPLATE: &str = "Below is the user's interaction history: {history}. The user's search query is: {query}. Please predict the next item the user might click.";
@@ -52,7 +51,11 @@ impl PromptTemplates {
     pub fn new(rec: &str, search: &str, max_history_items: usize) -> Result<Self> {
         check_template("rec", rec, false)?;
         check_template("search", search, true)?;
-        Ok(PromptTemplates { rec: rec.to_string(), search: search.to_string(), max_history_items })
+        Ok(PromptTemplates {
+            rec: rec.to_string(),
+            search: search.to_string(),
+            max_history_items,
+        })
     }
 
     /// The template of `task`.
@@ -75,8 +78,16 @@ impl PromptTemplates {
 
     /// Renders the prompt with at most `history_items` of the most recent history items (used by
     /// batching to shorten prompts that exceed the token budget).
-    pub fn render_with_history(&self, request: &Request, identifiers: &ItemIdentifiers, history_items: usize) -> Result<String> {
-        let start = request.history.len().saturating_sub(history_items.min(self.max_history_items));
+    pub fn render_with_history(
+        &self,
+        request: &Request,
+        identifiers: &ItemIdentifiers,
+        history_items: usize,
+    ) -> Result<String> {
+        let start = request
+            .history
+            .len()
+            .saturating_sub(history_items.min(self.max_history_items));
         let mut history = String::new();
         for item in &request.history[start..] {
             let identifier = identifiers.identifier(*item).ok_or_else(|| {
@@ -132,7 +143,9 @@ fn check_template(task: &str, template: &str, wants_query: bool) -> Result<()> {
         let tail = &rest[open..];
         if let Some(close) = tail.find('}') {
             let placeholder = &tail[..=close];
-            let is_word = placeholder[1..placeholder.len() - 1].chars().all(|c| c.is_alphanumeric() || c == '_');
+            let is_word = placeholder[1..placeholder.len() - 1]
+                .chars()
+                .all(|c| c.is_alphanumeric() || c == '_');
             if is_word && placeholder != HISTORY && placeholder != QUERY {
                 return Err(DataError::InvalidOption(format!(
                     "{task} prompt template: unknown placeholder {placeholder}; the known placeholders are {HISTORY} and {QUERY}"
@@ -142,10 +155,14 @@ fn check_template(task: &str, template: &str, wants_query: bool) -> Result<()> {
         rest = &tail[1..];
     }
     if !template.contains(HISTORY) {
-        return Err(DataError::InvalidOption(format!("{task} prompt template must contain {HISTORY}")));
+        return Err(DataError::InvalidOption(format!(
+            "{task} prompt template must contain {HISTORY}"
+        )));
     }
     if wants_query && !template.contains(QUERY) {
-        return Err(DataError::InvalidOption(format!("{task} prompt template must contain {QUERY}")));
+        return Err(DataError::InvalidOption(format!(
+            "{task} prompt template must contain {QUERY}"
+        )));
     }
     if !wants_query && template.contains(QUERY) {
         return Err(DataError::InvalidOption(format!(

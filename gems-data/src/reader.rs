@@ -10,8 +10,8 @@ use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::marker::PhantomData;
 use std::path::Path;
 
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::error::{DataError, Result};
@@ -56,7 +56,11 @@ pub trait JsonRecord: DeserializeOwned + Serialize {
 }
 
 const fn field(name: &'static str, required: bool, kind: FieldKind) -> FieldSpec {
-    FieldSpec { name, required, kind }
+    FieldSpec {
+        name,
+        required,
+        kind,
+    }
 }
 
 impl JsonRecord for Item {
@@ -158,7 +162,12 @@ pub fn parse_record<T: JsonRecord>(line: &str, file_name: &str, line_number: usi
     }
 }
 
-fn explain_line<T: JsonRecord>(line: &str, file: &str, line_number: usize, typed_error: serde_json::Error) -> DataError {
+fn explain_line<T: JsonRecord>(
+    line: &str,
+    file: &str,
+    line_number: usize,
+    typed_error: serde_json::Error,
+) -> DataError {
     let value: Value = match serde_json::from_str(line) {
         Ok(value) => value,
         Err(syntax_error) => {
@@ -171,7 +180,12 @@ fn explain_line<T: JsonRecord>(line: &str, file: &str, line_number: usize, typed
         }
     };
     let Value::Object(object) = &value else {
-        return DataError::record(file, line_number, None, format!("expected a JSON object, got {}", describe(&value)));
+        return DataError::record(
+            file,
+            line_number,
+            None,
+            format!("expected a JSON object, got {}", describe(&value)),
+        );
     };
     for key in object.keys() {
         if !T::FIELDS.iter().any(|spec| spec.name == key) {
@@ -187,7 +201,12 @@ fn explain_line<T: JsonRecord>(line: &str, file: &str, line_number: usize, typed
     for spec in T::FIELDS {
         match object.get(spec.name) {
             None if spec.required => {
-                return DataError::record(file, line_number, Some(spec.name), "missing; this field is required");
+                return DataError::record(
+                    file,
+                    line_number,
+                    Some(spec.name),
+                    "missing; this field is required",
+                );
             }
             None => {}
             Some(field_value) => {
@@ -227,8 +246,15 @@ fn check_kind(kind: FieldKind, value: &Value) -> std::result::Result<(), String>
                     _ => element.is_string(),
                 };
                 if !fits {
-                    let what = if kind == FieldKind::StringList { "a string" } else { "a non-negative integer" };
-                    return Err(format!("element {position}: expected {what}, got {}", describe(element)));
+                    let what = if kind == FieldKind::StringList {
+                        "a string"
+                    } else {
+                        "a non-negative integer"
+                    };
+                    return Err(format!(
+                        "element {position}: expected {what}, got {}",
+                        describe(element)
+                    ));
                 }
             }
             Ok(())
@@ -254,24 +280,34 @@ fn describe(value: &Value) -> String {
 
 /// Reads a whole JSONL file into memory (records only, line numbers dropped).
 pub fn read_jsonl<T: JsonRecord>(path: &Path) -> Result<Vec<T>> {
-    JsonlReader::<T>::open(path)?.map(|entry| entry.map(|(_, record)| record)).collect()
+    JsonlReader::<T>::open(path)?
+        .map(|entry| entry.map(|(_, record)| record))
+        .collect()
 }
 
 /// Writes records one per line.
-pub fn write_jsonl<'a, T: Serialize + 'a>(path: &Path, records: impl IntoIterator<Item = &'a T>) -> Result<()> {
+pub fn write_jsonl<'a, T: Serialize + 'a>(
+    path: &Path,
+    records: impl IntoIterator<Item = &'a T>,
+) -> Result<()> {
     let file = File::create(path).map_err(|source| DataError::io(path, "create", source))?;
     let mut writer = BufWriter::with_capacity(1 << 20, file);
     for record in records {
         serde_json::to_writer(&mut writer, record)
             .map_err(|error| DataError::io(path, "write", std::io::Error::other(error)))?;
-        writer.write_all(b"\n").map_err(|source| DataError::io(path, "write", source))?;
+        writer
+            .write_all(b"\n")
+            .map_err(|source| DataError::io(path, "write", source))?;
     }
-    writer.flush().map_err(|source| DataError::io(path, "write", source))
+    writer
+        .flush()
+        .map_err(|source| DataError::io(path, "write", source))
 }
 
 /// Reads `dataset.json`.
 pub fn read_manifest(path: &Path) -> Result<DatasetManifest> {
-    let text = std::fs::read_to_string(path).map_err(|source| DataError::io(path, "read", source))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|source| DataError::io(path, "read", source))?;
     serde_json::from_str(&text).map_err(|error| {
         DataError::record(
             &path.display().to_string(),

@@ -96,7 +96,12 @@ impl Request {
     /// The candidate set of the sampled protocol: the targets followed by the fixed negatives.
     pub fn sampled_candidates(&self) -> Vec<ItemId> {
         let mut candidates = self.targets.clone();
-        candidates.extend(self.negatives.iter().copied().filter(|item| !self.targets.contains(item)));
+        candidates.extend(
+            self.negatives
+                .iter()
+                .copied()
+                .filter(|item| !self.targets.contains(item)),
+        );
         candidates
     }
 }

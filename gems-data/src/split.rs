@@ -20,7 +20,9 @@ pub struct SplitOptions {
 
 impl Default for SplitOptions {
     fn default() -> Self {
-        SplitOptions { min_requests_for_holdout: 3 }
+        SplitOptions {
+            min_requests_for_holdout: 3,
+        }
     }
 }
 
@@ -55,7 +57,10 @@ pub struct SplitRequests {
 pub fn leave_one_out(requests: Vec<Request>, options: SplitOptions) -> SplitRequests {
     let mut groups: HashMap<(UserId, Task), Vec<(i64, usize)>> = HashMap::new();
     for (position, request) in requests.iter().enumerate() {
-        groups.entry((request.user, request.task)).or_default().push((request.timestamp, position));
+        groups
+            .entry((request.user, request.task))
+            .or_default()
+            .push((request.timestamp, position));
     }
     let mut keys: Vec<(UserId, Task)> = groups.keys().copied().collect();
     keys.sort();
@@ -70,11 +75,17 @@ pub fn leave_one_out(requests: Vec<Request>, options: SplitOptions) -> SplitRequ
         if members.len() < options.min_requests_for_holdout.max(2) {
             split.report.groups_kept_in_train += 1;
             split.report.requests_of_small_groups += members.len();
-            split.train.extend(members.iter().map(|&(_, position)| take(position)));
+            split
+                .train
+                .extend(members.iter().map(|&(_, position)| take(position)));
             continue;
         }
         let count = members.len();
-        split.train.extend(members[..count - 2].iter().map(|&(_, position)| take(position)));
+        split.train.extend(
+            members[..count - 2]
+                .iter()
+                .map(|&(_, position)| take(position)),
+        );
         split.valid.push(take(members[count - 2].1));
         split.test.push(take(members[count - 1].1));
     }

@@ -33,7 +33,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::convert::{requests_from_interactions, ConversionReport, ConvertedDataset, HistoryOptions, Interaction};
+use crate::convert::{
+    ConversionReport, ConvertedDataset, HistoryOptions, Interaction, requests_from_interactions,
+};
 use crate::schema::{Item, ItemId, Task};
 
 /// Categories and their nouns.
@@ -51,7 +53,10 @@ const CATEGORIES: [(&str, [&str; 4]); 16] = [
     ("office", ["stapler", "notebook", "lamp", "chair"]),
     ("pets", ["leash", "collar", "aquarium", "scratcher"]),
     ("jewelry", ["ring", "necklace", "bracelet", "watch"]),
-    ("audio", ["headphones", "speaker", "microphone", "turntable"]),
+    (
+        "audio",
+        ["headphones", "speaker", "microphone", "turntable"],
+    ),
     ("bakery", ["bread", "croissant", "bagel", "muffin"]),
     ("travel", ["suitcase", "pillow", "adapter", "wallet"]),
 ];
@@ -74,11 +79,19 @@ const NOUN_ALIASES: [[&str; 4]; 16] = [
     ["loaf", "crescent", "roll", "cupcake"],
     ["luggage", "cushion", "plug", "purse"],
 ];
-const COLOURS: [&str; 10] = ["red", "blue", "green", "black", "white", "yellow", "purple", "orange", "grey", "pink"];
+const COLOURS: [&str; 10] = [
+    "red", "blue", "green", "black", "white", "yellow", "purple", "orange", "grey", "pink",
+];
 /// Everyday words for the colours, used in queries only.
-const COLOUR_ALIASES: [&str; 10] = ["crimson", "navy", "emerald", "jet", "ivory", "golden", "violet", "amber", "slate", "rose"];
-const STYLES: [&str; 8] = ["vintage", "modern", "compact", "deluxe", "classic", "rugged", "minimal", "premium"];
-const SYLLABLES: [&str; 12] = ["vel", "ora", "zan", "tik", "mor", "lum", "bri", "kas", "nov", "dor", "fen", "qui"];
+const COLOUR_ALIASES: [&str; 10] = [
+    "crimson", "navy", "emerald", "jet", "ivory", "golden", "violet", "amber", "slate", "rose",
+];
+const STYLES: [&str; 8] = [
+    "vintage", "modern", "compact", "deluxe", "classic", "rugged", "minimal", "premium",
+];
+const SYLLABLES: [&str; 12] = [
+    "vel", "ora", "zan", "tik", "mor", "lum", "bri", "kas", "nov", "dor", "fen", "qui",
+];
 
 /// Size and behaviour of the generated data.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -155,7 +168,10 @@ pub fn generate(config: &SyntheticConfig) -> ConvertedDataset {
             let (category, _) = CATEGORIES[item.category];
             Item {
                 id: index as ItemId,
-                title: format!("{} {} {} {}", item.brand, COLOURS[item.colour], STYLES[item.style], item.noun),
+                title: format!(
+                    "{} {} {} {}",
+                    item.brand, COLOURS[item.colour], STYLES[item.style], item.noun
+                ),
                 text: Some(format!(
                     "A {} {} {} by {}, from the {category} collection.",
                     COLOURS[item.colour], STYLES[item.style], item.noun, item.brand
@@ -165,7 +181,11 @@ pub fn generate(config: &SyntheticConfig) -> ConvertedDataset {
         })
         .collect();
     let by_category: Vec<Vec<usize>> = (0..categories)
-        .map(|category| (0..catalogue.len()).filter(|&index| catalogue[index].category == category).collect())
+        .map(|category| {
+            (0..catalogue.len())
+                .filter(|&index| catalogue[index].category == category)
+                .collect()
+        })
         .collect();
 
     // Queries draw from their own stream, so that query settings never change who does what.
@@ -184,7 +204,12 @@ pub fn generate(config: &SyntheticConfig) -> ConvertedDataset {
         };
         let mut focus = taste.favourites[0];
         let mut consumed: HashSet<usize> = HashSet::new();
-        let count = generator.random_range(config.min_interactions_per_user..=config.max_interactions_per_user.max(config.min_interactions_per_user));
+        let count = generator.random_range(
+            config.min_interactions_per_user
+                ..=config
+                    .max_interactions_per_user
+                    .max(config.min_interactions_per_user),
+        );
         let mut time_seconds: i64 = 1_700_000_000 + generator.random_range(0..30 * 86_400);
         for _ in 0..count {
             time_seconds += generator.random_range(60..2 * 86_400);
@@ -195,16 +220,30 @@ pub fn generate(config: &SyntheticConfig) -> ConvertedDataset {
             }
             if !generator.random_bool(config.focus_stay_probability) {
                 focus = if generator.random_bool(0.85) {
-                    *taste.favourites.choose(&mut generator).expect("at least one favourite")
+                    *taste
+                        .favourites
+                        .choose(&mut generator)
+                        .expect("at least one favourite")
                 } else {
                     generator.random_range(0..categories)
                 };
             }
             let is_search = generator.random_bool(config.search_fraction);
-            let category = if is_search && generator.random_bool(0.5) { generator.random_range(0..categories) } else { focus };
-            let target = pick_item(&mut generator, &catalogue, &by_category[category], &taste, &consumed);
+            let category = if is_search && generator.random_bool(0.5) {
+                generator.random_range(0..categories)
+            } else {
+                focus
+            };
+            let target = pick_item(
+                &mut generator,
+                &catalogue,
+                &by_category[category],
+                &taste,
+                &consumed,
+            );
             consumed.insert(target);
-            let query = is_search.then(|| make_query(&mut query_generator, &catalogue[target], config));
+            let query =
+                is_search.then(|| make_query(&mut query_generator, &catalogue[target], config));
             interactions.push(Interaction {
                 user: user as u64,
                 time_ms: time_seconds * 1000,
@@ -236,7 +275,11 @@ pub fn generate(config: &SyntheticConfig) -> ConvertedDataset {
     }
 }
 
-fn generate_items(generator: &mut ChaCha8Rng, categories: usize, per_category: usize) -> Vec<SyntheticItem> {
+fn generate_items(
+    generator: &mut ChaCha8Rng,
+    categories: usize,
+    per_category: usize,
+) -> Vec<SyntheticItem> {
     let brands: Vec<String> = {
         let mut names = Vec::new();
         for first in SYLLABLES {
@@ -287,13 +330,21 @@ fn pick_item(
     taste: &Taste,
     consumed: &HashSet<usize>,
 ) -> usize {
-    let mut candidates: Vec<usize> = members.iter().copied().filter(|index| !consumed.contains(index)).collect();
+    let mut candidates: Vec<usize> = members
+        .iter()
+        .copied()
+        .filter(|index| !consumed.contains(index))
+        .collect();
     if candidates.is_empty() {
         candidates = members.to_vec();
     }
     let weight = |index: usize| {
         let item = &catalogue[index];
-        let colour = if item.colour == taste.colour { 3.0 } else { 1.0 };
+        let colour = if item.colour == taste.colour {
+            3.0
+        } else {
+            1.0
+        };
         let style = if item.style == taste.style { 2.0 } else { 1.0 };
         item.popularity * colour * style
     };
@@ -308,19 +359,35 @@ fn pick_item(
     *candidates.last().expect("non-empty")
 }
 
-fn make_query(generator: &mut ChaCha8Rng, item: &SyntheticItem, config: &SyntheticConfig) -> String {
+fn make_query(
+    generator: &mut ChaCha8Rng,
+    item: &SyntheticItem,
+    config: &SyntheticConfig,
+) -> String {
     let alias = |generator: &mut ChaCha8Rng| generator.random_bool(config.query_alias_probability);
     let mut words: Vec<String> = Vec::new();
     if generator.random_bool(config.query_attribute_probability) {
         let wrong = generator.random_bool(config.query_noise);
         match generator.random_range(0..3) {
             0 => {
-                let colour = if wrong { generator.random_range(0..COLOURS.len()) } else { item.colour };
-                let names = if alias(generator) { COLOUR_ALIASES } else { COLOURS };
+                let colour = if wrong {
+                    generator.random_range(0..COLOURS.len())
+                } else {
+                    item.colour
+                };
+                let names = if alias(generator) {
+                    COLOUR_ALIASES
+                } else {
+                    COLOURS
+                };
                 words.push(names[colour].to_string());
             }
             1 => {
-                let style = if wrong { generator.random_range(0..STYLES.len()) } else { item.style };
+                let style = if wrong {
+                    generator.random_range(0..STYLES.len())
+                } else {
+                    item.style
+                };
                 words.push(STYLES[style].to_string());
             }
             _ => words.push(item.brand.to_lowercase()),
@@ -330,7 +397,10 @@ fn make_query(generator: &mut ChaCha8Rng, item: &SyntheticItem, config: &Synthet
     let noun = if generator.random_bool(config.query_noise / 2.0) {
         category
     } else if alias(generator) {
-        let position = nouns.iter().position(|n| *n == item.noun).expect("the noun is its category's");
+        let position = nouns
+            .iter()
+            .position(|n| *n == item.noun)
+            .expect("the noun is its category's");
         NOUN_ALIASES[item.category][position]
     } else {
         item.noun

@@ -39,7 +39,10 @@ mod tests {
     fn splits_on_punctuation_lowercases_and_separates_ideographs() {
         assert_eq!(words("Toy Story (1995)"), vec!["toy", "story", "1995"]);
         assert_eq!(words("user's  RED-wool"), vec!["user", "s", "red", "wool"]);
-        assert_eq!(words("渔歌子abc主旨"), vec!["渔", "歌", "子", "abc", "主", "旨"]);
+        assert_eq!(
+            words("渔歌子abc主旨"),
+            vec!["渔", "歌", "子", "abc", "主", "旨"]
+        );
         assert!(words("  ,; ").is_empty());
     }
 }

@@ -65,7 +65,10 @@ pub fn item_text_embeddings(items: &[Item], dimensions: usize) -> Vec<Vec<f32>> 
             }
             let norm = vector.iter().map(|value| value * value).sum::<f64>().sqrt();
             let scale = if norm > 0.0 { 1.0 / norm } else { 0.0 };
-            vector.into_iter().map(|value| (value * scale) as f32).collect()
+            vector
+                .into_iter()
+                .map(|value| (value * scale) as f32)
+                .collect()
         })
         .collect()
 }
@@ -75,7 +78,12 @@ mod tests {
     use super::*;
 
     fn item(id: u64, title: &str, category: &str) -> Item {
-        Item { id, title: title.to_string(), text: None, categories: vec![category.to_string()] }
+        Item {
+            id,
+            title: title.to_string(),
+            text: None,
+            categories: vec![category.to_string()],
+        }
     }
 
     #[test]

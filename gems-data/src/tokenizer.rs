@@ -10,8 +10,8 @@
 
 use std::path::Path;
 
-use tokenizers::models::wordlevel::{WordLevel, WordLevelTrainer};
 use tokenizers::models::TrainerWrapper;
+use tokenizers::models::wordlevel::{WordLevel, WordLevelTrainer};
 use tokenizers::normalizers::Lowercase;
 use tokenizers::pre_tokenizers::whitespace::Whitespace;
 use tokenizers::{AddedToken, Tokenizer};
@@ -39,7 +39,10 @@ pub struct WordLevelOptions {
 
 impl Default for WordLevelOptions {
     fn default() -> Self {
-        WordLevelOptions { vocab_size: 32_000, min_frequency: 1 }
+        WordLevelOptions {
+            vocab_size: 32_000,
+            min_frequency: 1,
+        }
     }
 }
 
@@ -62,15 +65,28 @@ impl SpecialTokenIds {
                 .token_to_id(token)
                 .ok_or_else(|| DataError::Tokenizer(format!("the tokenizer has no {token} token")))
         };
-        Ok(SpecialTokenIds { pad: lookup(PAD_TOKEN)?, eos: lookup(EOS_TOKEN)?, unk: lookup(UNK_TOKEN)? })
+        Ok(SpecialTokenIds {
+            pad: lookup(PAD_TOKEN)?,
+            eos: lookup(EOS_TOKEN)?,
+            unk: lookup(UNK_TOKEN)?,
+        })
     }
 }
 
 /// The training text: both templates (placeholders removed), every query, every item title.
-pub fn tokenizer_corpus(items: &[Item], requests: &[Request], templates: &PromptTemplates) -> Vec<String> {
+pub fn tokenizer_corpus(
+    items: &[Item],
+    requests: &[Request],
+    templates: &PromptTemplates,
+) -> Vec<String> {
     let mut corpus: Vec<String> = Task::ALL
         .iter()
-        .map(|task| templates.template(*task).replace("{history}", " ").replace("{query}", " "))
+        .map(|task| {
+            templates
+                .template(*task)
+                .replace("{history}", " ")
+                .replace("{query}", " ")
+        })
         .collect();
     corpus.extend(requests.iter().filter_map(|request| request.query.clone()));
     corpus.extend(items.iter().map(|item| item.title.clone()));
@@ -78,7 +94,11 @@ pub fn tokenizer_corpus(items: &[Item], requests: &[Request], templates: &Prompt
 }
 
 /// Trains a word-level tokenizer on `corpus` and adds the identifiers' new tokens.
-pub fn train_word_level(corpus: &[String], identifiers: &ItemIdentifiers, options: WordLevelOptions) -> Result<Tokenizer> {
+pub fn train_word_level(
+    corpus: &[String],
+    identifiers: &ItemIdentifiers,
+    options: WordLevelOptions,
+) -> Result<Tokenizer> {
     let model = WordLevel::builder()
         .unk_token(UNK_TOKEN.to_string())
         .build()
@@ -86,8 +106,10 @@ pub fn train_word_level(corpus: &[String], identifiers: &ItemIdentifiers, option
     let mut tokenizer = Tokenizer::new(model);
     tokenizer.with_normalizer(Some(Lowercase));
     tokenizer.with_pre_tokenizer(Some(Whitespace {}));
-    let special: Vec<AddedToken> =
-        [PAD_TOKEN, EOS_TOKEN, UNK_TOKEN].iter().map(|token| AddedToken::from(token.to_string(), true)).collect();
+    let special: Vec<AddedToken> = [PAD_TOKEN, EOS_TOKEN, UNK_TOKEN]
+        .iter()
+        .map(|token| AddedToken::from(token.to_string(), true))
+        .collect();
     let trainer = WordLevelTrainer::builder()
         .vocab_size(options.vocab_size)
         .min_frequency(options.min_frequency)

@@ -70,8 +70,12 @@ impl IssueKind {
             IssueKind::DuplicateItemId => "later duplicates removed, first kept",
             IssueKind::UnknownHistoryItem => "entry removed from the history",
             IssueKind::UnknownTargetItem => "target removed (request dropped if none is left)",
-            IssueKind::UnknownNegativeItem | IssueKind::NegativeIsTargetOrHistory => "negative removed",
-            IssueKind::NoTargets | IssueKind::EmptyHistory | IssueKind::EmptySearchQuery => "request dropped",
+            IssueKind::UnknownNegativeItem | IssueKind::NegativeIsTargetOrHistory => {
+                "negative removed"
+            }
+            IssueKind::NoTargets | IssueKind::EmptyHistory | IssueKind::EmptySearchQuery => {
+                "request dropped"
+            }
         }
     }
 }
@@ -110,7 +114,9 @@ impl ValidationReport {
 
     /// Occurrences of one kind of problem (0 when none).
     pub fn occurrences(&self, kind: IssueKind) -> usize {
-        self.issues.get(&kind).map_or(0, |summary| summary.occurrences)
+        self.issues
+            .get(&kind)
+            .map_or(0, |summary| summary.occurrences)
     }
 
     /// The report as notes for the manifest, one line per problem kind.
@@ -146,7 +152,12 @@ impl fmt::Display for ValidationReport {
                 ValidationPolicy::Filter => kind.filter_action(),
                 ValidationPolicy::Strict => "not repaired",
             };
-            writeln!(formatter, "{:>8}  {} ({action})", summary.occurrences, kind.description())?;
+            writeln!(
+                formatter,
+                "{:>8}  {} ({action})",
+                summary.occurrences,
+                kind.description()
+            )?;
             for example in &summary.examples {
                 writeln!(formatter, "          e.g. {example}")?;
             }
@@ -168,7 +179,10 @@ impl Validator {
         Validator {
             policy,
             known_items: HashSet::new(),
-            report: ValidationReport { policy, ..ValidationReport::default() },
+            report: ValidationReport {
+                policy,
+                ..ValidationReport::default()
+            },
         }
     }
 
@@ -176,7 +190,9 @@ impl Validator {
         let summary = self.report.issues.entry(kind).or_default();
         summary.occurrences += 1;
         if summary.examples.len() < EXAMPLES_PER_ISSUE {
-            summary.examples.push(format!("{location}: field \"{field}\": {detail}"));
+            summary
+                .examples
+                .push(format!("{location}: field \"{field}\": {detail}"));
         }
     }
 
@@ -184,7 +200,12 @@ impl Validator {
     pub fn add_item(&mut self, item: Item, location: &str) -> Option<Item> {
         self.report.items_read += 1;
         if !self.known_items.insert(item.id) {
-            self.record(IssueKind::DuplicateItemId, location, "id", format!("item {} was already defined", item.id));
+            self.record(
+                IssueKind::DuplicateItemId,
+                location,
+                "id",
+                format!("item {} was already defined", item.id),
+            );
             if self.policy == ValidationPolicy::Filter {
                 return None;
             }
@@ -204,17 +225,47 @@ impl Validator {
         self.report.requests_read += 1;
         let filter = self.policy == ValidationPolicy::Filter;
 
-        let unknown_history: Vec<ItemId> = request.history.iter().copied().filter(|item| !self.knows(*item)).collect();
+        let unknown_history: Vec<ItemId> = request
+            .history
+            .iter()
+            .copied()
+            .filter(|item| !self.knows(*item))
+            .collect();
         for item in &unknown_history {
-            self.record(IssueKind::UnknownHistoryItem, location, "history", format!("item {item} is not in the catalogue"));
+            self.record(
+                IssueKind::UnknownHistoryItem,
+                location,
+                "history",
+                format!("item {item} is not in the catalogue"),
+            );
         }
-        let unknown_targets: Vec<ItemId> = request.targets.iter().copied().filter(|item| !self.knows(*item)).collect();
+        let unknown_targets: Vec<ItemId> = request
+            .targets
+            .iter()
+            .copied()
+            .filter(|item| !self.knows(*item))
+            .collect();
         for item in &unknown_targets {
-            self.record(IssueKind::UnknownTargetItem, location, "targets", format!("item {item} is not in the catalogue"));
+            self.record(
+                IssueKind::UnknownTargetItem,
+                location,
+                "targets",
+                format!("item {item} is not in the catalogue"),
+            );
         }
-        let unknown_negatives: Vec<ItemId> = request.negatives.iter().copied().filter(|item| !self.knows(*item)).collect();
+        let unknown_negatives: Vec<ItemId> = request
+            .negatives
+            .iter()
+            .copied()
+            .filter(|item| !self.knows(*item))
+            .collect();
         for item in &unknown_negatives {
-            self.record(IssueKind::UnknownNegativeItem, location, "negatives", format!("item {item} is not in the catalogue"));
+            self.record(
+                IssueKind::UnknownNegativeItem,
+                location,
+                "negatives",
+                format!("item {item} is not in the catalogue"),
+            );
         }
         let overlapping: Vec<ItemId> = request
             .negatives
@@ -236,22 +287,42 @@ impl Validator {
             request.targets.retain(|item| known.contains(item));
             let targets = request.targets.clone();
             let history = request.history.clone();
-            request
-                .negatives
-                .retain(|item| known.contains(item) && !targets.contains(item) && !history.contains(item));
+            request.negatives.retain(|item| {
+                known.contains(item) && !targets.contains(item) && !history.contains(item)
+            });
         }
 
         let mut drop = false;
         if request.targets.is_empty() {
-            self.record(IssueKind::NoTargets, location, "targets", "no target (left)".to_string());
+            self.record(
+                IssueKind::NoTargets,
+                location,
+                "targets",
+                "no target (left)".to_string(),
+            );
             drop = true;
         }
         if request.history.is_empty() {
-            self.record(IssueKind::EmptyHistory, location, "history", "empty".to_string());
+            self.record(
+                IssueKind::EmptyHistory,
+                location,
+                "history",
+                "empty".to_string(),
+            );
             drop = true;
         }
-        if request.task == Task::Search && request.query.as_deref().is_none_or(|query| query.trim().is_empty()) {
-            self.record(IssueKind::EmptySearchQuery, location, "query", "missing or blank on a search request".to_string());
+        if request.task == Task::Search
+            && request
+                .query
+                .as_deref()
+                .is_none_or(|query| query.trim().is_empty())
+        {
+            self.record(
+                IssueKind::EmptySearchQuery,
+                location,
+                "query",
+                "missing or blank on a search request".to_string(),
+            );
             drop = true;
         }
         if filter && drop {
@@ -264,7 +335,9 @@ impl Validator {
     /// Ends validation: the report, or under `strict` an error carrying it when a problem was found.
     pub fn finish(self) -> Result<ValidationReport> {
         if self.policy == ValidationPolicy::Strict && !self.report.is_clean() {
-            return Err(DataError::Validation { report: Box::new(self.report) });
+            return Err(DataError::Validation {
+                report: Box::new(self.report),
+            });
         }
         Ok(self.report)
     }
@@ -285,7 +358,9 @@ pub fn validate_in_memory(
     let requests: Vec<Request> = requests
         .into_iter()
         .enumerate()
-        .filter_map(|(index, request)| validator.check_request(request, &format!("requests[{index}]")))
+        .filter_map(|(index, request)| {
+            validator.check_request(request, &format!("requests[{index}]"))
+        })
         .collect();
     let report = validator.finish()?;
     Ok((items, requests, report))

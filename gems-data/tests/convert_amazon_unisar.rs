@@ -5,8 +5,8 @@
 mod common;
 
 use common::{fixture, request};
-use gems_data::convert::amazon_unisar::{convert, AmazonUnisarOptions};
 use gems_data::Task;
+use gems_data::convert::amazon_unisar::{AmazonUnisarOptions, convert};
 
 #[test]
 fn converts_every_pickle_layout_into_exact_requests() {
@@ -17,7 +17,14 @@ fn converts_every_pickle_layout_into_exact_requests() {
         request(1, Task::Search, &[11], Some("5 6"), &[13], 1400000200),
         request(1, Task::Rec, &[11, 13], None, &[12], 1400000300),
         request(1, Task::Rec, &[11, 13, 12], None, &[14], 1400000400),
-        request(1, Task::Search, &[11, 13, 12, 14], Some("7"), &[15], 1400000500),
+        request(
+            1,
+            Task::Search,
+            &[11, 13, 12, 14],
+            Some("7"),
+            &[15],
+            1400000500,
+        ),
         // User 2: rec 11, search 12 with the keyword stored as the text "[8, 9]" and a float ts,
         // rec 13 from a to_dict(orient="index") pickle.
         request(2, Task::Search, &[11], Some("8 9"), &[12], 1400000250),
@@ -36,13 +43,34 @@ fn unreadable_or_incomplete_pickles_are_explained() {
     let directory = common::scratch_dir("unisar-broken");
     let dataset = directory.join("dataset");
     std::fs::create_dir_all(&dataset).unwrap();
-    for name in ["rec_train", "rec_val", "rec_test", "src_train", "src_val", "src_test"] {
-        std::fs::copy(fixture(&format!("amazon_unisar/dataset/{name}.pkl")), dataset.join(format!("{name}.pkl"))).unwrap();
+    for name in [
+        "rec_train",
+        "rec_val",
+        "rec_test",
+        "src_train",
+        "src_val",
+        "src_test",
+    ] {
+        std::fs::copy(
+            fixture(&format!("amazon_unisar/dataset/{name}.pkl")),
+            dataset.join(format!("{name}.pkl")),
+        )
+        .unwrap();
     }
     std::fs::write(dataset.join("rec_val.pkl"), b"\x80\x04\x95").unwrap();
-    let error = convert(&directory, &AmazonUnisarOptions::default()).unwrap_err().to_string();
-    assert!(error.contains("rec_val.pkl: not a readable pickle: the pickle ends early"), "{error}");
+    let error = convert(&directory, &AmazonUnisarOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("rec_val.pkl: not a readable pickle: the pickle ends early"),
+        "{error}"
+    );
     std::fs::remove_file(dataset.join("rec_val.pkl")).unwrap();
-    let error = convert(&directory, &AmazonUnisarOptions::default()).unwrap_err().to_string();
-    assert!(error.contains("rec_val.pkl: missing; UniSAR's Amazon folder holds"), "{error}");
+    let error = convert(&directory, &AmazonUnisarOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("rec_val.pkl: missing; UniSAR's Amazon folder holds"),
+        "{error}"
+    );
 }

@@ -3,7 +3,7 @@
 mod common;
 
 use common::{fixture, request};
-use gems_data::convert::kuaisar::{convert, KuaiSarOptions};
+use gems_data::convert::kuaisar::{KuaiSarOptions, convert};
 use gems_data::{Item, Task};
 
 #[test]
@@ -15,7 +15,14 @@ fn converts_logs_into_exact_requests_and_items() {
         request(1, Task::Search, &[101], Some("20 34 3"), &[102], 1684742040),
         request(1, Task::Rec, &[101, 102], None, &[103], 1684742100),
         // User 2: rec 102, session 8 without a click (dropped), session 9 with two clicks.
-        request(2, Task::Search, &[102], Some("9 10"), &[103, 101], 1684743500),
+        request(
+            2,
+            Task::Search,
+            &[102],
+            Some("9 10"),
+            &[103, 101],
+            1684743500,
+        ),
     ];
     assert_eq!(converted.requests, expected);
     let item = |id, title: &str, categories: &[&str]| Item {
@@ -26,13 +33,29 @@ fn converts_logs_into_exact_requests_and_items() {
     };
     assert_eq!(
         converted.items,
-        vec![item(101, "1 213 24", &["Funny", "Funny joke"]), item(102, "5 6", &["Food", "Food tutorial"]), item(103, "", &["Funny"])]
+        vec![
+            item(101, "1 213 24", &["Funny", "Funny joke"]),
+            item(102, "5 6", &["Food", "Food tutorial"]),
+            item(103, "", &["Funny"])
+        ]
     );
     let report = &converted.report;
-    assert_eq!(report.count("rec_inter.csv rows without a click (not interactions)"), Some(1));
-    assert_eq!(report.count("search sessions without a click (dropped)"), Some(1));
-    assert_eq!(report.count("clicked items missing from the item table (removed)"), Some(1));
-    assert_eq!(report.count("catalogue entries never referenced by a request (left out)"), Some(1));
+    assert_eq!(
+        report.count("rec_inter.csv rows without a click (not interactions)"),
+        Some(1)
+    );
+    assert_eq!(
+        report.count("search sessions without a click (dropped)"),
+        Some(1)
+    );
+    assert_eq!(
+        report.count("clicked items missing from the item table (removed)"),
+        Some(1)
+    );
+    assert_eq!(
+        report.count("catalogue entries never referenced by a request (left out)"),
+        Some(1)
+    );
 }
 
 #[test]
@@ -41,7 +64,13 @@ fn missing_column_lists_the_header() {
     for file in ["item_features.csv", "rec_inter.csv"] {
         std::fs::copy(fixture(&format!("kuaisar/{file}")), directory.join(file)).unwrap();
     }
-    std::fs::write(directory.join("src_inter.csv"), "user_id,search_session_id,keyword,item_id,click_cnt\n").unwrap();
-    let error = convert(&directory, &KuaiSarOptions::default()).unwrap_err().to_string();
+    std::fs::write(
+        directory.join("src_inter.csv"),
+        "user_id,search_session_id,keyword,item_id,click_cnt\n",
+    )
+    .unwrap();
+    let error = convert(&directory, &KuaiSarOptions::default())
+        .unwrap_err()
+        .to_string();
     assert!(error.contains("src_inter.csv: missing column \"search_session_timestamp\"; the header has: user_id, search_session_id"), "{error}");
 }

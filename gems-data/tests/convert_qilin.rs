@@ -3,12 +3,15 @@
 mod common;
 
 use common::{fixture, request};
-use gems_data::convert::qilin::{convert, QilinOptions};
 use gems_data::convert::FilterOptions;
+use gems_data::convert::qilin::{QilinOptions, convert};
 use gems_data::{Item, Task};
 
 fn unfiltered() -> QilinOptions {
-    QilinOptions { filter: FilterOptions::default(), ..QilinOptions::default() }
+    QilinOptions {
+        filter: FilterOptions::default(),
+        ..QilinOptions::default()
+    }
 }
 
 #[test]
@@ -17,11 +20,32 @@ fn converts_tables_into_exact_requests_and_notes() {
     let expected = vec![
         // Earliest impression (ms → s); the unclicked impression of note 5 is no target.
         request(100, Task::Rec, &[1, 2], None, &[3], 1732400000),
-        request(100, Task::Search, &[1, 2, 3], Some("渔歌子主旨"), &[4], 1732400095),
-        request(100, Task::Search, &[2, 3, 4], Some("hiking boots"), &[1, 2], 1732400200),
+        request(
+            100,
+            Task::Search,
+            &[1, 2, 3],
+            Some("渔歌子主旨"),
+            &[4],
+            1732400095,
+        ),
+        request(
+            100,
+            Task::Search,
+            &[2, 3, 4],
+            Some("hiking boots"),
+            &[1, 2],
+            1732400200,
+        ),
         request(100, Task::Rec, &[1, 2, 3], None, &[8], 1732400250),
         // Note 99 is not in notes.csv: removed from the targets.
-        request(100, Task::Search, &[3, 4, 1], Some("cake recipe"), &[2], 1732400300),
+        request(
+            100,
+            Task::Search,
+            &[3, 4, 1],
+            Some("cake recipe"),
+            &[2],
+            1732400300,
+        ),
         request(100, Task::Rec, &[3, 4], None, &[1], 1732400350),
         request(200, Task::Rec, &[2], None, &[1], 1732400150),
     ];
@@ -41,36 +65,82 @@ fn converts_tables_into_exact_requests_and_notes() {
     assert_eq!(converted.items[2].text, None);
     let report = &converted.report;
     assert_eq!(report.count("search_train.csv: rows"), Some(4));
-    assert_eq!(report.count("search_train.csv: rows with a blank query (dropped)"), Some(1));
-    assert_eq!(report.count("search_train.csv: rows with fewer than 1 history notes (dropped)"), Some(1));
-    assert_eq!(report.count("search_test.csv: rows without a clicked note (dropped)"), Some(1));
-    assert_eq!(report.count("note references missing from notes.csv (removed)"), Some(1));
+    assert_eq!(
+        report.count("search_train.csv: rows with a blank query (dropped)"),
+        Some(1)
+    );
+    assert_eq!(
+        report.count("search_train.csv: rows with fewer than 1 history notes (dropped)"),
+        Some(1)
+    );
+    assert_eq!(
+        report.count("search_test.csv: rows without a clicked note (dropped)"),
+        Some(1)
+    );
+    assert_eq!(
+        report.count("note references missing from notes.csv (removed)"),
+        Some(1)
+    );
 }
 
 #[test]
 fn reference_style_filters_iterate_to_a_fixed_point() {
     let options = QilinOptions {
-        filter: FilterOptions { min_requests_per_user_per_task: 2, require_both_tasks: true, k_core: 2 },
+        filter: FilterOptions {
+            min_requests_per_user_per_task: 2,
+            require_both_tasks: true,
+            k_core: 2,
+        },
         ..QilinOptions::default()
     };
     let converted = convert(&fixture("qilin"), &options).unwrap();
     // User 200 has one rec request (< 2): dropped. Note 8 occurs once (< 2): removed, which leaves
     // its request without a target: dropped. Nothing else changes in the second round.
-    let targets: Vec<Vec<u64>> = converted.requests.iter().map(|request| request.targets.clone()).collect();
-    assert_eq!(targets, vec![vec![3], vec![4], vec![1, 2], vec![2], vec![1]]);
+    let targets: Vec<Vec<u64>> = converted
+        .requests
+        .iter()
+        .map(|request| request.targets.clone())
+        .collect();
+    assert_eq!(
+        targets,
+        vec![vec![3], vec![4], vec![1, 2], vec![2], vec![1]]
+    );
     assert!(converted.requests.iter().all(|request| request.user == 100));
     let report = &converted.report;
-    assert_eq!(report.count("requests dropped: user has fewer than 2 requests of that task"), Some(1));
-    assert_eq!(report.count("item references removed: item occurs fewer than 2 times (2-core)"), Some(1));
-    assert_eq!(report.count("requests dropped: no target left after the k-core"), Some(1));
+    assert_eq!(
+        report.count("requests dropped: user has fewer than 2 requests of that task"),
+        Some(1)
+    );
+    assert_eq!(
+        report.count("item references removed: item occurs fewer than 2 times (2-core)"),
+        Some(1)
+    );
+    assert_eq!(
+        report.count("requests dropped: no target left after the k-core"),
+        Some(1)
+    );
     assert_eq!(report.count("filter rounds until nothing changed"), Some(2));
-    assert_eq!(converted.items.iter().map(|item| item.id).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+    assert_eq!(
+        converted
+            .items
+            .iter()
+            .map(|item| item.id)
+            .collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
 }
 
 #[test]
 fn default_options_are_the_references_filters() {
     let options = QilinOptions::default();
-    assert_eq!(options.filter, FilterOptions { min_requests_per_user_per_task: 3, require_both_tasks: true, k_core: 3 });
+    assert_eq!(
+        options.filter,
+        FilterOptions {
+            min_requests_per_user_per_task: 3,
+            require_both_tasks: true,
+            k_core: 3
+        }
+    );
     assert_eq!(options.history.max_history, 20);
 }
 
@@ -93,7 +163,14 @@ fn malformed_cell_names_file_line_and_column() {
 fn missing_tables_say_what_is_expected() {
     let directory = common::scratch_dir("qilin-missing");
     std::fs::copy(fixture("qilin/notes.csv"), directory.join("notes.csv")).unwrap();
-    std::fs::copy(fixture("qilin/search_train.csv"), directory.join("search_train.csv")).unwrap();
+    std::fs::copy(
+        fixture("qilin/search_train.csv"),
+        directory.join("search_train.csv"),
+    )
+    .unwrap();
     let error = convert(&directory, &unfiltered()).unwrap_err().to_string();
-    assert!(error.contains("no rec table: expected recommendation_train.csv"), "{error}");
+    assert!(
+        error.contains("no rec table: expected recommendation_train.csv"),
+        "{error}"
+    );
 }

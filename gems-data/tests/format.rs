@@ -5,14 +5,19 @@ mod common;
 use std::path::Path;
 
 use common::scratch_dir;
-use gems_data::dataset::{load_dataset, prepare, write_converted, load_converted, PrepareOptions};
-use gems_data::reader::{read_jsonl, JsonlReader};
-use gems_data::synthetic::{generate, SyntheticConfig};
+use gems_data::dataset::{PrepareOptions, load_converted, load_dataset, prepare, write_converted};
+use gems_data::reader::{JsonlReader, read_jsonl};
+use gems_data::synthetic::{SyntheticConfig, generate};
 use gems_data::validate::IssueKind;
 use gems_data::{DataError, Item, Request, ValidationPolicy};
 
 fn small_synthetic() -> gems_data::convert::ConvertedDataset {
-    generate(&SyntheticConfig { users: 20, items_per_category: 5, categories: 4, ..SyntheticConfig::default() })
+    generate(&SyntheticConfig {
+        users: 20,
+        items_per_category: 5,
+        categories: 4,
+        ..SyntheticConfig::default()
+    })
 }
 
 #[test]
@@ -21,15 +26,27 @@ fn prepared_dataset_round_trips_through_the_directory() {
     let (prepared, report) = prepare(small_synthetic(), PrepareOptions::default()).unwrap();
     assert!(report.validation.is_clean());
     prepared.write(&directory).unwrap();
-    for file in ["dataset.json", "items.jsonl", "train.jsonl", "valid.jsonl", "test.jsonl"] {
+    for file in [
+        "dataset.json",
+        "items.jsonl",
+        "train.jsonl",
+        "valid.jsonl",
+        "test.jsonl",
+    ] {
         assert!(directory.join(file).is_file(), "{file}");
     }
     let (loaded, validation) = load_dataset(&directory, ValidationPolicy::Strict).unwrap();
     assert_eq!(loaded, prepared);
-    assert_eq!(validation.requests_read, prepared.train.len() + prepared.valid.len() + prepared.test.len());
+    assert_eq!(
+        validation.requests_read,
+        prepared.train.len() + prepared.valid.len() + prepared.test.len()
+    );
     assert_eq!(loaded.manifest.counts.items, 20);
     assert_eq!(loaded.manifest.counts.users, 20);
-    assert_eq!(loaded.manifest.counts.requests["test"].total(), prepared.test.len());
+    assert_eq!(
+        loaded.manifest.counts.requests["test"].total(),
+        prepared.test.len()
+    );
 }
 
 #[test]
@@ -63,28 +80,46 @@ fn request_error(name: &str, line: &str) -> String {
 #[test]
 fn malformed_lines_name_file_line_and_field() {
     assert_eq!(
-        request_error("unknown-task", r#"{"user":1,"task":"sarch","history":[1],"query":"q","targets":[2],"timestamp":5}"#),
+        request_error(
+            "unknown-task",
+            r#"{"user":1,"task":"sarch","history":[1],"query":"q","targets":[2],"timestamp":5}"#
+        ),
         r#"field "task": expected "search" or "rec", got "sarch""#
     );
     assert_eq!(
-        request_error("missing-field", r#"{"user":1,"task":"rec","history":[1],"timestamp":5}"#),
+        request_error(
+            "missing-field",
+            r#"{"user":1,"task":"rec","history":[1],"timestamp":5}"#
+        ),
         r#"field "targets": missing; this field is required"#
     );
     assert_eq!(
-        request_error("wrong-type", r#"{"user":"u1","task":"rec","history":[1],"targets":[2],"timestamp":5}"#),
+        request_error(
+            "wrong-type",
+            r#"{"user":"u1","task":"rec","history":[1],"targets":[2],"timestamp":5}"#
+        ),
         r#"field "user": expected a non-negative integer, got "u1""#
     );
     assert_eq!(
-        request_error("wrong-element", r#"{"user":1,"task":"rec","history":[1,"x"],"targets":[2],"timestamp":5}"#),
+        request_error(
+            "wrong-element",
+            r#"{"user":1,"task":"rec","history":[1,"x"],"targets":[2],"timestamp":5}"#
+        ),
         r#"field "history": element 1: expected a non-negative integer, got "x""#
     );
     assert_eq!(
-        request_error("unknown-field", r#"{"user":1,"task":"rec","history":[1],"tragets":[2],"timestamp":5}"#),
+        request_error(
+            "unknown-field",
+            r#"{"user":1,"task":"rec","history":[1],"tragets":[2],"timestamp":5}"#
+        ),
         r#"field "tragets": unknown field; the known fields are user, task, history, query, query_is_proxy, targets, negatives, timestamp"#
     );
     let bad_json = request_error("bad-json", r#"{"user":1,"task":"rec","#);
     assert!(bad_json.starts_with("not valid JSON ("), "{bad_json}");
-    assert_eq!(request_error("not-object", "[1, 2]"), "expected a JSON object, got an array");
+    assert_eq!(
+        request_error("not-object", "[1, 2]"),
+        "expected a JSON object, got an array"
+    );
 }
 
 fn write_directory(directory: &Path, items: &str, train: &str) {
@@ -101,12 +136,18 @@ fn write_directory(directory: &Path, items: &str, train: &str) {
 
 const ITEMS: &str = "{\"id\":1,\"title\":\"a\"}\n{\"id\":2,\"title\":\"b\"}\n{\"id\":2,\"title\":\"b again\"}\n{\"id\":3,\"title\":\"c\"}\n";
 const TRAIN: &str = concat!(
-    r#"{"user":1,"task":"rec","history":[1],"targets":[2],"timestamp":1}"#, "\n",
-    r#"{"user":1,"task":"rec","history":[1,99],"targets":[3],"timestamp":2}"#, "\n",
-    r#"{"user":1,"task":"search","history":[1],"query":"  ","targets":[3],"timestamp":3}"#, "\n",
-    r#"{"user":2,"task":"rec","history":[],"targets":[1],"timestamp":4}"#, "\n",
-    r#"{"user":2,"task":"rec","history":[1],"targets":[77],"timestamp":5}"#, "\n",
-    r#"{"user":2,"task":"rec","history":[1],"targets":[2],"negatives":[2,3,55],"timestamp":6}"#, "\n",
+    r#"{"user":1,"task":"rec","history":[1],"targets":[2],"timestamp":1}"#,
+    "\n",
+    r#"{"user":1,"task":"rec","history":[1,99],"targets":[3],"timestamp":2}"#,
+    "\n",
+    r#"{"user":1,"task":"search","history":[1],"query":"  ","targets":[3],"timestamp":3}"#,
+    "\n",
+    r#"{"user":2,"task":"rec","history":[],"targets":[1],"timestamp":4}"#,
+    "\n",
+    r#"{"user":2,"task":"rec","history":[1],"targets":[77],"timestamp":5}"#,
+    "\n",
+    r#"{"user":2,"task":"rec","history":[1],"targets":[2],"negatives":[2,3,55],"timestamp":6}"#,
+    "\n",
 );
 
 #[test]
@@ -114,19 +155,39 @@ fn strict_validation_fails_with_counts_and_locations() {
     let directory = scratch_dir("strict-validation");
     write_directory(&directory, ITEMS, TRAIN);
     let error = load_dataset(&directory, ValidationPolicy::Strict).unwrap_err();
-    let DataError::Validation { report } = &error else { panic!("expected a validation error, got {error}") };
+    let DataError::Validation { report } = &error else {
+        panic!("expected a validation error, got {error}")
+    };
     let train = directory.join("train.jsonl").display().to_string();
     let items = directory.join("items.jsonl").display().to_string();
     assert_eq!(report.occurrences(IssueKind::DuplicateItemId), 1);
-    assert_eq!(report.issues[&IssueKind::DuplicateItemId].examples, vec![format!("{items}:3: field \"id\": item 2 was already defined")]);
-    assert_eq!(report.issues[&IssueKind::UnknownHistoryItem].examples, vec![format!("{train}:2: field \"history\": item 99 is not in the catalogue")]);
-    assert_eq!(report.issues[&IssueKind::UnknownTargetItem].examples, vec![format!("{train}:5: field \"targets\": item 77 is not in the catalogue")]);
+    assert_eq!(
+        report.issues[&IssueKind::DuplicateItemId].examples,
+        vec![format!(
+            "{items}:3: field \"id\": item 2 was already defined"
+        )]
+    );
+    assert_eq!(
+        report.issues[&IssueKind::UnknownHistoryItem].examples,
+        vec![format!(
+            "{train}:2: field \"history\": item 99 is not in the catalogue"
+        )]
+    );
+    assert_eq!(
+        report.issues[&IssueKind::UnknownTargetItem].examples,
+        vec![format!(
+            "{train}:5: field \"targets\": item 77 is not in the catalogue"
+        )]
+    );
     assert_eq!(report.occurrences(IssueKind::EmptySearchQuery), 1);
     assert_eq!(report.occurrences(IssueKind::EmptyHistory), 1);
     assert_eq!(report.occurrences(IssueKind::NegativeIsTargetOrHistory), 1);
     assert_eq!(report.occurrences(IssueKind::UnknownNegativeItem), 1);
     let message = error.to_string();
-    assert!(message.contains("validation failed") && message.contains("filter"), "{message}");
+    assert!(
+        message.contains("validation failed") && message.contains("filter"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -134,15 +195,33 @@ fn filter_policy_repairs_and_counts_instead_of_dropping_silently() {
     let directory = scratch_dir("filter-validation");
     write_directory(&directory, ITEMS, TRAIN);
     let (dataset, report) = load_dataset(&directory, ValidationPolicy::Filter).unwrap();
-    assert_eq!(dataset.items.iter().map(|item: &Item| item.id).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(
+        dataset
+            .items
+            .iter()
+            .map(|item: &Item| item.id)
+            .collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
     assert_eq!((report.items_read, report.items_kept), (4, 3));
     // Dropped: blank query (line 3), empty history (line 4), unknown only target (line 5).
     assert_eq!((report.requests_read, report.requests_kept), (6, 3));
-    assert_eq!(dataset.train[1].history, vec![1], "unknown history entry 99 removed");
-    assert_eq!(dataset.train[2].negatives, vec![3], "negative equal to the target and unknown negative removed");
+    assert_eq!(
+        dataset.train[1].history,
+        vec![1],
+        "unknown history entry 99 removed"
+    );
+    assert_eq!(
+        dataset.train[2].negatives,
+        vec![3],
+        "negative equal to the target and unknown negative removed"
+    );
     assert_eq!(report.occurrences(IssueKind::NoTargets), 1);
     let printed = report.to_string();
-    assert!(printed.contains("request dropped") && printed.contains("entry removed from the history"), "{printed}");
+    assert!(
+        printed.contains("request dropped") && printed.contains("entry removed from the history"),
+        "{printed}"
+    );
 }
 
 #[test]
@@ -150,6 +229,11 @@ fn missing_split_file_says_what_to_do() {
     let directory = scratch_dir("missing-split");
     write_directory(&directory, ITEMS, TRAIN);
     std::fs::remove_file(directory.join("test.jsonl")).unwrap();
-    let error = load_dataset(&directory, ValidationPolicy::Filter).unwrap_err().to_string();
-    assert!(error.contains("test.jsonl: missing") && error.contains("prepare"), "{error}");
+    let error = load_dataset(&directory, ValidationPolicy::Filter)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("test.jsonl: missing") && error.contains("prepare"),
+        "{error}"
+    );
 }

@@ -4,19 +4,29 @@ mod common;
 
 use std::collections::HashSet;
 
-use gems_data::synthetic::{generate, SyntheticConfig};
+use gems_data::synthetic::{SyntheticConfig, generate};
 use gems_data::{Item, ItemIdScheme, ItemIdentifiers, SemanticIdOptions};
 use proptest::prelude::*;
 
 fn item(id: u64, title: &str) -> Item {
-    Item { id, title: title.to_string(), text: None, categories: Vec::new() }
+    Item {
+        id,
+        title: title.to_string(),
+        text: None,
+        categories: Vec::new(),
+    }
 }
 
 fn assert_unique_and_reversible(identifiers: &ItemIdentifiers, items: &[Item]) {
-    let distinct: HashSet<&str> = identifiers.iter().map(|(_, identifier)| identifier).collect();
+    let distinct: HashSet<&str> = identifiers
+        .iter()
+        .map(|(_, identifier)| identifier)
+        .collect();
     assert_eq!(distinct.len(), items.len());
     for item in items {
-        let identifier = identifiers.identifier(item.id).expect("every item has an identifier");
+        let identifier = identifiers
+            .identifier(item.id)
+            .expect("every item has an identifier");
         assert_eq!(identifiers.item(identifier), Some(item.id));
     }
 }
@@ -32,10 +42,22 @@ fn atomic_identifiers_are_item_tokens() {
 
 #[test]
 fn duplicate_titles_get_suffixes_that_avoid_other_titles() {
-    let items = vec![item(1, "Heat"), item(2, " Heat  "), item(3, "Heat (2)"), item(4, "Heat"), item(5, "")];
+    let items = vec![
+        item(1, "Heat"),
+        item(2, " Heat  "),
+        item(3, "Heat (2)"),
+        item(4, "Heat"),
+        item(5, ""),
+    ];
     let identifiers = ItemIdentifiers::build(&items, &ItemIdScheme::Title).unwrap();
-    let names: Vec<&str> = identifiers.iter().map(|(_, identifier)| identifier).collect();
-    assert_eq!(names, vec!["Heat", "Heat (3)", "Heat (2)", "Heat (4)", "item 5"]);
+    let names: Vec<&str> = identifiers
+        .iter()
+        .map(|(_, identifier)| identifier)
+        .collect();
+    assert_eq!(
+        names,
+        vec!["Heat", "Heat (3)", "Heat (2)", "Heat (4)", "item 5"]
+    );
     assert!(identifiers.new_tokens().is_empty());
     assert_unique_and_reversible(&identifiers, &items);
 }
@@ -44,7 +66,8 @@ fn duplicate_titles_get_suffixes_that_avoid_other_titles() {
 fn semantic_identifiers_are_unique_fixed_length_and_share_prefixes_within_categories() {
     let data = generate(&SyntheticConfig::default());
     let options = SemanticIdOptions::default();
-    let identifiers = ItemIdentifiers::build(&data.items, &ItemIdScheme::Semantic(options)).unwrap();
+    let identifiers =
+        ItemIdentifiers::build(&data.items, &ItemIdScheme::Semantic(options)).unwrap();
     assert_unique_and_reversible(&identifiers, &data.items);
     for (_, identifier) in identifiers.iter() {
         let tokens: Vec<&str> = identifier.split_inclusive('>').collect();
@@ -63,37 +86,67 @@ fn semantic_identifiers_are_unique_fixed_length_and_share_prefixes_within_catego
         for right in &data.items {
             if left.id < right.id && left.categories == right.categories {
                 pairs += 1;
-                let first = |id| identifiers.identifier(id).unwrap().split('>').next().unwrap().to_string();
+                let first = |id| {
+                    identifiers
+                        .identifier(id)
+                        .unwrap()
+                        .split('>')
+                        .next()
+                        .unwrap()
+                        .to_string()
+                };
                 agreeing += usize::from(first(left.id) == first(right.id));
             }
         }
     }
-    assert!(agreeing as f64 > 0.5 * pairs as f64, "{agreeing} of {pairs} same-category pairs share the first code");
+    assert!(
+        agreeing as f64 > 0.5 * pairs as f64,
+        "{agreeing} of {pairs} same-category pairs share the first code"
+    );
 }
 
 #[test]
 fn identical_embeddings_are_separated_by_the_collision_level() {
     let items: Vec<Item> = (0..40).map(|id| item(id, "same")).collect();
     let embeddings = vec![vec![1.0f32, 0.0, 0.0]; 40];
-    let options = SemanticIdOptions { levels: 2, codebook_size: 4, ..SemanticIdOptions::default() };
+    let options = SemanticIdOptions {
+        levels: 2,
+        codebook_size: 4,
+        ..SemanticIdOptions::default()
+    };
     let identifiers = ItemIdentifiers::semantic(&items, &embeddings, &options).unwrap();
     assert_unique_and_reversible(&identifiers, &items);
-    assert!(identifiers.iter().any(|(_, identifier)| identifier.ends_with("<c_0>")));
-    let wrong = ItemIdentifiers::semantic(&items, &embeddings[..3], &options).unwrap_err().to_string();
+    assert!(
+        identifiers
+            .iter()
+            .any(|(_, identifier)| identifier.ends_with("<c_0>"))
+    );
+    let wrong = ItemIdentifiers::semantic(&items, &embeddings[..3], &options)
+        .unwrap_err()
+        .to_string();
     assert!(wrong.contains("one embedding per item"), "{wrong}");
 }
 
 #[test]
 fn duplicate_item_ids_are_rejected() {
-    let error = ItemIdentifiers::build(&[item(1, "a"), item(1, "b")], &ItemIdScheme::Atomic).unwrap_err().to_string();
+    let error = ItemIdentifiers::build(&[item(1, "a"), item(1, "b")], &ItemIdScheme::Atomic)
+        .unwrap_err()
+        .to_string();
     assert!(error.contains("item 1 appears twice"), "{error}");
 }
 
 #[test]
 fn identifiers_save_and_load() {
     let directory = common::scratch_dir("identifiers");
-    let data = generate(&SyntheticConfig { users: 10, ..SyntheticConfig::default() });
-    let identifiers = ItemIdentifiers::build(&data.items, &ItemIdScheme::Semantic(SemanticIdOptions::default())).unwrap();
+    let data = generate(&SyntheticConfig {
+        users: 10,
+        ..SyntheticConfig::default()
+    });
+    let identifiers = ItemIdentifiers::build(
+        &data.items,
+        &ItemIdScheme::Semantic(SemanticIdOptions::default()),
+    )
+    .unwrap();
     let path = directory.join("identifiers.json");
     identifiers.save(&path).unwrap();
     assert_eq!(ItemIdentifiers::load(&path).unwrap(), identifiers);

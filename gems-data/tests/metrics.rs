@@ -1,6 +1,6 @@
 //! Metrics against hand-computed values.
 
-use gems_data::metrics::{evaluate_ranking, rank_by_score, MetricsAccumulator, DEFAULT_CUTOFFS};
+use gems_data::metrics::{DEFAULT_CUTOFFS, MetricsAccumulator, evaluate_ranking, rank_by_score};
 use gems_data::{Protocol, Task};
 
 fn close(actual: f64, expected: f64) {
@@ -32,9 +32,15 @@ fn target_outside_top_k_scores_zero_at_k_but_counts_for_mrr() {
 #[test]
 fn absent_target_and_empty_ranking_score_zero() {
     let absent = evaluate_ranking(&[1, 2, 3], &[4], &DEFAULT_CUTOFFS);
-    assert_eq!((absent.recall[2], absent.ndcg[2], absent.reciprocal_rank), (0.0, 0.0, 0.0));
+    assert_eq!(
+        (absent.recall[2], absent.ndcg[2], absent.reciprocal_rank),
+        (0.0, 0.0, 0.0)
+    );
     let empty = evaluate_ranking(&[], &[4], &DEFAULT_CUTOFFS);
-    assert_eq!((empty.recall[0], empty.ndcg[0], empty.reciprocal_rank), (0.0, 0.0, 0.0));
+    assert_eq!(
+        (empty.recall[0], empty.ndcg[0], empty.reciprocal_rank),
+        (0.0, 0.0, 0.0)
+    );
 }
 
 #[test]
@@ -46,7 +52,10 @@ fn multiple_targets_use_idcg_capped_at_k() {
     close(metrics.ndcg[0], 1.0 / (1.0 + 1.0 / log2(3.0)));
     // K = 5: two hits of three; DCG = 1 + 1/log2(5); IDCG = 1 + 1/log2(3) + 1/log2(4).
     close(metrics.recall[1], 2.0 / 3.0);
-    close(metrics.ndcg[1], (1.0 + 1.0 / log2(5.0)) / (1.0 + 1.0 / log2(3.0) + 0.5));
+    close(
+        metrics.ndcg[1],
+        (1.0 + 1.0 / log2(5.0)) / (1.0 + 1.0 / log2(3.0) + 0.5),
+    );
     close(metrics.reciprocal_rank, 1.0);
 }
 
@@ -63,11 +72,20 @@ fn ties_are_pessimistic_for_relevant_items_and_stable_otherwise() {
     let candidates = [10, 11, 12, 13];
     let scores = [1.0, 2.0, 1.0, 1.0];
     // Target 10 ties with 12 and 13: it goes after them; 12 and 13 keep their order.
-    assert_eq!(rank_by_score(&candidates, &scores, &[10]), vec![11, 12, 13, 10]);
-    assert_eq!(rank_by_score(&candidates, &scores, &[13]), vec![11, 10, 12, 13]);
+    assert_eq!(
+        rank_by_score(&candidates, &scores, &[10]),
+        vec![11, 12, 13, 10]
+    );
+    assert_eq!(
+        rank_by_score(&candidates, &scores, &[13]),
+        vec![11, 10, 12, 13]
+    );
     // All-equal scores (an uninformative ranker) put the target last: MRR = 1/4.
     let ranking = rank_by_score(&candidates, &[0.0; 4], &[12]);
-    close(evaluate_ranking(&ranking, &[12], &[1]).reciprocal_rank, 0.25);
+    close(
+        evaluate_ranking(&ranking, &[12], &[1]).reciprocal_rank,
+        0.25,
+    );
     // NaN ranks last.
     assert_eq!(rank_by_score(&[1, 2], &[f64::NAN, 0.5], &[]), vec![2, 1]);
 }
@@ -91,11 +109,14 @@ fn accumulator_averages_per_task_over_requests() {
     assert_eq!(json["tasks"]["rec"]["requests"], 2);
     assert_eq!(json["tasks"]["rec"]["recall"]["2"], 1.0);
     let table = report.to_string();
-    assert!(table.contains("recall@1") && table.contains("search") && table.contains("0.7500"), "{table}");
+    assert!(
+        table.contains("recall@1") && table.contains("search") && table.contains("0.7500"),
+        "{table}"
+    );
 }
 
 mod scores_without_sorting {
-    use gems_data::metrics::{evaluate_ranking, evaluate_scores, rank_by_score, DEFAULT_CUTOFFS};
+    use gems_data::metrics::{DEFAULT_CUTOFFS, evaluate_ranking, evaluate_scores, rank_by_score};
     use proptest::prelude::*;
 
     proptest! {

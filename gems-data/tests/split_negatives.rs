@@ -2,8 +2,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use gems_data::negatives::{sample_negatives, NegativeSampling};
-use gems_data::split::{leave_one_out, SplitOptions};
+use gems_data::negatives::{NegativeSampling, sample_negatives};
+use gems_data::split::{SplitOptions, leave_one_out};
 use gems_data::{Request, Task};
 use proptest::prelude::*;
 
@@ -33,7 +33,12 @@ fn last_goes_to_test_second_last_to_valid_per_user_and_task() {
         request(2, Task::Rec, 2, 21),
     ];
     let split = leave_one_out(requests, SplitOptions::default());
-    let targets = |requests: &[Request]| requests.iter().map(|request| request.targets[0]).collect::<Vec<_>>();
+    let targets = |requests: &[Request]| {
+        requests
+            .iter()
+            .map(|request| request.targets[0])
+            .collect::<Vec<_>>()
+    };
     assert_eq!(targets(&split.test), vec![12, 3]);
     assert_eq!(targets(&split.valid), vec![11, 2]);
     // User 2 has only two rec requests: kept in train, counted.
@@ -45,15 +50,33 @@ fn last_goes_to_test_second_last_to_valid_per_user_and_task() {
 
 #[test]
 fn equal_timestamps_keep_input_order() {
-    let requests = vec![request(1, Task::Rec, 7, 1), request(1, Task::Rec, 7, 2), request(1, Task::Rec, 7, 3)];
+    let requests = vec![
+        request(1, Task::Rec, 7, 1),
+        request(1, Task::Rec, 7, 2),
+        request(1, Task::Rec, 7, 3),
+    ];
     let split = leave_one_out(requests, SplitOptions::default());
-    assert_eq!((split.train[0].targets[0], split.valid[0].targets[0], split.test[0].targets[0]), (1, 2, 3));
+    assert_eq!(
+        (
+            split.train[0].targets[0],
+            split.valid[0].targets[0],
+            split.test[0].targets[0]
+        ),
+        (1, 2, 3)
+    );
 }
 
 fn arbitrary_requests() -> impl Strategy<Value = Vec<Request>> {
     prop::collection::vec((0u64..6, prop::bool::ANY, 0i64..50, 0u64..40), 0..80).prop_map(|rows| {
         rows.into_iter()
-            .map(|(user, search, timestamp, target)| request(user, if search { Task::Search } else { Task::Rec }, timestamp, target))
+            .map(|(user, search, timestamp, target)| {
+                request(
+                    user,
+                    if search { Task::Search } else { Task::Rec },
+                    timestamp,
+                    target,
+                )
+            })
             .collect()
     })
 }
@@ -125,11 +148,29 @@ fn different_seeds_give_different_negatives_and_small_catalogues_are_counted() {
     let catalogue: Vec<u64> = (0..1000).collect();
     let mut first = base.clone();
     let mut second = base.clone();
-    sample_negatives(&mut first, &catalogue, NegativeSampling { per_request: 99, seed: 1 });
-    sample_negatives(&mut second, &catalogue, NegativeSampling { per_request: 99, seed: 2 });
+    sample_negatives(
+        &mut first,
+        &catalogue,
+        NegativeSampling {
+            per_request: 99,
+            seed: 1,
+        },
+    );
+    sample_negatives(
+        &mut second,
+        &catalogue,
+        NegativeSampling {
+            per_request: 99,
+            seed: 2,
+        },
+    );
     assert_ne!(first[0].negatives, second[0].negatives);
     let mut small = base;
-    let report = sample_negatives(&mut small, &(0..50).collect::<Vec<_>>(), NegativeSampling::default());
+    let report = sample_negatives(
+        &mut small,
+        &(0..50).collect::<Vec<_>>(),
+        NegativeSampling::default(),
+    );
     assert_eq!(small[0].negatives.len(), 49, "everything but the target");
     assert_eq!(report.requests_short, 1);
 }

@@ -193,7 +193,11 @@ impl Backbone {
     /// One vector per row, `[batch, hidden]`: the mean over non-padding tokens of the T5
     /// encoder's output, or of Qwen2's final hidden states. Text embeddings from the model's own
     /// representation (item embeddings for semantic identifiers).
-    pub fn mean_hidden_states(&self, input_ids: Tensor<2, Int>, attention_mask: Tensor<2, Int>) -> Tensor<2> {
+    pub fn mean_hidden_states(
+        &self,
+        input_ids: Tensor<2, Int>,
+        attention_mask: Tensor<2, Int>,
+    ) -> Tensor<2> {
         let hidden = match self {
             Self::T5(model) => model.encode(input_ids, attention_mask.clone()),
             Self::Qwen2(model) => model.hidden_states(input_ids, attention_mask.clone(), None),

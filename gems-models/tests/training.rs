@@ -399,8 +399,14 @@ fn mean_hidden_states_average_real_tokens_only() {
         let ids = [5i64, 9, 17];
         let embed = |row: Vec<i64>, mask: Vec<i64>| {
             let width = row.len();
-            let ids = Tensor::<2, burn::tensor::Int>::from_data(burn::tensor::TensorData::new(row, [1, width]), &device);
-            let mask = Tensor::<2, burn::tensor::Int>::from_data(burn::tensor::TensorData::new(mask, [1, width]), &device);
+            let ids = Tensor::<2, burn::tensor::Int>::from_data(
+                burn::tensor::TensorData::new(row, [1, width]),
+                &device,
+            );
+            let mask = Tensor::<2, burn::tensor::Int>::from_data(
+                burn::tensor::TensorData::new(mask, [1, width]),
+                &device,
+            );
             values(model.mean_hidden_states(ids, mask))
         };
         let plain = embed(ids.to_vec(), vec![1, 1, 1]);
@@ -411,16 +417,37 @@ fn mean_hidden_states_average_real_tokens_only() {
             embed(vec![0, 0, 5, 9, 17], vec![0, 0, 1, 1, 1])
         };
         assert_eq!(plain.len(), model.config().hidden_size());
-        let worst = plain.iter().zip(&padded).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-        assert!(worst < 1e-5, "{name}: padding changed the embedding by {worst}");
+        let worst = plain
+            .iter()
+            .zip(&padded)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            worst < 1e-5,
+            "{name}: padding changed the embedding by {worst}"
+        );
         // Rows of different lengths, padded by the model's own convention: each row as alone.
-        let rows = values(model.embed_token_rows(&[vec![5, 9], vec![5, 9, 17]]).unwrap());
+        let rows = values(
+            model
+                .embed_token_rows(&[vec![5, 9], vec![5, 9, 17]])
+                .unwrap(),
+        );
         let short = embed(vec![5, 9], vec![1, 1]);
         let width = plain.len();
         for (row, alone) in [(&rows[..width], &short), (&rows[width..], &plain)] {
-            let worst = row.iter().zip(alone).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-            assert!(worst < 1e-5, "{name}: a padded row differs from itself alone by {worst}");
+            let worst = row
+                .iter()
+                .zip(alone)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(
+                worst < 1e-5,
+                "{name}: a padded row differs from itself alone by {worst}"
+            );
         }
-        assert!(model.embed_token_rows(&[vec![5], vec![]]).is_err(), "{name}: an empty row is an error");
+        assert!(
+            model.embed_token_rows(&[vec![5], vec![]]).is_err(),
+            "{name}: an empty row is an error"
+        );
     }
 }

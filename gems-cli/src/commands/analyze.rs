@@ -96,7 +96,11 @@ fn conflict(args: ConflictArgs) -> Result<()> {
             }
         }
         // Layers in model order (the order the optimizer reported them).
-        let order: Vec<String> = curves.conflict[0].layers.iter().map(|(l, _)| l.clone()).collect();
+        let order: Vec<String> = curves.conflict[0]
+            .layers
+            .iter()
+            .map(|(l, _)| l.clone())
+            .collect();
         let layers: Vec<LayerConflict> = order
             .iter()
             .map(|layer| {
@@ -104,7 +108,8 @@ fn conflict(args: ConflictArgs) -> Result<()> {
                 LayerConflict {
                     layer: layer.clone(),
                     mean_cosine: values.iter().sum::<f64>() / values.len() as f64,
-                    fraction_negative: values.iter().filter(|c| **c < 0.0).count() as f64 / values.len() as f64,
+                    fraction_negative: values.iter().filter(|c| **c < 0.0).count() as f64
+                        / values.len() as f64,
                     samples: values.len(),
                 }
             })
@@ -112,27 +117,57 @@ fn conflict(args: ConflictArgs) -> Result<()> {
         println!("{name}: {} layers", layers.len());
         println!("  {:<55} {:>12} {:>10}", "layer", "mean cosine", "negative");
         for layer in &layers {
-            println!("  {:<55} {:>12.4} {:>9.1}%", layer.layer, layer.mean_cosine, 100.0 * layer.fraction_negative);
+            println!(
+                "  {:<55} {:>12.4} {:>9.1}%",
+                layer.layer,
+                layer.mean_cosine,
+                100.0 * layer.fraction_negative
+            );
         }
         let overall = layers.iter().map(|l| l.mean_cosine).sum::<f64>() / layers.len() as f64;
-        let negative = layers.iter().map(|l| l.fraction_negative).sum::<f64>() / layers.len() as f64;
-        println!("  mean over layers: cosine {overall:.4}, negative {:.1}% of the time\n", 100.0 * negative);
+        let negative =
+            layers.iter().map(|l| l.fraction_negative).sum::<f64>() / layers.len() as f64;
+        println!(
+            "  mean over layers: cosine {overall:.4}, negative {:.1}% of the time\n",
+            100.0 * negative
+        );
         over_layers.push(Series {
             name: name.clone(),
-            points: layers.iter().enumerate().map(|(i, l)| (i as f64, l.mean_cosine)).collect(),
+            points: layers
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (i as f64, l.mean_cosine))
+                .collect(),
         });
         over_time.push(Series {
             name: name.clone(),
             points: curves
                 .conflict
                 .iter()
-                .map(|r| (r.step as f64, r.layers.iter().map(|(_, c)| c).sum::<f64>() / r.layers.len() as f64))
+                .map(|r| {
+                    (
+                        r.step as f64,
+                        r.layers.iter().map(|(_, c)| c).sum::<f64>() / r.layers.len() as f64,
+                    )
+                })
                 .collect(),
         });
         report.insert(name, layers);
     }
-    line_chart(&out.path("conflict.svg"), "Search vs rec gradient cosine per layer", "layer (model order)", "mean cosine", &over_layers)?;
-    line_chart(&out.path("conflict_over_training.svg"), "Search vs rec gradient cosine, mean over layers", "step", "cosine", &over_time)?;
+    line_chart(
+        &out.path("conflict.svg"),
+        "Search vs rec gradient cosine per layer",
+        "layer (model order)",
+        "mean cosine",
+        &over_layers,
+    )?;
+    line_chart(
+        &out.path("conflict_over_training.svg"),
+        "Search vs rec gradient cosine, mean over layers",
+        "step",
+        "cosine",
+        &over_time,
+    )?;
     out.write_json("conflict.json", &report)?;
     println!("wrote {}", out.path("conflict.json").display());
     Ok(())
@@ -153,7 +188,10 @@ struct InputCollector(BTreeMap<String, Vec<Tensor<2>>>);
 
 impl LinearInputObserver for InputCollector {
     fn observe(&mut self, path: &str, inputs: Tensor<2>) {
-        self.0.entry(format!("{path}.weight")).or_default().push(inputs);
+        self.0
+            .entry(format!("{path}.weight"))
+            .or_default()
+            .push(inputs);
     }
 }
 
@@ -175,7 +213,8 @@ impl ModuleVisitor for Weights {
         if D == 2 {
             let value = param.val();
             let dims = value.dims();
-            self.weights.insert(self.path.join("."), value.reshape([dims[0], dims[1]]));
+            self.weights
+                .insert(self.path.join("."), value.reshape([dims[0], dims[1]]));
         }
     }
 }
@@ -191,30 +230,60 @@ fn retention(args: RetentionArgs) -> Result<()> {
     let mut report = BTreeMap::new();
     let mut series = Vec::new();
     for path in &args.runs {
-        let run_args = RunArgs { run: path.clone(), checkpoint: false, backend: None };
+        let run_args = RunArgs {
+            run: path.clone(),
+            checkpoint: false,
+            backend: None,
+        };
         let saved = run_args.open()?;
         let run = RunDir::open(path)?;
         let device: Device = saved.model.device();
-        let base_folder = saved.settings.model_dir.clone().unwrap_or_else(|| run.path(BASE_MODEL));
+        let base_folder = saved
+            .settings
+            .model_dir
+            .clone()
+            .unwrap_or_else(|| run.path(BASE_MODEL));
         let base = load_base(&base_folder, &saved.model, &device)?;
-        let files = args.general_corpus.clone().unwrap_or_else(|| saved.settings.general_corpus.clone());
+        let files = args
+            .general_corpus
+            .clone()
+            .unwrap_or_else(|| saved.settings.general_corpus.clone());
         let (_, held_out) = general_corpus::split_held_out(general_corpus::load(&files)?);
         let examples = general_corpus::lm_examples(&saved.experiment, &held_out, 128)?;
-        let retention = measure_retention(&saved.experiment, &base, &saved.model, &examples, &device)?;
+        let retention =
+            measure_retention(&saved.experiment, &base, &saved.model, &examples, &device)?;
         let name = run_name(&run);
-        println!("{name}: general-text LM loss {:.4} before, {:.4} after", retention.general_loss_before, retention.general_loss_after);
-        let mean = retention.layers.iter().map(|(_, d)| d).sum::<f64>() / retention.layers.len().max(1) as f64;
-        println!("  mean relative output drift over {} layers: {mean:.4}", retention.layers.len());
+        println!(
+            "{name}: general-text LM loss {:.4} before, {:.4} after",
+            retention.general_loss_before, retention.general_loss_after
+        );
+        let mean = retention.layers.iter().map(|(_, d)| d).sum::<f64>()
+            / retention.layers.len().max(1) as f64;
+        println!(
+            "  mean relative output drift over {} layers: {mean:.4}",
+            retention.layers.len()
+        );
         for (layer, drift) in &retention.layers {
             println!("  {layer:<55} {drift:>10.4}");
         }
         series.push(Series {
             name: name.clone(),
-            points: retention.layers.iter().enumerate().map(|(i, (_, d))| (i as f64, *d)).collect(),
+            points: retention
+                .layers
+                .iter()
+                .enumerate()
+                .map(|(i, (_, d))| (i as f64, *d))
+                .collect(),
         });
         report.insert(name, retention);
     }
-    line_chart(&out.path("retention.svg"), "Relative output drift on held-out general text", "layer (model order)", "‖ΔW·x‖ / ‖W·x‖", &series)?;
+    line_chart(
+        &out.path("retention.svg"),
+        "Relative output drift on held-out general text",
+        "layer (model order)",
+        "‖ΔW·x‖ / ‖W·x‖",
+        &series,
+    )?;
     out.write_json("retention.json", &report)?;
     println!("wrote {}", out.path("retention.json").display());
     Ok(())
@@ -225,11 +294,18 @@ pub const BASE_MODEL: &str = "base";
 
 fn load_base(folder: &std::path::Path, trained: &Backbone, device: &Device) -> Result<Backbone> {
     if !folder.join("config.json").is_file() {
-        return Err(CliError::run(folder, "the run's initial weights are missing (runs made before this analysis existed did not keep them)"));
+        return Err(CliError::run(
+            folder,
+            "the run's initial weights are missing (runs made before this analysis existed did not keep them)",
+        ));
     }
     let base = Backbone::load(folder, device)?;
     // The trained model's vocabulary includes the item tokens.
-    Ok(if base.vocab_size() < trained.vocab_size() { base.resize_token_embeddings(trained.vocab_size()) } else { base })
+    Ok(if base.vocab_size() < trained.vocab_size() {
+        base.resize_token_embeddings(trained.vocab_size())
+    } else {
+        base
+    })
 }
 
 fn measure_retention(
@@ -243,7 +319,10 @@ fn measure_retention(
     let (mut before, mut after) = (0.0, 0.0);
     for chunk in examples.chunks(8) {
         let batch = experiment.training_batch(chunk, device)?;
-        before += base.forward_observed(&batch, &mut inputs)?.into_scalar::<f32>() as f64 * chunk.len() as f64;
+        before += base
+            .forward_observed(&batch, &mut inputs)?
+            .into_scalar::<f32>() as f64
+            * chunk.len() as f64;
         after += trained.loss(&batch)?.into_scalar::<f32>() as f64 * chunk.len() as f64;
     }
     let count = examples.len() as f64;
@@ -251,16 +330,32 @@ fn measure_retention(
     let trained_weights = weights_of(trained);
     let mut layers = Vec::new();
     for (path, batches) in inputs.0 {
-        let (Some(w), Some(w_new)) = (base_weights.get(&path), trained_weights.get(&path)) else { continue };
+        let (Some(w), Some(w_new)) = (base_weights.get(&path), trained_weights.get(&path)) else {
+            continue;
+        };
         let x = Tensor::cat(batches, 0);
         let norm = |t: Tensor<2>| t.square().sum().sqrt().into_scalar::<f32>() as f64;
         let reference = norm(x.clone().matmul(w.clone()));
         let drift = norm(x.matmul(w_new.clone() - w.clone()));
-        layers.push((path, if reference > 0.0 { drift / reference } else { 0.0 }));
+        layers.push((
+            path,
+            if reference > 0.0 {
+                drift / reference
+            } else {
+                0.0
+            },
+        ));
     }
-    Ok(RunRetention { general_loss_before: before / count, general_loss_after: after / count, layers })
+    Ok(RunRetention {
+        general_loss_before: before / count,
+        general_loss_after: after / count,
+        layers,
+    })
 }
 
 fn run_name(run: &RunDir) -> String {
-    run.root().file_name().map_or_else(|| run.root().display().to_string(), |n| n.to_string_lossy().into_owned())
+    run.root().file_name().map_or_else(
+        || run.root().display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
 }

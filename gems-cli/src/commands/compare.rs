@@ -22,7 +22,11 @@ pub struct CompareCommand {
     #[command(flatten)]
     pub settings: TrainArgs,
     /// Methods to compare, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "gems,galore,lora,adamw,gems-no-msd,gems-no-nsp")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "gems,galore,lora,adamw,gems-no-msd,gems-no-nsp"
+    )]
     pub methods: Vec<TrainMethod>,
     /// Learning rates of single methods, comma-separated `METHOD=LR` (e.g. `adamw=1e-3`):
     /// full fine-tuning usually wants a smaller rate than the low-rank methods. The others use
@@ -45,7 +49,9 @@ impl std::str::FromStr for MethodRate {
     type Err = String;
 
     fn from_str(text: &str) -> std::result::Result<Self, String> {
-        let (method, rate) = text.split_once('=').ok_or_else(|| format!("`{text}`: expected METHOD=LR, e.g. adamw=1e-3"))?;
+        let (method, rate) = text
+            .split_once('=')
+            .ok_or_else(|| format!("`{text}`: expected METHOD=LR, e.g. adamw=1e-3"))?;
         let method = method.trim().parse()?;
         let rate = rate
             .trim()
@@ -69,10 +75,16 @@ impl CompareCommand {
     /// Runs the command.
     pub fn run(self) -> Result<()> {
         if self.settings.method.is_some() {
-            return Err(CliError::Settings("gems compare takes --methods, not --method".into()));
+            return Err(CliError::Settings(
+                "gems compare takes --methods, not --method".into(),
+            ));
         }
         let base = self.settings.resolve()?;
-        if let Some(extra) = self.method_learning_rates.iter().find(|rate| !self.methods.contains(&rate.method)) {
+        if let Some(extra) = self
+            .method_learning_rates
+            .iter()
+            .find(|rate| !self.methods.contains(&rate.method))
+        {
             return Err(CliError::Settings(format!(
                 "--method-learning-rates names {}, which is not in --methods",
                 extra.method
@@ -83,17 +95,26 @@ impl CompareCommand {
         for method in &self.methods {
             let mut settings = base.clone();
             settings.method = *method;
-            if let Some(rate) = self.method_learning_rates.iter().rev().find(|rate| rate.method == *method) {
+            if let Some(rate) = self
+                .method_learning_rates
+                .iter()
+                .rev()
+                .find(|rate| rate.method == *method)
+            {
                 settings.learning_rate = rate.rate;
             }
             let run = RunDir::create(&root.path(method.name()))?;
             if run.path(crate::run_dir::CHECKPOINT).exists() {
-                return Err(CliError::run(run.root(), "already holds a run; remove it or choose another --out"));
+                return Err(CliError::run(
+                    run.root(),
+                    "already holds a run; remove it or choose another --out",
+                ));
             }
             run.write_text(crate::run_dir::CONFIG, &settings.to_toml())?;
             eprintln!("== {method} ==");
             let started = Instant::now();
-            let mut metrics = train(&settings, &run, false, None)?.expect("runs without stop_after finish");
+            let mut metrics =
+                train(&settings, &run, false, None)?.expect("runs without stop_after finish");
             let name = if settings.learning_rate == base.learning_rate {
                 method.name().to_string()
             } else {
@@ -101,10 +122,16 @@ impl CompareCommand {
             };
             metrics.sampled.name.clone_from(&name);
             metrics.full_ranking.name.clone_from(&name);
-            entries.push(Entry { method: name, seconds: started.elapsed().as_secs_f64(), metrics });
+            entries.push(Entry {
+                method: name,
+                seconds: started.elapsed().as_secs_f64(),
+                metrics,
+            });
         }
-        let table = |pick: &dyn Fn(&RunMetrics) -> (&MetricsReport, &Vec<MetricsReport>), title: &str| {
-            let mut rows: Vec<&MetricsReport> = entries.iter().map(|e| pick(&e.metrics).0).collect();
+        let table = |pick: &dyn Fn(&RunMetrics) -> (&MetricsReport, &Vec<MetricsReport>),
+                     title: &str| {
+            let mut rows: Vec<&MetricsReport> =
+                entries.iter().map(|e| pick(&e.metrics).0).collect();
             if let Some(first) = entries.first() {
                 rows.extend(pick(&first.metrics).1);
             }
@@ -112,9 +139,19 @@ impl CompareCommand {
         };
         let text = format!(
             "{}\n{}\nWall time per method: {}\n",
-            table(&|m| (&m.sampled, &m.floor_sampled), "Test, sampled protocol (target + 99 negatives)"),
-            table(&|m| (&m.full_ranking, &m.floor_full_ranking), "Test, full ranking (whole catalogue)"),
-            entries.iter().map(|e| format!("{} {:.0} s", e.method, e.seconds)).collect::<Vec<_>>().join(", ")
+            table(
+                &|m| (&m.sampled, &m.floor_sampled),
+                "Test, sampled protocol (target + 99 negatives)"
+            ),
+            table(
+                &|m| (&m.full_ranking, &m.floor_full_ranking),
+                "Test, full ranking (whole catalogue)"
+            ),
+            entries
+                .iter()
+                .map(|e| format!("{} {:.0} s", e.method, e.seconds))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         root.write_text("comparison.md", &text)?;
         root.write_json("comparison.json", &entries)?;

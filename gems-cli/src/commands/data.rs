@@ -19,7 +19,7 @@ use gems_data::convert::kuaisar::{self, KuaiSarOptions};
 use gems_data::convert::movielens::{self, MovieLensLayout, MovieLensOptions};
 use gems_data::convert::qilin::{self, QilinOptions};
 use gems_data::convert::{ConvertedDataset, FilterOptions, HistoryOptions};
-use gems_data::dataset::{self, PrepareOptions, MANIFEST_FILE};
+use gems_data::dataset::{self, MANIFEST_FILE, PrepareOptions};
 use gems_data::negatives::NegativeSampling;
 use gems_data::schema::{NegativesRecord, TaskCounts};
 use gems_data::split::SplitOptions;
@@ -30,8 +30,7 @@ use serde::Serialize;
 use crate::error::{CliError, Result, one_line};
 
 /// What to do about a strict-validation failure in a `gems data` command.
-const REPAIR_HINT: &str =
-    "fix the input, or rerun with --on-invalid filter to repair or drop the offending records (counted)";
+const REPAIR_HINT: &str = "fix the input, or rerun with --on-invalid filter to repair or drop the offending records (counted)";
 
 /// Commands on datasets in the unified format.
 #[derive(Debug, Subcommand)]
@@ -76,16 +75,27 @@ pub enum Source {
 impl Source {
     /// The name on the command line.
     fn name(self) -> String {
-        self.to_possible_value().expect("no variant is skipped").get_name().to_string()
+        self.to_possible_value()
+            .expect("no variant is skipped")
+            .get_name()
+            .to_string()
     }
 
     /// What INPUT must hold, for error messages.
     fn expected_input(self) -> &'static str {
         match self {
-            Source::Qilin => "the directory of the Qilin CSV exports search_*.csv, recommendation_*.csv and notes.csv",
-            Source::AmazonUnisar => "UniSAR's Amazon directory, or its dataset directory with the .pkl files",
-            Source::Kuaisar => "the KuaiSAR directory with rec_inter.csv, src_inter.csv and item_features.csv",
-            Source::Movielens => "a MovieLens ml-100k or ml-1m directory in GroupLens or RecBole layout",
+            Source::Qilin => {
+                "the directory of the Qilin CSV exports search_*.csv, recommendation_*.csv and notes.csv"
+            }
+            Source::AmazonUnisar => {
+                "UniSAR's Amazon directory, or its dataset directory with the .pkl files"
+            }
+            Source::Kuaisar => {
+                "the KuaiSAR directory with rec_inter.csv, src_inter.csv and item_features.csv"
+            }
+            Source::Movielens => {
+                "a MovieLens ml-100k or ml-1m directory in GroupLens or RecBole layout"
+            }
             Source::Synthetic => "no INPUT: the synthetic dataset is generated",
         }
     }
@@ -185,7 +195,9 @@ pub struct ConvertArgs {
 fn at_least_one(text: &str) -> std::result::Result<usize, String> {
     match text.parse::<usize>() {
         Ok(value) if value >= 1 => Ok(value),
-        _ => Err(format!("expected a whole number of at least 1, got {text:?}")),
+        _ => Err(format!(
+            "expected a whole number of at least 1, got {text:?}"
+        )),
     }
 }
 
@@ -204,16 +216,36 @@ impl ConvertArgs {
         use Source::{AmazonUnisar, Kuaisar, Movielens, Qilin, Synthetic};
         let converters: &[Source] = &[Qilin, AmazonUnisar, Kuaisar, Movielens];
         let source_flags: [(&str, bool, &[Source]); 10] = [
-            ("--min-requests-per-task", self.min_requests_per_task.is_some(), converters),
-            ("--require-both-tasks", self.require_both_tasks.is_some(), converters),
+            (
+                "--min-requests-per-task",
+                self.min_requests_per_task.is_some(),
+                converters,
+            ),
+            (
+                "--require-both-tasks",
+                self.require_both_tasks.is_some(),
+                converters,
+            ),
             ("--k-core", self.k_core.is_some(), converters),
-            ("--timestamp-unit", self.timestamp_unit.is_some(), &[AmazonUnisar]),
-            ("--search-fraction", self.search_fraction.is_some(), &[Movielens, Synthetic]),
+            (
+                "--timestamp-unit",
+                self.timestamp_unit.is_some(),
+                &[AmazonUnisar],
+            ),
+            (
+                "--search-fraction",
+                self.search_fraction.is_some(),
+                &[Movielens, Synthetic],
+            ),
             ("--seed", self.seed.is_some(), &[Movielens, Synthetic]),
             ("--min-rating", self.min_rating.is_some(), &[Movielens]),
             ("--users", self.users.is_some(), &[Synthetic]),
             ("--categories", self.categories.is_some(), &[Synthetic]),
-            ("--items-per-category", self.items_per_category.is_some(), &[Synthetic]),
+            (
+                "--items-per-category",
+                self.items_per_category.is_some(),
+                &[Synthetic],
+            ),
         ];
         for (flag, given, sources) in source_flags {
             if given && !sources.contains(&self.source) {
@@ -236,7 +268,11 @@ impl ConvertArgs {
                 source.expected_input()
             ))),
             (Some(input), source) => match std::fs::metadata(input) {
-                Err(error) => Err(CliError::io(input, &format!("cannot read INPUT, {}", source.expected_input()), error)),
+                Err(error) => Err(CliError::io(
+                    input,
+                    &format!("cannot read INPUT, {}", source.expected_input()),
+                    error,
+                )),
                 Ok(metadata) if !metadata.is_dir() => Err(CliError::Settings(format!(
                     "{}: INPUT is not a directory; give {}",
                     input.display(),
@@ -251,31 +287,48 @@ impl ConvertArgs {
     /// The filters: the source's defaults with the given flags applied.
     fn filter(&self, defaults: FilterOptions) -> FilterOptions {
         FilterOptions {
-            min_requests_per_user_per_task: self.min_requests_per_task.unwrap_or(defaults.min_requests_per_user_per_task),
-            require_both_tasks: self.require_both_tasks.unwrap_or(defaults.require_both_tasks),
+            min_requests_per_user_per_task: self
+                .min_requests_per_task
+                .unwrap_or(defaults.min_requests_per_user_per_task),
+            require_both_tasks: self
+                .require_both_tasks
+                .unwrap_or(defaults.require_both_tasks),
             k_core: self.k_core.unwrap_or(defaults.k_core),
         }
     }
 
     /// Runs the converter (or the generator) of the chosen source.
     fn run_converter(&self) -> Result<ConvertedDataset> {
-        let history = HistoryOptions { max_history: self.max_history, min_history: self.min_history };
+        let history = HistoryOptions {
+            max_history: self.max_history,
+            min_history: self.min_history,
+        };
         let input = self.input.as_deref().unwrap_or(Path::new(""));
         let converted = match self.source {
-            Source::Qilin => {
-                qilin::convert(input, &QilinOptions { history, filter: self.filter(QilinOptions::default().filter) })?
-            }
+            Source::Qilin => qilin::convert(
+                input,
+                &QilinOptions {
+                    history,
+                    filter: self.filter(QilinOptions::default().filter),
+                },
+            )?,
             Source::AmazonUnisar => amazon_unisar::convert(
                 input,
                 &AmazonUnisarOptions {
                     history,
                     filter: self.filter(FilterOptions::default()),
-                    timestamp_unit: self.timestamp_unit.map_or(TimestampUnit::default(), TimestampUnit::from),
+                    timestamp_unit: self
+                        .timestamp_unit
+                        .map_or(TimestampUnit::default(), TimestampUnit::from),
                 },
             )?,
-            Source::Kuaisar => {
-                kuaisar::convert(input, &KuaiSarOptions { history, filter: self.filter(FilterOptions::default()) })?
-            }
+            Source::Kuaisar => kuaisar::convert(
+                input,
+                &KuaiSarOptions {
+                    history,
+                    filter: self.filter(FilterOptions::default()),
+                },
+            )?,
             Source::Movielens => {
                 let layout = movielens::detect_layout(input)?;
                 println!("MovieLens layout: {}", describe_layout(&layout));
@@ -296,8 +349,12 @@ impl ConvertArgs {
                 synthetic::generate(&SyntheticConfig {
                     seed: self.seed.unwrap_or(defaults.seed),
                     users: self.users.unwrap_or(defaults.users),
-                    categories: self.categories.map_or(defaults.categories, |categories| categories as usize),
-                    items_per_category: self.items_per_category.unwrap_or(defaults.items_per_category),
+                    categories: self
+                        .categories
+                        .map_or(defaults.categories, |categories| categories as usize),
+                    items_per_category: self
+                        .items_per_category
+                        .unwrap_or(defaults.items_per_category),
                     search_fraction: self.search_fraction.unwrap_or(defaults.search_fraction),
                     history,
                     ..defaults
@@ -319,7 +376,10 @@ fn describe_layout(layout: &MovieLensLayout) -> String {
 }
 
 fn file_name(path: &Path) -> String {
-    path.file_name().map_or_else(|| path.display().to_string(), |name| name.to_string_lossy().into_owned())
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |name| name.to_string_lossy().into_owned(),
+    )
 }
 
 /// Refuses an output path that is a file or a non-empty directory, so that no dataset is mixed
@@ -329,9 +389,13 @@ fn check_new_output(out: &Path) -> Result<()> {
         return Ok(());
     }
     if !out.is_dir() {
-        return Err(CliError::Settings(format!("--out {}: exists and is not a directory", out.display())));
+        return Err(CliError::Settings(format!(
+            "--out {}: exists and is not a directory",
+            out.display()
+        )));
     }
-    let mut entries = std::fs::read_dir(out).map_err(|error| CliError::io(out, "--out: cannot list the directory", error))?;
+    let mut entries = std::fs::read_dir(out)
+        .map_err(|error| CliError::io(out, "--out: cannot list the directory", error))?;
     if entries.next().is_some() {
         return Err(CliError::Settings(format!(
             "--out {}: the directory is not empty; give a new or empty directory",
@@ -360,7 +424,11 @@ fn convert(args: &ConvertArgs) -> Result<()> {
     tracing::info!("writing {}", args.out.display());
     dataset::write_converted(&converted, &args.out)?;
     let counts = TaskCounts::of(&converted.requests);
-    let users: HashSet<u64> = converted.requests.iter().map(|request| request.user).collect();
+    let users: HashSet<u64> = converted
+        .requests
+        .iter()
+        .map(|request| request.user)
+        .collect();
     println!(
         "wrote {}: {} items, {} users, {} requests ({} search, {} rec){}",
         args.out.display(),
@@ -369,7 +437,11 @@ fn convert(args: &ConvertArgs) -> Result<()> {
         counts.total(),
         counts.search,
         counts.rec,
-        if converted.proxy_queries { "; search queries are proxies built from item metadata" } else { "" }
+        if converted.proxy_queries {
+            "; search queries are proxies built from item metadata"
+        } else {
+            ""
+        }
     );
     println!("next: gems data split {}", args.out.display());
     Ok(())
@@ -413,7 +485,11 @@ fn split(args: &SplitArgs) -> Result<()> {
     }
     let policy = ValidationPolicy::from(args.on_invalid);
     tracing::info!("loading {} ({policy:?} validation)", directory.display());
-    let (mut converted, loaded) = one_line(directory, dataset::load_converted(directory, policy), REPAIR_HINT)?;
+    let (mut converted, loaded) = one_line(
+        directory,
+        dataset::load_converted(directory, policy),
+        REPAIR_HINT,
+    )?;
     // `prepare` validates again, in memory, and finds nothing left to repair: the manifest keeps
     // the repairs made while reading the files.
     if !loaded.is_clean() {
@@ -421,10 +497,18 @@ fn split(args: &SplitArgs) -> Result<()> {
     }
     let options = PrepareOptions {
         validation: policy,
-        split: SplitOptions { min_requests_for_holdout: args.min_requests_for_holdout },
-        negatives: NegativeSampling { per_request: args.negatives, seed: args.seed },
+        split: SplitOptions {
+            min_requests_for_holdout: args.min_requests_for_holdout,
+        },
+        negatives: NegativeSampling {
+            per_request: args.negatives,
+            seed: args.seed,
+        },
     };
-    tracing::info!("splitting and sampling {} negatives per valid/test request", args.negatives);
+    tracing::info!(
+        "splitting and sampling {} negatives per valid/test request",
+        args.negatives
+    );
     let (prepared, report) = dataset::prepare(converted, options)?;
     tracing::info!("writing {}", out.display());
     prepared.write(out)?;
@@ -442,9 +526,16 @@ fn split(args: &SplitArgs) -> Result<()> {
         args.seed.wrapping_add(1),
         report.negatives.requests_short
     );
-    let files = [("train", &prepared.train[..]), ("valid", &prepared.valid[..]), ("test", &prepared.test[..])];
+    let files = [
+        ("train", &prepared.train[..]),
+        ("valid", &prepared.valid[..]),
+        ("test", &prepared.test[..]),
+    ];
     println!("wrote {}", out.display());
-    print!("{}", Stats::of(out, &prepared.manifest, &prepared.items, &files, loaded));
+    print!(
+        "{}",
+        Stats::of(out, &prepared.manifest, &prepared.items, &files, loaded)
+    );
     Ok(())
 }
 
@@ -468,16 +559,37 @@ fn stats(args: &StatsArgs) -> Result<()> {
     let policy = ValidationPolicy::from(args.on_invalid);
     tracing::info!("loading {} ({policy:?} validation)", directory.display());
     let stats = if directory.join("train.jsonl").exists() {
-        let (loaded, report) = one_line(directory, dataset::load_dataset(directory, policy), REPAIR_HINT)?;
-        let files = [("train", &loaded.train[..]), ("valid", &loaded.valid[..]), ("test", &loaded.test[..])];
+        let (loaded, report) = one_line(
+            directory,
+            dataset::load_dataset(directory, policy),
+            REPAIR_HINT,
+        )?;
+        let files = [
+            ("train", &loaded.train[..]),
+            ("valid", &loaded.valid[..]),
+            ("test", &loaded.test[..]),
+        ];
         Stats::of(directory, &loaded.manifest, &loaded.items, &files, report)
     } else {
         let manifest = gems_data::reader::read_manifest(&directory.join(MANIFEST_FILE))?;
-        let (loaded, report) = one_line(directory, dataset::load_converted(directory, policy), REPAIR_HINT)?;
-        Stats::of(directory, &manifest, &loaded.items, &[("requests", &loaded.requests)], report)
+        let (loaded, report) = one_line(
+            directory,
+            dataset::load_converted(directory, policy),
+            REPAIR_HINT,
+        )?;
+        Stats::of(
+            directory,
+            &manifest,
+            &loaded.items,
+            &[("requests", &loaded.requests)],
+            report,
+        )
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&stats).expect("the summary serializes"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&stats).expect("the summary serializes")
+        );
     } else {
         print!("{stats}");
     }
@@ -494,8 +606,13 @@ fn same_directory(out: &Path, directory: &Path) -> bool {
 
 /// Refuses a path that is not a data directory, before any file of it is read.
 fn check_data_directory(directory: &Path) -> Result<()> {
-    let metadata = std::fs::metadata(directory)
-        .map_err(|error| CliError::io(directory, "cannot read DIRECTORY, a data directory of the unified format", error))?;
+    let metadata = std::fs::metadata(directory).map_err(|error| {
+        CliError::io(
+            directory,
+            "cannot read DIRECTORY, a data directory of the unified format",
+            error,
+        )
+    })?;
     if !metadata.is_dir() {
         return Err(CliError::Settings(format!(
             "{}: not a directory; give a directory written by `gems data convert` or `gems data split`",
@@ -589,25 +706,48 @@ impl Stats {
                     search: counts.search,
                     rec: counts.rec,
                     total: counts.total(),
-                    negatives_per_request: Distribution::of(requests.iter().map(|request| request.negatives.len()).collect()),
+                    negatives_per_request: Distribution::of(
+                        requests
+                            .iter()
+                            .map(|request| request.negatives.len())
+                            .collect(),
+                    ),
                 };
                 (name.to_string(), stats)
             })
             .collect();
-        let searches: Vec<&Request> = all().filter(|request| request.task == Task::Search).collect();
-        let proxy = searches.iter().filter(|request| request.query_is_proxy).count();
-        let distinct: HashSet<&str> = searches.iter().filter_map(|request| request.query.as_deref()).collect();
+        let searches: Vec<&Request> = all()
+            .filter(|request| request.task == Task::Search)
+            .collect();
+        let proxy = searches
+            .iter()
+            .filter(|request| request.query_is_proxy)
+            .count();
+        let distinct: HashSet<&str> = searches
+            .iter()
+            .filter_map(|request| request.query.as_deref())
+            .collect();
         Stats {
             directory: directory.to_path_buf(),
             name: manifest.name.clone(),
             source: manifest.source.clone(),
             split: files.iter().any(|(name, _)| *name == "train"),
             items: items.len(),
-            users: all().map(|request| request.user).collect::<HashSet<_>>().len(),
+            users: all()
+                .map(|request| request.user)
+                .collect::<HashSet<_>>()
+                .len(),
             requests,
             history_length: Distribution::of(all().map(|request| request.history.len()).collect()),
-            targets_per_request: Distribution::of(all().map(|request| request.targets.len()).collect()),
-            queries: QueryStats { search_requests: searches.len(), typed: searches.len() - proxy, proxy, distinct: distinct.len() },
+            targets_per_request: Distribution::of(
+                all().map(|request| request.targets.len()).collect(),
+            ),
+            queries: QueryStats {
+                search_requests: searches.len(),
+                typed: searches.len() - proxy,
+                proxy,
+                distinct: distinct.len(),
+            },
             negatives_sampling: manifest.negatives,
             validation,
             notes: manifest.notes.clone(),
@@ -618,10 +758,19 @@ impl Stats {
 impl std::fmt::Display for Stats {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = if self.split { "split" } else { "unsplit" };
-        writeln!(formatter, "{} ({kind}) at {}", self.name, self.directory.display())?;
+        writeln!(
+            formatter,
+            "{} ({kind}) at {}",
+            self.name,
+            self.directory.display()
+        )?;
         writeln!(formatter, "source: {}", self.source)?;
         writeln!(formatter, "items: {}, users: {}", self.items, self.users)?;
-        writeln!(formatter, "{:<10}{:>10}{:>10}{:>10}   negatives per request (min / mean / max)", "requests", "search", "rec", "total")?;
+        writeln!(
+            formatter,
+            "{:<10}{:>10}{:>10}{:>10}   negatives per request (min / mean / max)",
+            "requests", "search", "rec", "total"
+        )?;
         for name in ["requests", "train", "valid", "test"] {
             if let Some(file) = self.requests.get(name) {
                 let negatives = &file.negatives_per_request;
@@ -632,7 +781,10 @@ impl std::fmt::Display for Stats {
                 )?;
             }
         }
-        for (what, distribution) in [("history length", &self.history_length), ("targets per request", &self.targets_per_request)] {
+        for (what, distribution) in [
+            ("history length", &self.history_length),
+            ("targets per request", &self.targets_per_request),
+        ] {
             writeln!(
                 formatter,
                 "{what}: mean {:.2}, median {}, max {} (min {})",

@@ -51,11 +51,16 @@ impl EvalCommand {
         }
         let evaluation = Evaluation::new(&saved.experiment, beam_width);
         let name = saved.settings.method.name();
-        let sampled = evaluation.ranking_metrics(&saved.model, requests, Protocol::Sampled, name)?;
-        let full = evaluation.ranking_metrics(&saved.model, requests, Protocol::FullRanking, name)?;
+        let sampled =
+            evaluation.ranking_metrics(&saved.model, requests, Protocol::Sampled, name)?;
+        let full =
+            evaluation.ranking_metrics(&saved.model, requests, Protocol::FullRanking, name)?;
         let json = serde_json::json!({ "sampled": sampled, "full_ranking": full });
         match &self.json {
-            Some(path) if path.as_os_str() == "-" => println!("{}", serde_json::to_string_pretty(&json).expect("metrics serialise")),
+            Some(path) if path.as_os_str() == "-" => println!(
+                "{}",
+                serde_json::to_string_pretty(&json).expect("metrics serialise")
+            ),
             Some(path) => {
                 run_dir::write_json(path, &json)?;
                 print_tables(&sampled, &full);
@@ -67,6 +72,12 @@ impl EvalCommand {
 }
 
 fn print_tables(sampled: &gems_data::MetricsReport, full: &gems_data::MetricsReport) {
-    println!("{}", comparison_table("Sampled protocol (target + 99 negatives)", &[sampled]));
-    println!("{}", comparison_table("Full ranking (whole catalogue)", &[full]));
+    println!(
+        "{}",
+        comparison_table("Sampled protocol (target + 99 negatives)", &[sampled])
+    );
+    println!(
+        "{}",
+        comparison_table("Full ranking (whole catalogue)", &[full])
+    );
 }

@@ -84,20 +84,36 @@ fn resolve_history(saved: &SavedRun, source: &HistorySource) -> Result<Vec<ItemI
                 .chain(&dataset.test)
                 .filter(|r| r.user == user)
                 .max_by_key(|r| r.timestamp)
-                .ok_or_else(|| CliError::Settings(format!("--user {user}: no such user in `{}`", saved.settings.data)))?;
+                .ok_or_else(|| {
+                    CliError::Settings(format!(
+                        "--user {user}: no such user in `{}`",
+                        saved.settings.data
+                    ))
+                })?;
             let mut history = latest.history.clone();
             history.extend(&latest.targets);
             history
         }
         (None, None) => unreachable!("clap requires --user or --history"),
     };
-    if let Some(unknown) = history.iter().find(|item| !saved.experiment.item_index.contains_key(item)) {
-        return Err(CliError::Settings(format!("--history: item {unknown} is not in the catalogue")));
+    if let Some(unknown) = history
+        .iter()
+        .find(|item| !saved.experiment.item_index.contains_key(item))
+    {
+        return Err(CliError::Settings(format!(
+            "--history: item {unknown} is not in the catalogue"
+        )));
     }
     Ok(history)
 }
 
-fn show(saved: &SavedRun, task: Task, history: Vec<ItemId>, query: Option<String>, top: usize) -> Result<()> {
+fn show(
+    saved: &SavedRun,
+    task: Task,
+    history: Vec<ItemId>,
+    query: Option<String>,
+    top: usize,
+) -> Result<()> {
     if history.is_empty() {
         return Err(CliError::Settings("the history is empty".into()));
     }
@@ -112,7 +128,10 @@ fn show(saved: &SavedRun, task: Task, history: Vec<ItemId>, query: Option<String
         timestamp: 0,
     };
     let shown = request.history.len().min(saved.settings.max_history);
-    println!("history (last {shown} of {} shown to the model):", request.history.len());
+    println!(
+        "history (last {shown} of {} shown to the model):",
+        request.history.len()
+    );
     for item in &request.history[request.history.len() - shown..] {
         println!("  {item:>6}  {}", saved.experiment.titles[item]);
     }
@@ -120,10 +139,18 @@ fn show(saved: &SavedRun, task: Task, history: Vec<ItemId>, query: Option<String
         println!("query: {query}");
     }
     let evaluation = Evaluation::new(&saved.experiment, top.max(saved.settings.beam_width));
-    let ranking = evaluation.rank(&saved.model, std::slice::from_ref(&request), Protocol::FullRanking)?;
+    let ranking = evaluation.rank(
+        &saved.model,
+        std::slice::from_ref(&request),
+        Protocol::FullRanking,
+    )?;
     println!("top {top}:");
     for (rank, (item, score)) in ranking[0].iter().take(top).enumerate() {
-        println!("  {:>2}. {item:>6}  {:<40}  log-prob {score:.3}", rank + 1, saved.experiment.titles[item]);
+        println!(
+            "  {:>2}. {item:>6}  {:<40}  log-prob {score:.3}",
+            rank + 1,
+            saved.experiment.titles[item]
+        );
     }
     Ok(())
 }

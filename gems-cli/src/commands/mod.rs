@@ -1,9 +1,9 @@
 //! The subcommands of `gems`, one module each.
+pub mod analyze;
+pub mod compare;
 pub mod data;
-pub mod train;
 pub mod eval;
 pub mod infer;
-pub mod saved_run;
-pub mod compare;
-pub mod analyze;
 pub mod model;
+pub mod saved_run;
+pub mod train;

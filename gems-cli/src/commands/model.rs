@@ -107,7 +107,13 @@ fn info(args: &InfoArgs) -> Result<()> {
     let d_model = config.hidden_size();
     let shared_rank = args.shared_rank.unwrap_or((d_model / 4).clamp(1, 128));
     let optimizer = |method| {
-        GemsConfig { method, shared_rank, task_rank: args.task_rank, ..GemsConfig::default() }.init()
+        GemsConfig {
+            method,
+            shared_rank,
+            task_rank: args.task_rank,
+            ..GemsConfig::default()
+        }
+        .init()
     };
     let gems = optimizer(Method::Gems)?;
     let plan = gems.plan(&model, args.tasks);
@@ -118,7 +124,11 @@ fn info(args: &InfoArgs) -> Result<()> {
         .collect();
     let mut state = Vec::new();
     for method in Method::ALL {
-        let bytes = optimizer(method)?.plan(&model, args.tasks).iter().map(|p| p.state_bytes).sum();
+        let bytes = optimizer(method)?
+            .plan(&model, args.tasks)
+            .iter()
+            .map(|p| p.state_bytes)
+            .sum();
         state.push((method.name().to_string(), bytes));
     }
     // LoRA: A (d_in × r) and B (r × d_out) per projected matrix, with two Adam moments each,
@@ -136,12 +146,18 @@ fn info(args: &InfoArgs) -> Result<()> {
         hidden_size: d_model,
         vocab_size: config.vocab_size(),
         parameters: model.num_params(),
-        projected_parameters: projected.iter().map(|(_, s)| s.iter().product::<usize>()).sum(),
+        projected_parameters: projected
+            .iter()
+            .map(|(_, s)| s.iter().product::<usize>())
+            .sum(),
         projected_matrices: projected,
         optimizer_state_bytes: state,
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&info).expect("info serialises"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&info).expect("info serialises")
+        );
         return Ok(());
     }
     println!(
@@ -156,10 +172,21 @@ fn info(args: &InfoArgs) -> Result<()> {
     for (path, shape) in &info.projected_matrices {
         println!("  {path:<60} {shape:?}");
     }
-    let adamw = info.optimizer_state_bytes.iter().find(|(m, _)| m == "adamw").map_or(1, |(_, b)| *b);
-    println!("optimizer state (float32; r_s = {shared_rank}, {} tasks; knowledge bases not included):", args.tasks);
+    let adamw = info
+        .optimizer_state_bytes
+        .iter()
+        .find(|(m, _)| m == "adamw")
+        .map_or(1, |(_, b)| *b);
+    println!(
+        "optimizer state (float32; r_s = {shared_rank}, {} tasks; knowledge bases not included):",
+        args.tasks
+    );
     for (method, bytes) in &info.optimizer_state_bytes {
-        println!("  {method:<12} {:>10.2} MB  {:>6.1}% of AdamW", *bytes as f64 / 1e6, 100.0 * *bytes as f64 / adamw as f64);
+        println!(
+            "  {method:<12} {:>10.2} MB  {:>6.1}% of AdamW",
+            *bytes as f64 / 1e6,
+            100.0 * *bytes as f64 / adamw as f64
+        );
     }
     Ok(())
 }

@@ -38,7 +38,11 @@ impl RunArgs {
     /// Opens the run; fails if the data it names is not the data it was trained on.
     pub fn open(&self) -> Result<SavedRun> {
         let run = RunDir::open(&self.run)?;
-        let mut settings = TrainArgs { config: Some(run.path(run_dir::CONFIG)), ..TrainArgs::default() }.resolve()?;
+        let mut settings = TrainArgs {
+            config: Some(run.path(run_dir::CONFIG)),
+            ..TrainArgs::default()
+        }
+        .resolve()?;
         if let Some(backend) = &self.backend {
             settings.backend = backend.clone();
         }
@@ -59,12 +63,17 @@ impl RunArgs {
         }
         let device: Device = gems_core::device_from_name(&settings.backend)?;
         let model = Backbone::load(&folder, &device)?;
-        Ok(SavedRun { settings, experiment, model })
+        Ok(SavedRun {
+            settings,
+            experiment,
+            model,
+        })
     }
 
     fn model_folder(&self, run: &RunDir) -> Result<PathBuf> {
         let folder = if self.checkpoint {
-            run_dir::complete_directory(&run.path(run_dir::CHECKPOINT)).map(|c| c.join(run_dir::MODEL))
+            run_dir::complete_directory(&run.path(run_dir::CHECKPOINT))
+                .map(|c| c.join(run_dir::MODEL))
         } else {
             Some(run.path(run_dir::MODEL))
         };
@@ -84,7 +93,9 @@ impl RunArgs {
 /// The data fingerprint the run recorded (manifest of a finished run, else its checkpoint).
 fn trained_fingerprint(run: &RunDir, folder: &Path) -> Result<Option<String>> {
     let manifest = run.path(run_dir::MANIFEST);
-    let progress = folder.parent().map(|checkpoint| checkpoint.join(crate::training::PROGRESS));
+    let progress = folder
+        .parent()
+        .map(|checkpoint| checkpoint.join(crate::training::PROGRESS));
     let source = if manifest.is_file() {
         manifest
     } else if let Some(progress) = progress.filter(|p| p.is_file()) {
@@ -93,5 +104,8 @@ fn trained_fingerprint(run: &RunDir, folder: &Path) -> Result<Option<String>> {
         return Ok(None);
     };
     let value: serde_json::Value = run_dir::read_json(&source)?;
-    Ok(value.get("data_fingerprint").and_then(|f| f.as_str()).map(String::from))
+    Ok(value
+        .get("data_fingerprint")
+        .and_then(|f| f.as_str())
+        .map(String::from))
 }

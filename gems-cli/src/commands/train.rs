@@ -57,18 +57,27 @@ impl TrainCommand {
     pub fn run(self) -> Result<()> {
         let (settings, run) = match &self.resume {
             Some(directory) => {
-                if toml::Table::try_from(&self.settings).is_ok_and(|t| !t.is_empty()) || self.settings.config.is_some() {
+                if toml::Table::try_from(&self.settings).is_ok_and(|t| !t.is_empty())
+                    || self.settings.config.is_some()
+                {
                     return Err(CliError::Settings(
                         "--resume continues a run with the settings in its config.toml; drop the other flags".into(),
                     ));
                 }
                 let run = RunDir::open(directory)?;
-                let settings = TrainArgs { config: Some(run.path(run_dir::CONFIG)), ..TrainArgs::default() }.resolve()?;
+                let settings = TrainArgs {
+                    config: Some(run.path(run_dir::CONFIG)),
+                    ..TrainArgs::default()
+                }
+                .resolve()?;
                 (settings, run)
             }
             None => {
                 let settings = self.settings.resolve()?;
-                let out = self.out.clone().unwrap_or_else(|| default_run_directory(&settings));
+                let out = self
+                    .out
+                    .clone()
+                    .unwrap_or_else(|| default_run_directory(&settings));
                 if out.join(run_dir::CHECKPOINT).exists() {
                     return Err(CliError::run(
                         &out,
@@ -85,14 +94,21 @@ impl TrainCommand {
 }
 
 fn default_run_directory(settings: &TrainSettings) -> PathBuf {
-    let data = Path::new(&settings.data).file_name().map_or("data".into(), |n| n.to_string_lossy().into_owned());
+    let data = Path::new(&settings.data)
+        .file_name()
+        .map_or("data".into(), |n| n.to_string_lossy().into_owned());
     let model = format!("{:?}", settings.model).to_lowercase();
     PathBuf::from("runs").join(format!("{data}-{model}-{}", settings.method))
 }
 
 /// Trains (or resumes) the run and evaluates it; returns its test metrics, or `None` when it
 /// paused after `stop_after` steps.
-pub fn train(settings: &TrainSettings, run: &RunDir, resume: bool, stop_after: Option<u64>) -> Result<Option<RunMetrics>> {
+pub fn train(
+    settings: &TrainSettings,
+    run: &RunDir,
+    resume: bool,
+    stop_after: Option<u64>,
+) -> Result<Option<RunMetrics>> {
     let started = Instant::now();
     let device = gems_core::device_from_name(&settings.backend)?.autodiff();
     tracing::info!(run = %run.root().display(), method = %settings.method, "preparing data and model");
@@ -104,7 +120,9 @@ pub fn train(settings: &TrainSettings, run: &RunDir, resume: bool, stop_after: O
     if settings.model_dir.is_none() && !resume {
         // The initial weights of a from-scratch model, for the retention analysis.
         let initial = model.valid();
-        run_dir::replace_directory(&run.path(crate::commands::analyze::BASE_MODEL), |folder| Ok(initial.save(folder)?))?;
+        run_dir::replace_directory(&run.path(crate::commands::analyze::BASE_MODEL), |folder| {
+            Ok(initial.save(folder)?)
+        })?;
     }
     let null_space = if settings.method.needs_null_space() && !resume {
         Some(knowledge::collect(
@@ -119,7 +137,12 @@ pub fn train(settings: &TrainSettings, run: &RunDir, resume: bool, stop_after: O
     };
     let mut optimizer = training::optimizer_for(settings, d_model, null_space)?;
     let model = match settings.method {
-        TrainMethod::Lora => training::attach_lora(model, &optimizer, settings.shared_rank(d_model), settings.scale),
+        TrainMethod::Lora => training::attach_lora(
+            model,
+            &optimizer,
+            settings.shared_rank(d_model),
+            settings.scale,
+        ),
         TrainMethod::Optimizer(_) => model,
     };
     let (model, progress) = if resume {
@@ -128,7 +151,15 @@ pub fn train(settings: &TrainSettings, run: &RunDir, resume: bool, stop_after: O
         (model, Progress::start(fingerprint.clone()))
     };
     let examples = training::training_examples(&experiment)?;
-    let mut training = Training { settings, experiment: &experiment, run, device, model, optimizer, progress };
+    let mut training = Training {
+        settings,
+        experiment: &experiment,
+        run,
+        device,
+        model,
+        optimizer,
+        progress,
+    };
     tracing::info!(
         examples = examples.len(),
         parameters = training.model.num_params(),
@@ -164,14 +195,19 @@ pub fn train(settings: &TrainSettings, run: &RunDir, resume: bool, stop_after: O
         experiment.save_beside_model(folder)
     })?;
     tracing::info!("evaluating on the test split");
-    let metrics = Evaluation::new(&experiment, settings.beam_width).test_metrics(&final_model, settings.method.name())?;
+    let metrics = Evaluation::new(&experiment, settings.beam_width)
+        .test_metrics(&final_model, settings.method.name())?;
     run.write_json(run_dir::METRICS, &metrics)?;
     crate::report::training_plots(run, &training.progress.curves)?;
     run.write_json(
         run_dir::MANIFEST,
         &Manifest {
             gems_version: env!("CARGO_PKG_VERSION"),
-            status: if training.progress.stopped_early { "stopped early" } else { "finished" },
+            status: if training.progress.stopped_early {
+                "stopped early"
+            } else {
+                "finished"
+            },
             settings,
             data: &experiment.dataset.manifest.name,
             data_fingerprint: &fingerprint,
@@ -185,6 +221,10 @@ pub fn train(settings: &TrainSettings, run: &RunDir, resume: bool, stop_after: O
         },
     )?;
     println!("{}", crate::report::metrics_table(&metrics));
-    println!("run: {} ({:.0} s)", run.root().display(), started.elapsed().as_secs_f64());
+    println!(
+        "run: {} ({:.0} s)",
+        run.root().display(),
+        started.elapsed().as_secs_f64()
+    );
     Ok(Some(metrics))
 }

@@ -32,7 +32,9 @@ pub fn with_spectrum(rows: usize, cols: usize, spectrum: &[f64], seed: u64) -> M
     let left = random_orthonormal(rows, k, &mut rng);
     let right = random_orthonormal(cols, k, &mut rng);
     Mat::from_fn(rows, cols, |i, j| {
-        (0..k).map(|t| left[(i, t)] * spectrum[t] * right[(j, t)]).sum()
+        (0..k)
+            .map(|t| left[(i, t)] * spectrum[t] * right[(j, t)])
+            .sum()
     })
 }
 
@@ -113,10 +115,17 @@ impl ToyModel {
 /// A `d_in → d_out` linear layer with bias drawn from `rng`.
 fn seeded_linear(d_in: usize, d_out: usize, rng: &mut ChaCha8Rng, device: &Device) -> Linear {
     let bound = 1.0 / (d_in as f32).sqrt();
-    let mut draw = |count: usize| -> Vec<f32> { (0..count).map(|_| rng.random_range(-bound..bound)).collect() };
+    let mut draw = |count: usize| -> Vec<f32> {
+        (0..count)
+            .map(|_| rng.random_range(-bound..bound))
+            .collect()
+    };
     let weight = Tensor::<2>::from_data(TensorData::new(draw(d_in * d_out), [d_in, d_out]), device);
     let bias = Tensor::<1>::from_data(TensorData::new(draw(d_out), [d_out]), device);
-    Linear { weight: Param::from_tensor(weight), bias: Some(Param::from_tensor(bias)) }
+    Linear {
+        weight: Param::from_tensor(weight),
+        bias: Some(Param::from_tensor(bias)),
+    }
 }
 
 #[derive(Default)]

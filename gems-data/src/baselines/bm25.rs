@@ -60,8 +60,18 @@ impl Bm25Ranker {
             total_length += document.len() as u64;
         }
         let documents = items.len();
-        let average_length = if documents == 0 { 0.0 } else { total_length as f64 / documents as f64 };
-        Bm25Ranker { parameters, postings, lengths, average_length, documents }
+        let average_length = if documents == 0 {
+            0.0
+        } else {
+            total_length as f64 / documents as f64
+        };
+        Bm25Ranker {
+            parameters,
+            postings,
+            lengths,
+            average_length,
+            documents,
+        }
     }
 
     /// BM25 scores of `query` for every item with a non-zero score.
@@ -72,14 +82,19 @@ impl Bm25Ranker {
         let Bm25Parameters { k1, b } = self.parameters;
         let mut scores: HashMap<ItemId, f64> = HashMap::new();
         for word in &query_words {
-            let Some(posting) = self.postings.get(word) else { continue };
+            let Some(posting) = self.postings.get(word) else {
+                continue;
+            };
             let frequency = posting.len() as f64;
-            let inverse = (1.0 + (self.documents as f64 - frequency + 0.5) / (frequency + 0.5)).ln();
+            let inverse =
+                (1.0 + (self.documents as f64 - frequency + 0.5) / (frequency + 0.5)).ln();
             for &(item, term_frequency) in posting {
                 let length = f64::from(self.lengths[&item]);
                 let term_frequency = f64::from(term_frequency);
-                let normaliser = k1 * (1.0 - b + b * length / self.average_length.max(f64::MIN_POSITIVE));
-                *scores.entry(item).or_default() += inverse * term_frequency * (k1 + 1.0) / (term_frequency + normaliser);
+                let normaliser =
+                    k1 * (1.0 - b + b * length / self.average_length.max(f64::MIN_POSITIVE));
+                *scores.entry(item).or_default() +=
+                    inverse * term_frequency * (k1 + 1.0) / (term_frequency + normaliser);
             }
         }
         scores
@@ -97,6 +112,9 @@ impl Ranker for Bm25Ranker {
 
     fn score(&mut self, request: &Request, candidates: &[ItemId]) -> Vec<f64> {
         let scores = self.scores(request.query.as_deref().unwrap_or(""));
-        candidates.iter().map(|item| scores.get(item).copied().unwrap_or(0.0)).collect()
+        candidates
+            .iter()
+            .map(|item| scores.get(item).copied().unwrap_or(0.0))
+            .collect()
     }
 }

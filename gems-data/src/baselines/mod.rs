@@ -17,7 +17,7 @@ pub use popularity::PopularityRanker;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::metrics::{evaluate_scores, MetricsAccumulator, MetricsReport, Protocol};
+use crate::metrics::{MetricsAccumulator, MetricsReport, Protocol, evaluate_scores};
 use crate::schema::{ItemId, Request, Task};
 
 /// Something that scores candidate items for a request (higher is better).
@@ -40,7 +40,9 @@ pub struct RandomRanker {
 impl RandomRanker {
     /// A random ranker with its seed.
     pub fn new(seed: u64) -> Self {
-        RandomRanker { generator: ChaCha8Rng::seed_from_u64(seed) }
+        RandomRanker {
+            generator: ChaCha8Rng::seed_from_u64(seed),
+        }
     }
 }
 
@@ -54,7 +56,10 @@ impl Ranker for RandomRanker {
     }
 
     fn score(&mut self, _request: &Request, candidates: &[ItemId]) -> Vec<f64> {
-        candidates.iter().map(|_| self.generator.random::<f64>()).collect()
+        candidates
+            .iter()
+            .map(|_| self.generator.random::<f64>())
+            .collect()
     }
 }
 
@@ -79,7 +84,12 @@ pub fn evaluate_ranker(
             Protocol::FullRanking => catalogue.to_vec(),
         };
         let scores = ranker.score(request, &candidates);
-        let metrics = evaluate_scores(&candidates, &scores, &request.targets, accumulator.cutoffs());
+        let metrics = evaluate_scores(
+            &candidates,
+            &scores,
+            &request.targets,
+            accumulator.cutoffs(),
+        );
         accumulator.add(request.task, &metrics);
     }
     accumulator.finish(&ranker.name(), protocol)

@@ -38,6 +38,9 @@ impl Ranker for PopularityRanker {
     }
 
     fn score(&mut self, _request: &Request, candidates: &[ItemId]) -> Vec<f64> {
-        candidates.iter().map(|item| self.count(*item) as f64).collect()
+        candidates
+            .iter()
+            .map(|item| self.count(*item) as f64)
+            .collect()
     }
 }

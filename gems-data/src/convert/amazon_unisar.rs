@@ -17,11 +17,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::convert::dataframe::{frame_from_pickle, Frame};
+use crate::convert::dataframe::{Frame, frame_from_pickle};
 use crate::convert::pickle::read_pickle;
-use crate::convert::python_literal::{parse_integer_list, PythonValue};
+use crate::convert::python_literal::{PythonValue, parse_integer_list};
 use crate::convert::{
-    apply_filters, requests_from_interactions, ConversionReport, ConvertedDataset, FilterOptions, HistoryOptions, Interaction,
+    ConversionReport, ConvertedDataset, FilterOptions, HistoryOptions, Interaction, apply_filters,
+    requests_from_interactions,
 };
 use crate::error::{DataError, Result};
 use crate::schema::{Item, ItemId, Task};
@@ -52,14 +53,19 @@ const SPLITS: [&str; 3] = ["train", "val", "test"];
 
 fn dataset_directory(directory: &Path) -> PathBuf {
     let nested = directory.join("dataset");
-    if nested.join("rec_train.pkl").is_file() { nested } else { directory.to_path_buf() }
+    if nested.join("rec_train.pkl").is_file() {
+        nested
+    } else {
+        directory.to_path_buf()
+    }
 }
 
 /// Reads one pickled DataFrame.
 pub(crate) fn read_frame(path: &Path) -> Result<Frame> {
     let bytes = std::fs::read(path).map_err(|source| DataError::io(path, "read", source))?;
     let file = path.display().to_string();
-    let pickle = read_pickle(&bytes).map_err(|message| DataError::file(&file, format!("not a readable pickle: {message}")))?;
+    let pickle = read_pickle(&bytes)
+        .map_err(|message| DataError::file(&file, format!("not a readable pickle: {message}")))?;
     frame_from_pickle(&pickle).map_err(|message| {
         DataError::file(
             &file,
@@ -70,14 +76,27 @@ pub(crate) fn read_frame(path: &Path) -> Result<Frame> {
 
 fn required<'a>(frame: &'a Frame, file: &str, name: &str) -> Result<&'a [PythonValue]> {
     frame.column(name).ok_or_else(|| {
-        DataError::file(file, format!("missing column \"{name}\"; the frame has: {}", frame.columns.join(", ")))
+        DataError::file(
+            file,
+            format!(
+                "missing column \"{name}\"; the frame has: {}",
+                frame.columns.join(", ")
+            ),
+        )
     })
 }
 
 fn id_of(cell: &PythonValue, file: &str, row: usize, name: &str) -> Result<u64> {
     cell.as_integer()
         .and_then(|value| u64::try_from(value).ok())
-        .ok_or_else(|| DataError::record(file, row + 1, Some(name), format!("expected a non-negative integer id, got {cell:?}")))
+        .ok_or_else(|| {
+            DataError::record(
+                file,
+                row + 1,
+                Some(name),
+                format!("expected a non-negative integer id, got {cell:?}"),
+            )
+        })
 }
 
 fn query_of(cell: &PythonValue, file: &str, row: usize) -> Result<String> {
@@ -87,8 +106,15 @@ fn query_of(cell: &PythonValue, file: &str, row: usize) -> Result<String> {
     }
     match cell {
         PythonValue::Integer(id) => Ok(id.to_string()),
-        PythonValue::Text(text) => Ok(parse_integer_list(text).map(|ids| join(&ids)).unwrap_or_else(|_| text.trim().to_string())),
-        other => Err(DataError::record(file, row + 1, Some("keyword"), format!("expected a list of word ids or a text, got {other:?}"))),
+        PythonValue::Text(text) => Ok(parse_integer_list(text)
+            .map(|ids| join(&ids))
+            .unwrap_or_else(|_| text.trim().to_string())),
+        other => Err(DataError::record(
+            file,
+            row + 1,
+            Some("keyword"),
+            format!("expected a list of word ids or a text, got {other:?}"),
+        )),
     }
 }
 
@@ -115,17 +141,28 @@ pub fn convert(directory: &Path, options: &AmazonUnisarOptions) -> Result<Conver
             let users = required(&frame, &file, "user_id")?;
             let items = required(&frame, &file, "item_id")?;
             let times = required(&frame, &file, "ts")?;
-            let keywords = if task == Task::Search { Some(required(&frame, &file, "keyword")?) } else { None };
+            let keywords = if task == Task::Search {
+                Some(required(&frame, &file, "keyword")?)
+            } else {
+                None
+            };
             for row in 0..frame.rows {
-                let time = times[row]
-                    .as_float()
-                    .ok_or_else(|| DataError::record(&file, row + 1, Some("ts"), format!("expected a time, got {:?}", times[row])))?;
+                let time = times[row].as_float().ok_or_else(|| {
+                    DataError::record(
+                        &file,
+                        row + 1,
+                        Some("ts"),
+                        format!("expected a time, got {:?}", times[row]),
+                    )
+                })?;
                 interactions.push(Interaction {
                     user: id_of(&users[row], &file, row, "user_id")?,
                     time_ms: (time * milliseconds) as i64,
                     task,
                     targets: vec![id_of(&items[row], &file, row, "item_id")?],
-                    query: keywords.map(|cells| query_of(&cells[row], &file, row)).transpose()?,
+                    query: keywords
+                        .map(|cells| query_of(&cells[row], &file, row))
+                        .transpose()?,
                     query_is_proxy: false,
                 });
             }
@@ -134,11 +171,19 @@ pub fn convert(directory: &Path, options: &AmazonUnisarOptions) -> Result<Conver
     }
     let requests = requests_from_interactions(interactions, options.history, &mut report);
     let requests = apply_filters(requests, &options.filter, &mut report);
-    let referenced: BTreeSet<ItemId> =
-        requests.iter().flat_map(|request| request.history.iter().chain(&request.targets)).copied().collect();
+    let referenced: BTreeSet<ItemId> = requests
+        .iter()
+        .flat_map(|request| request.history.iter().chain(&request.targets))
+        .copied()
+        .collect();
     let items = referenced
         .into_iter()
-        .map(|id| Item { id, title: format!("item {id}"), text: None, categories: Vec::new() })
+        .map(|id| Item {
+            id,
+            title: format!("item {id}"),
+            text: None,
+            categories: Vec::new(),
+        })
         .collect();
     Ok(ConvertedDataset {
         name: "amazon-unisar".to_string(),

@@ -29,7 +29,10 @@ pub(crate) struct Frame {
 impl Frame {
     /// The cells of column `name`.
     pub fn column(&self, name: &str) -> Option<&[PythonValue]> {
-        self.columns.iter().position(|column| column == name).map(|index| self.data[index].as_slice())
+        self.columns
+            .iter()
+            .position(|column| column == name)
+            .map(|index| self.data[index].as_slice())
     }
 }
 
@@ -75,10 +78,14 @@ fn is_numpy(module: &str, core: &str) -> bool {
 
 /// Decodes a numpy array (or the array inside an extension array).
 fn decode_array(pickle: &Pickle, value: &Value) -> Result<Option<Array>, String> {
-    let Some((module, name, arguments, state)) = pickle.object(value) else { return Ok(None) };
+    let Some((module, name, arguments, state)) = pickle.object(value) else {
+        return Ok(None);
+    };
     if is_numpy(module, "multiarray") && name == "_reconstruct" {
         let state = state.ok_or("a numpy array without state")?;
-        let parts = pickle.sequence(state).ok_or("a numpy array state is not a tuple")?;
+        let parts = pickle
+            .sequence(state)
+            .ok_or("a numpy array state is not a tuple")?;
         let parts = match parts.len() {
             5 => &parts[1..],
             4 => parts,
@@ -98,7 +105,10 @@ fn decode_array(pickle: &Pickle, value: &Value) -> Result<Option<Array>, String>
     }
     // Extension arrays (e.g. pandas' StringArray) keep their numpy array in their state.
     if let Some(state) = state {
-        for part in pickle.sequence(state).unwrap_or(std::slice::from_ref(state)) {
+        for part in pickle
+            .sequence(state)
+            .unwrap_or(std::slice::from_ref(state))
+        {
             if let Some(array) = decode_array(pickle, part)? {
                 return Ok(Some(array));
             }
@@ -108,7 +118,9 @@ fn decode_array(pickle: &Pickle, value: &Value) -> Result<Option<Array>, String>
 }
 
 fn shape_of(pickle: &Pickle, value: &Value) -> Result<Vec<usize>, String> {
-    let dimensions = pickle.sequence(value).ok_or("a numpy shape is not a tuple")?;
+    let dimensions = pickle
+        .sequence(value)
+        .ok_or("a numpy shape is not a tuple")?;
     dimensions
         .iter()
         .map(|dimension| match dimension {
@@ -120,11 +132,14 @@ fn shape_of(pickle: &Pickle, value: &Value) -> Result<Vec<usize>, String> {
 
 /// The dtype's type code (`i8`, `f8`, `O8`, ...) and byte order.
 fn dtype_of(pickle: &Pickle, value: &Value) -> Result<(String, bool), String> {
-    let (module, name, arguments, state) = pickle.object(value).ok_or("a numpy dtype was expected")?;
+    let (module, name, arguments, state) =
+        pickle.object(value).ok_or("a numpy dtype was expected")?;
     if module != "numpy" || name != "dtype" {
         return Err(format!("a numpy dtype was expected, found {module}.{name}"));
     }
-    let Some(Value::Text(code)) = arguments.first() else { return Err("a numpy dtype without a type code".to_string()) };
+    let Some(Value::Text(code)) = arguments.first() else {
+        return Err("a numpy dtype without a type code".to_string());
+    };
     let big_endian = state
         .and_then(|state| pickle.sequence(state))
         .and_then(|parts| parts.get(1))
@@ -132,45 +147,88 @@ fn dtype_of(pickle: &Pickle, value: &Value) -> Result<(String, bool), String> {
     Ok((code.to_string(), big_endian))
 }
 
-fn array_from(pickle: &Pickle, dtype: &Value, shape: Vec<usize>, fortran: bool, raw: &Value) -> Result<Array, String> {
+fn array_from(
+    pickle: &Pickle,
+    dtype: &Value,
+    shape: Vec<usize>,
+    fortran: bool,
+    raw: &Value,
+) -> Result<Array, String> {
     let (code, big_endian) = dtype_of(pickle, dtype)?;
     let count: usize = shape.iter().product();
     if code.starts_with('O') {
-        let elements = pickle.sequence(raw).ok_or("an object array without a list of elements")?.to_vec();
+        let elements = pickle
+            .sequence(raw)
+            .ok_or("an object array without a list of elements")?
+            .to_vec();
         if elements.len() != count {
-            return Err(format!("an object array of shape {shape:?} holds {} elements", elements.len()));
+            return Err(format!(
+                "an object array of shape {shape:?} holds {} elements",
+                elements.len()
+            ));
         }
-        return Ok(Array { shape, fortran, data: ArrayData::Object(elements) });
+        return Ok(Array {
+            shape,
+            fortran,
+            data: ArrayData::Object(elements),
+        });
     }
-    let Value::Bytes(bytes) = raw else { return Err(format!("a numeric array ({code}) without raw bytes")) };
+    let Value::Bytes(bytes) = raw else {
+        return Err(format!("a numeric array ({code}) without raw bytes"));
+    };
     let (kind, width) = code.split_at(1);
-    let width: usize = width.parse().map_err(|_| format!("numpy dtype {code:?} is not supported"))?;
+    let width: usize = width
+        .parse()
+        .map_err(|_| format!("numpy dtype {code:?} is not supported"))?;
     if bytes.len() != count * width {
-        return Err(format!("a {code} array of shape {shape:?} has {} bytes", bytes.len()));
+        return Err(format!(
+            "a {code} array of shape {shape:?} has {} bytes",
+            bytes.len()
+        ));
     }
     let word = |chunk: &[u8]| -> u64 {
         let fold = |value: u64, byte: &u8| (value << 8) | u64::from(*byte);
-        if big_endian { chunk.iter().fold(0, fold) } else { chunk.iter().rev().fold(0, fold) }
+        if big_endian {
+            chunk.iter().fold(0, fold)
+        } else {
+            chunk.iter().rev().fold(0, fold)
+        }
     };
     let chunks = bytes.chunks_exact(width);
     let data = match (kind, width) {
         ("i", 1 | 2 | 4 | 8) => ArrayData::Integer(
-            chunks.map(|chunk| {
-                let shift = 64 - 8 * width as u32;
-                ((word(chunk) << shift) as i64) >> shift
-            })
-            .collect(),
+            chunks
+                .map(|chunk| {
+                    let shift = 64 - 8 * width as u32;
+                    ((word(chunk) << shift) as i64) >> shift
+                })
+                .collect(),
         ),
         ("u" | "b", 1 | 2 | 4 | 8) => ArrayData::Integer(
             chunks
-                .map(|chunk| i64::try_from(word(chunk)).map_err(|_| format!("a {code} value does not fit 63 bits")))
+                .map(|chunk| {
+                    i64::try_from(word(chunk))
+                        .map_err(|_| format!("a {code} value does not fit 63 bits"))
+                })
                 .collect::<Result<_, _>>()?,
         ),
         ("f", 8) => ArrayData::Float(chunks.map(|chunk| f64::from_bits(word(chunk))).collect()),
-        ("f", 4) => ArrayData::Float(chunks.map(|chunk| f64::from(f32::from_bits(word(chunk) as u32))).collect()),
-        _ => return Err(format!("numpy dtype {code:?} is not supported (integers, floats, booleans and objects are)")),
+        ("f", 4) => ArrayData::Float(
+            chunks
+                .map(|chunk| f64::from(f32::from_bits(word(chunk) as u32)))
+                .collect(),
+        ),
+        _ => {
+            return Err(format!(
+                "numpy dtype {code:?} is not supported (integers, floats, booleans and objects are)"
+            ));
+        }
     };
-    Ok(Array { shape, fortran, data })
+    Ok(Array {
+        shape,
+        fortran,
+        data,
+    })
 }
 
 /// Converts a Python value into a cell.
@@ -185,17 +243,28 @@ fn to_cell(pickle: &Pickle, value: &Value) -> PythonValue {
         Value::Bytes(bytes) => PythonValue::Opaque(format!("{} bytes", bytes.len())),
         Value::Node(_) => {
             if let Some(elements) = pickle.sequence(value) {
-                return PythonValue::List(elements.iter().map(|element| to_cell(pickle, element)).collect());
+                return PythonValue::List(
+                    elements
+                        .iter()
+                        .map(|element| to_cell(pickle, element))
+                        .collect(),
+                );
             }
             match pickle.object(value) {
-                Some((module, "scalar", [dtype, Value::Bytes(bytes)], _)) if is_numpy(module, "multiarray") => {
+                Some((module, "scalar", [dtype, Value::Bytes(bytes)], _))
+                    if is_numpy(module, "multiarray") =>
+                {
                     match array_from(pickle, dtype, vec![1], false, &Value::Bytes(bytes.clone())) {
                         Ok(array) => array.cell(pickle, 0, 0),
                         Err(message) => PythonValue::Opaque(message),
                     }
                 }
                 _ => match decode_array(pickle, value) {
-                    Ok(Some(array)) => PythonValue::List((0..array.len()).map(|index| array.cell(pickle, 0, index)).collect()),
+                    Ok(Some(array)) => PythonValue::List(
+                        (0..array.len())
+                            .map(|index| array.cell(pickle, 0, index))
+                            .collect(),
+                    ),
                     Ok(None) => PythonValue::Opaque(describe(pickle, value)),
                     Err(message) => PythonValue::Opaque(message),
                 },
@@ -227,7 +296,10 @@ fn key_text(value: &Value) -> String {
 /// Decodes the pickle's root as a table.
 pub(crate) fn frame_from_pickle(pickle: &Pickle) -> Result<Frame, String> {
     let root = &pickle.root;
-    if let Some((_, "DataFrame", _, state)) = pickle.object(root).filter(|(module, ..)| module.starts_with("pandas")) {
+    if let Some((_, "DataFrame", _, state)) = pickle
+        .object(root)
+        .filter(|(module, ..)| module.starts_with("pandas"))
+    {
         let state = state.ok_or("a DataFrame without state")?;
         let manager = pickle
             .dict_get(state, "_mgr")
@@ -239,11 +311,20 @@ pub(crate) fn frame_from_pickle(pickle: &Pickle) -> Result<Frame, String> {
         return frame_from_dict(pickle, entries);
     }
     if let Some(rows) = pickle.sequence(root) {
-        let rows: Vec<&[(Value, Value)]> =
-            rows.iter().map(|row| pickle.dict(row).ok_or("a list whose elements are not dicts")).collect::<Result<_, _>>()?;
+        let rows: Vec<&[(Value, Value)]> = rows
+            .iter()
+            .map(|row| {
+                pickle
+                    .dict(row)
+                    .ok_or("a list whose elements are not dicts")
+            })
+            .collect::<Result<_, _>>()?;
         return Ok(frame_from_rows(pickle, &rows));
     }
-    Err(format!("the pickle holds {}, not a pandas DataFrame or a to_dict() of one", describe(pickle, root)))
+    Err(format!(
+        "the pickle holds {}, not a pandas DataFrame or a to_dict() of one",
+        describe(pickle, root)
+    ))
 }
 
 fn frame_from_rows(pickle: &Pickle, rows: &[&[(Value, Value)]]) -> Frame {
@@ -264,14 +345,23 @@ fn frame_from_rows(pickle: &Pickle, rows: &[&[(Value, Value)]]) -> Frame {
             data[position[&key_text(key)]][index] = to_cell(pickle, value);
         }
     }
-    Frame { columns, data, rows: rows.len() }
+    Frame {
+        columns,
+        data,
+        rows: rows.len(),
+    }
 }
 
 fn frame_from_dict(pickle: &Pickle, entries: &[(Value, Value)]) -> Result<Frame, String> {
-    let inner_dicts: Option<Vec<&[(Value, Value)]>> = entries.iter().map(|(_, value)| pickle.dict(value)).collect();
+    let inner_dicts: Option<Vec<&[(Value, Value)]>> = entries
+        .iter()
+        .map(|(_, value)| pickle.dict(value))
+        .collect();
     if let Some(inner) = inner_dicts {
         let outer_text = entries.iter().all(|(key, _)| matches!(key, Value::Text(_)));
-        let inner_text = inner.iter().all(|row| row.iter().all(|(key, _)| matches!(key, Value::Text(_))));
+        let inner_text = inner
+            .iter()
+            .all(|row| row.iter().all(|(key, _)| matches!(key, Value::Text(_))));
         if !outer_text || inner_text {
             // {row: {column: value}} (orient "index").
             return Ok(frame_from_rows(pickle, &inner));
@@ -279,29 +369,58 @@ fn frame_from_dict(pickle: &Pickle, entries: &[(Value, Value)]) -> Result<Frame,
         // {column: {row: value}} (orient "dict"): rows in the first column's order.
         let rows = inner.first().map_or(0, |column| column.len());
         let columns = entries.iter().map(|(key, _)| key_text(key)).collect();
-        let data = inner.iter().map(|column| column.iter().map(|(_, value)| to_cell(pickle, value)).collect()).collect();
-        return Ok(Frame { columns, data, rows });
+        let data = inner
+            .iter()
+            .map(|column| {
+                column
+                    .iter()
+                    .map(|(_, value)| to_cell(pickle, value))
+                    .collect()
+            })
+            .collect();
+        return Ok(Frame {
+            columns,
+            data,
+            rows,
+        });
     }
     // {column: [values]} (orient "list").
     let mut columns = Vec::new();
     let mut data = Vec::new();
     for (key, value) in entries {
-        let values = pickle.sequence(value).ok_or_else(|| format!("column {} is neither a list nor a dict", key_text(key)))?;
+        let values = pickle
+            .sequence(value)
+            .ok_or_else(|| format!("column {} is neither a list nor a dict", key_text(key)))?;
         columns.push(key_text(key));
-        data.push(values.iter().map(|value| to_cell(pickle, value)).collect::<Vec<_>>());
+        data.push(
+            values
+                .iter()
+                .map(|value| to_cell(pickle, value))
+                .collect::<Vec<_>>(),
+        );
     }
     let rows = data.first().map_or(0, Vec::len);
     if data.iter().any(|column| column.len() != rows) {
         return Err("columns of different lengths".to_string());
     }
-    Ok(Frame { columns, data, rows })
+    Ok(Frame {
+        columns,
+        data,
+        rows,
+    })
 }
 
 fn frame_from_manager(pickle: &Pickle, manager: &Value) -> Result<Frame, String> {
-    let (_, _, arguments, state) = pickle.object(manager).ok_or("the DataFrame's block manager is not an object")?;
-    let (axes, blocks): (&[Value], Vec<(Value, Value)>) = if arguments.len() >= 2 && pickle.sequence(&arguments[0]).is_some() {
+    let (_, _, arguments, state) = pickle
+        .object(manager)
+        .ok_or("the DataFrame's block manager is not an object")?;
+    let (axes, blocks): (&[Value], Vec<(Value, Value)>) = if arguments.len() >= 2
+        && pickle.sequence(&arguments[0]).is_some()
+    {
         // Recent pandas: BlockManager((blocks...), [axes]) with _unpickle_block(values, placement, ndim).
-        let axes = pickle.sequence(&arguments[1]).ok_or("block manager axes are not a list")?;
+        let axes = pickle
+            .sequence(&arguments[1])
+            .ok_or("block manager axes are not a list")?;
         let blocks = pickle
             .sequence(&arguments[0])
             .expect("checked above")
@@ -315,20 +434,29 @@ fn frame_from_manager(pickle: &Pickle, manager: &Value) -> Result<Frame, String>
     } else {
         // Older pandas: state (axes, values, items, {"0.14.1": {"axes": ..., "blocks": [...]}}).
         let state = state.ok_or("a block manager without state")?;
-        let parts = pickle.sequence(state).ok_or("a block manager state is not a tuple")?;
+        let parts = pickle
+            .sequence(state)
+            .ok_or("a block manager state is not a tuple")?;
         let extra = parts
             .iter()
             .find_map(|part| pickle.dict_get(part, "0.14.1"))
             .ok_or("a block manager state without the \"0.14.1\" entry; re-save the frame with a recent pandas")?;
-        let axes = pickle.dict_get(extra, "axes").and_then(|axes| pickle.sequence(axes)).ok_or("no axes")?;
+        let axes = pickle
+            .dict_get(extra, "axes")
+            .and_then(|axes| pickle.sequence(axes))
+            .ok_or("no axes")?;
         let blocks = pickle
             .dict_get(extra, "blocks")
             .and_then(|blocks| pickle.sequence(blocks))
             .ok_or("no blocks")?
             .iter()
             .map(|block| {
-                let values = pickle.dict_get(block, "values").ok_or("a block without values")?;
-                let placement = pickle.dict_get(block, "mgr_locs").ok_or("a block without mgr_locs")?;
+                let values = pickle
+                    .dict_get(block, "values")
+                    .ok_or("a block without values")?;
+                let placement = pickle
+                    .dict_get(block, "mgr_locs")
+                    .ok_or("a block without mgr_locs")?;
                 Ok((values.clone(), placement.clone()))
             })
             .collect::<Result<_, String>>()?;
@@ -341,12 +469,21 @@ fn frame_from_manager(pickle: &Pickle, manager: &Value) -> Result<Frame, String>
     };
     let mut data: Vec<Option<Vec<PythonValue>>> = vec![None; columns.len()];
     for (values, placement) in blocks {
-        let array = decode_array(pickle, &values)?.ok_or("a block's values are not a numpy array")?;
+        let array =
+            decode_array(pickle, &values)?.ok_or("a block's values are not a numpy array")?;
         let positions = placement_positions(pickle, &placement)?;
         for (offset, column) in positions.into_iter().enumerate() {
-            let slot = data.get_mut(column).ok_or("a block places a column outside the frame")?;
+            let slot = data
+                .get_mut(column)
+                .ok_or("a block places a column outside the frame")?;
             let cells = (0..rows)
-                .map(|row| if array.shape.len() == 2 { array.cell(pickle, offset, row) } else { array.cell(pickle, 0, row) })
+                .map(|row| {
+                    if array.shape.len() == 2 {
+                        array.cell(pickle, offset, row)
+                    } else {
+                        array.cell(pickle, 0, row)
+                    }
+                })
                 .collect();
             *slot = Some(cells);
         }
@@ -354,9 +491,15 @@ fn frame_from_manager(pickle: &Pickle, manager: &Value) -> Result<Frame, String>
     let data = data
         .into_iter()
         .enumerate()
-        .map(|(index, cells)| cells.ok_or_else(|| format!("column {} has no block", columns[index])))
+        .map(|(index, cells)| {
+            cells.ok_or_else(|| format!("column {} has no block", columns[index]))
+        })
         .collect::<Result<_, _>>()?;
-    Ok(Frame { columns, data, rows })
+    Ok(Frame {
+        columns,
+        data,
+        rows,
+    })
 }
 
 /// Column positions of a block: a `slice(start, stop, step)` or an integer array.
@@ -369,12 +512,18 @@ fn placement_positions(pickle: &Pickle, placement: &Value) -> Result<Vec<usize>,
         let start = number(arguments.first(), 0);
         let stop = number(arguments.get(1), 0);
         let step = number(arguments.get(2), 1).max(1);
-        return Ok((start..stop).step_by(step as usize).map(|position| position as usize).collect());
+        return Ok((start..stop)
+            .step_by(step as usize)
+            .map(|position| position as usize)
+            .collect());
     }
-    if let Some(("pandas._libs.internals", "BlockPlacement", [inner, ..], _)) = pickle.object(placement) {
+    if let Some(("pandas._libs.internals", "BlockPlacement", [inner, ..], _)) =
+        pickle.object(placement)
+    {
         return placement_positions(pickle, inner);
     }
-    let array = decode_array(pickle, placement)?.ok_or("a block placement is neither a slice nor an array")?;
+    let array = decode_array(pickle, placement)?
+        .ok_or("a block placement is neither a slice nor an array")?;
     (0..array.len())
         .map(|index| match array.cell(pickle, 0, index).as_integer() {
             Some(position) if position >= 0 => Ok(position as usize),
@@ -385,8 +534,13 @@ fn placement_positions(pickle: &Pickle, placement: &Value) -> Result<Vec<usize>,
 
 /// Labels of an Index (`_new_Index(cls, {"data": ..., "name": ...})`, RangeIndex included).
 fn index_labels(pickle: &Pickle, index: &Value) -> Result<Vec<String>, String> {
-    let (_, _, arguments, _) = pickle.object(index).ok_or("an axis is not a pandas Index")?;
-    let attributes = arguments.get(1).filter(|value| pickle.dict(value).is_some()).ok_or("an Index without attributes")?;
+    let (_, _, arguments, _) = pickle
+        .object(index)
+        .ok_or("an axis is not a pandas Index")?;
+    let attributes = arguments
+        .get(1)
+        .filter(|value| pickle.dict(value).is_some())
+        .ok_or("an Index without attributes")?;
     if let Some(data) = pickle.dict_get(attributes, "data") {
         let array = decode_array(pickle, data)?.ok_or("an Index's data is not an array")?;
         return Ok((0..array.len())
@@ -401,6 +555,13 @@ fn index_labels(pickle: &Pickle, index: &Value) -> Result<Vec<String>, String> {
         Some(Value::Integer(number)) => *number,
         _ => default,
     };
-    let (start, stop, step) = (number("start", 0), number("stop", 0), number("step", 1).max(1));
-    Ok((start..stop).step_by(step as usize).map(|label| label.to_string()).collect())
+    let (start, stop, step) = (
+        number("start", 0),
+        number("stop", 0),
+        number("step", 1).max(1),
+    );
+    Ok((start..stop)
+        .step_by(step as usize)
+        .map(|label| label.to_string())
+        .collect())
 }

@@ -24,7 +24,10 @@ pub struct HistoryOptions {
 
 impl Default for HistoryOptions {
     fn default() -> Self {
-        HistoryOptions { max_history: 20, min_history: 1 }
+        HistoryOptions {
+            max_history: 20,
+            min_history: 1,
+        }
     }
 }
 
@@ -78,11 +81,18 @@ pub(crate) fn requests_from_interactions(
         }
     }
     report.add(
-        format!("interactions with fewer than {} earlier items (kept as history only)", options.min_history),
+        format!(
+            "interactions with fewer than {} earlier items (kept as history only)",
+            options.min_history
+        ),
         skipped,
     );
     report.add("requests built", requests.len());
-    tracing::debug!(requests = requests.len(), skipped, "built requests from the interaction log");
+    tracing::debug!(
+        requests = requests.len(),
+        skipped,
+        "built requests from the interaction log"
+    );
     requests
 }
 
@@ -91,22 +101,40 @@ mod tests {
     use super::*;
 
     fn interaction(user: u64, time_ms: i64, item: u64) -> Interaction {
-        Interaction { user, time_ms, task: Task::Rec, targets: vec![item], query: None, query_is_proxy: false }
+        Interaction {
+            user,
+            time_ms,
+            task: Task::Rec,
+            targets: vec![item],
+            query: None,
+            query_is_proxy: false,
+        }
     }
 
     #[test]
     fn histories_hold_the_last_items_of_the_same_user_in_time_order() {
         // 25 interactions of user 1 given in reverse time order, one of user 2 in between.
-        let mut interactions: Vec<Interaction> = (0..25).rev().map(|step| interaction(1, step * 10, 100 + step as u64)).collect();
+        let mut interactions: Vec<Interaction> = (0..25)
+            .rev()
+            .map(|step| interaction(1, step * 10, 100 + step as u64))
+            .collect();
         interactions.insert(3, interaction(2, 5, 7));
         let mut report = ConversionReport::default();
-        let requests = requests_from_interactions(interactions, HistoryOptions::default(), &mut report);
+        let requests =
+            requests_from_interactions(interactions, HistoryOptions::default(), &mut report);
         // User 1's first and user 2's only interaction have no history.
-        assert_eq!(report.count("interactions with fewer than 1 earlier items (kept as history only)"), Some(2));
+        assert_eq!(
+            report.count("interactions with fewer than 1 earlier items (kept as history only)"),
+            Some(2)
+        );
         assert_eq!(requests.len(), 24);
         let last = requests.last().unwrap();
         assert_eq!(last.targets, vec![124]);
-        assert_eq!(last.history, (104..124).collect::<Vec<u64>>(), "the 20 most recent items, oldest first");
+        assert_eq!(
+            last.history,
+            (104..124).collect::<Vec<u64>>(),
+            "the 20 most recent items, oldest first"
+        );
         assert_eq!(requests[0].history, vec![100]);
         assert!(requests.iter().all(|request| request.user == 1));
     }

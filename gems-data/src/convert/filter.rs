@@ -37,7 +37,11 @@ impl FilterOptions {
 const MAX_ROUNDS: usize = 100;
 
 /// Applies the filters until a fixed point, counting what each rule removed.
-pub(crate) fn apply_filters(mut requests: Vec<Request>, options: &FilterOptions, report: &mut ConversionReport) -> Vec<Request> {
+pub(crate) fn apply_filters(
+    mut requests: Vec<Request>,
+    options: &FilterOptions,
+    report: &mut ConversionReport,
+) -> Vec<Request> {
     if options.is_off() {
         return requests;
     }
@@ -56,7 +60,9 @@ pub(crate) fn apply_filters(mut requests: Vec<Request>, options: &FilterOptions,
                 *counts.entry((request.user, request.task)).or_default() += 1;
             }
             let length = requests.len();
-            requests.retain(|request| counts[&(request.user, request.task)] >= options.min_requests_per_user_per_task);
+            requests.retain(|request| {
+                counts[&(request.user, request.task)] >= options.min_requests_per_user_per_task
+            });
             dropped_per_task_minimum += length - requests.len();
         }
         if options.require_both_tasks {
@@ -83,13 +89,16 @@ pub(crate) fn apply_filters(mut requests: Vec<Request>, options: &FilterOptions,
                     *occurrences.entry(*item).or_default() += 1;
                 }
             }
-            let frequent = |item: &ItemId| occurrences.get(item).copied().unwrap_or(0) >= options.k_core;
+            let frequent =
+                |item: &ItemId| occurrences.get(item).copied().unwrap_or(0) >= options.k_core;
             for request in requests.iter_mut() {
-                let length = request.targets.len() + request.history.len() + request.negatives.len();
+                let length =
+                    request.targets.len() + request.history.len() + request.negatives.len();
                 request.targets.retain(frequent);
                 request.history.retain(frequent);
                 request.negatives.retain(frequent);
-                removed_references += length - (request.targets.len() + request.history.len() + request.negatives.len());
+                removed_references += length
+                    - (request.targets.len() + request.history.len() + request.negatives.len());
             }
             let length = requests.len();
             requests.retain(|request| !request.targets.is_empty());
@@ -100,15 +109,39 @@ pub(crate) fn apply_filters(mut requests: Vec<Request>, options: &FilterOptions,
         }
     }
     let minimum = options.min_requests_per_user_per_task;
-    report.add(format!("requests dropped: user has fewer than {minimum} requests of that task"), dropped_per_task_minimum);
-    report.add("requests dropped: user lacks one of the two tasks", dropped_single_task);
-    report.add(format!("requests dropped: user has fewer than {} requests ({}-core)", options.k_core, options.k_core), dropped_core_users);
-    report.add(format!("item references removed: item occurs fewer than {} times ({}-core)", options.k_core, options.k_core), removed_references);
-    report.add("requests dropped: no target left after the k-core", dropped_without_targets);
+    report.add(
+        format!("requests dropped: user has fewer than {minimum} requests of that task"),
+        dropped_per_task_minimum,
+    );
+    report.add(
+        "requests dropped: user lacks one of the two tasks",
+        dropped_single_task,
+    );
+    report.add(
+        format!(
+            "requests dropped: user has fewer than {} requests ({}-core)",
+            options.k_core, options.k_core
+        ),
+        dropped_core_users,
+    );
+    report.add(
+        format!(
+            "item references removed: item occurs fewer than {} times ({}-core)",
+            options.k_core, options.k_core
+        ),
+        removed_references,
+    );
+    report.add(
+        "requests dropped: no target left after the k-core",
+        dropped_without_targets,
+    );
     report.add("filter rounds until nothing changed", rounds);
     requests
 }
 
 fn reference_count(requests: &[Request]) -> usize {
-    requests.iter().map(|request| request.targets.len() + request.history.len() + request.negatives.len()).sum()
+    requests
+        .iter()
+        .map(|request| request.targets.len() + request.history.len() + request.negatives.len())
+        .sum()
 }

@@ -24,8 +24,8 @@ use serde::{Deserialize, Serialize};
 use crate::convert::python_literal::parse_integer_list;
 use crate::convert::table::TableReader;
 use crate::convert::{
-    apply_filters, keep_referenced_items, requests_from_interactions, retain_known_targets, ConversionReport,
-    ConvertedDataset, FilterOptions, HistoryOptions, Interaction,
+    ConversionReport, ConvertedDataset, FilterOptions, HistoryOptions, Interaction, apply_filters,
+    keep_referenced_items, requests_from_interactions, retain_known_targets,
 };
 use crate::error::Result;
 use crate::schema::{Item, ItemId, Task};
@@ -55,7 +55,10 @@ pub fn convert(directory: &Path, options: &KuaiSarOptions) -> Result<ConvertedDa
     let items = read_items(&directory.join("item_features.csv"))?;
     report.add("items in item_features.csv", items.len());
     let mut interactions = read_recommendations(&directory.join("rec_inter.csv"), &mut report)?;
-    interactions.extend(read_searches(&directory.join("src_inter.csv"), &mut report)?);
+    interactions.extend(read_searches(
+        &directory.join("src_inter.csv"),
+        &mut report,
+    )?);
     let known: HashSet<ItemId> = items.iter().map(|item| item.id).collect();
     retain_known_targets(&mut interactions, &known, &mut report);
     let requests = requests_from_interactions(interactions, options.history, &mut report);
@@ -78,8 +81,12 @@ pub fn convert(directory: &Path, options: &KuaiSarOptions) -> Result<ConvertedDa
 fn read_recommendations(path: &Path, report: &mut ConversionReport) -> Result<Vec<Interaction>> {
     let mut reader = TableReader::open(path, ",", Some('"'))?;
     let header = reader.header()?;
-    let (user, item, timestamp, click) =
-        (header.require("user_id")?, header.require("item_id")?, header.require("timestamp")?, header.require("click")?);
+    let (user, item, timestamp, click) = (
+        header.require("user_id")?,
+        header.require("item_id")?,
+        header.require("timestamp")?,
+        header.require("click")?,
+    );
     let mut interactions = Vec::new();
     let mut rows = 0;
     while let Some(row) = reader.next_row()? {
@@ -97,7 +104,10 @@ fn read_recommendations(path: &Path, report: &mut ConversionReport) -> Result<Ve
         });
     }
     report.add("rec_inter.csv rows", rows);
-    report.add("rec_inter.csv rows without a click (not interactions)", rows - interactions.len());
+    report.add(
+        "rec_inter.csv rows without a click (not interactions)",
+        rows - interactions.len(),
+    );
     Ok(interactions)
 }
 
@@ -122,7 +132,11 @@ fn read_searches(path: &Path, report: &mut ConversionReport) -> Result<Vec<Inter
                 position_of_session.insert(session_id, sessions.len());
                 sessions.push(Interaction {
                     user: row.id(user, "user_id")?,
-                    time_ms: row.parse::<f64>(timestamp, "search_session_timestamp", "Unix milliseconds")? as i64,
+                    time_ms: row.parse::<f64>(
+                        timestamp,
+                        "search_session_timestamp",
+                        "Unix milliseconds",
+                    )? as i64,
                     task: Task::Search,
                     targets: Vec::new(),
                     query: Some(word_ids_as_text(row.text(keyword, "keyword")?)),
@@ -142,7 +156,10 @@ fn read_searches(path: &Path, report: &mut ConversionReport) -> Result<Vec<Inter
     report.add("search sessions", sessions.len());
     let before = sessions.len();
     sessions.retain(|session| !session.targets.is_empty());
-    report.add("search sessions without a click (dropped)", before - sessions.len());
+    report.add(
+        "search sessions without a click (dropped)",
+        before - sessions.len(),
+    );
     Ok(sessions)
 }
 
@@ -157,7 +174,10 @@ fn read_items(path: &Path) -> Result<Vec<Item>> {
         .filter_map(|level| {
             let english = format!("{level}_level_category_name_en");
             let native = format!("{level}_level_category_name");
-            header.find(&english).or_else(|| header.find(&native)).map(|column| (column, *level))
+            header
+                .find(&english)
+                .or_else(|| header.find(&native))
+                .map(|column| (column, *level))
         })
         .collect();
     let mut items = Vec::new();
@@ -173,7 +193,12 @@ fn read_items(path: &Path) -> Result<Vec<Item>> {
                 categories.push(name.to_string());
             }
         }
-        items.push(Item { id: row.id(id, "item_id")?, title, text: None, categories });
+        items.push(Item {
+            id: row.id(id, "item_id")?,
+            title,
+            text: None,
+            categories,
+        });
     }
     Ok(items)
 }

@@ -27,7 +27,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub use events::HistoryOptions;
-pub(crate) use events::{requests_from_interactions, Interaction};
+pub(crate) use events::{Interaction, requests_from_interactions};
 pub use filter::FilterOptions;
 pub(crate) use filter::apply_filters;
 
@@ -71,17 +71,26 @@ pub struct ConversionReport {
 impl ConversionReport {
     /// Appends a counted line.
     pub fn add(&mut self, description: impl Into<String>, count: usize) {
-        self.lines.push(ReportLine { description: description.into(), count });
+        self.lines.push(ReportLine {
+            description: description.into(),
+            count,
+        });
     }
 
     /// The count of the first line whose description is `description`.
     pub fn count(&self, description: &str) -> Option<usize> {
-        self.lines.iter().find(|line| line.description == description).map(|line| line.count)
+        self.lines
+            .iter()
+            .find(|line| line.description == description)
+            .map(|line| line.count)
     }
 
     /// The lines as manifest notes.
     pub fn notes(&self) -> Vec<String> {
-        self.lines.iter().map(|line| format!("conversion: {}: {}", line.description, line.count)).collect()
+        self.lines
+            .iter()
+            .map(|line| format!("conversion: {}: {}", line.description, line.count))
+            .collect()
     }
 }
 
@@ -109,19 +118,41 @@ pub(crate) fn retain_known_targets(
     }
     let before = interactions.len();
     interactions.retain(|interaction| !interaction.targets.is_empty());
-    report.add("clicked items missing from the item table (removed)", removed);
-    report.add("interactions left without a clicked item in the item table (dropped)", before - interactions.len());
+    report.add(
+        "clicked items missing from the item table (removed)",
+        removed,
+    );
+    report.add(
+        "interactions left without a clicked item in the item table (dropped)",
+        before - interactions.len(),
+    );
 }
 
 /// Keeps the catalogue entries that some request references, counting the others.
-pub(crate) fn keep_referenced_items(items: Vec<Item>, requests: &[Request], report: &mut ConversionReport) -> Vec<Item> {
+pub(crate) fn keep_referenced_items(
+    items: Vec<Item>,
+    requests: &[Request],
+    report: &mut ConversionReport,
+) -> Vec<Item> {
     let referenced: std::collections::HashSet<u64> = requests
         .iter()
-        .flat_map(|request| request.history.iter().chain(&request.targets).chain(&request.negatives))
+        .flat_map(|request| {
+            request
+                .history
+                .iter()
+                .chain(&request.targets)
+                .chain(&request.negatives)
+        })
         .copied()
         .collect();
     let before = items.len();
-    let kept: Vec<Item> = items.into_iter().filter(|item| referenced.contains(&item.id)).collect();
-    report.add("catalogue entries never referenced by a request (left out)", before - kept.len());
+    let kept: Vec<Item> = items
+        .into_iter()
+        .filter(|item| referenced.contains(&item.id))
+        .collect();
+    report.add(
+        "catalogue entries never referenced by a request (left out)",
+        before - kept.len(),
+    );
     kept
 }

@@ -31,8 +31,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::convert::table::TableReader;
 use crate::convert::{
-    apply_filters, keep_referenced_items, requests_from_interactions, ConversionReport, ConvertedDataset,
-    FilterOptions, HistoryOptions, Interaction,
+    ConversionReport, ConvertedDataset, FilterOptions, HistoryOptions, Interaction, apply_filters,
+    keep_referenced_items, requests_from_interactions,
 };
 use crate::error::{DataError, Result};
 use crate::schema::{Item, ItemId, Task};
@@ -40,13 +40,30 @@ use crate::text::words;
 
 /// Genre flag order of ml-100k's `u.item` (as listed in its `u.genre`).
 pub const ML100K_GENRES: [&str; 19] = [
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
-    "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
 ];
 
 const STOP_WORDS: [&str; 24] = [
-    "the", "a", "an", "of", "and", "in", "on", "to", "for", "with", "from", "at", "by", "is", "la", "le", "les",
-    "el", "de", "der", "die", "das", "il", "l",
+    "the", "a", "an", "of", "and", "in", "on", "to", "for", "with", "from", "at", "by", "is", "la",
+    "le", "les", "el", "de", "der", "die", "das", "il", "l",
 ];
 
 /// The file layout of a MovieLens directory.
@@ -100,7 +117,8 @@ pub fn detect_layout(directory: &Path) -> Result<MovieLensLayout> {
     if directory.join("ratings.dat").is_file() && directory.join("movies.dat").is_file() {
         return Ok(MovieLensLayout::GroupLens1m);
     }
-    let entries = std::fs::read_dir(directory).map_err(|source| DataError::io(directory, "list", source))?;
+    let entries =
+        std::fs::read_dir(directory).map_err(|source| DataError::io(directory, "list", source))?;
     let mut inter = Vec::new();
     let mut item = Vec::new();
     for entry in entries.flatten() {
@@ -112,7 +130,10 @@ pub fn detect_layout(directory: &Path) -> Result<MovieLensLayout> {
         }
     }
     if inter.len() == 1 && item.len() == 1 {
-        return Ok(MovieLensLayout::RecBole { inter: inter.remove(0), item: item.remove(0) });
+        return Ok(MovieLensLayout::RecBole {
+            inter: inter.remove(0),
+            item: item.remove(0),
+        });
     }
     Err(DataError::file(
         &directory.display().to_string(),
@@ -136,28 +157,55 @@ struct Movie {
 pub fn convert(directory: &Path, options: &MovieLensOptions) -> Result<ConvertedDataset> {
     let layout = detect_layout(directory)?;
     let (name, ratings, movies) = match &layout {
-        MovieLensLayout::GroupLens100k => {
-            ("ml-100k".to_string(), read_grouplens_ratings(&directory.join("u.data"), "\t")?, read_ml100k_items(&directory.join("u.item"))?)
-        }
-        MovieLensLayout::GroupLens1m => {
-            ("ml-1m".to_string(), read_grouplens_ratings(&directory.join("ratings.dat"), "::")?, read_ml1m_movies(&directory.join("movies.dat"))?)
-        }
+        MovieLensLayout::GroupLens100k => (
+            "ml-100k".to_string(),
+            read_grouplens_ratings(&directory.join("u.data"), "\t")?,
+            read_ml100k_items(&directory.join("u.item"))?,
+        ),
+        MovieLensLayout::GroupLens1m => (
+            "ml-1m".to_string(),
+            read_grouplens_ratings(&directory.join("ratings.dat"), "::")?,
+            read_ml1m_movies(&directory.join("movies.dat"))?,
+        ),
         MovieLensLayout::RecBole { inter, item } => {
-            let name = inter.file_stem().and_then(|stem| stem.to_str()).unwrap_or("movielens").to_string();
-            (name, read_recbole_ratings(inter)?, read_recbole_items(item)?)
+            let name = inter
+                .file_stem()
+                .and_then(|stem| stem.to_str())
+                .unwrap_or("movielens")
+                .to_string();
+            (
+                name,
+                read_recbole_ratings(inter)?,
+                read_recbole_items(item)?,
+            )
         }
     };
     let mut report = ConversionReport::default();
     report.add("ratings read", ratings.len());
     let before = ratings.len();
     let ratings: Vec<Rating> = match options.min_rating {
-        Some(threshold) => ratings.into_iter().filter(|rating| rating.rating >= threshold).collect(),
+        Some(threshold) => ratings
+            .into_iter()
+            .filter(|rating| rating.rating >= threshold)
+            .collect(),
         None => ratings,
     };
-    report.add(format!("ratings below min_rating {:?} (left out)", options.min_rating), before - ratings.len());
+    report.add(
+        format!(
+            "ratings below min_rating {:?} (left out)",
+            options.min_rating
+        ),
+        before - ratings.len(),
+    );
     let before = ratings.len();
-    let mut ratings: Vec<Rating> = ratings.into_iter().filter(|rating| movies.contains_key(&rating.item)).collect();
-    report.add("ratings of movies missing from the movie file (left out)", before - ratings.len());
+    let mut ratings: Vec<Rating> = ratings
+        .into_iter()
+        .filter(|rating| movies.contains_key(&rating.item))
+        .collect();
+    report.add(
+        "ratings of movies missing from the movie file (left out)",
+        before - ratings.len(),
+    );
     ratings.sort_by_key(|rating| (rating.user, rating.time_seconds));
 
     let mut generator = ChaCha8Rng::seed_from_u64(options.seed);
@@ -180,7 +228,12 @@ pub fn convert(directory: &Path, options: &MovieLensOptions) -> Result<Converted
     let requests = apply_filters(requests, &options.filter, &mut report);
     let mut items: Vec<Item> = movies
         .into_iter()
-        .map(|(id, movie)| Item { id, title: movie.title, text: None, categories: movie.genres })
+        .map(|(id, movie)| Item {
+            id,
+            title: movie.title,
+            text: None,
+            categories: movie.genres,
+        })
         .collect();
     items.sort_by_key(|item| item.id);
     let items = keep_referenced_items(items, &requests, &mut report);
@@ -201,7 +254,11 @@ pub fn convert(directory: &Path, options: &MovieLensOptions) -> Result<Converted
 fn proxy_query(movie: &Movie, generator: &mut ChaCha8Rng) -> String {
     let mut title_words: Vec<String> = words(&movie.title)
         .into_iter()
-        .filter(|word| word.chars().count() >= 3 && !word.chars().all(|c| c.is_ascii_digit()) && !STOP_WORDS.contains(&word.as_str()))
+        .filter(|word| {
+            word.chars().count() >= 3
+                && !word.chars().all(|c| c.is_ascii_digit())
+                && !STOP_WORDS.contains(&word.as_str())
+        })
         .collect();
     title_words.dedup();
     title_words.shuffle(generator);
@@ -237,7 +294,14 @@ fn read_ml100k_items(path: &Path) -> Result<HashMap<ItemId, Movie>> {
     while let Some(row) = reader.next_row()? {
         let id = row.id(0, "movie id")?;
         if row.len() < 5 + ML100K_GENRES.len() {
-            return Err(row.error("genres", format!("expected {} fields (5 + 19 genre flags), got {}", 5 + ML100K_GENRES.len(), row.len())));
+            return Err(row.error(
+                "genres",
+                format!(
+                    "expected {} fields (5 + 19 genre flags), got {}",
+                    5 + ML100K_GENRES.len(),
+                    row.len()
+                ),
+            ));
         }
         let mut genres = Vec::new();
         for (offset, genre) in ML100K_GENRES.iter().enumerate() {
@@ -245,7 +309,13 @@ fn read_ml100k_items(path: &Path) -> Result<HashMap<ItemId, Movie>> {
                 genres.push(genre.to_string());
             }
         }
-        movies.insert(id, Movie { title: row.text(1, "title")?.trim().to_string(), genres });
+        movies.insert(
+            id,
+            Movie {
+                title: row.text(1, "title")?.trim().to_string(),
+                genres,
+            },
+        );
     }
     Ok(movies)
 }
@@ -254,8 +324,19 @@ fn read_ml1m_movies(path: &Path) -> Result<HashMap<ItemId, Movie>> {
     let mut reader = TableReader::open(path, "::", None)?;
     let mut movies = HashMap::new();
     while let Some(row) = reader.next_row()? {
-        let genres = row.text(2, "genres")?.split('|').filter(|genre| !genre.is_empty()).map(str::to_string).collect();
-        movies.insert(row.id(0, "movie id")?, Movie { title: row.text(1, "title")?.trim().to_string(), genres });
+        let genres = row
+            .text(2, "genres")?
+            .split('|')
+            .filter(|genre| !genre.is_empty())
+            .map(str::to_string)
+            .collect();
+        movies.insert(
+            row.id(0, "movie id")?,
+            Movie {
+                title: row.text(1, "title")?.trim().to_string(),
+                genres,
+            },
+        );
     }
     Ok(movies)
 }
@@ -263,8 +344,12 @@ fn read_ml1m_movies(path: &Path) -> Result<HashMap<ItemId, Movie>> {
 fn read_recbole_ratings(path: &Path) -> Result<Vec<Rating>> {
     let mut reader = TableReader::open(path, "\t", Some('"'))?;
     let header = reader.header()?;
-    let (user, item, rating, timestamp) =
-        (header.require("user_id")?, header.require("item_id")?, header.find("rating"), header.require("timestamp")?);
+    let (user, item, rating, timestamp) = (
+        header.require("user_id")?,
+        header.require("item_id")?,
+        header.find("rating"),
+        header.require("timestamp")?,
+    );
     let mut ratings = Vec::new();
     while let Some(row) = reader.next_row()? {
         ratings.push(Rating {
@@ -297,10 +382,20 @@ fn read_recbole_items(path: &Path) -> Result<HashMap<ItemId, Movie>> {
             }
         }
         let genres = match genre {
-            Some(column) => row.text(column, "genre")?.split_whitespace().map(str::to_string).collect(),
+            Some(column) => row
+                .text(column, "genre")?
+                .split_whitespace()
+                .map(str::to_string)
+                .collect(),
             None => Vec::new(),
         };
-        movies.insert(row.id(id, "item_id")?, Movie { title: text, genres });
+        movies.insert(
+            row.id(id, "item_id")?,
+            Movie {
+                title: text,
+                genres,
+            },
+        );
     }
     Ok(movies)
 }

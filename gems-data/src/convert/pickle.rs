@@ -32,10 +32,17 @@ pub(crate) enum Node {
     Dict(Vec<(Value, Value)>),
     Set(Vec<Value>),
     /// `module.name`, as found by `GLOBAL`/`STACK_GLOBAL`.
-    Global { module: String, name: String },
+    Global {
+        module: String,
+        name: String,
+    },
     /// The result of calling `callable(*arguments)` (REDUCE, NEWOBJ, OBJ, INST), with the state set
     /// by BUILD.
-    Object { callable: Value, arguments: Vec<Value>, state: Option<Value> },
+    Object {
+        callable: Value,
+        arguments: Vec<Value>,
+        state: Option<Value>,
+    },
 }
 
 /// A decoded pickle: the arena and the root value.
@@ -65,7 +72,9 @@ impl Pickle {
     /// The elements of a list or tuple.
     pub fn sequence(&self, value: &Value) -> Option<&[Value]> {
         match self.node(value) {
-            Some(Node::List(elements) | Node::Tuple(elements) | Node::Set(elements)) => Some(elements),
+            Some(Node::List(elements) | Node::Tuple(elements) | Node::Set(elements)) => {
+                Some(elements)
+            }
             _ => None,
         }
     }
@@ -80,13 +89,20 @@ impl Pickle {
 
     /// The value of key `key` in a dict with text keys.
     pub fn dict_get(&self, value: &Value, key: &str) -> Option<&Value> {
-        self.dict(value)?.iter().find(|(name, _)| matches!(name, Value::Text(text) if &**text == key)).map(|(_, value)| value)
+        self.dict(value)?
+            .iter()
+            .find(|(name, _)| matches!(name, Value::Text(text) if &**text == key))
+            .map(|(_, value)| value)
     }
 
     /// `(callable's module, callable's name, arguments, state)` when `value` is an object.
     pub fn object(&self, value: &Value) -> Option<(&str, &str, &[Value], Option<&Value>)> {
         match self.node(value) {
-            Some(Node::Object { callable, arguments, state }) => {
+            Some(Node::Object {
+                callable,
+                arguments,
+                state,
+            }) => {
                 let (module, name) = self.global(callable)?;
                 Some((module, name, arguments, state.as_ref()))
             }
@@ -99,7 +115,14 @@ const MARK: u8 = b'(';
 
 /// Decodes a pickle.
 pub(crate) fn read_pickle(bytes: &[u8]) -> Result<Pickle, String> {
-    let machine = Machine { bytes, position: 0, stack: Vec::new(), marks: Vec::new(), memo: Vec::new(), nodes: Vec::new() };
+    let machine = Machine {
+        bytes,
+        position: 0,
+        stack: Vec::new(),
+        marks: Vec::new(),
+        memo: Vec::new(),
+        nodes: Vec::new(),
+    };
     machine.run()
 }
 
@@ -114,8 +137,16 @@ struct Machine<'a> {
 
 impl Machine<'_> {
     fn take(&mut self, count: usize) -> Result<&[u8], String> {
-        let end = self.position.checked_add(count).filter(|end| *end <= self.bytes.len());
-        let end = end.ok_or_else(|| format!("the pickle ends early (needed {count} bytes at offset {})", self.position))?;
+        let end = self
+            .position
+            .checked_add(count)
+            .filter(|end| *end <= self.bytes.len());
+        let end = end.ok_or_else(|| {
+            format!(
+                "the pickle ends early (needed {count} bytes at offset {})",
+                self.position
+            )
+        })?;
         let slice = &self.bytes[self.position..end];
         self.position = end;
         Ok(slice)
@@ -123,12 +154,18 @@ impl Machine<'_> {
 
     fn unsigned(&mut self, width: usize) -> Result<u64, String> {
         let bytes = self.take(width)?;
-        Ok(bytes.iter().rev().fold(0u64, |value, byte| (value << 8) | u64::from(*byte)))
+        Ok(bytes
+            .iter()
+            .rev()
+            .fold(0u64, |value, byte| (value << 8) | u64::from(*byte)))
     }
 
     fn line(&mut self) -> Result<String, String> {
         let start = self.position;
-        let length = self.bytes[start..].iter().position(|&byte| byte == b'\n').ok_or("a text opcode has no line end")?;
+        let length = self.bytes[start..]
+            .iter()
+            .position(|&byte| byte == b'\n')
+            .ok_or("a text opcode has no line end")?;
         self.position = start + length + 1;
         Ok(String::from_utf8_lossy(&self.bytes[start..start + length]).into_owned())
     }
@@ -139,7 +176,9 @@ impl Machine<'_> {
     }
 
     fn pop(&mut self) -> Result<Value, String> {
-        self.stack.pop().ok_or_else(|| "stack underflow".to_string())
+        self.stack
+            .pop()
+            .ok_or_else(|| "stack underflow".to_string())
     }
 
     fn pop_mark(&mut self) -> Result<Vec<Value>, String> {
@@ -150,7 +189,9 @@ impl Machine<'_> {
     fn top_node(&mut self) -> Result<&mut Node, String> {
         match self.stack.last() {
             Some(Value::Node(index)) => Ok(&mut self.nodes[*index]),
-            other => Err(format!("expected a container on the stack, found {other:?}")),
+            other => Err(format!(
+                "expected a container on the stack, found {other:?}"
+            )),
         }
     }
 
@@ -164,7 +205,12 @@ impl Machine<'_> {
     }
 
     fn recall(&mut self, index: usize) -> Result<(), String> {
-        let value = self.memo.get(index).cloned().flatten().ok_or_else(|| format!("memo entry {index} is missing"))?;
+        let value = self
+            .memo
+            .get(index)
+            .cloned()
+            .flatten()
+            .ok_or_else(|| format!("memo entry {index} is missing"))?;
         self.stack.push(value);
         Ok(())
     }
@@ -200,7 +246,9 @@ impl Machine<'_> {
     }
 
     fn set_items(&mut self, items: Vec<Value>) -> Result<(), String> {
-        let Node::Dict(entries) = self.top_node()? else { return Err("SETITEM(S) on a non-dict".to_string()) };
+        let Node::Dict(entries) = self.top_node()? else {
+            return Err("SETITEM(S) on a non-dict".to_string());
+        };
         let mut items = items.into_iter();
         while let (Some(key), Some(value)) = (items.next(), items.next()) {
             entries.push((key, value));
@@ -219,14 +267,24 @@ impl Machine<'_> {
     }
 
     fn object(&mut self, callable: Value, arguments: Vec<Value>) {
-        self.push_node(Node::Object { callable, arguments, state: None });
+        self.push_node(Node::Object {
+            callable,
+            arguments,
+            state: None,
+        });
     }
 
     fn encoded_bytes(&self, callable: &Value, arguments: &[Value]) -> Option<Rc<[u8]>> {
-        let Value::Node(index) = callable else { return None };
-        let Node::Global { module, name } = &self.nodes[*index] else { return None };
+        let Value::Node(index) = callable else {
+            return None;
+        };
+        let Node::Global { module, name } = &self.nodes[*index] else {
+            return None;
+        };
         match (module.as_str(), name.as_str(), arguments) {
-            ("_codecs", "encode", [Value::Text(text), Value::Text(encoding)]) if &**encoding == "latin1" => {
+            ("_codecs", "encode", [Value::Text(text), Value::Text(encoding)])
+                if &**encoding == "latin1" =>
+            {
                 Some(text.chars().map(|character| character as u8).collect())
             }
             _ => None,
@@ -255,7 +313,10 @@ impl Machine<'_> {
                 }
                 b'.' => {
                     let root = self.pop()?;
-                    return Ok(Pickle { nodes: self.nodes, root });
+                    return Ok(Pickle {
+                        nodes: self.nodes,
+                        root,
+                    });
                 }
                 MARK => self.marks.push(self.stack.len()),
                 b'0' => {
@@ -297,7 +358,11 @@ impl Machine<'_> {
                     let value = match digits {
                         "01" => Value::Bool(true),
                         "00" => Value::Bool(false),
-                        _ => Value::Integer(digits.parse().map_err(|_| format!("bad integer {line:?}"))?),
+                        _ => Value::Integer(
+                            digits
+                                .parse()
+                                .map_err(|_| format!("bad integer {line:?}"))?,
+                        ),
                     };
                     self.stack.push(value);
                 }
@@ -307,7 +372,11 @@ impl Machine<'_> {
                 }
                 b'F' => {
                     let line = self.line()?;
-                    self.stack.push(Value::Float(line.trim().parse().map_err(|_| format!("bad float {line:?}"))?));
+                    self.stack.push(Value::Float(
+                        line.trim()
+                            .parse()
+                            .map_err(|_| format!("bad float {line:?}"))?,
+                    ));
                 }
                 b'X' => {
                     let length = self.unsigned(4)? as usize;
@@ -338,13 +407,24 @@ impl Machine<'_> {
                     self.bytes_value(length)?;
                 }
                 b'T' | b'U' => {
-                    let length = if opcode == b'T' { self.unsigned(4)? } else { self.unsigned(1)? } as usize;
-                    let text: String = self.take(length)?.iter().map(|&byte| byte as char).collect();
+                    let length = if opcode == b'T' {
+                        self.unsigned(4)?
+                    } else {
+                        self.unsigned(1)?
+                    } as usize;
+                    let text: String = self
+                        .take(length)?
+                        .iter()
+                        .map(|&byte| byte as char)
+                        .collect();
                     self.stack.push(Value::Text(Rc::from(text.as_str())));
                 }
                 b'S' => {
                     let line = self.line()?;
-                    let text = line.trim().trim_matches(|c| c == '\'' || c == '"').to_string();
+                    let text = line
+                        .trim()
+                        .trim_matches(|c| c == '\'' || c == '"')
+                        .to_string();
                     self.stack.push(Value::Text(Rc::from(text.as_str())));
                 }
                 b']' => self.push_node(Node::List(Vec::new())),
@@ -402,9 +482,10 @@ impl Machine<'_> {
                     let name = self.pop()?;
                     let module = self.pop()?;
                     match (module, name) {
-                        (Value::Text(module), Value::Text(name)) => {
-                            self.push_node(Node::Global { module: module.to_string(), name: name.to_string() })
-                        }
+                        (Value::Text(module), Value::Text(name)) => self.push_node(Node::Global {
+                            module: module.to_string(),
+                            name: name.to_string(),
+                        }),
                         _ => return Err("STACK_GLOBAL needs two strings".to_string()),
                     }
                 }

@@ -26,7 +26,9 @@ impl PythonValue {
     pub fn as_integer(&self) -> Option<i64> {
         match self {
             PythonValue::Integer(value) => Some(*value),
-            PythonValue::Float(value) if value.fract() == 0.0 && value.is_finite() => Some(*value as i64),
+            PythonValue::Float(value) if value.fract() == 0.0 && value.is_finite() => {
+                Some(*value as i64)
+            }
             PythonValue::Bool(value) => Some(i64::from(*value)),
             _ => None,
         }
@@ -62,7 +64,10 @@ impl PythonValue {
 
     /// The value as a list of integers.
     pub fn as_integer_list(&self) -> Option<Vec<i64>> {
-        self.as_list()?.iter().map(PythonValue::as_integer).collect()
+        self.as_list()?
+            .iter()
+            .map(PythonValue::as_integer)
+            .collect()
     }
 }
 
@@ -72,7 +77,10 @@ pub(crate) fn parse_literal(text: &str) -> Result<PythonValue, String> {
     let value = parser.value()?;
     parser.skip_space();
     if parser.position != text.len() {
-        return Err(format!("unexpected text after the value at offset {}", parser.position));
+        return Err(format!(
+            "unexpected text after the value at offset {}",
+            parser.position
+        ));
     }
     Ok(value)
 }
@@ -80,7 +88,9 @@ pub(crate) fn parse_literal(text: &str) -> Result<PythonValue, String> {
 /// Parses a cell that must be a list of integers (ids), e.g. `[1 2 3]`, `[1, 2, 3]`, `[]`.
 pub(crate) fn parse_integer_list(text: &str) -> Result<Vec<i64>, String> {
     let value = parse_literal(text)?;
-    value.as_integer_list().ok_or_else(|| format!("expected a list of integers, got {value:?}"))
+    value
+        .as_integer_list()
+        .ok_or_else(|| format!("expected a list of integers, got {value:?}"))
 }
 
 struct Parser<'a> {
@@ -176,15 +186,20 @@ impl Parser<'_> {
                 output.push(character);
                 continue;
             }
-            let Some((_, escaped)) = characters.next() else { break };
+            let Some((_, escaped)) = characters.next() else {
+                break;
+            };
             match escaped {
                 'n' => output.push('\n'),
                 't' => output.push('\t'),
                 'r' => output.push('\r'),
                 'x' | 'u' => {
                     let digits = if escaped == 'x' { 2 } else { 4 };
-                    let hex: String = (0..digits).filter_map(|_| characters.next().map(|(_, c)| c)).collect();
-                    let code = u32::from_str_radix(&hex, 16).map_err(|_| format!("bad \\{escaped} escape"))?;
+                    let hex: String = (0..digits)
+                        .filter_map(|_| characters.next().map(|(_, c)| c))
+                        .collect();
+                    let code = u32::from_str_radix(&hex, 16)
+                        .map_err(|_| format!("bad \\{escaped} escape"))?;
                     output.push(char::from_u32(code).unwrap_or('\u{FFFD}'));
                 }
                 other => output.push(other),
@@ -196,7 +211,9 @@ impl Parser<'_> {
     fn word(&mut self) -> Result<PythonValue, String> {
         let rest = self.rest();
         let length = rest
-            .find(|character: char| character.is_whitespace() || matches!(character, ',' | ']' | ')' | '}' | ':' | '('))
+            .find(|character: char| {
+                character.is_whitespace() || matches!(character, ',' | ']' | ')' | '}' | ':' | '(')
+            })
             .unwrap_or(rest.len());
         let start = self.position;
         self.position += length;
@@ -220,7 +237,9 @@ impl Parser<'_> {
                 if let Ok(integer) = word.parse::<i64>() {
                     return Ok(PythonValue::Integer(integer));
                 }
-                word.parse::<f64>().map(PythonValue::Float).map_err(|_| format!("unexpected token {word:?}"))
+                word.parse::<f64>()
+                    .map(PythonValue::Float)
+                    .map_err(|_| format!("unexpected token {word:?}"))
             }
         }
     }
@@ -232,7 +251,10 @@ mod tests {
 
     #[test]
     fn parses_numpy_arrays_lists_and_dict_arrays() {
-        assert_eq!(parse_integer_list("[1151720  927325\n 1158042]").unwrap(), vec![1151720, 927325, 1158042]);
+        assert_eq!(
+            parse_integer_list("[1151720  927325\n 1158042]").unwrap(),
+            vec![1151720, 927325, 1158042]
+        );
         assert_eq!(parse_integer_list("[20, 34, 3]").unwrap(), vec![20, 34, 3]);
         assert_eq!(parse_integer_list("[]").unwrap(), Vec::<i64>::new());
         let details =
@@ -241,11 +263,39 @@ mod tests {
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].get("click").unwrap().as_integer(), Some(1));
         assert_eq!(rows[0].get("note_idx").unwrap().as_integer(), Some(785089));
-        assert!(rows[0].get("page_time").unwrap().as_float().unwrap().is_nan());
-        assert_eq!(rows[0].get("note_id"), Some(&PythonValue::Text("x'y".to_string())));
-        assert_eq!(parse_literal("[array([7.7464e+04, 3.2e+02]) array([1., 2.])]").unwrap().as_list().unwrap().len(), 2);
-        assert_eq!(parse_literal(r#"[{"click": true, "note_idx": 5}]"#).unwrap().as_list().unwrap()[0].get("click"), Some(&PythonValue::Bool(true)));
-        assert!(parse_integer_list("[1 2 ... 9]").unwrap_err().contains("numpy shortened"));
+        assert!(
+            rows[0]
+                .get("page_time")
+                .unwrap()
+                .as_float()
+                .unwrap()
+                .is_nan()
+        );
+        assert_eq!(
+            rows[0].get("note_id"),
+            Some(&PythonValue::Text("x'y".to_string()))
+        );
+        assert_eq!(
+            parse_literal("[array([7.7464e+04, 3.2e+02]) array([1., 2.])]")
+                .unwrap()
+                .as_list()
+                .unwrap()
+                .len(),
+            2
+        );
+        assert_eq!(
+            parse_literal(r#"[{"click": true, "note_idx": 5}]"#)
+                .unwrap()
+                .as_list()
+                .unwrap()[0]
+                .get("click"),
+            Some(&PythonValue::Bool(true))
+        );
+        assert!(
+            parse_integer_list("[1 2 ... 9]")
+                .unwrap_err()
+                .contains("numpy shortened")
+        );
         assert!(parse_literal("[1, 2").is_err());
     }
 }

@@ -30,7 +30,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::convert::python_literal::{parse_integer_list, parse_literal};
 use crate::convert::table::{Row, TableReader};
-use crate::convert::{apply_filters, keep_referenced_items, ConversionReport, ConvertedDataset, FilterOptions, HistoryOptions};
+use crate::convert::{
+    ConversionReport, ConvertedDataset, FilterOptions, HistoryOptions, apply_filters,
+    keep_referenced_items,
+};
 use crate::error::{DataError, Result};
 use crate::schema::{Item, ItemId, Request, Task};
 
@@ -47,7 +50,11 @@ impl Default for QilinOptions {
     fn default() -> Self {
         QilinOptions {
             history: HistoryOptions::default(),
-            filter: FilterOptions { min_requests_per_user_per_task: 3, require_both_tasks: true, k_core: 3 },
+            filter: FilterOptions {
+                min_requests_per_user_per_task: 3,
+                require_both_tasks: true,
+                k_core: 3,
+            },
         }
     }
 }
@@ -56,8 +63,18 @@ impl Default for QilinOptions {
 const TABLES: [(&str, Task, &str, f64); 4] = [
     ("search_train.csv", Task::Search, "search_timestamp", 1000.0),
     ("search_test.csv", Task::Search, "search_timestamp", 1000.0),
-    ("recommendation_train.csv", Task::Rec, "request_timestamp", 1.0),
-    ("recommendation_test.csv", Task::Rec, "request_timestamp", 1.0),
+    (
+        "recommendation_train.csv",
+        Task::Rec,
+        "request_timestamp",
+        1.0,
+    ),
+    (
+        "recommendation_test.csv",
+        Task::Rec,
+        "request_timestamp",
+        1.0,
+    ),
 ];
 
 /// Converts the Qilin CSV exports in `directory`.
@@ -71,7 +88,14 @@ pub fn convert(directory: &Path, options: &QilinOptions) -> Result<ConvertedData
             continue;
         }
         tables_read.push(file);
-        requests.extend(read_requests(&path, task, timestamp_key, milliseconds_per_unit, options.history, &mut report)?);
+        requests.extend(read_requests(
+            &path,
+            task,
+            timestamp_key,
+            milliseconds_per_unit,
+            options.history,
+            &mut report,
+        )?);
     }
     for task in Task::ALL {
         if !tables_read.iter().any(|file| table_task(file) == task) {
@@ -79,13 +103,20 @@ pub fn convert(directory: &Path, options: &QilinOptions) -> Result<ConvertedData
                 &directory.display().to_string(),
                 format!(
                     "no {task} table: expected {} (CSV exports of the Qilin parquet tables; see gems-data/FORMAT.md)",
-                    if task == Task::Search { "search_train.csv and/or search_test.csv" } else { "recommendation_train.csv and/or recommendation_test.csv" }
+                    if task == Task::Search {
+                        "search_train.csv and/or search_test.csv"
+                    } else {
+                        "recommendation_train.csv and/or recommendation_test.csv"
+                    }
                 ),
             ));
         }
     }
-    let referenced: HashSet<ItemId> =
-        requests.iter().flat_map(|request: &Request| request.history.iter().chain(&request.targets)).copied().collect();
+    let referenced: HashSet<ItemId> = requests
+        .iter()
+        .flat_map(|request: &Request| request.history.iter().chain(&request.targets))
+        .copied()
+        .collect();
     let items = read_notes(&directory.join("notes.csv"), &referenced)?;
     let known: HashSet<ItemId> = items.iter().map(|item| item.id).collect();
     remove_unknown_notes(&mut requests, &known, &mut report);
@@ -106,7 +137,11 @@ pub fn convert(directory: &Path, options: &QilinOptions) -> Result<ConvertedData
 }
 
 fn table_task(file: &str) -> Task {
-    if file.starts_with("search") { Task::Search } else { Task::Rec }
+    if file.starts_with("search") {
+        Task::Search
+    } else {
+        Task::Rec
+    }
 }
 
 fn read_requests(
@@ -117,14 +152,26 @@ fn read_requests(
     history_options: HistoryOptions,
     report: &mut ConversionReport,
 ) -> Result<Vec<Request>> {
-    let file_name = path.file_name().and_then(|name| name.to_str()).unwrap_or("table").to_string();
-    let details_column = if task == Task::Search { "search_result_details_with_idx" } else { "rec_result_details_with_idx" };
+    let file_name = path
+        .file_name()
+        .and_then(|name| name.to_str())
+        .unwrap_or("table")
+        .to_string();
+    let details_column = if task == Task::Search {
+        "search_result_details_with_idx"
+    } else {
+        "rec_result_details_with_idx"
+    };
     let mut reader = TableReader::open(path, ",", Some('"'))?;
     let header = reader.header()?;
     let user = header.require("user_idx")?;
     let history = header.require("recent_clicked_note_idxs")?;
     let details = header.require(details_column)?;
-    let query = if task == Task::Search { Some(header.require("query")?) } else { None };
+    let query = if task == Task::Search {
+        Some(header.require("query")?)
+    } else {
+        None
+    };
     let (mut rows, mut without_click, mut blank_query, mut short_history) = (0, 0, 0, 0);
     let mut requests = Vec::new();
     while let Some(row) = reader.next_row()? {
@@ -148,7 +195,11 @@ fn read_requests(
         let mut past = parse_integer_list(row.text(history, "recent_clicked_note_idxs")?)
             .map_err(|message| row.error("recent_clicked_note_idxs", message))?
             .into_iter()
-            .map(|id| u64::try_from(id).map_err(|_| row.error("recent_clicked_note_idxs", format!("negative note id {id}"))))
+            .map(|id| {
+                u64::try_from(id).map_err(|_| {
+                    row.error("recent_clicked_note_idxs", format!("negative note id {id}"))
+                })
+            })
             .collect::<Result<Vec<ItemId>>>()?;
         if past.len() < history_options.min_history {
             short_history += 1;
@@ -167,30 +218,60 @@ fn read_requests(
         });
     }
     report.add(format!("{file_name}: rows"), rows);
-    report.add(format!("{file_name}: rows without a clicked note (dropped)"), without_click);
+    report.add(
+        format!("{file_name}: rows without a clicked note (dropped)"),
+        without_click,
+    );
     if task == Task::Search {
-        report.add(format!("{file_name}: rows with a blank query (dropped)"), blank_query);
+        report.add(
+            format!("{file_name}: rows with a blank query (dropped)"),
+            blank_query,
+        );
     }
-    report.add(format!("{file_name}: rows with fewer than {} history notes (dropped)", history_options.min_history), short_history);
+    report.add(
+        format!(
+            "{file_name}: rows with fewer than {} history notes (dropped)",
+            history_options.min_history
+        ),
+        short_history,
+    );
     Ok(requests)
 }
 
 /// Clicked notes in impression order (deduplicated) and the earliest impression time.
-fn clicked_notes(row: &Row, column: usize, name: &str, timestamp_key: &str) -> Result<(Vec<ItemId>, f64)> {
-    let parsed = parse_literal(row.text(column, name)?).map_err(|message| row.error(name, message))?;
-    let entries = parsed.as_list().ok_or_else(|| row.error(name, "expected a list of impression dicts"))?;
+fn clicked_notes(
+    row: &Row,
+    column: usize,
+    name: &str,
+    timestamp_key: &str,
+) -> Result<(Vec<ItemId>, f64)> {
+    let parsed =
+        parse_literal(row.text(column, name)?).map_err(|message| row.error(name, message))?;
+    let entries = parsed
+        .as_list()
+        .ok_or_else(|| row.error(name, "expected a list of impression dicts"))?;
     let mut targets = Vec::new();
     let mut earliest = f64::INFINITY;
     for (position, entry) in entries.iter().enumerate() {
         let field = |key: &str| {
-            entry.get(key).ok_or_else(|| row.error(name, format!("impression {position} has no \"{key}\"")))
+            entry
+                .get(key)
+                .ok_or_else(|| row.error(name, format!("impression {position} has no \"{key}\"")))
         };
         let note = field("note_idx")?
             .as_integer()
             .and_then(|id| u64::try_from(id).ok())
-            .ok_or_else(|| row.error(name, format!("impression {position}: note_idx is not a non-negative integer")))?;
+            .ok_or_else(|| {
+                row.error(
+                    name,
+                    format!("impression {position}: note_idx is not a non-negative integer"),
+                )
+            })?;
         let click = field("click")?.as_float().unwrap_or(0.0);
-        if let Some(time) = field(timestamp_key)?.as_float().filter(|time| time.is_finite()) {
+        if let Some(time) = field(timestamp_key)?
+            .as_float()
+            .filter(|time| time.is_finite())
+        {
             earliest = earliest.min(time);
         }
         if click > 0.0 && !targets.contains(&note) {
@@ -200,7 +281,11 @@ fn clicked_notes(row: &Row, column: usize, name: &str, timestamp_key: &str) -> R
     Ok((targets, earliest))
 }
 
-fn remove_unknown_notes(requests: &mut Vec<Request>, known: &HashSet<ItemId>, report: &mut ConversionReport) {
+fn remove_unknown_notes(
+    requests: &mut Vec<Request>,
+    known: &HashSet<ItemId>,
+    report: &mut ConversionReport,
+) {
     let mut removed = 0;
     for request in requests.iter_mut() {
         let before = request.targets.len() + request.history.len();
@@ -211,7 +296,10 @@ fn remove_unknown_notes(requests: &mut Vec<Request>, known: &HashSet<ItemId>, re
     let before = requests.len();
     requests.retain(|request| !request.targets.is_empty());
     report.add("note references missing from notes.csv (removed)", removed);
-    report.add("requests left without a clicked note in notes.csv (dropped)", before - requests.len());
+    report.add(
+        "requests left without a clicked note in notes.csv (dropped)",
+        before - requests.len(),
+    );
 }
 
 fn read_notes(path: &Path, referenced: &HashSet<ItemId>) -> Result<Vec<Item>> {
@@ -231,7 +319,8 @@ fn read_notes(path: &Path, referenced: &HashSet<ItemId>) -> Result<Vec<Item>> {
             continue;
         }
         let text = match content {
-            Some(column) => Some(row.text(column, "note_content")?.trim().to_string()).filter(|text| !text.is_empty()),
+            Some(column) => Some(row.text(column, "note_content")?.trim().to_string())
+                .filter(|text| !text.is_empty()),
             None => None,
         };
         let mut categories = Vec::new();
@@ -241,7 +330,15 @@ fn read_notes(path: &Path, referenced: &HashSet<ItemId>) -> Result<Vec<Item>> {
                 categories.push(value.to_string());
             }
         }
-        items.insert(note, Item { id: note, title: row.text(title, "note_title")?.trim().to_string(), text, categories });
+        items.insert(
+            note,
+            Item {
+                id: note,
+                title: row.text(title, "note_title")?.trim().to_string(),
+                text,
+                categories,
+            },
+        );
     }
     let mut items: Vec<Item> = items.into_values().collect();
     items.sort_by_key(|item| item.id);

@@ -39,9 +39,17 @@ impl TableReader {
 
     fn read_line(&mut self) -> Result<Option<String>> {
         self.bytes.clear();
-        let read = self.reader.read_until(b'\n', &mut self.bytes).map_err(|source| {
-            DataError::record(&self.file, self.line + 1, None, format!("cannot read: {source}"))
-        })?;
+        let read = self
+            .reader
+            .read_until(b'\n', &mut self.bytes)
+            .map_err(|source| {
+                DataError::record(
+                    &self.file,
+                    self.line + 1,
+                    None,
+                    format!("cannot read: {source}"),
+                )
+            })?;
         if read == 0 {
             return Ok(None);
         }
@@ -57,12 +65,18 @@ impl TableReader {
 
     /// The next non-empty record.
     pub fn next_row(&mut self) -> Result<Option<Row>> {
-        Ok(self.next_record()?.map(|(line, fields)| Row { file: Rc::clone(&self.file), line, fields }))
+        Ok(self.next_record()?.map(|(line, fields)| Row {
+            file: Rc::clone(&self.file),
+            line,
+            fields,
+        }))
     }
 
     /// The next non-empty record and the line it starts on.
     fn next_record(&mut self) -> Result<Option<(usize, Vec<String>)>> {
-        let Some(mut text) = self.read_line()? else { return Ok(None) };
+        let Some(mut text) = self.read_line()? else {
+            return Ok(None);
+        };
         while text.is_empty() {
             match self.read_line()? {
                 Some(next) => text = next,
@@ -76,22 +90,34 @@ impl TableReader {
             let mut open = ends_inside_quotes(&text, &self.delimiter, quote, false);
             while open {
                 let Some(next) = self.read_line()? else {
-                    return Err(DataError::record(&self.file, start, None, "a quoted field is never closed before the end of the file"));
+                    return Err(DataError::record(
+                        &self.file,
+                        start,
+                        None,
+                        "a quoted field is never closed before the end of the file",
+                    ));
                 };
                 open = ends_inside_quotes(&next, &self.delimiter, quote, true);
                 text.push('\n');
                 text.push_str(&next);
             }
         }
-        let fields = split_fields(&text, &self.delimiter, self.quote).expect("quotes are balanced here");
+        let fields =
+            split_fields(&text, &self.delimiter, self.quote).expect("quotes are balanced here");
         Ok(Some((start, fields)))
     }
 
     /// Reads the header record and returns the column names.
     pub fn header(&mut self) -> Result<Header> {
         match self.next_record()? {
-            Some((_, names)) => Ok(Header { file: self.file.to_string(), names }),
-            None => Err(DataError::file(&self.file, "the file is empty; a header line was expected")),
+            Some((_, names)) => Ok(Header {
+                file: self.file.to_string(),
+                names,
+            }),
+            None => Err(DataError::file(
+                &self.file,
+                "the file is empty; a header line was expected",
+            )),
         }
     }
 }
@@ -189,14 +215,22 @@ impl Row {
     /// The text of column `index` (named `name` in errors).
     pub fn text(&self, index: usize, name: &str) -> Result<&str> {
         self.fields.get(index).map(String::as_str).ok_or_else(|| {
-            self.error(name, format!("the line has {} fields, the column is number {}", self.fields.len(), index + 1))
+            self.error(
+                name,
+                format!(
+                    "the line has {} fields, the column is number {}",
+                    self.fields.len(),
+                    index + 1
+                ),
+            )
         })
     }
 
     /// Column `index` parsed as `T` (surrounding spaces ignored).
     pub fn parse<T: FromStr>(&self, index: usize, name: &str, expected: &str) -> Result<T> {
         let text = self.text(index, name)?.trim();
-        text.parse().map_err(|_| self.error(name, format!("expected {expected}, got {text:?}")))
+        text.parse()
+            .map_err(|_| self.error(name, format!("expected {expected}, got {text:?}")))
     }
 
     /// Column `index` as a non-negative integer id (accepting integral floats such as `5.0`).
@@ -207,7 +241,10 @@ impl Row {
         }
         match text.parse::<f64>() {
             Ok(value) if value >= 0.0 && value.fract() == 0.0 && value < 1.8e19 => Ok(value as u64),
-            _ => Err(self.error(name, format!("expected a non-negative integer id, got {text:?}"))),
+            _ => Err(self.error(
+                name,
+                format!("expected a non-negative integer id, got {text:?}"),
+            )),
         }
     }
 
@@ -226,7 +263,9 @@ pub(crate) struct Header {
 impl Header {
     /// Position of the column `name` (compared after stripping RecBole's `:type` suffix).
     pub fn find(&self, name: &str) -> Option<usize> {
-        self.names.iter().position(|column| column.split(':').next().unwrap_or(column).trim() == name)
+        self.names
+            .iter()
+            .position(|column| column.split(':').next().unwrap_or(column).trim() == name)
     }
 
     /// Position of `name`, or an error listing the columns present.
@@ -234,7 +273,10 @@ impl Header {
         self.find(name).ok_or_else(|| {
             DataError::file(
                 &self.file,
-                format!("missing column \"{name}\"; the header has: {}", self.names.join(", ")),
+                format!(
+                    "missing column \"{name}\"; the header has: {}",
+                    self.names.join(", ")
+                ),
             )
         })
     }
@@ -250,15 +292,17 @@ mod tests {
             split_fields(r#"a,"b,c","say ""hi""",,d"#, ",", Some('"')).unwrap(),
             vec!["a", "b,c", "say \"hi\"", "", "d"]
         );
-        assert_eq!(split_fields("1::Toy Story (1995)::Animation|Comedy", "::", None).unwrap(), vec![
-            "1",
-            "Toy Story (1995)",
-            "Animation|Comedy"
-        ]);
+        assert_eq!(
+            split_fields("1::Toy Story (1995)::Animation|Comedy", "::", None).unwrap(),
+            vec!["1", "Toy Story (1995)", "Animation|Comedy"]
+        );
         assert!(split_fields("a,\"open", ",", Some('"')).is_none());
         assert!(ends_inside_quotes("a,\"open", ",", '"', false));
         assert!(ends_inside_quotes("still \"\"inside", ",", '"', true));
         assert!(!ends_inside_quotes("closed\",b", ",", '"', true));
-        assert_eq!(split_fields("it's,fine", ",", Some('"')).unwrap(), vec!["it's", "fine"]);
+        assert_eq!(
+            split_fields("it's,fine", ",", Some('"')).unwrap(),
+            vec!["it's", "fine"]
+        );
     }
 }

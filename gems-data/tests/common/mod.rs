@@ -6,7 +6,8 @@ use gems_data::{Request, Task};
 
 /// A fresh, empty scratch directory for one test.
 pub fn scratch_dir(name: &str) -> PathBuf {
-    let directory = std::env::temp_dir().join(format!("gems-data-test-{}-{name}", std::process::id()));
+    let directory =
+        std::env::temp_dir().join(format!("gems-data-test-{}-{name}", std::process::id()));
     if directory.exists() {
         std::fs::remove_dir_all(&directory).expect("remove old scratch directory");
     }
@@ -17,12 +18,21 @@ pub fn scratch_dir(name: &str) -> PathBuf {
 /// The directory of a hand-made raw fixture (not every test file uses it).
 #[allow(dead_code)]
 pub fn fixture(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(path)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(path)
 }
 
 /// A request without negatives and with a typed (not proxy) query.
 #[allow(dead_code)]
-pub fn request(user: u64, task: Task, history: &[u64], query: Option<&str>, targets: &[u64], timestamp: i64) -> Request {
+pub fn request(
+    user: u64,
+    task: Task,
+    history: &[u64],
+    query: Option<&str>,
+    targets: &[u64],
+    timestamp: i64,
+) -> Request {
     Request {
         user,
         task,
