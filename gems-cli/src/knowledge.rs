@@ -34,7 +34,7 @@ pub fn collect(
     device: &Device,
 ) -> Result<NullSpace> {
     let (paragraphs, _held_out) = general_corpus::split_held_out(general_corpus::load(files)?);
-    let examples = general_corpus::lm_examples(experiment, &paragraphs, MAX_TOKENS)?;
+    let examples = experiment.lm_examples(&paragraphs, MAX_TOKENS)?;
     let frozen = backbone.valid();
     let inference = device.clone().without_autodiff();
     let mut accumulator = CovarianceAccumulator::new();

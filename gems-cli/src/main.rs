@@ -11,6 +11,7 @@ mod plots;
 mod progress;
 mod report;
 mod run_dir;
+mod saved_run;
 mod schedule;
 mod settings;
 mod training;

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{CliError, Result};
 use crate::evaluation::{self, Evaluation};
-use crate::experiment::{Experiment, TASKS};
+use crate::experiment::Experiment;
 use crate::progress;
 use crate::run_dir::{self, RunDir};
 use crate::schedule;
@@ -240,11 +240,11 @@ impl Training<'_> {
 
     /// One optimizer step over the examples of one window (several micro-batches).
     fn step(&mut self, window: &[&EncodedExample], total: u64) -> Result<StepReport> {
-        let samples = TASKS.map(|task| window.iter().filter(|e| e.task == task).count());
+        let samples = Task::ALL.map(|task| window.iter().filter(|e| e.task == task).count());
         let mut accumulators: [GradientsAccumulator<Backbone>; 2] = Default::default();
         let mut losses = [0.0f64; 2];
         for (micro, batch) in window.chunks(self.settings.batch_size).enumerate() {
-            for (t, task) in TASKS.iter().enumerate() {
+            for (t, task) in Task::ALL.iter().enumerate() {
                 let rows: Vec<EncodedExample> = batch
                     .iter()
                     .filter(|e| e.task == *task)
@@ -332,7 +332,7 @@ impl Training<'_> {
             Protocol::Sampled,
             "validation",
         )?;
-        let ndcg = [Task::Search, Task::Rec].map(|task| report.ndcg(task, 10).unwrap_or(0.0));
+        let ndcg = Task::ALL.map(|task| report.ndcg(task, 10).unwrap_or(0.0));
         let mean = (ndcg[0] + ndcg[1]) / 2.0;
         tracing::info!(
             step = self.progress.step,
@@ -347,7 +347,7 @@ impl Training<'_> {
         if self.progress.best.is_none_or(|(best, _)| mean > best) {
             self.progress.best = Some((mean, self.progress.step));
             self.progress.stale_validations = 0;
-            let best = self.run.path("best");
+            let best = self.run.path(run_dir::BEST_MODEL);
             let model = self.inference_model();
             run_dir::replace_directory(&best, |folder| {
                 model.save(folder)?;
@@ -385,24 +385,17 @@ impl Training<'_> {
                 self.model
                     .clone()
                     .into_record()
-                    .save(folder.join(LORA_RECORD))
+                    .save(folder.join(run_dir::LORA_RECORD))
                     .map_err(|e| {
                         CliError::run(folder, format!("cannot save the LoRA adapters: {e}"))
                     })?;
             }
-            self.optimizer.save_state(&folder.join(OPTIMIZER_STATE))?;
-            run_dir::write_json(&folder.join(PROGRESS), &self.progress)
+            self.optimizer.save_state(&folder.join(run_dir::OPTIMIZER_STATE))?;
+            run_dir::write_json(&folder.join(run_dir::PROGRESS), &self.progress)
         })?;
         self.run.write_json(run_dir::CURVES, &self.progress.curves)
     }
 }
-
-/// Optimizer state file of a checkpoint.
-pub const OPTIMIZER_STATE: &str = "optimizer.safetensors";
-/// Progress file of a checkpoint.
-pub const PROGRESS: &str = "progress.json";
-/// Unmerged model record of a LoRA checkpoint.
-pub const LORA_RECORD: &str = "lora.bpk";
 
 /// Restores model, optimizer state and progress from the checkpoint of `run` onto a freshly
 /// built model and optimizer of the same settings.
@@ -421,7 +414,7 @@ pub fn restore(
             "no checkpoint to resume from (checkpoint/ is missing)",
         )
     })?;
-    let progress: Progress = run_dir::read_json(&folder.join(PROGRESS))?;
+    let progress: Progress = run_dir::read_json(&folder.join(run_dir::PROGRESS))?;
     if progress.data_fingerprint != data_fingerprint {
         return Err(CliError::run(
             &folder,
@@ -432,13 +425,13 @@ pub fn restore(
         ));
     }
     optimizer.load_state(
-        &folder.join(OPTIMIZER_STATE),
+        &folder.join(run_dir::OPTIMIZER_STATE),
         &device.clone().without_autodiff(),
     )?;
     let model = match settings.method {
         TrainMethod::Lora => {
             let record =
-                burn::store::ModuleRecord::load(folder.join(LORA_RECORD)).map_err(|e| {
+                burn::store::ModuleRecord::load(folder.join(run_dir::LORA_RECORD)).map_err(|e| {
                     CliError::run(&folder, format!("cannot read the LoRA adapters: {e}"))
                 })?;
             model.try_load_record(record).map_err(|e| {
@@ -491,7 +484,8 @@ fn epoch_order(seed: u64, epoch: usize, count: usize) -> Vec<usize> {
     order
 }
 
-/// Keeps a [`NullSpace`] type in the public signature of callers that build optimizers.
+/// The run's optimizer for a backbone of width `d_model`, with the knowledge bases of
+/// null-space projection when the method uses them.
 pub fn optimizer_for(
     settings: &TrainSettings,
     d_model: usize,

@@ -25,6 +25,8 @@
 //!
 //! See `examples/embed_optimizer.rs` in the repository for a complete program.
 
+#![warn(missing_docs)]
+
 pub mod adam;
 pub mod backend;
 pub mod checkpoint;

@@ -3,7 +3,7 @@
 use clap::Args;
 use gems_data::{ItemId, Protocol, Request, Task};
 
-use crate::commands::saved_run::{RunArgs, SavedRun};
+use crate::saved_run::{RunArgs, SavedRun};
 use crate::error::{CliError, Result};
 use crate::evaluation::Evaluation;
 

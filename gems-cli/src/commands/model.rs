@@ -98,14 +98,16 @@ struct Info {
 
 fn info(args: &InfoArgs) -> Result<()> {
     let config = match (&args.model_dir, &args.model_config) {
-        (Some(directory), _) => ModelConfig::from_file(directory.join("config.json"))?,
+        (Some(directory), _) => ModelConfig::from_file(directory.join(gems_models::CONFIG_FILE))?,
         (None, Some(path)) => ModelConfig::from_file(path)?,
         (None, None) => ModelConfig::T5(T5Config::compact(args.vocab_size)),
     };
     // Shapes only: a model on the CPU, never run.
     let model = Backbone::new(&config, &Device::flex())?;
     let d_model = config.hidden_size();
-    let shared_rank = args.shared_rank.unwrap_or((d_model / 4).clamp(1, 128));
+    let shared_rank = args
+        .shared_rank
+        .unwrap_or_else(|| crate::settings::default_shared_rank(d_model));
     let optimizer = |method| {
         GemsConfig {
             method,

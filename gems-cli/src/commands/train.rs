@@ -97,7 +97,7 @@ fn default_run_directory(settings: &TrainSettings) -> PathBuf {
     let data = Path::new(&settings.data)
         .file_name()
         .map_or("data".into(), |n| n.to_string_lossy().into_owned());
-    let model = format!("{:?}", settings.model).to_lowercase();
+    let model = settings.model;
     PathBuf::from("runs").join(format!("{data}-{model}-{}", settings.method))
 }
 
@@ -120,7 +120,7 @@ pub fn train(
     if settings.model_dir.is_none() && !resume {
         // The initial weights of a from-scratch model, for the retention analysis.
         let initial = model.valid();
-        run_dir::replace_directory(&run.path(crate::commands::analyze::BASE_MODEL), |folder| {
+        run_dir::replace_directory(&run.path(run_dir::BASE_MODEL), |folder| {
             Ok(initial.save(folder)?)
         })?;
     }
@@ -184,7 +184,7 @@ pub fn train(
     let training_seconds = started.elapsed().as_secs_f64();
 
     // The final model: the best on validation when validation ran, else the last.
-    let best = run.path("best");
+    let best = run.path(run_dir::BEST_MODEL);
     let final_model = if best.is_dir() {
         Backbone::load(&best, &training.device.clone().without_autodiff())?
     } else {
