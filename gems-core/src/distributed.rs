@@ -72,6 +72,13 @@ pub struct Replica<M> {
     pub optimizer: GemsOptimizer,
 }
 
+impl<M> Replica<M> {
+    /// The model and the optimizer, as [`DataParallel::step`] takes them.
+    pub fn parts(&mut self) -> (&mut M, &mut GemsOptimizer) {
+        (&mut self.model, &mut self.optimizer)
+    }
+}
+
 impl DataParallel {
     /// The replicas' devices (autodiff or not; the exchange uses their inner devices) and how
     /// they exchange tensors. Rejects an empty list; a device listed twice is rejected for the
@@ -217,14 +224,14 @@ impl DataParallel {
         Ok(summed)
     }
 
-    /// One GEMS step on every replica from the replicas' shares of each task
-    /// (see [`sum_tasks`](Self::sum_tasks)). Returns the first replica's report. On error the
-    /// replicas keep their models; their optimizers may have stepped unequally, so the run
-    /// must stop (resume from the last checkpoint).
+    /// One GEMS step on every replica (model and optimizer, in device order) from the
+    /// replicas' shares of each task (see [`sum_tasks`](Self::sum_tasks)). Returns the first
+    /// replica's report. On error the models are unchanged, but the optimizers may have stepped
+    /// unequally: the run must stop (and resume from its last checkpoint).
     pub fn step<M: Module>(
         &self,
         learning_rate: f64,
-        replicas: &mut [Replica<M>],
+        replicas: Vec<(&mut M, &mut GemsOptimizer)>,
         shares: Vec<Vec<TaskGradients>>,
     ) -> Result<StepReport> {
         if replicas.len() != self.replicas() {
@@ -234,15 +241,16 @@ impl DataParallel {
                 replicas.len()
             )));
         }
-        let summed = self.sum_tasks(&replicas[0].model, shares)?;
+        let summed = self.sum_tasks(&*replicas[0].0, shares)?;
+        let mut updated = Vec::with_capacity(replicas.len());
         let mut first = None;
-        for (replica, tasks) in replicas.iter_mut().zip(summed) {
-            let (model, report) =
-                replica
-                    .optimizer
-                    .step(learning_rate, replica.model.clone(), tasks)?;
-            replica.model = model;
+        for ((model, optimizer), tasks) in replicas.iter_mut().zip(summed) {
+            let (next, report) = optimizer.step(learning_rate, (**model).clone(), tasks)?;
+            updated.push(next);
             first.get_or_insert(report);
+        }
+        for ((model, _), next) in replicas.into_iter().zip(updated) {
+            *model = next;
         }
         Ok(first.expect("at least one replica"))
     }

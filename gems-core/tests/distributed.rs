@@ -189,7 +189,11 @@ fn data_parallel(devices: &[Device], exchange: Exchange) -> (Vec<Vec<(String, Ve
             })
             .collect();
         refreshed += parallel
-            .step(0.02, &mut replicas, shares)
+            .step(
+                0.02,
+                replicas.iter_mut().map(Replica::parts).collect(),
+                shares,
+            )
             .unwrap()
             .refreshed;
     }
@@ -309,12 +313,12 @@ fn shares_that_do_not_fit_the_replicas_are_refused() {
         .unwrap()
         .to_string();
     assert!(error.contains("replica 1 has 1"), "{error}");
-    let mut replicas = vec![Replica {
+    let mut replica = Replica {
         model,
         optimizer: config().init().unwrap(),
-    }];
+    };
     let error = parallel
-        .step(0.1, &mut replicas, vec![vec![task()], vec![task()]])
+        .step(0.1, vec![replica.parts()], vec![vec![task()], vec![task()]])
         .unwrap_err()
         .to_string();
     assert!(error.contains("2 device(s) but 1 replica(s)"), "{error}");
