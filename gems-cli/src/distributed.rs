@@ -75,37 +75,33 @@ impl DeviceSet {
     /// several need a backend with more than one device and are checked against the devices
     /// that exist.
     pub fn open(&self, backend: &str) -> Result<DataParallel> {
-        let devices = if self.len() == 1 {
-            vec![gems_core::device_from_name(backend)?]
-        } else {
-            if backend.contains(':') {
-                return Err(CliError::Settings(format!(
-                    "--devices chooses the devices: give --backend without an index (`{backend}`)"
-                )));
-            }
-            Exchange::for_backend(backend)?;
-            let available = enumerate(backend);
-            if let Some(&missing) = self.indices.iter().find(|&&i| i >= available.len()) {
-                return Err(CliError::Settings(format!(
-                    "--devices asks for {backend} device {missing}, but this machine has {} \
-                     {backend} device(s){}",
-                    available.len(),
-                    if available.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" ({available:?})")
-                    }
-                )));
-            }
-            self.indices.iter().map(|&i| available[i].clone()).collect()
-        };
-        let exchange = if self.len() == 1 {
-            // Nothing crosses between devices.
-            Exchange::DeviceCopy
-        } else {
-            Exchange::for_backend(backend)?
-        };
-        let devices = devices.into_iter().map(Device::autodiff).collect();
+        if self.len() == 1 {
+            // One replica on the backend's own device: nothing crosses between devices.
+            let device = gems_core::device_from_name(backend)?.autodiff();
+            return Ok(DataParallel::new(vec![device], Exchange::DeviceCopy)?);
+        }
+        if backend.contains(':') {
+            return Err(CliError::Settings(format!(
+                "--devices chooses the devices: give --backend without an index (`{backend}`)"
+            )));
+        }
+        let exchange = Exchange::for_backend(backend)?;
+        let available = enumerate(backend);
+        if let Some(&missing) = self.indices.iter().find(|&&i| i >= available.len()) {
+            return Err(CliError::Settings(format!(
+                "--devices asks for {backend} device {missing}, but this machine has {} \
+                 {backend} device(s){}",
+                available.len(),
+                if available.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({available:?})")
+                }
+            )));
+        }
+        let devices = (self.indices.iter())
+            .map(|&i| available[i].clone().autodiff())
+            .collect();
         Ok(DataParallel::new(devices, exchange)?)
     }
 }
@@ -207,7 +203,8 @@ impl Replicas {
                 .map(|(thread, device)| {
                     thread
                         .join()
-                        .map_err(|panic| self.device_failure(device, &*panic))?
+                        .map_err(|panic| self.device_failure(device, &*panic))
+                        .and_then(|shares| shares)
                 })
                 .collect::<Result<_>>()
         })?;

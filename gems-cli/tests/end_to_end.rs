@@ -617,11 +617,27 @@ fn one_device_through_the_data_parallel_path_trains_the_plain_runs_weights() {
     );
     if cfg!(feature = "wgpu") {
         fail(
-            &["train", "--backend", "wgpu", "--devices", "64", "--out", out],
+            &[
+                "train",
+                "--backend",
+                "wgpu",
+                "--devices",
+                "64",
+                "--out",
+                out,
+            ],
             &["asks for wgpu device", "this machine has"],
         );
         fail(
-            &["train", "--backend", "wgpu:0", "--devices", "2", "--out", out],
+            &[
+                "train",
+                "--backend",
+                "wgpu:0",
+                "--devices",
+                "2",
+                "--out",
+                out,
+            ],
             &["without an index"],
         );
     }

@@ -146,7 +146,7 @@ pub fn train(
         })?;
     }
     let replica_count = parallel.as_ref().map_or(1, DataParallel::replicas);
-    let mut null_spaces: Vec<Option<NullSpace>> = if settings.method.needs_null_space() && !resume {
+    let null_spaces: Vec<Option<NullSpace>> = if settings.method.needs_null_space() && !resume {
         let selection = settings.optimizer_config(d_model).knowledge;
         match &parallel {
             Some(parallel) => knowledge::collect_on(
@@ -171,7 +171,7 @@ pub fn train(
         (0..replica_count).map(|_| None).collect()
     };
     let mut optimizers = null_spaces
-        .drain(..)
+        .into_iter()
         .map(|null_space| training::optimizer_for(settings, d_model, null_space))
         .collect::<Result<Vec<_>>>()?;
     let mut optimizer = optimizers.remove(0);
