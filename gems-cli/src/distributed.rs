@@ -18,6 +18,10 @@ use gems_core::{DataParallel, Exchange, GemsOptimizer, Replica, StepReport, Task
 use gems_models::Backbone;
 
 use crate::error::{CliError, Result};
+use crate::experiment::Experiment;
+use crate::knowledge;
+use crate::settings::TrainSettings;
+use crate::training;
 
 /// The devices of `--devices`: a count (`4`: the backend's first four devices) or a list of
 /// device indices (`0,2`).
@@ -104,6 +108,39 @@ impl DeviceSet {
             .collect();
         Ok(DataParallel::new(devices, exchange)?)
     }
+}
+
+/// One optimizer per replica of a run of `settings` over `parallel` (for `gems train --devices`,
+/// and `gems bench train --devices`): with `collect_knowledge` (a fresh run of a method with
+/// null space) the knowledge covariances are collected over every device's share of the corpus
+/// and summed once, so each replica builds the same bases on its own device. Hand the first to
+/// [`Training`](crate::training::Training) and the rest to [`Replicas::new`].
+pub fn optimizers(
+    settings: &TrainSettings,
+    experiment: &Experiment,
+    model: &Backbone,
+    parallel: &DataParallel,
+    collect_knowledge: bool,
+) -> Result<Vec<GemsOptimizer>> {
+    let d_model = model.config().hidden_size();
+    let null_spaces = if collect_knowledge {
+        knowledge::collect_on(
+            model,
+            experiment,
+            &settings.general_corpus,
+            &settings.optimizer_config(d_model).knowledge,
+            parallel,
+        )?
+        .into_iter()
+        .map(Some)
+        .collect()
+    } else {
+        (0..parallel.replicas()).map(|_| None).collect()
+    };
+    null_spaces
+        .into_iter()
+        .map(|null_space| training::optimizer_for(settings, d_model, null_space))
+        .collect()
 }
 
 /// The devices this build can use on `backend`, in Burn's enumeration order.

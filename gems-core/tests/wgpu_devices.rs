@@ -81,7 +81,7 @@ fn wgpu_devices_and_collectives_in_burn_0_22() {
     let values = Tensor::<1>::from_floats([1.0, 2.0, 3.0], &first).to_device(&second);
     assert_eq!(values.device(), second);
     assert_eq!(
-        values.into_data().to_vec::<f32>().unwrap(),
+        values.into_data().try_to_vec::<f32>().unwrap(),
         vec![1.0, 2.0, 3.0],
         "Tensor::to_device between the two devices"
     );
@@ -106,7 +106,7 @@ fn wgpu_devices_and_collectives_in_burn_0_22() {
             .collect();
         pending
             .into_iter()
-            .map(|p| p.resolve().into_data().to_vec::<f32>().unwrap())
+            .map(|p| p.resolve().into_data().try_to_vec::<f32>().unwrap())
             .collect::<Vec<_>>()
     });
     println!("all_reduce over the two WGPU devices: {collective:?}");
@@ -140,7 +140,7 @@ fn flex_has_no_collectives() {
         )
         .resolve()
         .into_data()
-        .to_vec::<f32>()
+        .try_to_vec::<f32>()
         .unwrap()
     });
     println!("DistributedContext::init + all_reduce on flex: {outcome:?}");

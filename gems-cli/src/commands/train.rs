@@ -6,11 +6,10 @@ use std::time::Instant;
 
 use burn::module::Module;
 use clap::Args;
-use gems_core::{DataParallel, NullSpace};
 use gems_models::Backbone;
 use serde::Serialize;
 
-use crate::distributed::{DeviceSet, Replicas};
+use crate::distributed::{self, DeviceSet, Replicas};
 use crate::error::{CliError, Result};
 use crate::evaluation::{Evaluation, RunMetrics};
 use crate::experiment::{Experiment, new_backbone, pretrained_backbone};
@@ -145,35 +144,26 @@ pub fn train(
             Ok(initial.save(folder)?)
         })?;
     }
-    let replica_count = parallel.as_ref().map_or(1, DataParallel::replicas);
-    let null_spaces: Vec<Option<NullSpace>> = if settings.method.needs_null_space() && !resume {
-        let selection = settings.optimizer_config(d_model).knowledge;
-        match &parallel {
-            Some(parallel) => knowledge::collect_on(
-                &model,
-                &experiment,
-                &settings.general_corpus,
-                &selection,
-                parallel,
-            )?
-            .into_iter()
-            .map(Some)
-            .collect(),
-            None => vec![Some(knowledge::collect(
-                &model,
-                &experiment,
-                &settings.general_corpus,
-                &selection,
-                &device,
-            )?)],
+    let collect_knowledge = settings.method.needs_null_space() && !resume;
+    let mut optimizers = match &parallel {
+        Some(parallel) => {
+            distributed::optimizers(settings, &experiment, &model, parallel, collect_knowledge)?
         }
-    } else {
-        (0..replica_count).map(|_| None).collect()
+        None => {
+            let null_space = collect_knowledge
+                .then(|| {
+                    knowledge::collect(
+                        &model,
+                        &experiment,
+                        &settings.general_corpus,
+                        &settings.optimizer_config(d_model).knowledge,
+                        &device,
+                    )
+                })
+                .transpose()?;
+            vec![training::optimizer_for(settings, d_model, null_space)?]
+        }
     };
-    let mut optimizers = null_spaces
-        .into_iter()
-        .map(|null_space| training::optimizer_for(settings, d_model, null_space))
-        .collect::<Result<Vec<_>>>()?;
     let mut optimizer = optimizers.remove(0);
     let model = match settings.method {
         TrainMethod::Lora => training::attach_lora(
