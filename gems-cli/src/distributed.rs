@@ -20,6 +20,7 @@ use gems_models::Backbone;
 use crate::error::{CliError, Result};
 use crate::experiment::Experiment;
 use crate::knowledge;
+use crate::run_dir::RunDir;
 use crate::settings::TrainSettings;
 use crate::training;
 
@@ -67,11 +68,6 @@ impl DeviceSet {
     /// Number of devices.
     pub fn len(&self) -> usize {
         self.indices.len()
-    }
-
-    /// Whether the set is empty (never, once parsed).
-    pub fn is_empty(&self) -> bool {
-        self.indices.is_empty()
     }
 
     /// The autodiff devices of the set on `backend` (a `--backend` value) and how they exchange
@@ -123,7 +119,7 @@ pub fn optimizers(
     collect_knowledge: bool,
 ) -> Result<Vec<GemsOptimizer>> {
     let d_model = model.config().hidden_size();
-    let null_spaces = if collect_knowledge {
+    let null_spaces: Vec<Option<gems_core::NullSpace>> = if collect_knowledge {
         knowledge::collect_on(
             model,
             experiment,
@@ -198,6 +194,19 @@ impl Replicas {
     /// The replicas' devices (without autodiff), the first one first.
     pub fn devices(&self) -> &[Device] {
         self.parallel.devices()
+    }
+
+    /// Copies the first replica's weights and the optimizer state of `run`'s checkpoint (just
+    /// written from the first replica) to the other replicas. Their gradients are identical,
+    /// but on GPUs each device autotunes its own kernels, whose sums round differently (two
+    /// WGPU devices measured 3e-8 apart after 7 steps): every checkpoint ends that drift, and
+    /// a resumed run starts exactly where the uninterrupted one continues.
+    pub fn resync(&mut self, first: &Backbone, run: &RunDir) -> Result<()> {
+        for (replica, device) in self.others.iter_mut().zip(&self.parallel.devices()[1..]) {
+            replica.model = first.clone().fork(&device.clone().autodiff());
+            training::restore_optimizer(run, &mut replica.optimizer, device)?;
+        }
+        Ok(())
     }
 
     /// One step over a window of `micro_batches`: each replica computes its share with

@@ -229,6 +229,10 @@ impl Training<'_> {
                     && self.progress.step % self.settings.checkpoint_every == 0);
             if checkpoint_due || INTERRUPTED.load(Ordering::SeqCst) {
                 self.save_checkpoint()?;
+                // Data-parallel hook: the other replicas restart from the checkpoint.
+                if let Some(replicas) = &mut self.replicas {
+                    replicas.resync(&self.model, self.run)?;
+                }
             }
             if INTERRUPTED.load(Ordering::SeqCst) {
                 bar.abandon_with_message("interrupted");

@@ -231,7 +231,7 @@ impl DataParallel {
     pub fn step<M: Module>(
         &self,
         learning_rate: f64,
-        replicas: Vec<(&mut M, &mut GemsOptimizer)>,
+        mut replicas: Vec<(&mut M, &mut GemsOptimizer)>,
         shares: Vec<Vec<TaskGradients>>,
     ) -> Result<StepReport> {
         if replicas.len() != self.replicas() {

@@ -220,20 +220,25 @@ fn worst_difference(a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)]) -> (Stri
         })
 }
 
-/// Both replicas match each other bit for bit and the single device to 1e-5.
-fn assert_equivalent(devices: &[Device], exchange: Exchange) {
+/// Every replica matches the first to `between_replicas` (0: bit for bit) and the single
+/// device to 1e-5.
+fn assert_equivalent(devices: &[Device], exchange: Exchange, between_replicas: f32) {
     let reference = single_device(&devices[0]);
     let (replicas, refreshed) = data_parallel(devices, exchange);
     assert!(refreshed > 0, "the run must include basis refreshes");
     for (r, weights) in replicas.iter().enumerate() {
-        assert_eq!(
-            weights, &replicas[0],
-            "replica {r} differs from replica 0 (same summed gradients must give the same step)"
+        let (path, apart) = worst_difference(&replicas[0], weights);
+        let (worst_path, worst) = worst_difference(&reference, weights);
+        eprintln!(
+            "replica {r}: {apart:e} from replica 0 ({path}), {worst:e} from one device ({worst_path})"
         );
-        let (path, worst) = worst_difference(&reference, weights);
+        assert!(
+            apart <= between_replicas,
+            "replica {r}: {path} differs from replica 0 by {apart:e}"
+        );
         assert!(
             worst <= 1e-5,
-            "replica {r}: {path} differs from the single-device run by {worst:e}"
+            "replica {r}: {worst_path} differs from the single-device run by {worst:e}"
         );
     }
     // The run moved the weights: a no-op step would also match a no-op reference.
@@ -255,7 +260,7 @@ fn one_replica_through_the_data_parallel_path_equals_the_plain_loop() {
 #[test]
 fn two_replicas_with_the_window_split_equal_one_device_on_flex() {
     let device = Device::flex().autodiff();
-    assert_equivalent(&[device.clone(), device], Exchange::DeviceCopy);
+    assert_equivalent(&[device.clone(), device], Exchange::DeviceCopy, 0.0);
 }
 
 #[test]
@@ -264,6 +269,7 @@ fn three_replicas_with_uneven_shares_equal_one_device_on_flex() {
     assert_equivalent(
         &[device.clone(), device.clone(), device],
         Exchange::DeviceCopy,
+        0.0,
     );
 }
 
@@ -357,7 +363,11 @@ mod wgpu {
         let Some([first, second]) = two_devices() else {
             return;
         };
-        assert_equivalent(&[first.autodiff(), second.autodiff()], Exchange::DeviceCopy);
+        assert_equivalent(
+            &[first.autodiff(), second.autodiff()],
+            Exchange::DeviceCopy,
+            1e-6,
+        );
     }
 }
 
@@ -370,5 +380,5 @@ fn cuda_replicas_through_the_collective_equal_one_device() {
         return;
     }
     let devices: Vec<Device> = devices.into_iter().take(2).map(Device::autodiff).collect();
-    assert_equivalent(&devices, Exchange::Collective);
+    assert_equivalent(&devices, Exchange::Collective, 1e-6);
 }
