@@ -26,6 +26,9 @@ use gems_core::{
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+/// Every parameter's values, path-ordered.
+type Weights = Vec<(String, Vec<f32>)>;
+
 /// Optimizer steps; refreshes at steps 1, 4 and 7.
 const STEPS: u64 = 7;
 /// Micro-batches per window.
@@ -101,7 +104,7 @@ fn null_space(accumulator: CovarianceAccumulator) -> NullSpace {
 }
 
 /// The reference: one device, the whole window, Burn's gradient accumulator.
-fn single_device(device: &Device) -> Vec<(String, Vec<f32>)> {
+fn single_device(device: &Device) -> Weights {
     let mut model = ToyModel::new(device);
     let mut optimizer = config()
         .init()
@@ -133,7 +136,7 @@ fn single_device(device: &Device) -> Vec<(String, Vec<f32>)> {
 
 /// Data-parallel training, one replica per device (devices may repeat with the copy
 /// exchange). Returns every replica's final weights, and how many refreshes happened.
-fn data_parallel(devices: &[Device], exchange: Exchange) -> (Vec<Vec<(String, Vec<f32>)>>, usize) {
+fn data_parallel(devices: &[Device], exchange: Exchange) -> (Vec<Weights>, usize) {
     let parallel = DataParallel::new(devices.to_vec(), exchange).unwrap();
     // The corpus split in contiguous parts, one per replica, summed once before training.
     let n = devices.len();
@@ -203,7 +206,7 @@ fn data_parallel(devices: &[Device], exchange: Exchange) -> (Vec<Vec<(String, Ve
     )
 }
 
-fn worst_difference(a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)]) -> (String, f32) {
+fn worst_difference(a: &Weights, b: &Weights) -> (String, f32) {
     a.iter()
         .zip(b)
         .map(|((path, x), (other, y))| {
