@@ -1,6 +1,7 @@
 //! `gems`: the command line of gems-rs.
 
 mod commands;
+mod distributed;
 mod error;
 mod evaluation;
 mod experiment;

@@ -129,6 +129,9 @@ pub struct Training<'a> {
     pub optimizer: GemsOptimizer,
     /// Progress so far.
     pub progress: Progress,
+    /// The other replicas of a data-parallel run (`--devices`); `model`, `optimizer` and
+    /// `device` are the first replica's.
+    pub replicas: Option<crate::distributed::Replicas>,
 }
 
 /// Encoded training examples, one per (request, target).
@@ -192,7 +195,10 @@ impl Training<'_> {
                 .iter()
                 .map(|&i| &examples[i])
                 .collect();
+            let started = std::time::Instant::now();
             let report = self.step(&chosen, total)?;
+            // Samples of the whole window (every device's) per second.
+            let throughput = chosen.len() as f64 / started.elapsed().as_secs_f64();
             self.progress.position = end;
             let record = self
                 .progress
@@ -201,7 +207,7 @@ impl Training<'_> {
                 .last()
                 .expect("a step was recorded");
             bar.set_message(format!(
-                "search {:.3}  rec {:.3}  lr {:.1e}{}",
+                "search {:.3}  rec {:.3}  lr {:.1e}  {throughput:.1} samples/s{}",
                 record.losses[0],
                 record.losses[1],
                 record.learning_rate,
@@ -223,6 +229,10 @@ impl Training<'_> {
                     && self.progress.step % self.settings.checkpoint_every == 0);
             if checkpoint_due || INTERRUPTED.load(Ordering::SeqCst) {
                 self.save_checkpoint()?;
+                // Data-parallel hook: the other replicas restart from the checkpoint.
+                if let Some(replicas) = &mut self.replicas {
+                    replicas.resync(&self.model, self.run)?;
+                }
             }
             if INTERRUPTED.load(Ordering::SeqCst) {
                 bar.abandon_with_message("interrupted");
@@ -241,43 +251,8 @@ impl Training<'_> {
     /// One optimizer step over the examples of one window (several micro-batches).
     fn step(&mut self, window: &[&EncodedExample], total: u64) -> Result<StepReport> {
         let samples = Task::ALL.map(|task| window.iter().filter(|e| e.task == task).count());
-        let mut accumulators: [GradientsAccumulator<Backbone>; 2] = Default::default();
-        let mut losses = [0.0f64; 2];
-        for (micro, batch) in window.chunks(self.settings.batch_size).enumerate() {
-            for (t, task) in Task::ALL.iter().enumerate() {
-                let rows: Vec<EncodedExample> = batch
-                    .iter()
-                    .filter(|e| e.task == *task)
-                    .map(|e| (*e).clone())
-                    .collect();
-                if rows.is_empty() {
-                    continue;
-                }
-                // Reproducible randomness (dropout) for every pass, so that a resumed run
-                // repeats the uninterrupted one.
-                self.device.seed(
-                    self.settings.seed
-                        ^ (self.progress.step << 8)
-                        ^ ((micro as u64) << 2)
-                        ^ t as u64,
-                );
-                let weight = rows.len() as f64 / samples[t] as f64;
-                let batch = self.experiment.training_batch(&rows, &self.device)?;
-                let loss = self.model.loss(&batch)?.mul_scalar(weight);
-                losses[t] += loss.clone().into_scalar::<f32>() as f64;
-                let gradients = GradientsParams::from_grads(loss.backward(), &self.model);
-                accumulators[t].accumulate(&self.model, gradients);
-            }
-        }
-        let tasks: Vec<TaskGradients> = accumulators
-            .iter_mut()
-            .zip(losses.iter().zip(samples))
-            .map(|(accumulator, (loss, samples))| TaskGradients {
-                gradients: accumulator.grads(),
-                loss: *loss,
-                samples,
-            })
-            .collect();
+        let micro_batches: Vec<&[&EncodedExample]> =
+            window.chunks(self.settings.batch_size).collect();
         let learning_rate = schedule::learning_rate(
             self.settings.learning_rate,
             self.progress.step,
@@ -285,9 +260,30 @@ impl Training<'_> {
             total,
             self.settings.schedule,
         );
-        let model = self.model.clone();
-        let (model, report) = self.optimizer.step(learning_rate, model, tasks)?;
-        self.model = model;
+        let (experiment, settings, step) = (self.experiment, self.settings, self.progress.step);
+        let gradients = |model: &Backbone, device: &Device, micros: &[usize]| {
+            let chosen = micros.iter().map(|&m| (m, micro_batches[m]));
+            window_gradients(experiment, settings, step, model, device, chosen, samples)
+        };
+        let (report, losses) = match &mut self.replicas {
+            // Data-parallel hook (`--devices`, crate::distributed): every replica steps.
+            Some(replicas) => replicas.step(
+                learning_rate,
+                (&mut self.model, &mut self.optimizer),
+                micro_batches.len(),
+                gradients,
+            )?,
+            None => {
+                let all: Vec<usize> = (0..micro_batches.len()).collect();
+                let tasks = gradients(&self.model, &self.device, &all)?;
+                let losses = tasks.iter().map(|t| t.loss).collect();
+                let model = self.model.clone();
+                let (model, report) = self.optimizer.step(learning_rate, model, tasks)?;
+                self.model = model;
+                (report, losses)
+            }
+        };
+        let losses: [f64; 2] = [losses[0], losses[1]];
         self.progress.step += 1;
         if losses.iter().any(|l| !l.is_finite()) {
             return Err(CliError::run(
@@ -407,13 +403,7 @@ pub fn restore(
     device: &Device,
     data_fingerprint: &str,
 ) -> Result<(Backbone, Progress)> {
-    let target = run.path(run_dir::CHECKPOINT);
-    let folder = run_dir::complete_directory(&target).ok_or_else(|| {
-        CliError::run(
-            run.root(),
-            "no checkpoint to resume from (checkpoint/ is missing)",
-        )
-    })?;
+    let folder = checkpoint_folder(run)?;
     let progress: Progress = run_dir::read_json(&folder.join(run_dir::PROGRESS))?;
     if progress.data_fingerprint != data_fingerprint {
         return Err(CliError::run(
@@ -424,10 +414,7 @@ pub fn restore(
             ),
         ));
     }
-    optimizer.load_state(
-        &folder.join(run_dir::OPTIMIZER_STATE),
-        &device.clone().without_autodiff(),
-    )?;
+    restore_optimizer(run, optimizer, device)?;
     let model = match settings.method {
         TrainMethod::Lora => {
             let record =
@@ -444,6 +431,32 @@ pub fn restore(
         TrainMethod::Optimizer(_) => load_weights(model, &folder.join(run_dir::MODEL), device)?,
     };
     Ok((model, progress))
+}
+
+/// The complete checkpoint directory of `run`.
+fn checkpoint_folder(run: &RunDir) -> Result<std::path::PathBuf> {
+    let target = run.path(run_dir::CHECKPOINT);
+    run_dir::complete_directory(&target).ok_or_else(|| {
+        CliError::run(
+            run.root(),
+            "no checkpoint to resume from (checkpoint/ is missing)",
+        )
+    })
+}
+
+/// Loads the optimizer state of `run`'s checkpoint onto `device` (also each further replica's,
+/// in a data-parallel run).
+pub fn restore_optimizer(
+    run: &RunDir,
+    optimizer: &mut GemsOptimizer,
+    device: &Device,
+) -> Result<()> {
+    let folder = checkpoint_folder(run)?;
+    optimizer.load_state(
+        &folder.join(run_dir::OPTIMIZER_STATE),
+        &device.clone().without_autodiff(),
+    )?;
+    Ok(())
 }
 
 /// The weights of the HF directory `folder` in place of `model`'s (same architecture), keeping
@@ -473,6 +486,55 @@ fn load_weights(model: Backbone, folder: &Path, device: &Device) -> Result<Backb
         ));
     }
     Ok(model.load_record(saved.into_record()))
+}
+
+/// Each task's gradients, loss and samples over the given micro-batches `(index, examples)` of
+/// the window of step `step`, on `device`: every micro-batch's loss weighted by its rows over
+/// the window's `samples` of the task, so that the parts of a window (one per device) add up
+/// to the whole window's.
+fn window_gradients<'a>(
+    experiment: &Experiment,
+    settings: &TrainSettings,
+    step: u64,
+    model: &Backbone,
+    device: &Device,
+    micro_batches: impl Iterator<Item = (usize, &'a [&'a EncodedExample])>,
+    samples: [usize; 2],
+) -> Result<Vec<TaskGradients>> {
+    let mut accumulators: [GradientsAccumulator<Backbone>; 2] = Default::default();
+    let mut losses = [0.0f64; 2];
+    let mut counts = [0usize; 2];
+    for (micro, batch) in micro_batches {
+        for (t, task) in Task::ALL.iter().enumerate() {
+            let rows: Vec<EncodedExample> = batch
+                .iter()
+                .filter(|e| e.task == *task)
+                .map(|e| (*e).clone())
+                .collect();
+            if rows.is_empty() {
+                continue;
+            }
+            // Reproducible randomness (dropout) for every pass, so that a resumed run repeats
+            // the uninterrupted one, on any number of devices.
+            device.seed(settings.seed ^ (step << 8) ^ ((micro as u64) << 2) ^ t as u64);
+            let weight = rows.len() as f64 / samples[t] as f64;
+            counts[t] += rows.len();
+            let batch = experiment.training_batch(&rows, device)?;
+            let loss = model.loss(&batch)?.mul_scalar(weight);
+            losses[t] += loss.clone().into_scalar::<f32>() as f64;
+            let gradients = GradientsParams::from_grads(loss.backward(), model);
+            accumulators[t].accumulate(model, gradients);
+        }
+    }
+    Ok(accumulators
+        .iter_mut()
+        .zip(losses.iter().zip(counts))
+        .map(|(accumulator, (loss, samples))| TaskGradients {
+            gradients: accumulator.grads(),
+            loss: *loss,
+            samples,
+        })
+        .collect())
 }
 
 /// The example order of `epoch`: a permutation seeded by the run's seed and the epoch.

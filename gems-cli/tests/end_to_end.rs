@@ -560,3 +560,85 @@ fn pretrained_models_train_with_semantic_identifiers_from_their_own_states() {
         );
     }
 }
+
+/// `--devices` (data-parallel training): one device through the data-parallel path trains the
+/// plain run's weights bit for bit (null space from the summed covariances, refreshes, the
+/// replica step), a run paused there resumes on the plain path to the same weights, and the
+/// manifest records the devices. Several devices need a GPU backend with as many devices.
+#[test]
+fn one_device_through_the_data_parallel_path_trains_the_plain_runs_weights() {
+    let folder = tempfile::tempdir().unwrap();
+    let settings = ["--max-steps", "6", "--refresh-every", "3"];
+    let run = |name: &str, extra: &[&str]| {
+        let out = folder.path().join(name);
+        let mut args = vec!["train", "--out", out.to_str().unwrap()];
+        args.extend_from_slice(&settings);
+        args.extend_from_slice(extra);
+        succeed(&args);
+        out
+    };
+    let plain = run("plain", &[]);
+    let parallel = run("parallel", &["--devices", "1"]);
+    assert!(
+        files_of(&plain.join("model")) == files_of(&parallel.join("model")),
+        "one replica through the data-parallel path differs from the plain run"
+    );
+    assert_eq!(
+        std::fs::read(plain.join("checkpoint/optimizer.safetensors")).unwrap(),
+        std::fs::read(parallel.join("checkpoint/optimizer.safetensors")).unwrap()
+    );
+    let devices = read_json(&parallel.join("manifest.json"))["devices"].clone();
+    assert_eq!(devices.as_array().map(Vec::len), Some(1), "{devices}");
+
+    let paused = run("paused", &["--devices", "1", "--stop-after", "4"]);
+    succeed(&["train", "--resume", paused.to_str().unwrap()]);
+    assert!(
+        files_of(&plain.join("model")) == files_of(&paused.join("model")),
+        "a data-parallel checkpoint resumed on one device differs from the plain run"
+    );
+
+    let out = folder.path().join("mistakes");
+    let out = out.to_str().unwrap();
+    fail(
+        &["train", "--devices", "2", "--out", out],
+        &["`flex`", "GPU backend"],
+    );
+    fail(
+        &["train", "--devices", "0", "--out", out],
+        &["--devices", "at least 1"],
+    );
+    fail(
+        &["train", "--devices", "0,1,1", "--out", out],
+        &["device 1 twice"],
+    );
+    fail(
+        &["train", "--devices", "two", "--out", out],
+        &["--devices", "`two`"],
+    );
+    if cfg!(feature = "wgpu") {
+        fail(
+            &[
+                "train",
+                "--backend",
+                "wgpu",
+                "--devices",
+                "64",
+                "--out",
+                out,
+            ],
+            &["asks for wgpu device", "this machine has"],
+        );
+        fail(
+            &[
+                "train",
+                "--backend",
+                "wgpu:0",
+                "--devices",
+                "2",
+                "--out",
+                out,
+            ],
+            &["without an index"],
+        );
+    }
+}

@@ -114,7 +114,7 @@ impl CompareCommand {
             eprintln!("== {method} ==");
             let started = Instant::now();
             let mut metrics =
-                train(&settings, &run, false, None)?.expect("runs without stop_after finish");
+                train(&settings, &run, false, None, None)?.expect("runs without stop_after finish");
             let name = if settings.learning_rate == base.learning_rate {
                 method.name().to_string()
             } else {

@@ -9,6 +9,7 @@ use clap::Args;
 use gems_models::Backbone;
 use serde::Serialize;
 
+use crate::distributed::{self, DeviceSet, Replicas};
 use crate::error::{CliError, Result};
 use crate::evaluation::{Evaluation, RunMetrics};
 use crate::experiment::{Experiment, new_backbone, pretrained_backbone};
@@ -33,6 +34,10 @@ pub struct TrainCommand {
     /// `--resume`): splits a long run into sessions.
     #[arg(long)]
     pub stop_after: Option<u64>,
+    /// Train data-parallel on several devices of the backend: a count (`4`) or device indices
+    /// (`0,2`). Not a setting of the run: a resumed run may use any number of devices.
+    #[arg(long)]
+    pub devices: Option<DeviceSet>,
 }
 
 /// What a finished run reports (`manifest.json`).
@@ -50,6 +55,8 @@ struct Manifest<'a> {
     stopped_early: bool,
     best_validation: Option<(f64, u64)>,
     training_seconds: f64,
+    /// The devices of the invocation that finished the run (one replica each).
+    devices: Vec<String>,
 }
 
 impl TrainCommand {
@@ -89,7 +96,14 @@ impl TrainCommand {
                 (settings, run)
             }
         };
-        train(&settings, &run, self.resume.is_some(), self.stop_after).map(|_| ())
+        train(
+            &settings,
+            &run,
+            self.resume.is_some(),
+            self.stop_after,
+            self.devices.as_ref(),
+        )
+        .map(|_| ())
     }
 }
 
@@ -101,16 +115,22 @@ fn default_run_directory(settings: &TrainSettings) -> PathBuf {
     PathBuf::from("runs").join(format!("{data}-{model}-{}", settings.method))
 }
 
-/// Trains (or resumes) the run and evaluates it; returns its test metrics, or `None` when it
-/// paused after `stop_after` steps.
+/// Trains (or resumes) the run and evaluates it, data-parallel over `devices` when given;
+/// returns its test metrics, or `None` when it paused after `stop_after` steps.
 pub fn train(
     settings: &TrainSettings,
     run: &RunDir,
     resume: bool,
     stop_after: Option<u64>,
+    devices: Option<&DeviceSet>,
 ) -> Result<Option<RunMetrics>> {
     let started = Instant::now();
-    let device = gems_core::device_from_name(&settings.backend)?.autodiff();
+    // Data-parallel hook: the first replica's device is the run's device.
+    let parallel = devices.map(|set| set.open(&settings.backend)).transpose()?;
+    let device = match &parallel {
+        Some(parallel) => parallel.devices()[0].clone().autodiff(),
+        None => gems_core::device_from_name(&settings.backend)?.autodiff(),
+    };
     tracing::info!(run = %run.root().display(), method = %settings.method, "preparing data and model");
     let pretrained = pretrained_backbone(settings, &device)?;
     let experiment = Experiment::prepare(settings, pretrained.as_ref())?;
@@ -124,18 +144,27 @@ pub fn train(
             Ok(initial.save(folder)?)
         })?;
     }
-    let null_space = if settings.method.needs_null_space() && !resume {
-        Some(knowledge::collect(
-            &model,
-            &experiment,
-            &settings.general_corpus,
-            &settings.optimizer_config(d_model).knowledge,
-            &device,
-        )?)
-    } else {
-        None
+    let collect_knowledge = settings.method.needs_null_space() && !resume;
+    let mut optimizers = match &parallel {
+        Some(parallel) => {
+            distributed::optimizers(settings, &experiment, &model, parallel, collect_knowledge)?
+        }
+        None => {
+            let null_space = collect_knowledge
+                .then(|| {
+                    knowledge::collect(
+                        &model,
+                        &experiment,
+                        &settings.general_corpus,
+                        &settings.optimizer_config(d_model).knowledge,
+                        &device,
+                    )
+                })
+                .transpose()?;
+            vec![training::optimizer_for(settings, d_model, null_space)?]
+        }
     };
-    let mut optimizer = training::optimizer_for(settings, d_model, null_space)?;
+    let mut optimizer = optimizers.remove(0);
     let model = match settings.method {
         TrainMethod::Lora => training::attach_lora(
             model,
@@ -150,6 +179,33 @@ pub fn train(
     } else {
         (model, Progress::start(fingerprint.clone()))
     };
+    let used_devices = match &parallel {
+        Some(parallel) => parallel
+            .devices()
+            .iter()
+            .map(|d| format!("{d:?}"))
+            .collect(),
+        None => vec![format!("{:?}", device.clone().without_autodiff())],
+    };
+    let replicas = match parallel {
+        Some(parallel) => {
+            if resume {
+                // Every replica starts from the one saved state (written by the first).
+                for (optimizer, replica_device) in
+                    optimizers.iter_mut().zip(&parallel.devices()[1..])
+                {
+                    training::restore_optimizer(run, optimizer, replica_device)?;
+                }
+            }
+            Some(Replicas::new(
+                parallel,
+                &model,
+                optimizers,
+                run.path(run_dir::CHECKPOINT),
+            ))
+        }
+        None => None,
+    };
     let examples = training::training_examples(&experiment)?;
     let mut training = Training {
         settings,
@@ -159,6 +215,7 @@ pub fn train(
         model,
         optimizer,
         progress,
+        replicas,
     };
     tracing::info!(
         examples = examples.len(),
@@ -218,6 +275,7 @@ pub fn train(
             stopped_early: training.progress.stopped_early,
             best_validation: training.progress.best,
             training_seconds,
+            devices: used_devices,
         },
     )?;
     println!("{}", crate::report::metrics_table(&metrics));
