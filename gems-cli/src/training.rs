@@ -492,7 +492,7 @@ fn load_weights(model: Backbone, folder: &Path, device: &Device) -> Result<Backb
 /// the window of step `step`, on `device`: every micro-batch's loss weighted by its rows over
 /// the window's `samples` of the task, so that the parts of a window (one per device) add up
 /// to the whole window's.
-fn window_gradients<'a>(
+pub(crate) fn window_gradients<'a>(
     experiment: &Experiment,
     settings: &TrainSettings,
     step: u64,
