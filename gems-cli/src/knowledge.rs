@@ -126,7 +126,11 @@ fn key_of(file: &Path) -> String {
 
 /// The cache key: model configuration and weights, corpus tokens, collection constants and
 /// the selection rule.
-fn cache_key(model: &Backbone, examples: &[EncodedExample], selection: &KnowledgeSelection) -> String {
+fn cache_key(
+    model: &Backbone,
+    examples: &[EncodedExample],
+    selection: &KnowledgeSelection,
+) -> String {
     struct Weights<'a>(&'a mut Fingerprint);
     impl ModuleVisitor for Weights<'_> {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {

@@ -41,7 +41,11 @@ pub struct MemoryEstimate {
 impl MemoryEstimate {
     /// The sum of the parts.
     pub fn total(&self) -> u64 {
-        self.weights + self.optimizer_state + self.gradients + self.activations + self.knowledge_bases
+        self.weights
+            + self.optimizer_state
+            + self.gradients
+            + self.activations
+            + self.knowledge_bases
     }
 
     /// One line per part, and the total, in GB.
@@ -90,7 +94,9 @@ pub fn estimate(
     let trained = plan.iter().filter(|p| p.treatment != Treatment::Frozen);
     let (trainable, adapters, optimizer_state) = match method {
         TrainMethod::Optimizer(_) => (
-            trained.map(|p| p.shape.iter().product::<usize>() as u64).sum(),
+            trained
+                .map(|p| p.shape.iter().product::<usize>() as u64)
+                .sum(),
             0,
             plan.iter().map(|p| p.state_bytes as u64).sum(),
         ),
@@ -125,11 +131,14 @@ fn activations(config: &ModelConfig, batch: BatchShape) -> u64 {
     let (prompt, target) = (batch.prompt_tokens as u64, batch.target_tokens as u64);
     let per_row = match config {
         ModelConfig::T5(c) => {
-            let (d, inner, heads) = (c.d_model as u64, (c.num_heads * c.d_kv) as u64, c.num_heads as u64);
+            let (d, inner, heads) = (
+                c.d_model as u64,
+                (c.num_heads * c.d_kv) as u64,
+                c.num_heads as u64,
+            );
             let mlp = if c.feed_forward_proj.gated { 4 } else { 2 } * c.d_ff as u64;
             let encoder = prompt * (6 * d + 4 * inner + mlp + 3 * heads * prompt);
-            let decoder =
-                target * (9 * d + 8 * inner + mlp + 3 * heads * (target + prompt));
+            let decoder = target * (9 * d + 8 * inner + mlp + 3 * heads * (target + prompt));
             c.num_layers as u64 * encoder
                 + c.decoder_layers() as u64 * decoder
                 + target * 3 * c.vocab_size as u64
@@ -165,7 +174,12 @@ pub fn peak_resident() -> Option<u64> {
 fn proc_field(path: &Path, field: &str) -> Option<u64> {
     let text = std::fs::read_to_string(path).ok()?;
     let line = text.lines().find(|l| l.starts_with(field))?;
-    let kilobytes: u64 = line[field.len()..].trim().trim_end_matches("kB").trim().parse().ok()?;
+    let kilobytes: u64 = line[field.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
     Some(kilobytes * 1024)
 }
 
@@ -186,7 +200,9 @@ pub fn check_fits(
     if fixed < available && per_row > 0 {
         let rows = (available - fixed) / per_row;
         if rows >= 1 {
-            advice.push(format!("--batch-size {rows} (with --gradient-accumulation to keep the step size)"));
+            advice.push(format!(
+                "--batch-size {rows} (with --gradient-accumulation to keep the step size)"
+            ));
         }
     }
     let fitting: Vec<&str> = alternatives

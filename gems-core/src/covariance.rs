@@ -80,19 +80,21 @@ impl CovarianceAccumulator {
                 rows: 0,
             });
         layer.rows += rows as u64;
-        let statistics = match std::mem::replace(&mut layer.statistics, Statistics::Rows(Vec::new()))
-        {
-            Statistics::Rows(mut batches) => {
-                batches.push(inputs);
-                if layer.rows < width as u64 {
-                    Statistics::Rows(batches)
-                } else {
-                    let all = Tensor::cat(batches, 0);
-                    Statistics::Sum(all.clone().transpose().matmul(all))
+        let statistics =
+            match std::mem::replace(&mut layer.statistics, Statistics::Rows(Vec::new())) {
+                Statistics::Rows(mut batches) => {
+                    batches.push(inputs);
+                    if layer.rows < width as u64 {
+                        Statistics::Rows(batches)
+                    } else {
+                        let all = Tensor::cat(batches, 0);
+                        Statistics::Sum(all.clone().transpose().matmul(all))
+                    }
                 }
-            }
-            Statistics::Sum(sum) => Statistics::Sum(sum + inputs.clone().transpose().matmul(inputs)),
-        };
+                Statistics::Sum(sum) => {
+                    Statistics::Sum(sum + inputs.clone().transpose().matmul(inputs))
+                }
+            };
         layer.statistics = statistics;
     }
 

@@ -213,15 +213,14 @@ impl NullSpace {
         if file.len() != tensors.len() {
             return Err(file_error(
                 path,
-                format!(
-                    "{} tensors, the header lists {}",
-                    file.len(),
-                    tensors.len()
-                ),
+                format!("{} tensors, the header lists {}", file.len(), tensors.len()),
             ));
         }
         if header.checksum(tensors.iter().copied()) != header.checksum {
-            return Err(file_error(path, "checksum mismatch: the file is corrupt".into()));
+            return Err(file_error(
+                path,
+                "checksum mismatch: the file is corrupt".into(),
+            ));
         }
         let mut values = tensors
             .into_iter()

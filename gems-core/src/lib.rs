@@ -43,10 +43,10 @@ pub mod subspace;
 
 pub use backend::{available_backends, device_from_name};
 pub use config::{GemsConfig, Method, MomentTransfer, OtherParams};
+pub use covariance::{CovarianceAccumulator, KnowledgeProgress};
 pub use diagnostics::{LayerCosine, StepReport};
 pub use error::{GemsError, Result};
 pub use gate::{GateConfig, TaskSignal};
-pub use covariance::{CovarianceAccumulator, KnowledgeProgress};
 pub use null_space::{KnowledgeBasis, KnowledgeSelection, NullSpace};
 pub use optimizer::{GemsOptimizer, ParamPlan, TaskGradients, Treatment};
 pub use rsvd::SvdMethod;

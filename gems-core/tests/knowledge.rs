@@ -115,7 +115,10 @@ fn check(x: &Mat<f64>, batches: usize, selection: KnowledgeSelection, expected: 
     });
     let (values, vectors) = jacobi_eigen(&covariance);
     let k = reference_rank(&values, &selection);
-    assert_eq!(k, expected, "the reference disagrees with the designed spectrum");
+    assert_eq!(
+        k, expected,
+        "the reference disagrees with the designed spectrum"
+    );
     assert_eq!(knowledge.rank(), k, "{selection:?}, {rows} rows × {width}");
     let trace: f64 = values.iter().map(|v| v.max(0.0)).sum();
     let energy = values[..k].iter().sum::<f64>() / trace;
@@ -221,7 +224,10 @@ fn weights_with_the_same_inputs_share_one_decomposition() {
 
 fn bases(device: &Device) -> NullSpace {
     let mut accumulator = CovarianceAccumulator::new();
-    accumulator.observe("a", common::tensor(&inputs(60, 12, &geometric(12, 0.7), 6), device));
+    accumulator.observe(
+        "a",
+        common::tensor(&inputs(60, 12, &geometric(12, 0.7), 6), device),
+    );
     accumulator.observe("b", common::tensor(&inputs(60, 16, &[0.0], 7), device));
     accumulator
         .into_null_space(&KnowledgeSelection::EnergyFraction { fraction: 0.9 }, 1)

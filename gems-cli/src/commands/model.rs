@@ -138,7 +138,10 @@ fn info(args: &InfoArgs) -> Result<()> {
         .collect();
     // The most the knowledge bases can hold: every input direction of every projected matrix
     // (Burn layout `[d_in, d_out]`).
-    let knowledge_bound: u64 = projected.iter().map(|(_, s)| 4 * (s[0] * s[0]) as u64).sum();
+    let knowledge_bound: u64 = projected
+        .iter()
+        .map(|(_, s)| 4 * (s[0] * s[0]) as u64)
+        .sum();
     let batch = BatchShape {
         batch_size: args.batch_size,
         prompt_tokens: args.prompt_tokens,

@@ -11,14 +11,14 @@ use serde::Serialize;
 
 use crate::error::{CliError, Result};
 use crate::evaluation::{Evaluation, RunMetrics};
-use crate::experiment::{Experiment, new_backbone, pretrained_backbone};
 use crate::experiment::TASKS;
+use crate::experiment::{Experiment, new_backbone, pretrained_backbone};
 use crate::knowledge;
 use crate::memory::{self, BatchShape, MemoryEstimate};
 use crate::run_dir::{self, RunDir};
 use crate::settings::{TrainArgs, TrainMethod, TrainSettings};
-use gems_data::batch::EncodedExample;
 use crate::training::{self, INTERRUPTED, Progress, Training};
+use gems_data::batch::EncodedExample;
 
 /// Arguments of `gems train`.
 #[derive(Args, Debug)]
@@ -255,7 +255,11 @@ fn check_memory(
     let batch = BatchShape {
         batch_size: settings.batch_size,
         prompt_tokens: examples.iter().map(|e| e.prompt.len()).max().unwrap_or(0),
-        target_tokens: examples.iter().map(|e| e.target.len() + 1).max().unwrap_or(0),
+        target_tokens: examples
+            .iter()
+            .map(|e| e.target.len() + 1)
+            .max()
+            .unwrap_or(0),
     };
     let estimate = memory::estimate(model, settings.method, optimizer, TASKS.len(), batch);
     let available = memory::available(settings.memory_limit);
@@ -270,7 +274,10 @@ fn check_memory(
     if let Some(available) = available.filter(|_| !settings.ignore_memory_estimate) {
         let d_model = model.config().hidden_size();
         let mut alternatives = Vec::new();
-        for method in TrainMethod::ALL.into_iter().filter(|m| *m != settings.method) {
+        for method in TrainMethod::ALL
+            .into_iter()
+            .filter(|m| *m != settings.method)
+        {
             let other = TrainSettings {
                 method,
                 ..settings.clone()
