@@ -48,7 +48,7 @@ impl MemoryEstimate {
             + self.knowledge_bases
     }
 
-    /// One line per part, and the total, in GB.
+    /// One line per part, and the total.
     pub fn table(&self) -> String {
         let rows = [
             ("weights", self.weights),
@@ -59,15 +59,19 @@ impl MemoryEstimate {
             ("total", self.total()),
         ];
         rows.iter()
-            .map(|(part, bytes)| format!("  {part:<16} {:>9}", gigabytes(*bytes)))
+            .map(|(part, bytes)| format!("  {part:<16} {:>9}", human_bytes(*bytes)))
             .collect::<Vec<_>>()
             .join("\n")
     }
 }
 
-/// `bytes` as "1.23 GB".
-pub fn gigabytes(bytes: u64) -> String {
-    format!("{:.2} GB", bytes as f64 / 1e9)
+/// `bytes` as "1.23 GB", or in MB below a gigabyte.
+pub fn human_bytes(bytes: u64) -> String {
+    if bytes >= 1_000_000_000 {
+        format!("{:.2} GB", bytes as f64 / 1e9)
+    } else {
+        format!("{:.1} MB", bytes as f64 / 1e6)
+    }
 }
 
 /// The shape of one training micro-batch.
@@ -219,13 +223,13 @@ pub fn check_fits(
         "the run is expected to need {} (weights {}, optimizer state {}, task gradients {}, \
          activations {} at batch size {batch_size}, knowledge bases {}) but {} is available; \
          try {}",
-        gigabytes(estimate.total()),
-        gigabytes(estimate.weights),
-        gigabytes(estimate.optimizer_state),
-        gigabytes(estimate.gradients),
-        gigabytes(estimate.activations),
-        gigabytes(estimate.knowledge_bases),
-        gigabytes(available),
+        human_bytes(estimate.total()),
+        human_bytes(estimate.weights),
+        human_bytes(estimate.optimizer_state),
+        human_bytes(estimate.gradients),
+        human_bytes(estimate.activations),
+        human_bytes(estimate.knowledge_bases),
+        human_bytes(available),
         advice.join(", or ")
     )))
 }

@@ -140,18 +140,7 @@ impl GemsOptimizer {
             null_space,
         };
         let header = serde_json::to_string(&header).expect("the state header serialises");
-        let views = tensors
-            .iter()
-            .map(|(name, dims, bytes)| {
-                let view = TensorView::new(Dtype::F32, dims.clone(), bytes)
-                    .expect("sizes match by construction");
-                (name.clone(), view)
-            })
-            .collect::<Vec<_>>();
-        let bytes =
-            safetensors::serialize(views, Some(HashMap::from([(HEADER_KEY.into(), header)])))
-                .map_err(|e| state_error(path, format!("could not serialise the state: {e}")))?;
-        write_file_atomically(path, &bytes)
+        write_safetensors(path, &tensors, HEADER_KEY, header)
     }
 
     /// Restores the state saved by [`GemsOptimizer::save_state`] onto `device`, replacing the
@@ -289,6 +278,27 @@ impl GemsOptimizer {
         self.null_space = null_space;
         Ok(())
     }
+}
+
+/// Writes float32 `tensors` (name, shape, little-endian bytes) and a JSON `header` under the
+/// metadata entry `header_key` as one safetensors file, atomically.
+pub(crate) fn write_safetensors(
+    path: &Path,
+    tensors: &[(String, Vec<usize>, Vec<u8>)],
+    header_key: &str,
+    header: String,
+) -> Result<()> {
+    let views = tensors
+        .iter()
+        .map(|(name, dims, bytes)| {
+            let view = TensorView::new(Dtype::F32, dims.clone(), bytes)
+                .expect("sizes match by construction");
+            (name.clone(), view)
+        })
+        .collect::<Vec<_>>();
+    let bytes = safetensors::serialize(views, Some(HashMap::from([(header_key.into(), header)])))
+        .map_err(|e| state_error(path, format!("could not serialise: {e}")))?;
+    write_file_atomically(path, &bytes)
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same folder, flushed to disk and

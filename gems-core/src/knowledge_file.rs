@@ -8,16 +8,16 @@
 //! all of it: a file that is truncated, edited, of another format version or for another key
 //! is an error, never a basis.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
 use burn::tensor::{Device, Tensor, TensorData};
-use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::checkpoint::write_file_atomically;
+use crate::checkpoint::write_safetensors;
 use crate::error::{GemsError, Result};
 use crate::null_space::{KnowledgeBasis, NullSpace};
 
@@ -107,12 +107,16 @@ impl NullSpace {
     /// Writes the bases to `path` (atomically: a temporary file renamed into place), recording
     /// `key`, the fingerprint of what they were computed from.
     pub fn save(&self, path: &Path, key: &str) -> Result<()> {
-        let tensors: Vec<(&String, Vec<usize>, Vec<u8>)> = self
+        let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = self
             .iter()
             .filter_map(|(name, knowledge)| {
                 let basis = knowledge.basis.as_ref()?;
                 let data = basis.to_data().convert::<f32>();
-                Some((name, basis.dims().to_vec(), data.as_bytes().to_vec()))
+                Some((
+                    name.clone(),
+                    basis.dims().to_vec(),
+                    data.as_bytes().to_vec(),
+                ))
             })
             .collect();
         let mut header = Header {
@@ -139,25 +143,12 @@ impl NullSpace {
                 .iter()
                 .map(|(name, _, bytes)| (name.as_str(), bytes.as_slice())),
         );
-        let views = tensors
-            .iter()
-            .map(|(name, dims, bytes)| {
-                let view = TensorView::new(Dtype::F32, dims.clone(), bytes)
-                    .expect("sizes match by construction");
-                (name.to_string(), view)
-            })
-            .collect::<Vec<_>>();
-        let metadata = HashMap::from([(
-            HEADER_KEY.to_string(),
-            serde_json::to_string(&header).expect("the header serialises"),
-        )]);
-        let bytes = safetensors::serialize(views, Some(metadata))
-            .map_err(|e| file_error(path, format!("could not serialise the bases: {e}")))?;
         if let Some(folder) = path.parent() {
             fs::create_dir_all(folder)
                 .map_err(|e| file_error(folder, format!("cannot create the folder: {e}")))?;
         }
-        write_file_atomically(path, &bytes)
+        let header = serde_json::to_string(&header).expect("the header serialises");
+        write_safetensors(path, &tensors, HEADER_KEY, header)
     }
 
     /// Reads the bases [`NullSpace::save`] wrote for `key` onto `device`. Any mismatch (format

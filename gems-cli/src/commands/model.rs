@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::error::{CliError, Result};
-use crate::memory::{self, BatchShape, MemoryEstimate, gigabytes};
+use crate::memory::{self, BatchShape, MemoryEstimate, human_bytes};
 use crate::settings::TrainMethod;
 
 /// Commands on a backbone model.
@@ -223,12 +223,12 @@ fn info(args: &InfoArgs) -> Result<()> {
     for (method, estimate) in &info.memory {
         println!(
             "  {method:<12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
-            gigabytes(estimate.weights),
-            gigabytes(estimate.optimizer_state),
-            gigabytes(estimate.gradients),
-            gigabytes(estimate.activations),
-            gigabytes(estimate.knowledge_bases),
-            gigabytes(estimate.total())
+            human_bytes(estimate.weights),
+            human_bytes(estimate.optimizer_state),
+            human_bytes(estimate.gradients),
+            human_bytes(estimate.activations),
+            human_bytes(estimate.knowledge_bases),
+            human_bytes(estimate.total())
         );
     }
     Ok(())

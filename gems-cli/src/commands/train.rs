@@ -188,7 +188,7 @@ pub fn train(
         println!(
             "paused after step {} with a checkpoint (peak resident memory {}); continue with: gems train --resume {}",
             training.progress.step,
-            memory::peak_resident().map_or("n/a".into(), memory::gigabytes),
+            memory::peak_resident().map_or("n/a".into(), memory::human_bytes),
             run.root().display()
         );
         return Ok(None);
@@ -268,7 +268,7 @@ fn check_memory(
         "expected memory ({}, batch size {}; available {}):\n{}",
         settings.method,
         settings.batch_size,
-        available.map_or("unknown".into(), memory::gigabytes),
+        available.map_or("unknown".into(), memory::human_bytes),
         estimate.table()
     );
     if let Some(available) = available.filter(|_| !settings.ignore_memory_estimate) {
