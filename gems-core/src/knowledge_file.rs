@@ -13,11 +13,11 @@ use std::fs;
 use std::path::Path;
 
 use burn::tensor::{Device, Tensor, TensorData};
-use safetensors::{Dtype, SafeTensors};
+use safetensors::Dtype;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::checkpoint::write_safetensors;
+use crate::checkpoint::{f32_values, read_safetensors, write_safetensors};
 use crate::error::{GemsError, Result};
 use crate::null_space::{KnowledgeBasis, NullSpace};
 
@@ -155,19 +155,7 @@ impl NullSpace {
     /// version, key, checksum, a tensor's shape or type) is an error naming the file.
     pub fn load(path: &Path, key: &str, device: &Device) -> Result<NullSpace> {
         let bytes = fs::read(path).map_err(|e| file_error(path, format!("cannot read: {e}")))?;
-        let file = SafeTensors::deserialize(&bytes)
-            .map_err(|e| file_error(path, format!("not a safetensors file: {e}")))?;
-        let (_, metadata) = SafeTensors::read_metadata(&bytes)
-            .map_err(|e| file_error(path, format!("unreadable header: {e}")))?;
-        let header: Header = metadata
-            .metadata()
-            .as_ref()
-            .and_then(|m| m.get(HEADER_KEY))
-            .ok_or_else(|| file_error(path, format!("no `{HEADER_KEY}` header")))
-            .and_then(|json| {
-                serde_json::from_str(json)
-                    .map_err(|e| file_error(path, format!("malformed header: {e}")))
-            })?;
+        let (file, header): (_, Header) = read_safetensors(path, &bytes, HEADER_KEY)?;
         if header.format != FORMAT || header.version != FORMAT_VERSION {
             return Err(file_error(
                 path,
@@ -222,11 +210,7 @@ impl NullSpace {
         for (name, knowledge) in header.bases {
             let basis = knowledge.shape.map(|shape| {
                 let bytes = values.next().expect("one tensor per shaped basis");
-                let floats: Vec<f32> = bytes
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect();
-                Tensor::from_data(TensorData::new(floats, shape), device)
+                Tensor::from_data(TensorData::new(f32_values(bytes), shape), device)
             });
             null_space.insert(
                 name,
