@@ -125,6 +125,7 @@ pub fn optimizers(
             experiment,
             &settings.general_corpus,
             &settings.optimizer_config(d_model).knowledge,
+            knowledge::cache_directory(settings).as_deref(),
             parallel,
         )?
         .into_iter()
@@ -378,7 +379,7 @@ mod tests {
         let window: Vec<&EncodedExample> = examples[..24].iter().collect();
         let micro_batches: Vec<&[&EncodedExample]> = window.chunks(8).collect();
         let samples =
-            crate::experiment::TASKS.map(|task| window.iter().filter(|e| e.task == task).count());
+            gems_data::Task::ALL.map(|task| window.iter().filter(|e| e.task == task).count());
         let gradients = |micros: &[usize]| {
             let chosen = micros.iter().map(|&m| (m, micro_batches[m]));
             crate::training::window_gradients(

@@ -171,6 +171,15 @@ pub struct TrainSettings {
     pub seed: u64,
     /// Save a checkpoint every this many optimizer steps (0: only at the end of each epoch).
     pub checkpoint_every: u64,
+    /// Folder of cached knowledge bases (default: `knowledge-cache/` in the user's cache
+    /// directory, `$XDG_CACHE_HOME/gems-rs` or `~/.cache/gems-rs` on Linux).
+    pub knowledge_cache: Option<PathBuf>,
+    /// Compute knowledge bases every time, without reading or writing the cache.
+    pub no_knowledge_cache: bool,
+    /// Memory, in bytes, the run may use (default: `MemAvailable` of `/proc/meminfo`).
+    pub memory_limit: Option<u64>,
+    /// Start even when the memory estimate exceeds the memory available.
+    pub ignore_memory_estimate: bool,
 }
 
 impl Default for TrainSettings {
@@ -205,6 +214,10 @@ impl Default for TrainSettings {
             backend: "flex".into(),
             seed: 42,
             checkpoint_every: 0,
+            knowledge_cache: None,
+            no_knowledge_cache: false,
+            memory_limit: None,
+            ignore_memory_estimate: false,
         }
     }
 }
@@ -338,6 +351,22 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub checkpoint_every: Option<u64>,
+    /// Folder of cached knowledge bases (default: knowledge-cache/ in the user cache directory).
+    #[arg(long, value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub knowledge_cache: Option<PathBuf>,
+    /// Neither read nor write cached knowledge bases.
+    #[arg(long, conflicts_with = "knowledge_cache")]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub no_knowledge_cache: bool,
+    /// Memory in bytes the run may use (default: MemAvailable of /proc/meminfo).
+    #[arg(long, value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_limit: Option<u64>,
+    /// Start even when the memory estimate exceeds the memory available.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub ignore_memory_estimate: bool,
 }
 
 impl TrainArgs {

@@ -386,7 +386,8 @@ impl Training<'_> {
                         CliError::run(folder, format!("cannot save the LoRA adapters: {e}"))
                     })?;
             }
-            self.optimizer.save_state(&folder.join(run_dir::OPTIMIZER_STATE))?;
+            self.optimizer
+                .save_state(&folder.join(run_dir::OPTIMIZER_STATE))?;
             run_dir::write_json(&folder.join(run_dir::PROGRESS), &self.progress)
         })?;
         self.run.write_json(run_dir::CURVES, &self.progress.curves)
@@ -417,8 +418,8 @@ pub fn restore(
     restore_optimizer(run, optimizer, device)?;
     let model = match settings.method {
         TrainMethod::Lora => {
-            let record =
-                burn::store::ModuleRecord::load(folder.join(run_dir::LORA_RECORD)).map_err(|e| {
+            let record = burn::store::ModuleRecord::load(folder.join(run_dir::LORA_RECORD))
+                .map_err(|e| {
                     CliError::run(&folder, format!("cannot read the LoRA adapters: {e}"))
                 })?;
             model.try_load_record(record).map_err(|e| {

@@ -13,6 +13,7 @@ use std::path::Path;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::adam::AdamMoments;
@@ -140,18 +141,7 @@ impl GemsOptimizer {
             null_space,
         };
         let header = serde_json::to_string(&header).expect("the state header serialises");
-        let views = tensors
-            .iter()
-            .map(|(name, dims, bytes)| {
-                let view = TensorView::new(Dtype::F32, dims.clone(), bytes)
-                    .expect("sizes match by construction");
-                (name.clone(), view)
-            })
-            .collect::<Vec<_>>();
-        let bytes =
-            safetensors::serialize(views, Some(HashMap::from([(HEADER_KEY.into(), header)])))
-                .map_err(|e| state_error(path, format!("could not serialise the state: {e}")))?;
-        write_file_atomically(path, &bytes)
+        write_safetensors(path, &tensors, HEADER_KEY, header)
     }
 
     /// Restores the state saved by [`GemsOptimizer::save_state`] onto `device`, replacing the
@@ -159,17 +149,7 @@ impl GemsOptimizer {
     /// configuration as this optimizer's.
     pub fn load_state(&mut self, path: &Path, device: &Device) -> Result<()> {
         let bytes = fs::read(path).map_err(|e| state_error(path, format!("cannot read: {e}")))?;
-        let file = SafeTensors::deserialize(&bytes)
-            .map_err(|e| state_error(path, format!("not a safetensors optimizer state: {e}")))?;
-        let (_, metadata) = SafeTensors::read_metadata(&bytes)
-            .map_err(|e| state_error(path, format!("unreadable header: {e}")))?;
-        let header_json = metadata
-            .metadata()
-            .as_ref()
-            .and_then(|m| m.get(HEADER_KEY))
-            .ok_or_else(|| state_error(path, "no `gems` header: not an optimizer state".into()))?;
-        let header: Header = serde_json::from_str(header_json)
-            .map_err(|e| state_error(path, format!("malformed `gems` header: {e}")))?;
+        let (file, header): (_, Header) = read_safetensors(path, &bytes, HEADER_KEY)?;
         if header.format != FORMAT || header.version != VERSION {
             return Err(state_error(
                 path,
@@ -202,12 +182,10 @@ impl GemsOptimizer {
             if view.dtype() != Dtype::F32 {
                 return Err(state_error(path, format!("tensor `{name}` is not float32")));
             }
-            let values: Vec<f32> = view
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            Ok(Tensor::from_data(TensorData::new(values, dims), device))
+            Ok(Tensor::from_data(
+                TensorData::new(f32_values(view.data()), dims),
+                device,
+            ))
         };
         let load_moments = |prefix: &str, steps: u64| -> Result<AdamMoments> {
             Ok(AdamMoments {
@@ -289,6 +267,56 @@ impl GemsOptimizer {
         self.null_space = null_space;
         Ok(())
     }
+}
+
+/// Writes float32 `tensors` (name, shape, little-endian bytes) and a JSON `header` under the
+/// metadata entry `header_key` as one safetensors file, atomically.
+pub(crate) fn write_safetensors(
+    path: &Path,
+    tensors: &[(String, Vec<usize>, Vec<u8>)],
+    header_key: &str,
+    header: String,
+) -> Result<()> {
+    let views = tensors
+        .iter()
+        .map(|(name, dims, bytes)| {
+            let view = TensorView::new(Dtype::F32, dims.clone(), bytes)
+                .expect("sizes match by construction");
+            (name.clone(), view)
+        })
+        .collect::<Vec<_>>();
+    let bytes = safetensors::serialize(views, Some(HashMap::from([(header_key.into(), header)])))
+        .map_err(|e| state_error(path, format!("could not serialise: {e}")))?;
+    write_file_atomically(path, &bytes)
+}
+
+/// The tensors of a safetensors file's `bytes` and its JSON header under the metadata entry
+/// `header_key`; errors name `path`.
+pub(crate) fn read_safetensors<'a, H: DeserializeOwned>(
+    path: &Path,
+    bytes: &'a [u8],
+    header_key: &str,
+) -> Result<(SafeTensors<'a>, H)> {
+    let file = SafeTensors::deserialize(bytes)
+        .map_err(|e| state_error(path, format!("not a safetensors file: {e}")))?;
+    let (_, metadata) = SafeTensors::read_metadata(bytes)
+        .map_err(|e| state_error(path, format!("unreadable header: {e}")))?;
+    let json = metadata
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(header_key))
+        .ok_or_else(|| state_error(path, format!("no `{header_key}` header")))?;
+    let header = serde_json::from_str(json)
+        .map_err(|e| state_error(path, format!("malformed `{header_key}` header: {e}")))?;
+    Ok((file, header))
+}
+
+/// Little-endian float32 bytes as values.
+pub(crate) fn f32_values(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same folder, flushed to disk and

@@ -25,9 +25,9 @@ use burn::tensor::distributed::{
     CollectiveTensor, DistributedConfig, DistributedContext, ReduceOperation, all_reduce,
 };
 
+use crate::covariance::CovarianceAccumulator;
 use crate::diagnostics::StepReport;
 use crate::error::{GemsError, Result};
-use crate::null_space::CovarianceAccumulator;
 use crate::optimizer::{GemsOptimizer, TaskGradients};
 
 /// How tensors are summed across the replicas' devices.

@@ -6,16 +6,15 @@
 //! set holding a fraction ε of the trace (or every eigenvalue above a threshold), span the
 //! *knowledge space*. Gradients and updates are projected with G ← G − U_k(U_kᵀG) on the input
 //! side, so that (W + ΔW)·x = W·x for every x in that space. U_k is kept thin: no dense d×d
-//! projector is ever formed.
+//! projector is ever formed. The covariances and their decomposition are in
+//! [`crate::covariance`].
 
 use std::collections::BTreeMap;
 
 use burn::tensor::Tensor;
-use faer::Mat;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{GemsError, Result};
-use crate::host::{symmetric_eigen_descending, to_device, to_host};
 
 /// How many eigenvectors of an input covariance form the knowledge basis.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -60,7 +59,7 @@ impl KnowledgeSelection {
     }
 
     /// How many of the (non-increasing, non-negative) eigenvalues to keep.
-    fn count(&self, eigenvalues: &[f64]) -> usize {
+    pub(crate) fn count(&self, eigenvalues: &[f64]) -> usize {
         match *self {
             KnowledgeSelection::EnergyFraction { fraction } => {
                 let trace: f64 = eigenvalues.iter().sum();
@@ -138,33 +137,6 @@ impl KnowledgeBasis {
         }
     }
 
-    /// The basis selected from an input covariance matrix (`[d_in, d_in]`, symmetric).
-    pub fn from_covariance(
-        covariance: Tensor<2>,
-        selection: &KnowledgeSelection,
-        input_axis: usize,
-    ) -> Result<Self> {
-        let device = covariance.device();
-        let (values, vectors) = symmetric_eigen_descending(&to_host(covariance))?;
-        let values: Vec<f64> = values.into_iter().map(|v| v.max(0.0)).collect();
-        let kept = selection.count(&values);
-        let trace: f64 = values.iter().sum();
-        let retained_energy = if trace > 0.0 {
-            values[..kept].iter().sum::<f64>() / trace
-        } else {
-            0.0
-        };
-        let basis = (kept > 0).then(|| {
-            let top = Mat::from_fn(vectors.nrows(), kept, |i, j| vectors[(i, j)]);
-            to_device(&top, &device)
-        });
-        Ok(Self {
-            basis,
-            input_axis,
-            retained_energy,
-        })
-    }
-
     /// Bytes held by the basis (float32).
     pub fn bytes(&self) -> usize {
         self.basis
@@ -208,87 +180,6 @@ impl NullSpace {
     /// Whether no weight has a basis.
     pub fn is_empty(&self) -> bool {
         self.bases.is_empty()
-    }
-}
-
-/// Streaming accumulator of uncentred input covariances, one per weight.
-///
-/// Feed it the inputs each projected layer sees on general-domain text, batch after batch,
-/// then turn it into a [`NullSpace`].
-#[derive(Clone, Debug, Default)]
-pub struct CovarianceAccumulator {
-    sums: BTreeMap<String, (Tensor<2>, u64)>,
-}
-
-impl CovarianceAccumulator {
-    /// An empty accumulator.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Adds the inputs (`[rows, d_in]`, one row per token) the weight at `path` received.
-    pub fn observe(&mut self, path: &str, inputs: Tensor<2>) {
-        let [rows, _] = inputs.dims();
-        let gram = inputs.clone().transpose().matmul(inputs);
-        match self.sums.get_mut(path) {
-            Some((sum, count)) => {
-                *sum = sum.clone() + gram;
-                *count += rows as u64;
-            }
-            None => {
-                self.sums.insert(path.to_string(), (gram, rows as u64));
-            }
-        }
-    }
-
-    /// Rows observed for `path`.
-    pub fn observations(&self, path: &str) -> u64 {
-        self.sums.get(path).map_or(0, |(_, count)| *count)
-    }
-
-    /// E[x xᵀ] for `path`, if anything was observed.
-    pub fn covariance(&self, path: &str) -> Option<Tensor<2>> {
-        self.sums
-            .get(path)
-            .filter(|(_, count)| *count > 0)
-            .map(|(sum, count)| sum.clone().div_scalar(*count as f64))
-    }
-
-    /// Paths observed so far.
-    pub fn paths(&self) -> impl Iterator<Item = &String> {
-        self.sums.keys()
-    }
-
-    /// The sum of xᵀx and the rows observed for `path` (for summing accumulators across
-    /// devices, [`crate::distributed`]).
-    pub(crate) fn gram(&self, path: &str) -> Option<(Tensor<2>, u64)> {
-        self.sums.get(path).cloned()
-    }
-
-    /// Sets the sum of xᵀx and the rows observed for `path`.
-    pub(crate) fn insert_gram(&mut self, path: &str, sum: Tensor<2>, rows: u64) {
-        self.sums.insert(path.to_string(), (sum, rows));
-    }
-
-    /// The knowledge bases of every observed weight. `input_axis` is the input side of the
-    /// weights (0 for Burn `Linear`).
-    pub fn into_null_space(
-        self,
-        selection: &KnowledgeSelection,
-        input_axis: usize,
-    ) -> Result<NullSpace> {
-        selection.validate()?;
-        let mut null_space = NullSpace::new();
-        for (path, (sum, count)) in self.sums {
-            if count == 0 {
-                continue;
-            }
-            let covariance = sum.div_scalar(count as f64);
-            let basis = KnowledgeBasis::from_covariance(covariance, selection, input_axis)
-                .map_err(|e| GemsError::Decomposition(format!("{path}: {e}")))?;
-            null_space.insert(path, basis);
-        }
-        Ok(null_space)
     }
 }
 

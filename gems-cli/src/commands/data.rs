@@ -513,7 +513,10 @@ fn split(args: &SplitArgs) -> Result<()> {
     tracing::info!("writing {}", out.display());
     prepared.write(out)?;
     println!("{}", dataset::split_note(&report.split, &options.split));
-    let record = prepared.manifest.negatives.expect("a split dataset records its negatives");
+    let record = prepared
+        .manifest
+        .negatives
+        .expect("a split dataset records its negatives");
     println!("{}", dataset::negatives_note(&record, &report.negatives));
     let files = [
         ("train", &prepared.train[..]),
@@ -577,10 +580,7 @@ fn stats(args: &StatsArgs) -> Result<()> {
             report,
         )
     };
-    let stats = Stats {
-        directory,
-        stats,
-    };
+    let stats = Stats { directory, stats };
     if args.json {
         println!(
             "{}",
@@ -636,7 +636,11 @@ impl std::fmt::Display for Stats<'_> {
             self.directory.display()
         )?;
         writeln!(formatter, "source: {}", self.stats.source)?;
-        writeln!(formatter, "items: {}, users: {}", self.stats.items, self.stats.users)?;
+        writeln!(
+            formatter,
+            "items: {}, users: {}",
+            self.stats.items, self.stats.users
+        )?;
         writeln!(
             formatter,
             "{:<10}{:>10}{:>10}{:>10}   negatives per request (min / mean / max)",
@@ -676,7 +680,11 @@ impl std::fmt::Display for Stats<'_> {
             ValidationPolicy::Strict => "strict",
             ValidationPolicy::Filter => "filter",
         };
-        write!(formatter, "validation ({policy}): {}", self.stats.validation)?;
+        write!(
+            formatter,
+            "validation ({policy}): {}",
+            self.stats.validation
+        )?;
         writeln!(formatter, "notes:")?;
         for note in &self.stats.notes {
             writeln!(formatter, "  - {note}")?;

@@ -15,6 +15,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::error::{CliError, Result};
+use crate::memory::{self, BatchShape, MemoryEstimate, human_bytes};
+use crate::settings::TrainMethod;
 
 /// Commands on a backbone model.
 #[derive(Debug, Subcommand)]
@@ -63,6 +65,15 @@ pub struct InfoArgs {
     /// Number of tasks.
     #[arg(long, default_value_t = 2)]
     tasks: usize,
+    /// Requests per micro-batch, for the memory estimate.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Longest prompt in tokens, for the memory estimate.
+    #[arg(long, default_value_t = 128)]
+    prompt_tokens: usize,
+    /// Longest target in tokens, for the memory estimate.
+    #[arg(long, default_value_t = 8)]
+    target_tokens: usize,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -93,7 +104,10 @@ struct Info {
     projected_matrices: Vec<(String, Vec<usize>)>,
     projected_parameters: usize,
     /// Float32 bytes of optimizer state per method (knowledge bases not included).
-    optimizer_state_bytes: Vec<(String, usize)>,
+    optimizer_state_bytes: Vec<(String, u64)>,
+    /// Expected memory of training per method at the batch shape given; knowledge bases at
+    /// their upper bound (every input direction of every projected matrix).
+    memory: Vec<(String, MemoryEstimate)>,
 }
 
 fn info(args: &InfoArgs) -> Result<()> {
@@ -124,25 +138,33 @@ fn info(args: &InfoArgs) -> Result<()> {
         .filter(|p| p.treatment == Treatment::Projected)
         .map(|p| (p.path.clone(), p.shape.clone()))
         .collect();
-    let mut state = Vec::new();
-    for method in Method::ALL {
-        let bytes = optimizer(method)?
-            .plan(&model, args.tasks)
-            .iter()
-            .map(|p| p.state_bytes)
-            .sum();
-        state.push((method.name().to_string(), bytes));
-    }
-    // LoRA: A (d_in × r) and B (r × d_out) per projected matrix, with two Adam moments each,
-    // and AdamW on every other parameter, as `gems train --method lora` trains them.
-    let lora: usize = plan
+    // The most the knowledge bases can hold: every input direction of every projected matrix
+    // (Burn layout `[d_in, d_out]`).
+    let knowledge_bound: u64 = projected
         .iter()
-        .map(|p| match p.treatment {
-            Treatment::Projected => 12 * shared_rank * (p.shape[0] + p.shape[1]),
-            Treatment::Adamw | Treatment::Frozen => p.state_bytes,
-        })
+        .map(|(_, s)| 4 * (s[0] * s[0]) as u64)
         .sum();
-    state.push(("lora".into(), lora));
+    let batch = BatchShape {
+        batch_size: args.batch_size,
+        prompt_tokens: args.prompt_tokens,
+        target_tokens: args.target_tokens,
+    };
+    let mut estimates = Vec::new();
+    for method in TrainMethod::ALL {
+        let core = match method {
+            TrainMethod::Optimizer(method) => method,
+            TrainMethod::Lora => Method::Adamw,
+        };
+        let mut estimate = memory::estimate(&model, method, &optimizer(core)?, args.tasks, batch);
+        if method.needs_null_space() {
+            estimate.knowledge_bases = knowledge_bound;
+        }
+        estimates.push((method.name().to_string(), estimate));
+    }
+    let state = estimates
+        .iter()
+        .map(|(method, estimate)| (method.clone(), estimate.optimizer_state))
+        .collect();
     let info = Info {
         architecture: format!("{:?}", config.kind()),
         hidden_size: d_model,
@@ -154,6 +176,7 @@ fn info(args: &InfoArgs) -> Result<()> {
             .sum(),
         projected_matrices: projected,
         optimizer_state_bytes: state,
+        memory: estimates,
     };
     if args.json {
         println!(
@@ -188,6 +211,26 @@ fn info(args: &InfoArgs) -> Result<()> {
             "  {method:<12} {:>10.2} MB  {:>6.1}% of AdamW",
             *bytes as f64 / 1e6,
             100.0 * *bytes as f64 / adamw as f64
+        );
+    }
+    println!(
+        "expected training memory (batch size {}, prompts of {} and targets of {} tokens; \
+         knowledge bases at most):",
+        args.batch_size, args.prompt_tokens, args.target_tokens
+    );
+    println!(
+        "  {:<12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "method", "weights", "state", "grads", "activ.", "knowl. ≤", "total"
+    );
+    for (method, estimate) in &info.memory {
+        println!(
+            "  {method:<12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            human_bytes(estimate.weights),
+            human_bytes(estimate.optimizer_state),
+            human_bytes(estimate.gradients),
+            human_bytes(estimate.activations),
+            human_bytes(estimate.knowledge_bases),
+            human_bytes(estimate.total())
         );
     }
     Ok(())

@@ -14,9 +14,12 @@ use crate::error::{CliError, Result};
 use crate::evaluation::{Evaluation, RunMetrics};
 use crate::experiment::{Experiment, new_backbone, pretrained_backbone};
 use crate::knowledge;
+use crate::memory::{self, BatchShape, MemoryEstimate};
 use crate::run_dir::{self, RunDir};
 use crate::settings::{TrainArgs, TrainMethod, TrainSettings};
 use crate::training::{self, INTERRUPTED, Progress, Training};
+use gems_data::Task;
+use gems_data::batch::EncodedExample;
 
 /// Arguments of `gems train`.
 #[derive(Args, Debug)]
@@ -57,6 +60,9 @@ struct Manifest<'a> {
     training_seconds: f64,
     /// The devices of the invocation that finished the run (one replica each).
     devices: Vec<String>,
+    memory_estimate: &'a MemoryEstimate,
+    /// Peak resident memory of the process in bytes (`VmHWM`), or "n/a" where not reported.
+    peak_resident_bytes: serde_json::Value,
 }
 
 impl TrainCommand {
@@ -157,6 +163,7 @@ pub fn train(
                         &experiment,
                         &settings.general_corpus,
                         &settings.optimizer_config(d_model).knowledge,
+                        knowledge::cache_directory(settings).as_deref(),
                         &device,
                     )
                 })
@@ -165,6 +172,7 @@ pub fn train(
         }
     };
     let mut optimizer = optimizers.remove(0);
+    let base_model = model.clone();
     let model = match settings.method {
         TrainMethod::Lora => training::attach_lora(
             model,
@@ -207,6 +215,8 @@ pub fn train(
         None => None,
     };
     let examples = training::training_examples(&experiment)?;
+    let memory_estimate = check_memory(settings, run, &base_model, &optimizer, &examples)?;
+    drop(base_model);
     let mut training = Training {
         settings,
         experiment: &experiment,
@@ -232,8 +242,9 @@ pub fn train(
     });
     if !training.run(&examples, stop_after)? {
         println!(
-            "paused after step {} with a checkpoint; continue with: gems train --resume {}",
+            "paused after step {} with a checkpoint (peak resident memory {}); continue with: gems train --resume {}",
             training.progress.step,
+            memory::peak_resident().map_or("n/a".into(), memory::human_bytes),
             run.root().display()
         );
         return Ok(None);
@@ -276,6 +287,8 @@ pub fn train(
             best_validation: training.progress.best,
             training_seconds,
             devices: used_devices,
+            memory_estimate: &memory_estimate,
+            peak_resident_bytes: memory::peak_resident().map_or("n/a".into(), Into::into),
         },
     )?;
     println!("{}", crate::report::metrics_table(&metrics));
@@ -285,4 +298,55 @@ pub fn train(
         started.elapsed().as_secs_f64()
     );
     Ok(Some(metrics))
+}
+
+/// Prints the expected memory of the run (and writes it to the run's `memory.json`), and refuses to start one that will not fit the
+/// memory available (unless `ignore_memory_estimate`).
+fn check_memory(
+    settings: &TrainSettings,
+    run: &RunDir,
+    model: &Backbone,
+    optimizer: &gems_core::GemsOptimizer,
+    examples: &[EncodedExample],
+) -> Result<MemoryEstimate> {
+    let batch = BatchShape {
+        batch_size: settings.batch_size,
+        prompt_tokens: examples.iter().map(|e| e.prompt.len()).max().unwrap_or(0),
+        target_tokens: examples
+            .iter()
+            .map(|e| e.target.len() + 1)
+            .max()
+            .unwrap_or(0),
+    };
+    let estimate = memory::estimate(model, settings.method, optimizer, Task::ALL.len(), batch);
+    let available = memory::available(settings.memory_limit);
+    run.write_json(memory::ESTIMATE_FILE, &estimate)?;
+    println!(
+        "expected memory ({}, batch size {}; available {}):\n{}",
+        settings.method,
+        settings.batch_size,
+        available.map_or("unknown".into(), memory::human_bytes),
+        estimate.table()
+    );
+    if let Some(available) = available.filter(|_| !settings.ignore_memory_estimate) {
+        let d_model = model.config().hidden_size();
+        let mut alternatives = Vec::new();
+        for method in TrainMethod::ALL
+            .into_iter()
+            .filter(|m| *m != settings.method)
+        {
+            let other = TrainSettings {
+                method,
+                ..settings.clone()
+            };
+            let mut optimizer_of = other.optimizer_config(d_model).init()?;
+            if method.needs_null_space() {
+                optimizer_of = optimizer_of.with_null_space(optimizer.null_space().clone());
+            }
+            let estimate = memory::estimate(model, method, &optimizer_of, Task::ALL.len(), batch);
+            alternatives.push((method.name().to_string(), estimate));
+        }
+        memory::check_fits(&estimate, settings.batch_size, available, &alternatives)?;
+    }
+    Ok(estimate)
 }

@@ -1,0 +1,235 @@
+//! What a training run will hold in memory, before it starts: weights, optimizer state, the
+//! tasks' gradients, activations at the batch size, knowledge bases; the memory available to
+//! it; and the peak resident memory it reached.
+//!
+//! Optimizer state comes from the optimizer's own plan (exact: it is what
+//! `optimizer.safetensors` holds once every parameter has state). Activations are an estimate:
+//! the float32 tensors one backward pass keeps per token (projections, norms, MLP, attention
+//! probabilities, the logits and their gradient); the other parts are exact counts.
+
+use std::path::Path;
+
+use burn::module::Module;
+use gems_core::{GemsOptimizer, Treatment};
+use gems_models::{Backbone, ModelConfig};
+use serde::Serialize;
+
+use crate::error::{CliError, Result};
+use crate::settings::TrainMethod;
+
+/// Float32 bytes.
+const FLOAT: u64 = 4;
+
+/// The file of a run directory that holds the estimate made before training.
+pub const ESTIMATE_FILE: &str = "memory.json";
+
+/// Expected memory of a training run, by part, in bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MemoryEstimate {
+    /// Model weights (with LoRA adapters).
+    pub weights: u64,
+    /// Optimizer state: bases and moments (knowledge bases not included).
+    pub optimizer_state: u64,
+    /// One full gradient of every trainable parameter per task, all held at the step.
+    pub gradients: u64,
+    /// Tensors kept for one backward pass at this batch size (estimate).
+    pub activations: u64,
+    /// Knowledge bases of null-space projection.
+    pub knowledge_bases: u64,
+}
+
+impl MemoryEstimate {
+    /// The sum of the parts.
+    pub fn total(&self) -> u64 {
+        self.weights
+            + self.optimizer_state
+            + self.gradients
+            + self.activations
+            + self.knowledge_bases
+    }
+
+    /// One line per part, and the total.
+    pub fn table(&self) -> String {
+        let rows = [
+            ("weights", self.weights),
+            ("optimizer state", self.optimizer_state),
+            ("task gradients", self.gradients),
+            ("activations", self.activations),
+            ("knowledge bases", self.knowledge_bases),
+            ("total", self.total()),
+        ];
+        rows.iter()
+            .map(|(part, bytes)| format!("  {part:<16} {:>9}", human_bytes(*bytes)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// `bytes` as "1.23 GB", or in MB below a gigabyte.
+pub fn human_bytes(bytes: u64) -> String {
+    if bytes >= 1_000_000_000 {
+        format!("{:.2} GB", bytes as f64 / 1e9)
+    } else {
+        format!("{:.1} MB", bytes as f64 / 1e6)
+    }
+}
+
+/// The shape of one training micro-batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct BatchShape {
+    /// Requests per micro-batch.
+    pub batch_size: usize,
+    /// Longest prompt, in tokens.
+    pub prompt_tokens: usize,
+    /// Longest target, in tokens (with its end token).
+    pub target_tokens: usize,
+}
+
+/// The expected memory of training `model` (before LoRA adapters are attached) with
+/// `optimizer` (its knowledge bases, if any, counted) on `tasks` tasks.
+pub fn estimate(
+    model: &Backbone,
+    method: TrainMethod,
+    optimizer: &GemsOptimizer,
+    tasks: usize,
+    batch: BatchShape,
+) -> MemoryEstimate {
+    let plan = optimizer.plan(model, tasks);
+    let trained = plan.iter().filter(|p| p.treatment != Treatment::Frozen);
+    let (trainable, adapters, optimizer_state) = match method {
+        TrainMethod::Optimizer(_) => (
+            trained
+                .map(|p| p.shape.iter().product::<usize>() as u64)
+                .sum(),
+            0,
+            plan.iter().map(|p| p.state_bytes as u64).sum(),
+        ),
+        // Adapters A (d_in × r) and B (r × d_out) replace the matrices they adapt, which are
+        // frozen; AdamW moments on everything trained.
+        TrainMethod::Lora => {
+            let rank = optimizer.config().shared_rank;
+            let (mut trainable, mut adapters) = (0, 0);
+            for p in trained {
+                if optimizer.is_target(&p.path, &p.shape) {
+                    adapters += (rank * (p.shape[0] + p.shape[1])) as u64;
+                } else {
+                    trainable += p.shape.iter().product::<usize>() as u64;
+                }
+            }
+            trainable += adapters;
+            (trainable, adapters, 2 * FLOAT * trainable)
+        }
+    };
+    MemoryEstimate {
+        weights: FLOAT * (model.num_params() as u64 + adapters),
+        optimizer_state,
+        gradients: FLOAT * trainable * tasks as u64,
+        activations: activations(&model.config(), batch),
+        knowledge_bases: optimizer.null_space_bytes() as u64,
+    }
+}
+
+/// Float32 bytes one backward pass keeps for a micro-batch of `batch` (estimate).
+fn activations(config: &ModelConfig, batch: BatchShape) -> u64 {
+    let rows = batch.batch_size as u64;
+    let (prompt, target) = (batch.prompt_tokens as u64, batch.target_tokens as u64);
+    let per_row = match config {
+        ModelConfig::T5(c) => {
+            let (d, inner, heads) = (
+                c.d_model as u64,
+                (c.num_heads * c.d_kv) as u64,
+                c.num_heads as u64,
+            );
+            let mlp = if c.feed_forward_proj.gated { 4 } else { 2 } * c.d_ff as u64;
+            let encoder = prompt * (6 * d + 4 * inner + mlp + 3 * heads * prompt);
+            let decoder = target * (9 * d + 8 * inner + mlp + 3 * heads * (target + prompt));
+            c.num_layers as u64 * encoder
+                + c.decoder_layers() as u64 * decoder
+                + target * 3 * c.vocab_size as u64
+        }
+        ModelConfig::Qwen2(c) => {
+            let tokens = prompt + target;
+            let (d, heads) = (c.hidden_size as u64, c.num_attention_heads as u64);
+            let head = c.head_size() as u64;
+            let layer = tokens
+                * (6 * d
+                    + 2 * heads * head
+                    + 2 * c.key_value_heads() as u64 * head
+                    + 4 * c.intermediate_size as u64
+                    + 3 * heads * tokens);
+            c.num_hidden_layers as u64 * layer + tokens * 3 * c.vocab_size as u64
+        }
+    };
+    FLOAT * rows * per_row
+}
+
+/// Memory the run may use: `limit` when given, else `MemAvailable` of `/proc/meminfo`
+/// (`None` where there is no such file).
+pub fn available(limit: Option<u64>) -> Option<u64> {
+    limit.or_else(|| proc_field(Path::new("/proc/meminfo"), "MemAvailable:"))
+}
+
+/// The peak resident memory of this process (`VmHWM`), where the system reports it (Linux).
+pub fn peak_resident() -> Option<u64> {
+    proc_field(Path::new("/proc/self/status"), "VmHWM:")
+}
+
+/// A `kB` field of a `/proc` file, in bytes.
+fn proc_field(path: &Path, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let line = text.lines().find(|l| l.starts_with(field))?;
+    let kilobytes: u64 = line[field.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kilobytes * 1024)
+}
+
+/// Refuses a run whose `estimate` exceeds `available`, saying what would fit: a batch size, or
+/// the methods of `alternatives` (name, estimate at this batch size) that fit.
+pub fn check_fits(
+    estimate: &MemoryEstimate,
+    batch_size: usize,
+    available: u64,
+    alternatives: &[(String, MemoryEstimate)],
+) -> Result<()> {
+    if estimate.total() <= available {
+        return Ok(());
+    }
+    let mut advice = Vec::new();
+    let fixed = estimate.total() - estimate.activations;
+    let per_row = estimate.activations / batch_size.max(1) as u64;
+    if fixed < available && per_row > 0 {
+        let rows = (available - fixed) / per_row;
+        if rows >= 1 {
+            advice.push(format!(
+                "--batch-size {rows} (with --gradient-accumulation to keep the step size)"
+            ));
+        }
+    }
+    let fitting: Vec<&str> = alternatives
+        .iter()
+        .filter(|(_, e)| e.total() <= available)
+        .map(|(name, _)| name.as_str())
+        .collect();
+    if !fitting.is_empty() {
+        advice.push(format!("--method {}", fitting.join(" / ")));
+    }
+    advice.push("--memory-limit BYTES to state the memory yourself".into());
+    advice.push("--ignore-memory-estimate to run anyway".into());
+    Err(CliError::Settings(format!(
+        "the run is expected to need {} (weights {}, optimizer state {}, task gradients {}, \
+         activations {} at batch size {batch_size}, knowledge bases {}) but {} is available; \
+         try {}",
+        human_bytes(estimate.total()),
+        human_bytes(estimate.weights),
+        human_bytes(estimate.optimizer_state),
+        human_bytes(estimate.gradients),
+        human_bytes(estimate.activations),
+        human_bytes(estimate.knowledge_bases),
+        human_bytes(available),
+        advice.join(", or ")
+    )))
+}
