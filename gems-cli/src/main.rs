@@ -49,6 +49,9 @@ enum Command {
     /// Convert, split and describe datasets in the unified format.
     #[command(subcommand)]
     Data(commands::data::DataCommand),
+    /// What to expect on this machine: training steps per method, decoding, SVD.
+    #[command(subcommand)]
+    Bench(commands::bench::BenchCommand),
 }
 
 fn run(cli: Cli) -> error::Result<()> {
@@ -61,6 +64,7 @@ fn run(cli: Cli) -> error::Result<()> {
         Command::Analyze(command) => command.run(),
         Command::Model(command) => command.run(),
         Command::Data(command) => command.run(),
+        Command::Bench(command) => command.run(),
     }
 }
 

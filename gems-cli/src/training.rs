@@ -239,7 +239,7 @@ impl Training<'_> {
     }
 
     /// One optimizer step over the examples of one window (several micro-batches).
-    fn step(&mut self, window: &[&EncodedExample], total: u64) -> Result<StepReport> {
+    pub(crate) fn step(&mut self, window: &[&EncodedExample], total: u64) -> Result<StepReport> {
         let samples = TASKS.map(|task| window.iter().filter(|e| e.task == task).count());
         let mut accumulators: [GradientsAccumulator<Backbone>; 2] = Default::default();
         let mut losses = [0.0f64; 2];

@@ -1,5 +1,6 @@
 //! The subcommands of `gems`, one module each.
 pub mod analyze;
+pub mod bench;
 pub mod compare;
 pub mod data;
 pub mod eval;
