@@ -379,7 +379,8 @@ struct MethodTiming {
     knowledge_basis_bytes: usize,
     /// Largest memory the device's allocator held after a step, where it reports it.
     peak_device_bytes: Option<u64>,
-    /// Seconds to build the model, knowledge bases and optimizer (not timed as steps).
+    /// Seconds to build the model, knowledge bases and optimizer (Burn draws weights lazily,
+    /// so drawing them falls in the first step, a warm-up step unless `--warmup 0`).
     setup_s: f64,
     /// Ratios to the first method of the run when it is AdamW: effective step, state.
     vs_adamw: Option<Ratios>,
