@@ -17,9 +17,13 @@
 #
 # Every size is an environment variable, so the same script rehearses on Mesa's software
 # Vulkan driver (lavapipe) with a `--features wgpu` build, e.g.
-#   BACKEND=wgpu GEMS_BIN=/tmp/gems PRESETS="compact t5-small:1" STEPS=2 WARMUP=1 BATCH=2 \
-#   DECODE_ARGS="--preset compact --new-tokens 4 --repeats 1" TRAIN_ARGS="--max-steps 4" \
-#   OUT=/tmp/gpu-check scripts/gpu-check.sh
+#   BACKEND=wgpu GEMS_BIN=/tmp/gems PRESETS="compact:1" METHODS=adamw,gems STEPS=2 WARMUP=1 \
+#   BATCH=2 MATMUL=256 BENCH_ARGS="--prompt-tokens 8 --target-tokens 2" \
+#   DECODE_ARGS="--preset compact --layers 1 --new-tokens 4 --repeats 1 --candidates 10 --beam-width 4 --batch-size 2" \
+#   TRAIN_ARGS="--data SMALL_DIR --max-steps 1 --epochs 1 --validation-requests 4 --beam-width 4" \
+#   CUBECL_AUTOTUNE_LEVEL=minimal PART_TIMEOUT=600 OUT=/tmp/gpu-check scripts/gpu-check.sh
+# (SMALL_DIR: `gems data convert synthetic --users 12 --categories 2 --items-per-category 10
+# --out SMALL_DIR && gems data split SMALL_DIR`; lavapipe compiles every kernel slowly).
 #
 #   BACKEND      backend name for gems (vulkan; wgpu, cuda as compiled in)
 #   GEMS_BIN     the gems binary (gpu-bin/gems)
@@ -27,8 +31,9 @@
 #   PRESETS      presets of `gems bench train`, each optionally `:LAYERS`
 #                ("compact t5-small t5-base qwen2.5-0.5b")
 #   METHODS      methods of `gems bench train` (adamw,galore,gems)
-#   STEPS WARMUP BATCH   timed steps, warm-up steps, batch size of `gems bench train` (5, 2, 8)
+#   STEPS WARMUP BATCH   timed steps, warm-up steps, batch size of `gems bench train` (3, 2, 8)
 #   MATMUL       side of the square matmul measuring the device's f32 rate (4096)
+#   BENCH_ARGS   extra arguments of `gems bench train` (e.g. "--prompt-tokens 8 --target-tokens 2")
 #   DECODE_ARGS  arguments of `gems bench decode` ("--preset t5-small")
 #   TRAIN_ARGS   extra arguments of `gems train` (none: the default run)
 #   PART_TIMEOUT seconds allowed to each part (240)
@@ -39,10 +44,11 @@ GEMS_BIN=${GEMS_BIN:-gpu-bin/gems}
 OUT=${OUT:-./gpu-check-out}
 PRESETS=${PRESETS:-"compact t5-small t5-base qwen2.5-0.5b"}
 METHODS=${METHODS:-adamw,galore,gems}
-STEPS=${STEPS:-5}
+STEPS=${STEPS:-3}
 WARMUP=${WARMUP:-2}
 BATCH=${BATCH:-8}
 MATMUL=${MATMUL:-4096}
+BENCH_ARGS=${BENCH_ARGS:-}
 DECODE_ARGS=${DECODE_ARGS:-"--preset t5-small"}
 TRAIN_ARGS=${TRAIN_ARGS:-}
 PART_TIMEOUT=${PART_TIMEOUT:-240}
@@ -113,9 +119,10 @@ for entry in $PRESETS; do
     preset=${entry%%:*}
     layers=()
     [[ $entry == *:* ]] && layers=(--layers "${entry#*:}")
+    # shellcheck disable=SC2086
     part "bench-train-$preset" "$GEMS_BIN" bench train --preset "$preset" "${layers[@]}" \
         --backend "$BACKEND" --methods "$METHODS" --steps "$STEPS" --warmup "$WARMUP" \
-        --batch-size "$BATCH" --matmul-size "$MATMUL" --json
+        --batch-size "$BATCH" --matmul-size "$MATMUL" $BENCH_ARGS --json
 done
 
 # 4. Decoding.
