@@ -52,6 +52,9 @@ enum Command {
     /// Convert, split and describe datasets in the unified format.
     #[command(subcommand)]
     Data(commands::data::DataCommand),
+    /// What to expect on this machine: training steps per method, decoding, SVD.
+    #[command(subcommand)]
+    Bench(commands::bench::BenchCommand),
 }
 
 fn run(cli: Cli) -> error::Result<()> {
@@ -64,6 +67,7 @@ fn run(cli: Cli) -> error::Result<()> {
         Command::Analyze(command) => command.run(),
         Command::Model(command) => command.run(),
         Command::Data(command) => command.run(),
+        Command::Bench(command) => command.run(),
     }
 }
 

@@ -249,7 +249,7 @@ impl Training<'_> {
     }
 
     /// One optimizer step over the examples of one window (several micro-batches).
-    fn step(&mut self, window: &[&EncodedExample], total: u64) -> Result<StepReport> {
+    pub(crate) fn step(&mut self, window: &[&EncodedExample], total: u64) -> Result<StepReport> {
         let samples = Task::ALL.map(|task| window.iter().filter(|e| e.task == task).count());
         let micro_batches: Vec<&[&EncodedExample]> =
             window.chunks(self.settings.batch_size).collect();

@@ -10,12 +10,10 @@ use std::time::Instant;
 use burn::module::{Module, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Distribution, Tensor};
-use faer::Mat;
-use gems_core::host::to_device;
-use gems_core::rsvd::{SvdMethod, captured_energy, top_left_singular_vectors};
+use gems_core::rsvd::{SvdMethod, captured_energy, power_law_matrix, top_left_singular_vectors};
 use gems_core::subspace::SubspacePlan;
 use gems_core::{GemsConfig, KnowledgeBasis, Method, MomentTransfer, NullSpace, TaskGradients};
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 const RANK: usize = 128;
@@ -47,30 +45,13 @@ fn median_ms<T>(
     times[runs / 2]
 }
 
-/// A gradient-like matrix: power-law spectrum σ_i = 1/(1+i) with random singular vectors.
-fn gradient_like(rows: usize, cols: usize, device: &Device) -> Tensor<2> {
-    let mut rng = ChaCha8Rng::seed_from_u64(rows as u64 * 31 + cols as u64);
-    let mut gaussian = |r: usize, c: usize| {
-        Mat::from_fn(r, c, |_, _| {
-            let u1: f64 = 1.0 - rng.random::<f64>();
-            let u2: f64 = rng.random::<f64>();
-            (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
-        })
-    };
-    let k = rows.min(cols);
-    let left = gaussian(rows, k).qr().compute_thin_Q();
-    let right = gaussian(cols, k).qr().compute_thin_Q();
-    let scaled = Mat::from_fn(rows, k, |i, j| left[(i, j)] / (1.0 + j as f64));
-    to_device(&(scaled * right.transpose()), device)
-}
-
 fn svd_comparison(device: &Device) {
     println!("\n## Randomized vs exact SVD (top {RANK} left singular vectors, p = 8, q = 1)\n");
     println!("| shape | exact (ms) | randomized (ms) | speed-up | energy vs exact |");
     println!("|---|---:|---:|---:|---:|");
     let randomized = SvdMethod::default();
     for (rows, cols) in [(768, 768), (768, 3072), (896, 4864)] {
-        let matrix = gradient_like(rows, cols, device);
+        let matrix = power_law_matrix(rows, cols, rows as u64 * 31 + cols as u64, device);
         let mut rng = ChaCha8Rng::seed_from_u64(0);
         let mut exact_basis = None;
         let exact_ms = median_ms(

@@ -168,6 +168,24 @@ pub fn gaussian_matrix(
     Tensor::from_data(TensorData::new(values, [rows, cols]), device)
 }
 
+/// A seeded `[rows, cols]` matrix shaped like a gradient, for benchmarks and tests of the
+/// decompositions: singular values σ_i = 1/(1+i) (a power law) and random singular vectors.
+pub fn power_law_matrix(rows: usize, cols: usize, seed: u64, device: &Device) -> Tensor<2> {
+    let mut rng = <ChaCha8Rng as rand::SeedableRng>::seed_from_u64(seed);
+    let mut gaussian = |r: usize, c: usize| {
+        Mat::from_fn(r, c, |_, _| {
+            let u1: f64 = 1.0 - rng.random::<f64>();
+            let u2: f64 = rng.random::<f64>();
+            (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+        })
+    };
+    let k = rows.min(cols);
+    let left = gaussian(rows, k).qr().compute_thin_Q();
+    let right = gaussian(cols, k).qr().compute_thin_Q();
+    let scaled = Mat::from_fn(rows, k, |i, j| left[(i, j)] / (1.0 + j as f64));
+    to_device(&(scaled * right.transpose()), device)
+}
+
 /// Orthonormal columns spanning (numerically) the same space as `columns`, by repeated Gram
 /// eigen-decomposition. Columns the input cannot support are dropped, so the result may be
 /// narrower. `None` when the input is zero or not finite.

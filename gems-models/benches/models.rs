@@ -4,42 +4,15 @@
 //!
 //! `cargo bench -p gems-models --bench models` (`-- quick` for fewer repetitions).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use burn::tensor::Device;
 use gems_models::qwen2::Qwen2Config;
 use gems_models::t5::T5Config;
+use gems_models::workload::{median_time, random_prompts, semantic_id_tries, training_batch};
 use gems_models::{
-    Backbone, LmBatch, ModelConfig, PrefixTrie, StepDecoder, Tries, Uncached,
-    constrained_beam_search, greedy,
+    Backbone, ModelConfig, StepDecoder, Tries, Uncached, constrained_beam_search, greedy,
 };
-
-/// Deterministic pseudo-random token ids in `1..vocab`.
-fn tokens(count: usize, vocab: usize, seed: u64) -> Vec<u32> {
-    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..count)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            1 + (state % (vocab as u64 - 1)) as u32
-        })
-        .collect()
-}
-
-/// Median wall time of `repeats` runs of `run`, after one warm-up run.
-fn time(repeats: usize, mut run: impl FnMut()) -> Duration {
-    run();
-    let mut times: Vec<Duration> = (0..repeats)
-        .map(|_| {
-            let start = Instant::now();
-            run();
-            start.elapsed()
-        })
-        .collect();
-    times.sort();
-    times[times.len() / 2]
-}
 
 fn row(name: &str, what: &str, amount: f64, unit: &str, elapsed: Duration) {
     println!(
@@ -49,59 +22,11 @@ fn row(name: &str, what: &str, amount: f64, unit: &str, elapsed: Duration) {
     );
 }
 
-/// A training batch: `batch` rows of `source` tokens; T5 targets of `target` tokens, Qwen2
-/// prompt + target in one row with labels on the target.
-fn training_batch(
-    model: &Backbone,
-    batch: usize,
-    source: usize,
-    target: usize,
-    device: &Device,
-) -> (LmBatch, usize) {
-    let vocab = model.vocab_size();
-    let ids = |length: usize, seed: u64| -> Vec<Vec<i64>> {
-        (0..batch)
-            .map(|r| {
-                tokens(length, vocab, seed + r as u64)
-                    .into_iter()
-                    .map(i64::from)
-                    .collect()
-            })
-            .collect()
-    };
-    match model.kind() {
-        gems_models::ModelKind::T5 => {
-            let input = ids(source, 1);
-            let mask = vec![vec![1; source]; batch];
-            let batch = LmBatch::from_rows(&input, &mask, &ids(target, 99), device).unwrap();
-            (batch, input.len() * (source + target))
-        }
-        gems_models::ModelKind::Qwen2 => {
-            let input = ids(source + target, 1);
-            let mask = vec![vec![1; source + target]; batch];
-            let labels: Vec<Vec<i64>> = input
-                .iter()
-                .map(|r| {
-                    r.iter()
-                        .enumerate()
-                        .map(|(i, &t)| if i < source { -100 } else { t })
-                        .collect()
-                })
-                .collect();
-            let rows = input.len();
-            (
-                LmBatch::from_rows(&input, &mask, &labels, device).unwrap(),
-                rows * (source + target),
-            )
-        }
-    }
-}
-
 fn bench_training(name: &str, config: &ModelConfig, repeats: usize) {
     let device = Device::flex().autodiff();
     let model = Backbone::new(config, &device).unwrap();
-    let (batch, tokens) = training_batch(&model, 8, 64, 8, &device);
-    let elapsed = time(repeats, || {
+    let (batch, tokens) = training_batch(&model, 8, 64, 8, &device).unwrap();
+    let elapsed = median_time(repeats, &device, || {
         let loss = model.loss(&batch).unwrap();
         let _ = loss.backward();
     });
@@ -116,12 +41,11 @@ fn bench_training(name: &str, config: &ModelConfig, repeats: usize) {
 
 /// Greedy decoding of 64 tokens after `batch` prompts of 32 tokens, with and without the cache.
 fn bench_decoding(name: &str, model: &Backbone, batch: usize, repeats: usize) {
-    let prompts: Vec<Vec<u32>> = (0..batch)
-        .map(|r| tokens(32, model.vocab_size(), 7 + r as u64))
-        .collect();
+    let prompts = random_prompts(batch, 32, model.vocab_size(), 7);
     let steps = 64;
     let generated = (prompts.len() * steps) as f64;
-    let cached = time(repeats, || {
+    let device = model.device();
+    let cached = median_time(repeats, &device, || {
         greedy(model, &prompts, steps).unwrap();
     });
     row(
@@ -131,7 +55,7 @@ fn bench_decoding(name: &str, model: &Backbone, batch: usize, repeats: usize) {
         "tokens/s",
         cached,
     );
-    let uncached = time(repeats.min(2), || {
+    let uncached = median_time(repeats.min(2), &device, || {
         greedy(&Uncached(model), &prompts, steps).unwrap();
     });
     row(
@@ -160,21 +84,9 @@ fn bench_beam_search<D: StepDecoder>(
     repeats: usize,
 ) {
     let requests = 4;
-    let prompts: Vec<Vec<u32>> = (0..requests)
-        .map(|r| tokens(64, vocab, 100 + r as u64))
-        .collect();
-    let tries: Vec<PrefixTrie> = (0..requests)
-        .map(|r| {
-            let codes = tokens(300, 256, 500 + r as u64);
-            PrefixTrie::from_sequences(
-                codes
-                    .chunks(3)
-                    .map(|c| vec![c[0] + 2, c[1] + 258, c[2] + 514, 1]),
-            )
-            .unwrap()
-        })
-        .collect();
-    let elapsed = time(repeats, || {
+    let prompts = random_prompts(requests, 64, vocab, 100);
+    let tries = semantic_id_tries(requests, 100, 500).unwrap();
+    let elapsed = median_time(repeats, &Device::flex(), || {
         constrained_beam_search(decoder, &prompts, Tries::PerRequest(&tries), 20).unwrap();
     });
     row(name, what, requests as f64, "requests/s", elapsed);

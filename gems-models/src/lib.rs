@@ -17,6 +17,7 @@ mod saving;
 pub mod t5;
 mod tokenizer;
 mod vocab;
+pub mod workload;
 
 pub use backbone::{Backbone, IGNORE_INDEX, LmBatch};
 pub use cache::KeyValue;

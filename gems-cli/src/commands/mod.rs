@@ -1,6 +1,7 @@
 //! The subcommands of `gems`: one module per command or group of related commands
 //! (`infer` holds `recommend` and `search`).
 pub mod analyze;
+pub mod bench;
 pub mod compare;
 pub mod data;
 pub mod eval;

@@ -1,0 +1,1055 @@
+//! `gems bench`: what to expect on this machine, on any compiled-in backend.
+//!
+//! - `train`: per method, training steps of `gems train` (its own step: per-task backward
+//!   passes and the optimizer) on fixed-shape batches: the median step, the refresh step and its
+//!   cost amortised over the run's T, samples and tokens per second, optimizer state, peak
+//!   device memory where the backend reports it, and the ratios to AdamW of the same run;
+//! - `decode`: greedy decoding with and without the key-value cache, trie-constrained beam
+//!   search, in requests per second;
+//! - `svd`: randomized against exact bases at the shapes of the model's projected matrices,
+//!   with the energy the randomized basis captures.
+//!
+//! Presets build random weights of the real shapes (no download); `--model-dir` benchmarks a
+//! real checkpoint. A table for people, `--json` for scripts, the machine in both.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use burn::tensor::{Device, Distribution, Tensor};
+use clap::{Args, Subcommand, ValueEnum};
+use gems_core::rsvd::{SvdMethod, captured_energy, power_law_matrix, top_left_singular_vectors};
+use gems_core::{GemsConfig, Treatment};
+use gems_data::batch::{EncodedExample, ModelLayout, collate_training};
+use gems_models::qwen2::Qwen2Config;
+use gems_models::t5::{FeedForwardProj, T5Config};
+use gems_models::workload::{SEMANTIC_ID_VOCAB, median_time, random_prompts, semantic_id_tries};
+use gems_models::{Backbone, ModelConfig, ModelKind, Tries, Uncached};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use crate::error::{CliError, Result};
+use crate::experiment::{Experiment, new_backbone, pretrained_backbone};
+use crate::run_dir::RunDir;
+use crate::settings::{ModelFamily, TrainMethod, TrainSettings};
+use crate::training::{self, Progress, Training};
+
+/// Benchmarks of training, decoding and basis computation.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Training steps per method: step time, refresh cost, throughput, state and memory.
+    Train(TrainBenchArgs),
+    /// Greedy decoding with and without the cache, and constrained beam search.
+    Decode(DecodeBenchArgs),
+    /// Randomized against exact SVD at the shapes of the model's projected matrices.
+    Svd(SvdBenchArgs),
+}
+
+/// Model shapes with random weights, no download.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Preset {
+    /// The compact T5 `gems train` trains from scratch by default (width 128, 2 + 2 blocks).
+    #[value(name = "compact")]
+    Compact,
+    /// T5-small (60 M parameters).
+    #[value(name = "t5-small")]
+    T5Small,
+    /// T5-base (220 M parameters).
+    #[value(name = "t5-base")]
+    T5Base,
+    /// Qwen2.5-0.5B (494 M parameters).
+    #[value(name = "qwen2.5-0.5b")]
+    Qwen25Half,
+}
+
+/// Vocabulary of the compact preset (grown to the tokenizer's when training).
+const COMPACT_VOCAB: usize = 2000;
+
+impl Preset {
+    /// The preset's configuration, with `layers` blocks (per stack) instead of the real count.
+    fn config(self, layers: Option<usize>) -> ModelConfig {
+        let t5 = |mut config: T5Config| {
+            config.dropout_rate = 0.0;
+            if let Some(layers) = layers {
+                config.num_layers = layers;
+            }
+            ModelConfig::T5(config)
+        };
+        match self {
+            Preset::Compact => t5(T5Config::compact(COMPACT_VOCAB)),
+            Preset::T5Small => t5(T5Config::t5_small(32128)),
+            Preset::T5Base => t5(T5Config::new(
+                32128,
+                768,
+                64,
+                3072,
+                12,
+                12,
+                FeedForwardProj::RELU,
+            )),
+            Preset::Qwen25Half => {
+                ModelConfig::Qwen2(Qwen2Config::qwen2_5_0_5b(layers.unwrap_or(24)))
+            }
+        }
+    }
+
+    /// The name on the command line.
+    fn name(self) -> &'static str {
+        match self {
+            Preset::Compact => "compact",
+            Preset::T5Small => "t5-small",
+            Preset::T5Base => "t5-base",
+            Preset::Qwen25Half => "qwen2.5-0.5b",
+        }
+    }
+}
+
+/// Which model to benchmark, where, and how to print.
+#[derive(Debug, Args)]
+pub struct ModelChoice {
+    /// Random weights of a real model's shapes (the default: compact).
+    #[arg(long, value_enum, conflicts_with_all = ["model_config", "model_dir"])]
+    preset: Option<Preset>,
+    /// An HF `config.json` (random weights).
+    #[arg(long, conflicts_with = "model_dir")]
+    model_config: Option<PathBuf>,
+    /// An HF model directory: its real weights (and, for `train`, its tokenizer).
+    #[arg(long)]
+    model_dir: Option<PathBuf>,
+    /// Blocks per stack of a preset instead of the real count (quicker rehearsals).
+    #[arg(long, requires = "preset")]
+    layers: Option<usize>,
+    /// Compute backend (`flex`, `wgpu`, `vulkan`, `cuda`, as compiled in).
+    #[arg(long, default_value = "flex")]
+    backend: String,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `gems bench train`.
+#[derive(Debug, Args)]
+pub struct TrainBenchArgs {
+    #[command(flatten)]
+    model: ModelChoice,
+    /// Requests per step (half search, half recommendation).
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    /// Prompt tokens of every request.
+    #[arg(long, default_value_t = 64)]
+    prompt_tokens: usize,
+    /// Target tokens of every request, end-of-sequence included.
+    #[arg(long, default_value_t = 8)]
+    target_tokens: usize,
+    /// Methods to time, comma-separated (AdamW first is the reference of the ratios).
+    #[arg(long, value_delimiter = ',', default_value = "adamw,galore,gems")]
+    methods: Vec<TrainMethod>,
+    /// Timed steps per method (without a refresh; refresh steps are timed besides).
+    #[arg(long, default_value_t = 5)]
+    steps: usize,
+    /// Untimed steps first (the first one computes the bases).
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// The run's T (steps between basis refreshes) over which a refresh is amortised.
+    #[arg(long, default_value_t = TrainSettings::default().refresh_every)]
+    refresh_every: u64,
+    /// Side of the square f32 matmul that measures the device's peak rate (0: skip).
+    #[arg(long, default_value_t = 1024)]
+    matmul_size: usize,
+}
+
+/// Arguments of `gems bench decode`.
+#[derive(Debug, Args)]
+pub struct DecodeBenchArgs {
+    #[command(flatten)]
+    model: ModelChoice,
+    /// Requests decoded together.
+    #[arg(long, default_value_t = 4)]
+    batch_size: usize,
+    /// Prompt tokens of every request.
+    #[arg(long, default_value_t = 32)]
+    prompt_tokens: usize,
+    /// Tokens generated by greedy decoding.
+    #[arg(long, default_value_t = 64)]
+    new_tokens: usize,
+    /// Beam width of constrained beam search.
+    #[arg(long, default_value_t = 20)]
+    beam_width: usize,
+    /// Candidate items (4-token semantic identifiers) per request in beam search.
+    #[arg(long, default_value_t = 100)]
+    candidates: usize,
+    /// Timed repetitions (median reported), after one warm-up.
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+}
+
+/// Arguments of `gems bench svd`.
+#[derive(Debug, Args)]
+pub struct SvdBenchArgs {
+    #[command(flatten)]
+    model: ModelChoice,
+    /// Rank of the bases (default: the shared rank of `gems train`, d_model / 4, at most 128).
+    #[arg(long)]
+    rank: Option<usize>,
+    /// Timed repetitions (median reported), after one warm-up.
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+}
+
+impl BenchCommand {
+    /// Runs the benchmark, printing a table or JSON.
+    pub fn run(self) -> Result<()> {
+        match self {
+            Self::Train(args) => bench_train(&args),
+            Self::Decode(args) => bench_decode(&args),
+            Self::Svd(args) => bench_svd(&args),
+        }
+    }
+}
+
+/// The machine a benchmark ran on.
+#[derive(Debug, Serialize)]
+struct Machine {
+    gems_version: &'static str,
+    backend: String,
+    /// The adapter (GPU backends) or the CPU (flex), when known.
+    device: Option<String>,
+    /// CPU threads of the CPU backend's pool.
+    threads: usize,
+}
+
+impl Machine {
+    fn of(backend: &str, device: &Device) -> Self {
+        let threads = std::env::var("RAYON_NUM_THREADS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        Self {
+            gems_version: env!("CARGO_PKG_VERSION"),
+            backend: backend.to_string(),
+            device: adapter_name(device).or_else(cpu_name),
+            threads,
+        }
+    }
+
+    fn line(&self) -> String {
+        format!(
+            "gems {} on `{}` ({}), {} CPU threads",
+            self.gems_version,
+            self.backend,
+            self.device.as_deref().unwrap_or("device unknown"),
+            self.threads
+        )
+    }
+}
+
+#[cfg(any(feature = "wgpu", feature = "vulkan", feature = "cuda"))]
+fn adapter_name(device: &Device) -> Option<String> {
+    device.identity().map(|identity| identity.name)
+}
+
+#[cfg(not(any(feature = "wgpu", feature = "vulkan", feature = "cuda")))]
+fn adapter_name(_: &Device) -> Option<String> {
+    None
+}
+
+/// The CPU's model name (Linux).
+fn cpu_name() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    info.lines()
+        .find_map(|line| line.strip_prefix("model name"))
+        .and_then(|rest| rest.split_once(':'))
+        .map(|(_, name)| name.trim().to_string())
+}
+
+/// A scratch folder for what the benchmark writes (a preset's config, the run directory the
+/// training loop needs), removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Result<Self> {
+        let path = std::env::temp_dir().join(format!("gems-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&path)
+            .map_err(|e| CliError::io(&path, "cannot create a scratch folder", e))?;
+        Ok(Self(path))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The model's configuration, and a name for it.
+fn model_config(choice: &ModelChoice) -> Result<(ModelConfig, String)> {
+    match (&choice.model_dir, &choice.model_config, choice.preset) {
+        (Some(directory), _, _) => Ok((
+            ModelConfig::from_file(directory.join("config.json"))?,
+            directory.display().to_string(),
+        )),
+        (None, Some(path), _) => Ok((ModelConfig::from_file(path)?, path.display().to_string())),
+        (None, None, preset) => {
+            let preset = preset.unwrap_or(Preset::Compact);
+            let name = match choice.layers {
+                Some(layers) => format!("{} ({layers} layers)", preset.name()),
+                None => preset.name().to_string(),
+            };
+            Ok((preset.config(choice.layers), name))
+        }
+    }
+}
+
+/// The model on `device`: real weights from `--model-dir`, else random ones (seeded).
+fn load_model(choice: &ModelChoice, config: &ModelConfig, device: &Device) -> Result<Backbone> {
+    match &choice.model_dir {
+        Some(directory) => Ok(Backbone::load(directory, device)?),
+        None => {
+            device.seed(0);
+            Ok(Backbone::new(config, device)?)
+        }
+    }
+}
+
+fn print_json(value: &impl Serialize) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("benchmark results serialise")
+    );
+}
+
+fn positive(value: usize, flag: &str) -> Result<()> {
+    if value == 0 {
+        return Err(CliError::Settings(format!("{flag} must be at least 1")));
+    }
+    Ok(())
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e3
+}
+
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    (!values.is_empty()).then(|| values[values.len() / 2])
+}
+
+// ---------------------------------------------------------------------------------------------
+// train
+
+/// What `gems bench train` reports.
+#[derive(Debug, Serialize)]
+struct TrainReport {
+    machine: Machine,
+    model: String,
+    parameters: usize,
+    batch_size: usize,
+    tokens_per_step: usize,
+    /// Estimated floating-point operations of one step's forward and backward passes
+    /// (6 · weights · tokens each weight sees).
+    flops_per_step: f64,
+    /// Measured rate of an f32 square matmul on this device, GFLOP/s.
+    matmul_gflops: Option<f64>,
+    warmup: usize,
+    steps: usize,
+    refresh_every: u64,
+    methods: Vec<MethodTiming>,
+}
+
+/// One method's figures.
+#[derive(Debug, Serialize)]
+struct MethodTiming {
+    method: String,
+    /// Median of the timed steps without a refresh, in ms.
+    step_ms: f64,
+    /// Median of the timed steps with a refresh (low-rank methods), in ms.
+    refresh_step_ms: Option<f64>,
+    /// (refresh step − step) / T, in ms per step.
+    amortised_refresh_ms: Option<f64>,
+    /// Step with the refresh amortised: what a run of T steps averages, in ms.
+    effective_step_ms: f64,
+    samples_per_s: f64,
+    tokens_per_s: f64,
+    /// Achieved rate from `flops_per_step`, GFLOP/s.
+    gflops: f64,
+    /// Optimizer state after the steps (knowledge bases excluded), bytes.
+    optimizer_state_bytes: usize,
+    /// Knowledge bases held for null-space projection, bytes.
+    knowledge_basis_bytes: usize,
+    /// Largest memory the device's allocator held after a step, where it reports it.
+    peak_device_bytes: Option<u64>,
+    /// Seconds to build the model, knowledge bases and optimizer (Burn draws weights lazily,
+    /// so drawing them falls in the first step, a warm-up step unless `--warmup 0`).
+    setup_s: f64,
+    /// Ratios to the first method of the run when it is AdamW: effective step, state.
+    vs_adamw: Option<Ratios>,
+}
+
+/// Ratios to AdamW.
+#[derive(Debug, Serialize)]
+struct Ratios {
+    step: f64,
+    effective_step: f64,
+    optimizer_state: f64,
+}
+
+/// Low-rank methods refresh their bases every this many steps while being timed, so that
+/// refresh steps are measured too; their cost is then amortised over the run's T.
+const TIMING_REFRESH_PERIOD: u64 = 4;
+
+fn bench_train(args: &TrainBenchArgs) -> Result<()> {
+    positive(args.batch_size, "--batch-size")?;
+    positive(args.steps, "--steps")?;
+    positive(args.prompt_tokens, "--prompt-tokens")?;
+    positive(args.target_tokens, "--target-tokens")?;
+    if args.refresh_every == 0 {
+        return Err(CliError::Settings(
+            "--refresh-every must be at least 1".into(),
+        ));
+    }
+    if args.methods.is_empty() {
+        return Err(CliError::Settings("--methods names no method".into()));
+    }
+    let scratch = Scratch::new()?;
+    let (config, model_name) = model_config(&args.model)?;
+    let model_config = match (&args.model.model_dir, &args.model.model_config) {
+        (None, Some(path)) => Some(path.clone()),
+        (None, None) => {
+            let path = scratch.0.join("config.json");
+            config.save(&path)?;
+            Some(path)
+        }
+        (Some(_), _) => None,
+    };
+    let base = TrainSettings {
+        model: match config.kind() {
+            ModelKind::T5 => ModelFamily::T5,
+            ModelKind::Qwen2 => ModelFamily::Qwen2,
+        },
+        model_dir: args.model.model_dir.clone(),
+        model_config,
+        batch_size: args.batch_size,
+        backend: args.model.backend.clone(),
+        refresh_every: args.refresh_every,
+        ..TrainSettings::default()
+    };
+    base.validate()?;
+    let device = gems_core::device_from_name(&base.backend)?.autodiff();
+    let machine = Machine::of(&base.backend, &device);
+    let pretrained = pretrained_backbone(&base, &device)?;
+    let experiment = Experiment::prepare(&base, pretrained.as_ref())?;
+    let run = RunDir::create(&scratch.0.join("run"))?;
+
+    let mut methods = Vec::new();
+    let mut facts = None;
+    for &method in &args.methods {
+        let settings = TrainSettings {
+            method,
+            refresh_every: TIMING_REFRESH_PERIOD,
+            ..base.clone()
+        };
+        let started = Instant::now();
+        let pretrained = pretrained_backbone(&settings, &device)?;
+        let model = new_backbone(&settings, pretrained, &experiment.tokenizer, &device)?;
+        let examples = requests(args, model.vocab_size());
+        let window: Vec<&EncodedExample> = examples.iter().collect();
+        facts.get_or_insert_with(|| {
+            (
+                burn::module::Module::num_params(&model),
+                tokens_per_step(&examples, &experiment),
+                flops_per_step(&model, &examples, &experiment),
+            )
+        });
+        let d_model = model.config().hidden_size();
+        let null_space = if method.needs_null_space() {
+            Some(crate::knowledge::collect(
+                &model,
+                &experiment,
+                &settings.general_corpus,
+                &settings.optimizer_config(d_model).knowledge,
+                None, // no cache: the bench measures the set-up itself
+                &device,
+            )?)
+        } else {
+            None
+        };
+        let optimizer = training::optimizer_for(&settings, d_model, null_space)?;
+        let model = match method {
+            TrainMethod::Lora => training::attach_lora(
+                model,
+                &optimizer,
+                settings.shared_rank(d_model),
+                settings.scale,
+            ),
+            TrainMethod::Optimizer(_) => model,
+        };
+        let mut training = Training {
+            settings: &settings,
+            experiment: &experiment,
+            run: &run,
+            device: device.clone(),
+            model,
+            optimizer,
+            progress: Progress::start(String::new()),
+            replicas: None,
+        };
+        device
+            .sync()
+            .map_err(|e| CliError::Settings(format!("the device failed: {e:?}")))?;
+        let setup_s = started.elapsed().as_secs_f64();
+        let low_rank = matches!(method, TrainMethod::Optimizer(m) if m.low_rank());
+        let total = (args.warmup + 3 * args.steps) as u64 + TIMING_REFRESH_PERIOD;
+        let (mut steady, mut refreshes) = (Vec::new(), Vec::new());
+        let mut peak: Option<u64> = None;
+        let mut taken = 0;
+        while steady.len() < args.steps || (low_rank && refreshes.is_empty()) {
+            let start = Instant::now();
+            let report = training.step(&window, total)?;
+            device
+                .sync()
+                .map_err(|e| CliError::Settings(format!("the device failed: {e:?}")))?;
+            let elapsed = ms(start.elapsed());
+            if let Some(usage) = device.memory_pool_usage() {
+                peak = Some(peak.unwrap_or(0).max(usage.bytes_reserved));
+            }
+            taken += 1;
+            if taken <= args.warmup {
+                continue;
+            }
+            if report.refreshed > 0 {
+                refreshes.push(elapsed);
+            } else {
+                steady.push(elapsed);
+            }
+        }
+        let step_ms = median(steady).expect("steps were timed");
+        let refresh_step_ms = median(refreshes);
+        let amortised_refresh_ms =
+            refresh_step_ms.map(|r| (r - step_ms).max(0.0) / args.refresh_every as f64);
+        let effective_step_ms = step_ms + amortised_refresh_ms.unwrap_or(0.0);
+        let (_, tokens, flops) = facts.expect("set above");
+        methods.push(MethodTiming {
+            method: method.name().to_string(),
+            step_ms,
+            refresh_step_ms,
+            amortised_refresh_ms,
+            effective_step_ms,
+            samples_per_s: args.batch_size as f64 / (effective_step_ms / 1e3),
+            tokens_per_s: tokens as f64 / (effective_step_ms / 1e3),
+            gflops: flops / (effective_step_ms / 1e3) / 1e9,
+            optimizer_state_bytes: training.optimizer.state_bytes(),
+            knowledge_basis_bytes: training.optimizer.null_space_bytes(),
+            peak_device_bytes: peak,
+            setup_s,
+            vs_adamw: None,
+        });
+        if !args.model.json {
+            eprintln!("{}: {step_ms:.1} ms per step", method.name());
+        }
+    }
+    if args.methods[0] == TrainMethod::Optimizer(gems_core::Method::Adamw) {
+        let (step, effective, state) = (
+            methods[0].step_ms,
+            methods[0].effective_step_ms,
+            methods[0].optimizer_state_bytes as f64,
+        );
+        for timing in &mut methods {
+            timing.vs_adamw = Some(Ratios {
+                step: timing.step_ms / step,
+                effective_step: timing.effective_step_ms / effective,
+                optimizer_state: timing.optimizer_state_bytes as f64 / state,
+            });
+        }
+    }
+    let (parameters, tokens_per_step, flops_per_step) = facts.expect("one method at least");
+    let inner = device.clone().without_autodiff();
+    let report = TrainReport {
+        machine,
+        model: model_name,
+        parameters,
+        batch_size: args.batch_size,
+        tokens_per_step,
+        flops_per_step,
+        matmul_gflops: (args.matmul_size > 0).then(|| matmul_gflops(args.matmul_size, &inner)),
+        warmup: args.warmup,
+        steps: args.steps,
+        refresh_every: args.refresh_every,
+        methods,
+    };
+    if args.model.json {
+        print_json(&report);
+    } else {
+        print_train_table(&report);
+    }
+    Ok(())
+}
+
+/// `batch_size` requests of random tokens, the tasks alternating; targets end with the
+/// end-of-sequence token that collation appends.
+fn requests(args: &TrainBenchArgs, vocab: usize) -> Vec<EncodedExample> {
+    (0..args.batch_size)
+        .map(|i| {
+            let row = |length: usize, seed: u64| random_prompts(1, length, vocab, seed).remove(0);
+            EncodedExample {
+                task: gems_data::Task::ALL[i % 2],
+                prompt: row(args.prompt_tokens, 1 + i as u64),
+                target: row(args.target_tokens - 1, 1000 + i as u64),
+                target_item: None,
+                history_items_shown: 0,
+                prompt_cut: false,
+            }
+        })
+        .collect()
+}
+
+/// Tokens the model reads per step: T5 its encoder and decoder positions, Qwen2 its positions.
+fn tokens_per_step(examples: &[EncodedExample], experiment: &Experiment) -> usize {
+    let (encoder, decoder) = positions(examples, experiment);
+    encoder + decoder
+}
+
+/// (positions every block reads, labelled positions) of the collated batch: for T5 the
+/// encoder positions and the decoder positions (all labelled), for Qwen2 every position and
+/// those with a label.
+fn positions(examples: &[EncodedExample], experiment: &Experiment) -> (usize, usize) {
+    let batch = collate_training(examples, &experiment.batch_options);
+    let rows = examples.len();
+    match experiment.batch_options.layout {
+        ModelLayout::EncoderDecoder => (rows * batch.input_len, rows * batch.labels_len),
+        ModelLayout::DecoderOnly { .. } => (
+            rows * batch.input_len,
+            batch
+                .labels
+                .iter()
+                .filter(|&&l| l != gems_models::IGNORE_INDEX)
+                .count(),
+        ),
+    }
+}
+
+/// 6 · (weights) · (tokens each weight sees): the usual estimate of a training step's forward
+/// and backward matmul work. T5's encoder matrices see the encoder positions and its decoder
+/// matrices the decoder positions; Qwen2's block matrices see every position; the output head
+/// (tied or not) sees the labelled positions only, the models computing logits there alone.
+/// Lookups (input embeddings, T5's relative position biases) do no matmul.
+fn flops_per_step(model: &Backbone, examples: &[EncodedExample], experiment: &Experiment) -> f64 {
+    let (all, labelled) = positions(examples, experiment);
+    let (tokens, labelled) = (all as f64, labelled as f64);
+    let output_head = |path: &str| {
+        path.starts_with("lm_head.")
+            || (model.is_tied() && matches!(path, "shared.weight" | "model.embed_tokens.weight"))
+    };
+    let mut flops = 0.0;
+    for (path, shape) in gems_models::parameter_paths(model) {
+        if shape.len() != 2 || path.contains("relative_attention_bias") {
+            continue;
+        }
+        let weights = (shape[0] * shape[1]) as f64;
+        let seen = match model.kind() {
+            _ if output_head(&path) => labelled,
+            ModelKind::T5 if path.starts_with("encoder.block.") => tokens,
+            ModelKind::T5 if path.starts_with("decoder.block.") => labelled,
+            ModelKind::Qwen2 if path.starts_with("model.layers.") => tokens,
+            _ => 0.0,
+        };
+        flops += 6.0 * weights * seen;
+    }
+    flops
+}
+
+/// GFLOP/s of an f32 `size × size` matmul on `device` (median of 5 after a warm-up).
+fn matmul_gflops(size: usize, device: &Device) -> f64 {
+    device.seed(1);
+    let a = Tensor::<2>::random([size, size], Distribution::Normal(0.0, 1.0), device);
+    let b = Tensor::<2>::random([size, size], Distribution::Normal(0.0, 1.0), device);
+    let elapsed = median_time(5, device, || {
+        let _ = a.clone().matmul(b.clone());
+    });
+    2.0 * (size as f64).powi(3) / elapsed.as_secs_f64() / 1e9
+}
+
+fn print_train_table(report: &TrainReport) {
+    println!("{}", report.machine.line());
+    println!(
+        "model {} ({:.1} M parameters), batch {} ({} tokens per step), {} warm-up + {} timed steps, T = {}",
+        report.model,
+        report.parameters as f64 / 1e6,
+        report.batch_size,
+        report.tokens_per_step,
+        report.warmup,
+        report.steps,
+        report.refresh_every
+    );
+    if let Some(rate) = report.matmul_gflops {
+        println!("f32 matmul on this device: {rate:.1} GFLOP/s");
+    }
+    println!();
+    println!(
+        "| method | step (ms) | refresh step (ms) | amortised at T (ms) | samples/s | tokens/s | GFLOP/s | state (MB) | peak memory (MB) | step vs AdamW | state vs AdamW |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let or_dash = |value: Option<f64>, digits: usize| {
+        value.map_or("—".to_string(), |v| format!("{v:.digits$}"))
+    };
+    for m in &report.methods {
+        println!(
+            "| {} | {:.1} | {} | {} | {:.1} | {:.0} | {:.2} | {:.2} | {} | {} | {} |",
+            m.method,
+            m.step_ms,
+            or_dash(m.refresh_step_ms, 1),
+            or_dash(m.amortised_refresh_ms, 2),
+            m.samples_per_s,
+            m.tokens_per_s,
+            m.gflops,
+            m.optimizer_state_bytes as f64 / 1e6,
+            m.peak_device_bytes
+                .map_or("n/a".to_string(), |b| format!("{:.0}", b as f64 / 1e6)),
+            or_dash(m.vs_adamw.as_ref().map(|r| r.effective_step), 2),
+            or_dash(m.vs_adamw.as_ref().map(|r| r.optimizer_state), 3),
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// decode
+
+/// What `gems bench decode` reports.
+#[derive(Debug, Serialize)]
+struct DecodeReport {
+    machine: Machine,
+    model: String,
+    batch_size: usize,
+    prompt_tokens: usize,
+    new_tokens: usize,
+    beam_width: usize,
+    candidates: usize,
+    measures: Vec<DecodeTiming>,
+}
+
+/// One decoding measure.
+#[derive(Debug, Serialize)]
+struct DecodeTiming {
+    measure: String,
+    median_ms: f64,
+    requests_per_s: f64,
+    /// Generated tokens per second (greedy only).
+    tokens_per_s: Option<f64>,
+}
+
+fn bench_decode(args: &DecodeBenchArgs) -> Result<()> {
+    positive(args.batch_size, "--batch-size")?;
+    positive(args.prompt_tokens, "--prompt-tokens")?;
+    positive(args.new_tokens, "--new-tokens")?;
+    positive(args.beam_width, "--beam-width")?;
+    positive(args.candidates, "--candidates")?;
+    let device = gems_core::device_from_name(&args.model.backend)?;
+    let machine = Machine::of(&args.model.backend, &device);
+    let (config, model_name) = model_config(&args.model)?;
+    let model = load_model(&args.model, &config, &device)?;
+    let vocab = model.vocab_size();
+    if vocab < SEMANTIC_ID_VOCAB {
+        return Err(CliError::Settings(format!(
+            "{model_name}: a vocabulary of {vocab} tokens is too small for the beam-search workload \
+             (semantic identifiers use token ids up to {SEMANTIC_ID_VOCAB})"
+        )));
+    }
+    let prompts = random_prompts(args.batch_size, args.prompt_tokens, vocab, 7);
+    let tries = semantic_id_tries(args.batch_size, args.candidates, 500)?;
+    let requests = args.batch_size as f64;
+    let generated = (args.batch_size * args.new_tokens) as f64;
+    let mut failure = None;
+    let mut measure = |name: String, tokens: Option<f64>, run: &mut dyn FnMut() -> Result<()>| {
+        let elapsed = median_time(args.repeats, &device, || {
+            if let Err(error) = run() {
+                failure.get_or_insert(error);
+            }
+        });
+        DecodeTiming {
+            measure: name,
+            median_ms: ms(elapsed),
+            requests_per_s: requests / elapsed.as_secs_f64(),
+            tokens_per_s: tokens.map(|t| t / elapsed.as_secs_f64()),
+        }
+    };
+    let measures = vec![
+        measure(
+            format!("greedy {} tokens, cache", args.new_tokens),
+            Some(generated),
+            &mut || -> Result<()> {
+                gems_models::greedy(&model, &prompts, args.new_tokens)?;
+                Ok(())
+            },
+        ),
+        measure(
+            format!("greedy {} tokens, no cache", args.new_tokens),
+            Some(generated),
+            &mut || -> Result<()> {
+                gems_models::greedy(&Uncached(&model), &prompts, args.new_tokens)?;
+                Ok(())
+            },
+        ),
+        measure(
+            format!(
+                "beam {} over {} candidates, cache",
+                args.beam_width, args.candidates
+            ),
+            None,
+            &mut || -> Result<()> {
+                gems_models::constrained_beam_search(
+                    &model,
+                    &prompts,
+                    Tries::PerRequest(&tries),
+                    args.beam_width,
+                )?;
+                Ok(())
+            },
+        ),
+    ];
+    if let Some(error) = failure {
+        return Err(error);
+    }
+    let report = DecodeReport {
+        machine,
+        model: model_name,
+        batch_size: args.batch_size,
+        prompt_tokens: args.prompt_tokens,
+        new_tokens: args.new_tokens,
+        beam_width: args.beam_width,
+        candidates: args.candidates,
+        measures,
+    };
+    if args.model.json {
+        print_json(&report);
+        return Ok(());
+    }
+    println!("{}", report.machine.line());
+    println!(
+        "model {}, {} requests of {} prompt tokens",
+        report.model, report.batch_size, report.prompt_tokens
+    );
+    println!();
+    println!("| measure | median (ms) | requests/s | tokens/s |");
+    println!("|---|---:|---:|---:|");
+    for m in &report.measures {
+        println!(
+            "| {} | {:.1} | {:.2} | {} |",
+            m.measure,
+            m.median_ms,
+            m.requests_per_s,
+            m.tokens_per_s.map_or("—".into(), |t| format!("{t:.1}"))
+        );
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// svd
+
+/// What `gems bench svd` reports.
+#[derive(Debug, Serialize)]
+struct SvdReport {
+    machine: Machine,
+    model: String,
+    rank: usize,
+    shapes: Vec<SvdTiming>,
+}
+
+/// Exact against randomized at one shape.
+#[derive(Debug, Serialize)]
+struct SvdTiming {
+    /// `[d_in, d_out]`, as Burn stores the weight.
+    shape: [usize; 2],
+    /// Projected matrices of the model with this shape.
+    matrices: usize,
+    exact_ms: f64,
+    randomized_ms: f64,
+    /// Energy the randomized basis captures, as a fraction of the exact basis's.
+    energy_vs_exact: f64,
+}
+
+fn bench_svd(args: &SvdBenchArgs) -> Result<()> {
+    positive(args.repeats, "--repeats")?;
+    let device = gems_core::device_from_name(&args.model.backend)?;
+    let machine = Machine::of(&args.model.backend, &device);
+    let (config, model_name) = model_config(&args.model)?;
+    // Shapes only: the plan reads parameter shapes, so random weights on the CPU will do.
+    let shapes_model = Backbone::new(&config, &Device::flex())?;
+    let rank = args
+        .rank
+        .unwrap_or((config.hidden_size() / 4).clamp(1, 128));
+    let optimizer = GemsConfig {
+        shared_rank: rank,
+        ..GemsConfig::default()
+    }
+    .init()?;
+    let mut shapes: Vec<([usize; 2], usize)> = Vec::new();
+    for plan in optimizer.plan(&shapes_model, 2) {
+        if plan.treatment != Treatment::Projected {
+            continue;
+        }
+        let shape = [plan.shape[0], plan.shape[1]];
+        match shapes.iter_mut().find(|(s, _)| *s == shape) {
+            Some((_, count)) => *count += 1,
+            None => shapes.push((shape, 1)),
+        }
+    }
+    if shapes.is_empty() {
+        return Err(CliError::Settings(format!(
+            "{model_name}: the model has no projected matrix"
+        )));
+    }
+    let mut timings = Vec::new();
+    for (shape, matrices) in shapes {
+        if rank > shape[0].min(shape[1]) {
+            return Err(CliError::Settings(format!(
+                "--rank {rank} exceeds the smaller side of the {shape:?} matrices"
+            )));
+        }
+        let matrix = power_law_matrix(
+            shape[0],
+            shape[1],
+            (shape[0] * 31 + shape[1]) as u64,
+            &device,
+        );
+        let basis = |method: &SvdMethod| -> Result<(Duration, Tensor<2>)> {
+            let mut rng = ChaCha8Rng::seed_from_u64(0);
+            let mut found = None;
+            let mut failure = None;
+            let elapsed = median_time(args.repeats, &device, || {
+                match top_left_singular_vectors(matrix.clone(), rank, method, None, &mut rng) {
+                    Ok(basis) => found = Some(basis),
+                    Err(error) => failure = Some(error),
+                }
+            });
+            match (found, failure) {
+                (_, Some(error)) => Err(error.into()),
+                (Some(basis), None) => Ok((elapsed, basis)),
+                (None, None) => unreachable!("median_time runs the workload"),
+            }
+        };
+        let (exact_time, exact) = basis(&SvdMethod::Exact)?;
+        let (randomized_time, randomized) = basis(&SvdMethod::default())?;
+        timings.push(SvdTiming {
+            shape,
+            matrices,
+            exact_ms: ms(exact_time),
+            randomized_ms: ms(randomized_time),
+            energy_vs_exact: captured_energy(&randomized, &matrix)
+                / captured_energy(&exact, &matrix),
+        });
+    }
+    let report = SvdReport {
+        machine,
+        model: model_name,
+        rank,
+        shapes: timings,
+    };
+    if args.model.json {
+        print_json(&report);
+        return Ok(());
+    }
+    println!("{}", report.machine.line());
+    println!(
+        "model {}: top {} left singular vectors of power-law matrices at its projected shapes",
+        report.model, report.rank
+    );
+    println!();
+    println!(
+        "| shape [in, out] | matrices | exact (ms) | randomized (ms) | speed-up | energy vs exact |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    for t in &report.shapes {
+        println!(
+            "| {:?} | {} | {:.1} | {:.1} | {:.1}× | {:.4} |",
+            t.shape,
+            t.matrices,
+            t.exact_ms,
+            t.randomized_ms,
+            t.exact_ms / t.randomized_ms,
+            t.energy_vs_exact
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_have_the_real_shapes() {
+        let count = |preset: Preset| {
+            let model = Backbone::new(&preset.config(None), &Device::flex()).unwrap();
+            burn::module::Module::num_params(&model)
+        };
+        // The parameter count of Hugging Face's t5-small; t5-base by its published sizes.
+        assert_eq!(count(Preset::T5Small), 60_506_624);
+        let ModelConfig::T5(base) = Preset::T5Base.config(None) else {
+            panic!("not T5")
+        };
+        assert_eq!(
+            (
+                base.d_model,
+                base.d_kv,
+                base.d_ff,
+                base.num_layers,
+                base.num_heads
+            ),
+            (768, 64, 3072, 12, 12)
+        );
+        assert_eq!(Preset::T5Small.config(Some(2)).vocab_size(), 32128);
+        let qwen = Preset::Qwen25Half.config(Some(1));
+        let ModelConfig::Qwen2(config) = &qwen else {
+            panic!("not Qwen2")
+        };
+        assert_eq!(
+            (
+                config.hidden_size,
+                config.intermediate_size,
+                config.num_hidden_layers
+            ),
+            (896, 4864, 1)
+        );
+        assert_eq!(Preset::Qwen25Half.config(None).vocab_size(), 151_936);
+    }
+
+    #[test]
+    fn the_flop_estimate_counts_each_weight_once_per_token() {
+        // A T5 of known sizes: 6 · (encoder weights · source tokens + decoder weights · target
+        // tokens + output head · target tokens), counted here from the architecture by hand.
+        let settings = TrainSettings::default();
+        let experiment = Experiment::prepare(&settings, None).unwrap();
+        let config = T5Config::new(100, 8, 2, 16, 1, 2, FeedForwardProj::RELU);
+        let model = Backbone::new(&ModelConfig::T5(config), &Device::flex()).unwrap();
+        let args = TrainBenchArgs {
+            model: ModelChoice {
+                preset: None,
+                model_config: None,
+                model_dir: None,
+                layers: None,
+                backend: "flex".into(),
+                json: false,
+            },
+            batch_size: 2,
+            prompt_tokens: 5,
+            target_tokens: 3,
+            methods: vec![],
+            steps: 1,
+            warmup: 0,
+            refresh_every: 1,
+            matmul_size: 0,
+        };
+        let examples = requests(&args, model.vocab_size());
+        // Encoder block: q k v o (8×4, 8×4, 8×4, 4×8: 2 heads of 2) and the MLP (8×16, 16×8);
+        // decoder block: self- and cross-attention and the same MLP; the tied head 100×8.
+        let attention = 4 * 8 * 4;
+        let mlp = 2 * 8 * 16;
+        let encoder = attention + mlp;
+        let decoder = 2 * attention + mlp;
+        let head = 100 * 8;
+        let expected = 6.0 * (encoder * 2 * 5 + (decoder + head) * 2 * 3) as f64;
+        assert_eq!(flops_per_step(&model, &examples, &experiment), expected);
+        assert_eq!(tokens_per_step(&examples, &experiment), 2 * (5 + 3));
+    }
+}
