@@ -20,7 +20,7 @@ use gems_data::convert::movielens::{self, MovieLensOptions};
 use gems_data::convert::qilin::{self, QilinOptions};
 use gems_data::dataset::{self, PrepareOptions, prepare};
 use gems_data::synthetic::{SyntheticConfig, generate};
-use mutation::{CappedAllocator, apply, fuzz, mutation, runner};
+use mutation::{CappedAllocator, apply, fuzz, fuzz_values, mutation};
 use proptest::prelude::*;
 
 #[global_allocator]
@@ -69,8 +69,9 @@ fn fuzz_directories(
         let (layout, file) = &targets[seed];
         let path = copies[*layout].join(file);
         std::fs::write(&path, input).unwrap();
-        let _ = convert(&copies[*layout]);
+        let accepted = convert(&copies[*layout]).is_ok();
         std::fs::write(&path, &seeds[seed]).unwrap();
+        accepted
     })
 }
 
@@ -95,7 +96,7 @@ fn fuzz_pickles_and_dataframes() {
         CASES,
         |_, input| {
             std::fs::write(directory.join("rec_train.pkl"), input).unwrap();
-            let _ = convert();
+            convert().is_ok()
         },
     );
 }
@@ -214,42 +215,37 @@ fn fuzz_python_literal_cells() {
         quoted.push(b'"');
         quoted
     };
-    let executions = std::cell::Cell::new(0usize);
     let strategy = (
         literal(),
         literal(),
         prop::collection::vec(mutation(), 0..4),
     );
-    let result = runner(mutation::cases(CASES)).run(&strategy, |(history, details, mutations)| {
-        let details =
-            format!("[{{'note_idx': 1, 'click': 1, 'request_timestamp': 5, 'x': {details}}}]");
-        let history = apply(
-            history.as_bytes(),
-            &[details.clone().into_bytes()],
-            &mutations,
-        );
-        let mut row: Vec<Vec<u8>> = Vec::new();
-        for column in &columns {
-            row.push(match column.as_str() {
-                "recent_clicked_note_idxs" => quote(&history),
-                "rec_result_details_with_idx" => quote(details.as_bytes()),
-                _ => b"1".to_vec(),
-            });
-        }
-        let mut file = format!("{header}\n").into_bytes();
-        file.extend(row.join(&b","[..]));
-        file.push(b'\n');
-        file.extend_from_slice(rest.as_bytes());
-        std::fs::write(&path, file).unwrap();
-        let _ = qilin::convert(&directory, &QilinOptions::default());
-        executions.set(executions.get() + 1);
-        Ok(())
-    });
-    if let Err(error) = result {
-        panic!("fuzz target python literal (qilin cells) failed: {error}");
-    }
-    eprintln!(
-        "fuzz target python literal (qilin cells): {} executions",
-        executions.get()
+    fuzz_values(
+        "python literal (qilin cells)",
+        strategy,
+        CASES,
+        |(history, details, mutations)| {
+            let details =
+                format!("[{{'note_idx': 1, 'click': 1, 'request_timestamp': 5, 'x': {details}}}]");
+            let history = apply(
+                history.as_bytes(),
+                &[details.clone().into_bytes()],
+                &mutations,
+            );
+            let mut row: Vec<Vec<u8>> = Vec::new();
+            for column in &columns {
+                row.push(match column.as_str() {
+                    "recent_clicked_note_idxs" => quote(&history),
+                    "rec_result_details_with_idx" => quote(details.as_bytes()),
+                    _ => b"1".to_vec(),
+                });
+            }
+            let mut file = format!("{header}\n").into_bytes();
+            file.extend(row.join(&b","[..]));
+            file.push(b'\n');
+            file.extend_from_slice(rest.as_bytes());
+            std::fs::write(&path, file).unwrap();
+            qilin::convert(&directory, &QilinOptions::default()).is_ok()
+        },
     );
 }

@@ -16,7 +16,7 @@ use gems_data::convert::qilin::{QilinOptions, convert as convert_qilin};
 use gems_data::convert::{ConvertedDataset, HistoryOptions, MAX_HISTORY_LIMIT};
 use gems_data::dataset::{PrepareOptions, load_dataset, prepare};
 use gems_data::synthetic::{SyntheticConfig, generate};
-use gems_data::{DataError, ValidationPolicy};
+use gems_data::{DataError, PromptTemplates, Task, ValidationPolicy};
 
 /// Protocol-4 header of a hand-written pickle.
 const PROTOCOL_4: &[u8] = b"\x80\x04";
@@ -288,6 +288,18 @@ fn absurd_history_lengths_are_refused_before_anything_is_allocated() {
     .unwrap_err()
     .to_string();
     assert!(error.contains("max_history 0 is out of range"), "{error}");
+    let reference = PromptTemplates::default();
+    let error = PromptTemplates::new(
+        reference.template(Task::Rec),
+        reference.template(Task::Search),
+        1_000_000_000_000,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("max_history 1000000000000 is out of range"),
+        "{error}"
+    );
 }
 
 #[test]

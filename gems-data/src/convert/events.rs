@@ -18,8 +18,8 @@ use crate::convert::ConversionReport;
 use crate::error::{DataError, Result};
 use crate::schema::{ItemId, Request, Task, UserId};
 
-/// The longest stored history accepted: 10 000 items, more than any prompt can show (the models'
-/// context holds at most 32 768 tokens, and every item identifier takes at least three).
+/// The longest history a request stores or a prompt shows: 10 000 items, far beyond any useful
+/// prompt (the reference shows 20; the models' context holds at most 32 768 tokens).
 pub const MAX_HISTORY_LIMIT: usize = 10_000;
 
 /// How histories are built.

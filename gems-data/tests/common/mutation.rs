@@ -244,27 +244,44 @@ pub fn runner(cases: u32) -> TestRunner {
     )
 }
 
-/// Runs `target` on `cases` mutations of `seeds` (each case: a seed chosen by its index and one
-/// to six mutations); panics with the shrunk failing input if a case panics. Returns the number
-/// of executions.
-pub fn fuzz(
+/// Runs `target` on the values of `strategy` (`target` says whether the input was accepted);
+/// panics with the shrunk failing value if a case panics. Prints and returns the number of
+/// executions.
+pub fn fuzz_values<S: Strategy>(
     name: &str,
-    seeds: &[Vec<u8>],
+    strategy: S,
     default_cases: u32,
-    target: impl Fn(usize, &[u8]),
+    target: impl Fn(S::Value) -> bool,
 ) -> usize {
     let executions = std::cell::Cell::new(0usize);
-    let strategy = (any::<Index>(), prop::collection::vec(mutation(), 1..7));
-    let result = runner(cases(default_cases)).run(&strategy, |(seed, mutations)| {
-        let seed = seed.index(seeds.len());
-        let input = apply(&seeds[seed], seeds, &mutations);
-        target(seed, &input);
+    let accepted = std::cell::Cell::new(0usize);
+    let result = runner(cases(default_cases)).run(&strategy, |value| {
+        accepted.set(accepted.get() + usize::from(target(value)));
         executions.set(executions.get() + 1);
         Ok(())
     });
     if let Err(error) = result {
         panic!("fuzz target {name} failed: {error}");
     }
-    eprintln!("fuzz target {name}: {} executions", executions.get());
+    eprintln!(
+        "fuzz target {name}: {} executions, {} inputs accepted, the others refused with an error",
+        executions.get(),
+        accepted.get()
+    );
     executions.get()
+}
+
+/// Runs `target` on `cases` mutations of `seeds`: each case a seed (`target` gets its index) with
+/// one to six mutations (see [`fuzz_values`]).
+pub fn fuzz(
+    name: &str,
+    seeds: &[Vec<u8>],
+    default_cases: u32,
+    target: impl Fn(usize, &[u8]) -> bool,
+) -> usize {
+    let strategy = (any::<Index>(), prop::collection::vec(mutation(), 1..7));
+    fuzz_values(name, strategy, default_cases, |(seed, mutations)| {
+        let seed = seed.index(seeds.len());
+        target(seed, &apply(&seeds[seed], seeds, &mutations))
+    })
 }
