@@ -302,7 +302,7 @@ impl Machine<'_> {
     }
 
     fn set_items(&mut self, items: Vec<Value>) -> Result<(), String> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err(format!(
                 "SETITEMS/DICT with an odd number of values ({}) before offset {}",
                 items.len(),
