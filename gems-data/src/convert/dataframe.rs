@@ -21,7 +21,7 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 
-use crate::convert::pickle::{EXPANSION_FLOOR, EXPANSION_PER_BYTE, Node, Pickle, Value};
+use crate::convert::pickle::{EXPANSION_PER_BYTE, Node, Pickle, Value, expansion_budget};
 use crate::convert::python_literal::PythonValue;
 
 /// Deepest nesting of containers inside one cell, and of wrappers around one array, that is read.
@@ -129,11 +129,7 @@ fn range_length(start: i64, stop: i64, step: i64) -> Result<u128, String> {
 pub(crate) fn frame_from_pickle(pickle: &Pickle) -> Result<Frame, String> {
     Decoder {
         pickle,
-        budget: Cell::new(
-            EXPANSION_PER_BYTE
-                .saturating_mul(pickle.input_len)
-                .saturating_add(EXPANSION_FLOOR),
-        ),
+        budget: Cell::new(expansion_budget(pickle.input_len)),
     }
     .frame()
 }

@@ -56,7 +56,14 @@ pub(crate) enum Node {
 /// beyond the values the input spells out; plus [`EXPANSION_FLOOR`] for tiny inputs.
 pub(crate) const EXPANSION_PER_BYTE: usize = 16;
 /// The copy budget of an empty input.
-pub(crate) const EXPANSION_FLOOR: usize = 1 << 16;
+const EXPANSION_FLOOR: usize = 1 << 16;
+
+/// The values that decoding an input of `input_len` bytes may copy.
+pub(crate) fn expansion_budget(input_len: usize) -> usize {
+    EXPANSION_PER_BYTE
+        .saturating_mul(input_len)
+        .saturating_add(EXPANSION_FLOOR)
+}
 
 /// A decoded pickle: the arena and the root value.
 pub(crate) struct Pickle {
@@ -137,9 +144,7 @@ pub(crate) fn read_pickle(bytes: &[u8]) -> Result<Pickle, String> {
         marks: Vec::new(),
         memo: HashMap::new(),
         nodes: Vec::new(),
-        budget: EXPANSION_PER_BYTE
-            .saturating_mul(bytes.len())
-            .saturating_add(EXPANSION_FLOOR),
+        budget: expansion_budget(bytes.len()),
     };
     machine.run()
 }
