@@ -329,7 +329,7 @@ fn check_family(wanted: ModelKind, found: ModelKind, path: &Path) -> Result<()> 
 pub fn load_data(source: &str) -> Result<Dataset> {
     if source == "synthetic" {
         let converted =
-            gems_data::synthetic::generate(&gems_data::synthetic::SyntheticConfig::default());
+            gems_data::synthetic::generate(&gems_data::synthetic::SyntheticConfig::default())?;
         let (dataset, _) = prepare(converted, PrepareOptions::default())?;
         return Ok(dataset);
     }

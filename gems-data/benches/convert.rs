@@ -154,7 +154,7 @@ fn main() {
     assert_eq!(loaded.test.len(), prepared.test.len());
 
     let started = Instant::now();
-    let synthetic = generate(&SyntheticConfig::default());
+    let synthetic = generate(&SyntheticConfig::default()).unwrap();
     rows.push((
         "synthetic generation (default config)".into(),
         started.elapsed().as_secs_f64(),

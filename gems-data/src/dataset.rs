@@ -135,6 +135,9 @@ pub fn load_dataset(
         splits.push(read_requests(&path, &mut validator)?);
     }
     let report = validator.finish()?;
+    check_not_empty(&directory.display().to_string(), &items, &splits[0], || {
+        format!(" (read from {ITEMS_FILE} and train.jsonl, after validation): nothing to train on")
+    })?;
     tracing::info!(
         directory = %directory.display(),
         items = items.len(),
@@ -181,6 +184,12 @@ pub fn load_converted(
 
 /// Writes a converted (unsplit) directory: manifest, catalogue and `requests.jsonl`.
 pub fn write_converted(converted: &ConvertedDataset, directory: &Path) -> Result<()> {
+    check_not_empty(
+        &converted.name,
+        &converted.items,
+        &converted.requests,
+        || format!("; the conversion counted:\n{}", converted.report),
+    )?;
     std::fs::create_dir_all(directory)
         .map_err(|source| DataError::io(directory, "create", source))?;
     write_jsonl(&directory.join(ITEMS_FILE), &converted.items)?;
@@ -199,6 +208,28 @@ pub fn write_converted(converted: &ConvertedDataset, directory: &Path) -> Result
         notes,
     );
     write_manifest(&directory.join(MANIFEST_FILE), &manifest)
+}
+
+/// Refuses a dataset without items or requests, saying which and adding `details()`.
+fn check_not_empty(
+    name: &str,
+    items: &[Item],
+    requests: &[Request],
+    details: impl FnOnce() -> String,
+) -> Result<()> {
+    let what = match (items.is_empty(), requests.is_empty()) {
+        (false, false) => return Ok(()),
+        (true, true) => "no items and no requests",
+        (true, false) => "no items",
+        (false, true) => "no requests",
+    };
+    Err(DataError::EmptyDataset {
+        name: name.to_string(),
+        reason: format!(
+            "{what}{}; check the source files and the options that drop records (filters, min_history)",
+            details()
+        ),
+    })
 }
 
 struct ManifestHeader<'a> {
@@ -294,6 +325,12 @@ pub fn prepare(
         report: conversion,
     } = converted;
     let (items, requests, validation) = validate_in_memory(items, requests, options.validation)?;
+    check_not_empty(&name, &items, &requests, || {
+        format!(
+            " ({} of {} requests passed validation)",
+            validation.requests_kept, validation.requests_read
+        )
+    })?;
     let mut split = leave_one_out(requests, options.split);
     let catalogue: Vec<ItemId> = items.iter().map(|item| item.id).collect();
     let record = NegativesRecord {

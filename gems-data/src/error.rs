@@ -47,6 +47,14 @@ pub enum DataError {
         /// The full report, with counts and the first examples of each problem.
         report: Box<crate::validation_report::ValidationReport>,
     },
+    /// A dataset with no items or no requests: nothing to split, train or evaluate on.
+    #[error("{name}: the dataset is empty: {reason}")]
+    EmptyDataset {
+        /// The dataset's directory or name.
+        name: String,
+        /// What is missing, and where to look for why.
+        reason: String,
+    },
     /// An option or argument is out of range or inconsistent.
     #[error("invalid option: {0}")]
     InvalidOption(String),

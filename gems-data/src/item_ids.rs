@@ -277,6 +277,7 @@ impl ItemIdentifiers {
                 title: String::new(),
                 text: None,
                 categories: Vec::new(),
+                key: None,
             })
             .collect();
         let identifiers = file

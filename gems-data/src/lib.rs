@@ -14,7 +14,7 @@
 //! ```no_run
 //! use gems_data::{dataset, synthetic, ValidationPolicy};
 //! # fn main() -> gems_data::Result<()> {
-//! let converted = synthetic::generate(&synthetic::SyntheticConfig::default());
+//! let converted = synthetic::generate(&synthetic::SyntheticConfig::default())?;
 //! let (prepared, report) = dataset::prepare(converted, dataset::PrepareOptions::default())?;
 //! prepared.write(std::path::Path::new("data/synthetic"))?;
 //! let (loaded, validation) = dataset::load_dataset(std::path::Path::new("data/synthetic"), ValidationPolicy::Strict)?;

@@ -11,6 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::convert::MAX_HISTORY_LIMIT;
 use crate::error::{DataError, Result};
 use crate::item_ids::ItemIdentifiers;
 use crate::schema::{Request, Task};
@@ -47,8 +48,14 @@ impl Default for PromptTemplates {
 
 impl PromptTemplates {
     /// Custom templates. The rec template must contain `{history}` and not `{query}`; the search
-    /// template must contain both; no other `{...}` placeholder is allowed.
+    /// template must contain both; no other `{...}` placeholder is allowed. At most
+    /// [`MAX_HISTORY_LIMIT`] history items can be shown.
     pub fn new(rec: &str, search: &str, max_history_items: usize) -> Result<Self> {
+        if max_history_items > MAX_HISTORY_LIMIT {
+            return Err(DataError::InvalidOption(format!(
+                "max_history {max_history_items} is out of range: a prompt shows 0 to {MAX_HISTORY_LIMIT} history items (the reference shows 20)"
+            )));
+        }
         check_template("rec", rec, false)?;
         check_template("search", search, true)?;
         Ok(PromptTemplates {

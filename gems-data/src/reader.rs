@@ -69,6 +69,7 @@ impl JsonRecord for Item {
         field("title", true, FieldKind::String),
         field("text", false, FieldKind::OptionalString),
         field("categories", false, FieldKind::StringList),
+        field("key", false, FieldKind::OptionalString),
     ];
 }
 
@@ -82,6 +83,7 @@ impl JsonRecord for Request {
         field("targets", true, FieldKind::UnsignedIntegerList),
         field("negatives", false, FieldKind::UnsignedIntegerList),
         field("timestamp", true, FieldKind::Integer),
+        field("user_key", false, FieldKind::OptionalString),
     ];
 }
 

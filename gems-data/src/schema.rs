@@ -1,9 +1,11 @@
 //! The unified data format's records: items, requests and the dataset manifest.
 //!
 //! One JSON object per line; see `gems-data/FORMAT.md` for the on-disk description. Item and user
-//! identifiers are unsigned integers: every supported source numbers them already (Qilin's
-//! `note_idx`, KuaiSAR's and MovieLens' ids, UniSAR's re-mapped ids), and integers keep a million
-//! requests with twenty-item histories small in memory.
+//! identifiers are unsigned integers: most sources number them already (Qilin's `note_idx`,
+//! KuaiSAR's and MovieLens' ids, UniSAR's re-mapped ids), and integers keep a million requests
+//! with twenty-item histories small in memory. A source whose keys are strings (RecBole's `:token`
+//! fields) is numbered by its converter, which keeps each original key in [`Item::key`] and
+//! [`Request::user_key`].
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -59,6 +61,9 @@ pub struct Item {
     /// Optional category labels, coarse to fine where the source has a hierarchy.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub categories: Vec<String>,
+    /// The source's own key of the item when it is not `id` (a RecBole token such as `1m_1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// One search or recommendation request (a line of `train.jsonl`, `valid.jsonl`, `test.jsonl` or
@@ -86,6 +91,9 @@ pub struct Request {
     /// When the request happened (Unix seconds where the source has real times); only the order
     /// matters.
     pub timestamp: i64,
+    /// The source's own key of the user when it is not `user` (a RecBole token such as `u_17`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_key: Option<String>,
 }
 
 fn is_false(value: &bool) -> bool {

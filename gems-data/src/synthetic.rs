@@ -36,6 +36,7 @@ use serde::{Deserialize, Serialize};
 use crate::convert::{
     ConversionReport, ConvertedDataset, HistoryOptions, Interaction, requests_from_interactions,
 };
+use crate::error::Result;
 use crate::schema::{Item, ItemId, Task};
 
 /// Categories and their nouns.
@@ -156,8 +157,10 @@ struct Taste {
     style: usize,
 }
 
-/// Generates the dataset (catalogue and unsplit requests).
-pub fn generate(config: &SyntheticConfig) -> ConvertedDataset {
+/// Generates the dataset (catalogue and unsplit requests); fails only on history options out of
+/// range ([`HistoryOptions::check`]).
+pub fn generate(config: &SyntheticConfig) -> Result<ConvertedDataset> {
+    config.history.check()?;
     let mut generator = ChaCha8Rng::seed_from_u64(config.seed);
     let categories = config.categories.clamp(1, CATEGORIES.len());
     let catalogue = generate_items(&mut generator, categories, config.items_per_category.max(1));
@@ -177,6 +180,7 @@ pub fn generate(config: &SyntheticConfig) -> ConvertedDataset {
                     COLOURS[item.colour], STYLES[item.style], item.noun, item.brand
                 )),
                 categories: vec![category.to_string()],
+                key: None,
             }
         })
         .collect();
@@ -257,8 +261,8 @@ pub fn generate(config: &SyntheticConfig) -> ConvertedDataset {
     let mut report = ConversionReport::default();
     report.add("users generated", config.users);
     report.add("interactions generated", interactions.len());
-    let requests = requests_from_interactions(interactions, config.history, &mut report);
-    ConvertedDataset {
+    let requests = requests_from_interactions(interactions, config.history, &mut report)?;
+    Ok(ConvertedDataset {
         name: "synthetic".to_string(),
         source: format!("gems-data synthetic generator, {config:?}"),
         items,
@@ -272,7 +276,7 @@ pub fn generate(config: &SyntheticConfig) -> ConvertedDataset {
             ),
         ],
         report,
-    }
+    })
 }
 
 fn generate_items(

@@ -82,6 +82,7 @@ mod tests {
             title: title.to_string(),
             text: None,
             categories: vec![category.to_string()],
+            key: None,
         }
     }
 

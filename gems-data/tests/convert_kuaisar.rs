@@ -30,6 +30,7 @@ fn converts_logs_into_exact_requests_and_items() {
         title: title.to_string(),
         text: None,
         categories: categories.iter().map(|name| name.to_string()).collect(),
+        key: None,
     };
     assert_eq!(
         converted.items,

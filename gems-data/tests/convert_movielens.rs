@@ -6,13 +6,17 @@ use common::{fixture, request};
 use gems_data::convert::movielens::{MovieLensLayout, MovieLensOptions, convert, detect_layout};
 use gems_data::{Item, Task};
 
-fn expected_items() -> Vec<Item> {
-    let item = |id: u64, title: &str, genres: &[&str]| Item {
+fn item(id: u64, title: &str, genres: &[&str]) -> Item {
+    Item {
         id,
         title: title.to_string(),
         text: None,
         categories: genres.iter().map(|genre| genre.to_string()).collect(),
-    };
+        key: None,
+    }
+}
+
+fn expected_items() -> Vec<Item> {
     // Movie 50 is never rated: left out of the catalogue (and counted).
     vec![
         item(
@@ -145,5 +149,96 @@ fn malformed_rating_names_file_line_and_field() {
     assert!(
         error.ends_with("ratings.dat:2: field \"rating\": expected a number, got \"x\""),
         "{error}"
+    );
+}
+
+#[test]
+fn recbole_tokens_of_any_text_are_numbered_and_kept_as_keys() {
+    // Item tokens `1m_10`, `Heat (1995)`, `007`, `40`; user tokens `ann` and `1`.
+    let options = MovieLensOptions {
+        search_fraction: 0.0,
+        ..MovieLensOptions::default()
+    };
+    let converted = convert(&fixture("movielens/recbole-tokens"), &options).unwrap();
+    assert_eq!(converted.name, "ml-1m-cross");
+    let keyed = |id: u64, title: &str, genres: &[&str], key: &str| Item {
+        key: Some(key.to_string()),
+        ..item(id, title, genres)
+    };
+    // Numbered in order of first appearance in the item file; `40` is never rated.
+    assert_eq!(
+        converted.items,
+        vec![
+            keyed(
+                0,
+                "Toy Story (1995)",
+                &["Animation", "Children's", "Comedy"],
+                "1m_10"
+            ),
+            keyed(
+                1,
+                "Heat (1995)",
+                &["Action", "Crime", "Thriller"],
+                "Heat (1995)"
+            ),
+            keyed(
+                2,
+                "City of Lost Children, The (1995)",
+                &["Adventure", "Sci-Fi"],
+                "007"
+            ),
+        ]
+    );
+    let with_key = |request: gems_data::Request| gems_data::Request {
+        user_key: Some("ann".to_string()),
+        ..request
+    };
+    // `ann` rated Heat (…700), Toy Story (…760), City of Lost Children (…1000); user `1` (id 1)
+    // has a single rating, so no request.
+    assert_eq!(
+        converted.requests,
+        vec![
+            with_key(request(0, Task::Rec, &[1], None, &[0], 978300760)),
+            with_key(request(0, Task::Rec, &[1, 0], None, &[2], 978301000)),
+        ]
+    );
+    assert!(
+        converted
+            .notes
+            .iter()
+            .any(|note| note.starts_with("item ids: the item tokens are not all integers"))
+    );
+    assert!(
+        converted
+            .notes
+            .iter()
+            .any(|note| note.starts_with("user ids: the user tokens are not all integers"))
+    );
+
+    // The keys survive writing and reading the unified format.
+    let directory = common::scratch_dir("movielens-token-keys");
+    gems_data::dataset::write_converted(&converted, &directory).unwrap();
+    let (loaded, _) =
+        gems_data::dataset::load_converted(&directory, gems_data::ValidationPolicy::Strict)
+            .unwrap();
+    assert_eq!(loaded.items, converted.items);
+    assert_eq!(loaded.requests, converted.requests);
+}
+
+#[test]
+fn an_empty_recbole_token_names_file_line_and_field() {
+    let directory = common::fixture_copy("movielens/recbole-tokens", "movielens-empty-token");
+    let path = directory.join("ml-1m-cross.inter");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("{text} \t007\t4\t978300900\n")).unwrap();
+    let error = convert(&directory, &MovieLensOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        error,
+        format!(
+            "{}:6: field \"user_id\": an empty token; every user and item needs an id",
+            path.display()
+        )
     );
 }

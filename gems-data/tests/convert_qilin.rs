@@ -59,6 +59,7 @@ fn converts_tables_into_exact_requests_and_notes() {
             title: "渔歌子".to_string(),
             text: Some("第一行\n\"引号\" #话题[话题]#".to_string()),
             categories: vec!["c487".to_string(), "c488".to_string()],
+            key: None,
         }
     );
     assert_eq!(converted.items[2].categories, vec!["c100", "c101", "c102"]);

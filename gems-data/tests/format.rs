@@ -18,6 +18,7 @@ fn small_synthetic() -> gems_data::convert::ConvertedDataset {
         categories: 4,
         ..SyntheticConfig::default()
     })
+    .unwrap()
 }
 
 #[test]
@@ -112,7 +113,7 @@ fn malformed_lines_name_file_line_and_field() {
             "unknown-field",
             r#"{"user":1,"task":"rec","history":[1],"tragets":[2],"timestamp":5}"#
         ),
-        r#"field "tragets": unknown field; the known fields are user, task, history, query, query_is_proxy, targets, negatives, timestamp"#
+        r#"field "tragets": unknown field; the known fields are user, task, history, query, query_is_proxy, targets, negatives, timestamp, user_key"#
     );
     let bad_json = request_error("bad-json", r#"{"user":1,"task":"rec","#);
     assert!(bad_json.starts_with("not valid JSON ("), "{bad_json}");

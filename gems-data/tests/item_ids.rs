@@ -14,6 +14,7 @@ fn item(id: u64, title: &str) -> Item {
         title: title.to_string(),
         text: None,
         categories: Vec::new(),
+        key: None,
     }
 }
 
@@ -64,7 +65,7 @@ fn duplicate_titles_get_suffixes_that_avoid_other_titles() {
 
 #[test]
 fn semantic_identifiers_are_unique_fixed_length_and_share_prefixes_within_categories() {
-    let data = generate(&SyntheticConfig::default());
+    let data = generate(&SyntheticConfig::default()).unwrap();
     let options = SemanticIdOptions::default();
     let identifiers =
         ItemIdentifiers::build(&data.items, &ItemIdScheme::Semantic(options)).unwrap();
@@ -141,7 +142,8 @@ fn identifiers_save_and_load() {
     let data = generate(&SyntheticConfig {
         users: 10,
         ..SyntheticConfig::default()
-    });
+    })
+    .unwrap();
     let identifiers = ItemIdentifiers::build(
         &data.items,
         &ItemIdScheme::Semantic(SemanticIdOptions::default()),

@@ -19,6 +19,7 @@ fn catalogue() -> Vec<Item> {
             title: format!("blue lamp number {id}"),
             text: None,
             categories: vec!["office".into()],
+            key: None,
         })
         .collect()
 }
@@ -33,6 +34,7 @@ fn search_request(history: Vec<u64>) -> Request {
         targets: vec![3],
         negatives: Vec::new(),
         timestamp: 0,
+        user_key: None,
     }
 }
 
@@ -325,12 +327,14 @@ fn identifier_token_sequences_are_unique_or_rejected() {
             title: "zebra".into(),
             text: None,
             categories: Vec::new(),
+            key: None,
         },
         Item {
             id: 2,
             title: "okapi".into(),
             text: None,
             categories: Vec::new(),
+            key: None,
         },
     ];
     let titles = ItemIdentifiers::build(&unseen, &ItemIdScheme::Title).unwrap();

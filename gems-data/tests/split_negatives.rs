@@ -17,6 +17,7 @@ fn request(user: u64, task: Task, timestamp: i64, target: u64) -> Request {
         targets: vec![target],
         negatives: Vec::new(),
         timestamp,
+        user_key: None,
     }
 }
 

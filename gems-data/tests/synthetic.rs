@@ -12,7 +12,7 @@ use gems_data::{ItemId, Protocol, Request, Task};
 
 fn prepared() -> Dataset {
     prepare(
-        generate(&SyntheticConfig::default()),
+        generate(&SyntheticConfig::default()).unwrap(),
         PrepareOptions::default(),
     )
     .expect("synthetic data is valid")
@@ -21,13 +21,14 @@ fn prepared() -> Dataset {
 
 #[test]
 fn generation_is_reproducible_and_seed_dependent() {
-    let first = generate(&SyntheticConfig::default());
-    let second = generate(&SyntheticConfig::default());
+    let first = generate(&SyntheticConfig::default()).unwrap();
+    let second = generate(&SyntheticConfig::default()).unwrap();
     assert_eq!(first, second);
     let other = generate(&SyntheticConfig {
         seed: 7,
         ..SyntheticConfig::default()
-    });
+    })
+    .unwrap();
     assert_ne!(first.requests, other.requests);
 }
 

@@ -72,6 +72,17 @@ impl Checkpoint {
             let index_content: Index =
                 serde_json::from_str(&text).map_err(|e| ModelError::json(&index, e))?;
             let names: BTreeSet<String> = index_content.weight_map.into_values().collect();
+            // Shards are files of the model directory, never paths elsewhere.
+            if let Some(name) = names.iter().find(|name| {
+                Path::new(name.as_str()).file_name() != Some(std::ffi::OsStr::new(name))
+            }) {
+                return Err(ModelError::Safetensors {
+                    path: index,
+                    message: format!(
+                        "weight_map names the shard {name:?}, which is not a file name of the model directory"
+                    ),
+                });
+            }
             names.into_iter().map(|name| directory.join(name)).collect()
         } else {
             return Err(ModelError::io(

@@ -242,6 +242,30 @@ fn unreadable_dtype_is_named() {
     std::fs::remove_dir_all(directory).unwrap();
 }
 
+#[test]
+fn a_shard_index_may_only_name_files_of_the_model_directory() {
+    let directory = scratch("shard-outside");
+    for entry in std::fs::read_dir(fixture("qwen2-untied")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, directory.join(path.file_name().unwrap())).unwrap();
+    }
+    let index = directory.join("model.safetensors.index.json");
+    let text = std::fs::read_to_string(&index).unwrap().replacen(
+        "\"model-00002-of-00002.safetensors\"",
+        "\"../qwen2-tied/model.safetensors\"",
+        1,
+    );
+    std::fs::write(&index, text).unwrap();
+    let message = Backbone::load(&directory, &device())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("\"../qwen2-tied/model.safetensors\", which is not a file name"),
+        "{message}"
+    );
+    std::fs::remove_dir_all(directory).unwrap();
+}
+
 fn parse(text: &str) -> Result<ModelConfig, ModelError> {
     ModelConfig::from_json(text, Path::new("config.json"))
 }
@@ -412,6 +436,19 @@ fn unsupported_configs_get_clear_errors() {
         (
             QWEN2_5_0_5B.replace(r#""num_key_value_heads": 2"#, r#""num_key_value_heads": 3"#),
             "num_key_value_heads",
+        ),
+        // A head width of 0 passed and broke the model later.
+        (
+            QWEN2_5_0_5B.replace(r#""hidden_act""#, r#""head_dim": 0, "hidden_act""#),
+            "head_dim must be positive",
+        ),
+        // Far positions fell into negative buckets.
+        (
+            FLAN_T5_BASE.replace(
+                r#""relative_attention_max_distance": 128"#,
+                r#""relative_attention_max_distance": 2"#,
+            ),
+            "relative_attention_max_distance",
         ),
     ];
     for (text, word) in cases {

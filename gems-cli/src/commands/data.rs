@@ -358,7 +358,7 @@ impl ConvertArgs {
                     search_fraction: self.search_fraction.unwrap_or(defaults.search_fraction),
                     history,
                     ..defaults
-                })
+                })?
             }
         };
         Ok(converted)

@@ -126,6 +126,7 @@ fn show(
         targets: Vec::new(),
         negatives: Vec::new(),
         timestamp: 0,
+        user_key: None,
     };
     let shown = request.history.len().min(saved.settings.max_history);
     println!(

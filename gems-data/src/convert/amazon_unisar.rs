@@ -22,7 +22,7 @@ use crate::convert::pickle::read_pickle;
 use crate::convert::python_literal::{PythonValue, parse_integer_list};
 use crate::convert::{
     ConversionReport, ConvertedDataset, FilterOptions, HistoryOptions, Interaction, apply_filters,
-    requests_from_interactions,
+    requests_from_interactions, time_in_milliseconds,
 };
 use crate::error::{DataError, Result};
 use crate::schema::{Item, ItemId, Task};
@@ -120,6 +120,7 @@ fn query_of(cell: &PythonValue, file: &str, row: usize) -> Result<String> {
 
 /// Converts UniSAR's Amazon pickles.
 pub fn convert(directory: &Path, options: &AmazonUnisarOptions) -> Result<ConvertedDataset> {
+    options.history.check()?;
     let directory = dataset_directory(directory);
     let mut report = ConversionReport::default();
     let mut interactions = Vec::new();
@@ -155,9 +156,11 @@ pub fn convert(directory: &Path, options: &AmazonUnisarOptions) -> Result<Conver
                         format!("expected a time, got {:?}", times[row]),
                     )
                 })?;
+                let time_ms = time_in_milliseconds(time, milliseconds)
+                    .map_err(|message| DataError::record(&file, row + 1, Some("ts"), message))?;
                 interactions.push(Interaction {
                     user: id_of(&users[row], &file, row, "user_id")?,
-                    time_ms: (time * milliseconds) as i64,
+                    time_ms,
                     task,
                     targets: vec![id_of(&items[row], &file, row, "item_id")?],
                     query: keywords
@@ -169,7 +172,7 @@ pub fn convert(directory: &Path, options: &AmazonUnisarOptions) -> Result<Conver
             report.add(format!("{prefix}_{split}.pkl rows"), frame.rows);
         }
     }
-    let requests = requests_from_interactions(interactions, options.history, &mut report);
+    let requests = requests_from_interactions(interactions, options.history, &mut report)?;
     let requests = apply_filters(requests, &options.filter, &mut report);
     let referenced: BTreeSet<ItemId> = requests
         .iter()
@@ -183,6 +186,7 @@ pub fn convert(directory: &Path, options: &AmazonUnisarOptions) -> Result<Conver
             title: format!("item {id}"),
             text: None,
             categories: Vec::new(),
+            key: None,
         })
         .collect();
     Ok(ConvertedDataset {

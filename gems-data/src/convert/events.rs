@@ -5,13 +5,22 @@
 //! each one becomes a request whose history is the targets of the user's earlier interactions of
 //! either task, the most recent `max_history` of them, oldest first. Interactions with fewer than
 //! `min_history` earlier items still feed later histories but yield no request (counted).
+//!
+//! Stored histories grow with the square of a user's interactions up to `max_history`, so the
+//! options are checked first ([`HistoryOptions::check`]) and the bytes the histories would take are
+//! computed before any is built and refused beyond the memory available.
 
 use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
 use crate::convert::ConversionReport;
+use crate::error::{DataError, Result};
 use crate::schema::{ItemId, Request, Task, UserId};
+
+/// The longest history a request stores or a prompt shows: 10 000 items, far beyond any useful
+/// prompt (the reference shows 20; the models' context holds at most 32 768 tokens).
+pub const MAX_HISTORY_LIMIT: usize = 10_000;
 
 /// How histories are built.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,6 +29,26 @@ pub struct HistoryOptions {
     pub max_history: usize,
     /// Fewest earlier items for an interaction to become a request.
     pub min_history: usize,
+}
+
+impl HistoryOptions {
+    /// Checks that `1 ≤ max_history ≤` [`MAX_HISTORY_LIMIT`] and `min_history ≤ max_history` (a
+    /// request needs its earlier items within the stored history; more could never be met).
+    pub fn check(&self) -> Result<()> {
+        if self.max_history == 0 || self.max_history > MAX_HISTORY_LIMIT {
+            return Err(DataError::InvalidOption(format!(
+                "max_history {} is out of range: a request stores 1 to {MAX_HISTORY_LIMIT} history items (the reference uses 20; prompts show at most a few dozen)",
+                self.max_history
+            )));
+        }
+        if self.min_history > self.max_history {
+            return Err(DataError::InvalidOption(format!(
+                "min_history {} is above max_history {}: no request could ever have enough history; lower min_history or raise max_history",
+                self.min_history, self.max_history
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl Default for HistoryOptions {
@@ -43,15 +72,88 @@ pub(crate) struct Interaction {
     pub query_is_proxy: bool,
 }
 
-/// Builds requests from interactions (see the module documentation).
+/// A time in units of `milliseconds_per_unit` (1000 for seconds, 1 for milliseconds) as whole
+/// milliseconds (fractions dropped), refusing times that are not finite numbers or whose
+/// milliseconds do not fit 64 bits (they would wrap or saturate into a wrong order).
+pub(crate) fn time_in_milliseconds(time: f64, milliseconds_per_unit: f64) -> Result<i64, String> {
+    let milliseconds = time * milliseconds_per_unit;
+    // i64::MAX as f64 rounds up to 2^63, which itself does not fit.
+    if milliseconds.is_finite() && milliseconds.abs() < i64::MAX as f64 {
+        return Ok(milliseconds as i64);
+    }
+    let unit = if milliseconds_per_unit == 1.0 {
+        "milliseconds"
+    } else {
+        "seconds"
+    };
+    Err(format!(
+        "the time {time} ({unit}) is not a finite number of milliseconds within ±9.2e18; expected a Unix time"
+    ))
+}
+
+/// Bytes the requests built from `interactions` (sorted by user) would take at most: every
+/// interaction's request with a history of its user's earlier targets, up to `max_history`.
+fn history_bytes(interactions: &[Interaction], max_history: usize) -> u128 {
+    let mut bytes = 0u128;
+    let mut earlier = 0u128;
+    let mut current_user = None;
+    for interaction in interactions {
+        if current_user != Some(interaction.user) {
+            current_user = Some(interaction.user);
+            earlier = 0;
+        }
+        let targets = interaction.targets.len() as u128;
+        bytes += (std::mem::size_of::<Request>() as u128)
+            + 8 * (earlier.min(max_history as u128) + targets);
+        earlier += targets;
+    }
+    bytes
+}
+
+/// Memory the system reports available (`MemAvailable` of `/proc/meminfo`), where it does.
+fn available_memory() -> Option<u128> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo
+        .lines()
+        .find(|line| line.starts_with("MemAvailable:"))?;
+    let kibibytes: u128 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kibibytes * 1024)
+}
+
+/// Refuses histories that need more than `available` bytes.
+fn check_history_memory(
+    needed: u128,
+    available: Option<u128>,
+    options: HistoryOptions,
+) -> Result<()> {
+    let gibibytes = |bytes: u128| bytes as f64 / f64::from(1u32 << 30);
+    match available {
+        Some(available) if needed > available => Err(DataError::InvalidOption(format!(
+            "the requests with histories of up to {} items would take {:.1} GiB, more than the {:.1} GiB of memory available; lower max_history (the reference uses 20)",
+            options.max_history,
+            gibibytes(needed),
+            gibibytes(available)
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Builds requests from interactions (see the module documentation), after checking `options`
+/// and the memory the histories need.
 pub(crate) fn requests_from_interactions(
     mut interactions: Vec<Interaction>,
     options: HistoryOptions,
     report: &mut ConversionReport,
-) -> Vec<Request> {
+) -> Result<Vec<Request>> {
+    options.check()?;
     interactions.sort_by_key(|interaction| (interaction.user, interaction.time_ms));
+    check_history_memory(
+        history_bytes(&interactions, options.max_history),
+        available_memory(),
+        options,
+    )?;
     let mut requests = Vec::with_capacity(interactions.len());
-    let mut history: VecDeque<ItemId> = VecDeque::with_capacity(options.max_history + 1);
+    let mut history: VecDeque<ItemId> = VecDeque::new();
     let mut current_user = None;
     let mut skipped = 0;
     for interaction in interactions {
@@ -69,6 +171,7 @@ pub(crate) fn requests_from_interactions(
                 targets: interaction.targets.clone(),
                 negatives: Vec::new(),
                 timestamp: interaction.time_ms.div_euclid(1000),
+                user_key: None,
             });
         } else {
             skipped += 1;
@@ -93,7 +196,7 @@ pub(crate) fn requests_from_interactions(
         skipped,
         "built requests from the interaction log"
     );
-    requests
+    Ok(requests)
 }
 
 #[cfg(test)]
@@ -121,7 +224,8 @@ mod tests {
         interactions.insert(3, interaction(2, 5, 7));
         let mut report = ConversionReport::default();
         let requests =
-            requests_from_interactions(interactions, HistoryOptions::default(), &mut report);
+            requests_from_interactions(interactions, HistoryOptions::default(), &mut report)
+                .unwrap();
         // User 1's first and user 2's only interaction have no history.
         assert_eq!(
             report.count("interactions with fewer than 1 earlier items (kept as history only)"),

@@ -25,7 +25,7 @@ use crate::convert::python_literal::parse_integer_list;
 use crate::convert::table::TableReader;
 use crate::convert::{
     ConversionReport, ConvertedDataset, FilterOptions, HistoryOptions, Interaction, apply_filters,
-    keep_referenced_items, requests_from_interactions, retain_known_targets,
+    keep_referenced_items, requests_from_interactions, retain_known_targets, time_in_milliseconds,
 };
 use crate::error::Result;
 use crate::schema::{Item, ItemId, Task};
@@ -51,6 +51,7 @@ const CATEGORY_PLACEHOLDERS: [&str; 6] = ["", "empty", "UNKNOWN", "unknown", "na
 
 /// Converts the KuaiSAR directory `directory`.
 pub fn convert(directory: &Path, options: &KuaiSarOptions) -> Result<ConvertedDataset> {
+    options.history.check()?;
     let mut report = ConversionReport::default();
     let items = read_items(&directory.join("item_features.csv"))?;
     report.add("items in item_features.csv", items.len());
@@ -61,7 +62,7 @@ pub fn convert(directory: &Path, options: &KuaiSarOptions) -> Result<ConvertedDa
     )?);
     let known: HashSet<ItemId> = items.iter().map(|item| item.id).collect();
     retain_known_targets(&mut interactions, &known, &mut report);
-    let requests = requests_from_interactions(interactions, options.history, &mut report);
+    let requests = requests_from_interactions(interactions, options.history, &mut report)?;
     let requests = apply_filters(requests, &options.filter, &mut report);
     let items = keep_referenced_items(items, &requests, &mut report);
     Ok(ConvertedDataset {
@@ -96,7 +97,11 @@ fn read_recommendations(path: &Path, report: &mut ConversionReport) -> Result<Ve
         }
         interactions.push(Interaction {
             user: row.id(user, "user_id")?,
-            time_ms: row.parse::<f64>(timestamp, "timestamp", "Unix milliseconds")? as i64,
+            time_ms: time_in_milliseconds(
+                row.parse(timestamp, "timestamp", "Unix milliseconds")?,
+                1.0,
+            )
+            .map_err(|message| row.error("timestamp", message))?,
             task: Task::Rec,
             targets: vec![row.id(item, "item_id")?],
             query: None,
@@ -132,11 +137,11 @@ fn read_searches(path: &Path, report: &mut ConversionReport) -> Result<Vec<Inter
                 position_of_session.insert(session_id, sessions.len());
                 sessions.push(Interaction {
                     user: row.id(user, "user_id")?,
-                    time_ms: row.parse::<f64>(
-                        timestamp,
-                        "search_session_timestamp",
-                        "Unix milliseconds",
-                    )? as i64,
+                    time_ms: time_in_milliseconds(
+                        row.parse(timestamp, "search_session_timestamp", "Unix milliseconds")?,
+                        1.0,
+                    )
+                    .map_err(|message| row.error("search_session_timestamp", message))?,
                     task: Task::Search,
                     targets: Vec::new(),
                     query: Some(word_ids_as_text(row.text(keyword, "keyword")?)),
@@ -198,6 +203,7 @@ fn read_items(path: &Path) -> Result<Vec<Item>> {
             title,
             text: None,
             categories,
+            key: None,
         });
     }
     Ok(items)

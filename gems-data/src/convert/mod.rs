@@ -21,13 +21,14 @@ mod pickle;
 mod python_literal;
 pub mod qilin;
 mod table;
+mod tokens;
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-pub use events::HistoryOptions;
-pub(crate) use events::{Interaction, requests_from_interactions};
+pub use events::{HistoryOptions, MAX_HISTORY_LIMIT};
+pub(crate) use events::{Interaction, requests_from_interactions, time_in_milliseconds};
 pub use filter::FilterOptions;
 pub(crate) use filter::apply_filters;
 

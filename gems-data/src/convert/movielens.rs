@@ -13,7 +13,10 @@
 //!   spaces). RecBole titles lack the year; it is appended as ` (year)` so that both layouts give
 //!   the same titles.
 //!
-//! GroupLens files are Latin-1; they are decoded as such.
+//! GroupLens files are Latin-1; they are decoded as such. RecBole's `user_id` and `item_id` are
+//! `:token` fields, any non-empty text (`1m_1`, a title): integer tokens keep their value as the
+//! id, otherwise tokens are numbered and kept as the item's `key` and the request's `user_key`
+//! ([`crate::convert::tokens`]). Timestamps whose milliseconds do not fit 64 bits are refused.
 //!
 //! Every rating (optionally only those ≥ `min_rating`) is one interaction. A seeded draw makes a
 //! fraction `search_fraction` of them search requests whose query is a **proxy** built from the
@@ -29,13 +32,14 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::convert::table::TableReader;
+use crate::convert::table::{Row, TableReader};
+use crate::convert::tokens::TokenIds;
 use crate::convert::{
     ConversionReport, ConvertedDataset, FilterOptions, HistoryOptions, Interaction, apply_filters,
-    keep_referenced_items, requests_from_interactions,
+    keep_referenced_items, requests_from_interactions, time_in_milliseconds,
 };
 use crate::error::{DataError, Result};
-use crate::schema::{Item, ItemId, Task};
+use crate::schema::{Item, Task};
 use crate::text::words;
 
 /// Genre flag order of ml-100k's `u.item` (as listed in its `u.genre`).
@@ -142,10 +146,12 @@ pub fn detect_layout(directory: &Path) -> Result<MovieLensLayout> {
 }
 
 struct Rating {
-    user: u64,
-    item: ItemId,
+    /// Position of the user's token.
+    user: usize,
+    /// Position of the item's token.
+    item: usize,
     rating: f64,
-    time_seconds: i64,
+    time_ms: i64,
 }
 
 struct Movie {
@@ -153,33 +159,48 @@ struct Movie {
     genres: Vec<String>,
 }
 
+/// What a layout's files hold: movies and ratings by token position, and the tokens.
+#[derive(Default)]
+struct Tables {
+    users: TokenIds,
+    items: TokenIds,
+    movies: HashMap<usize, Movie>,
+    ratings: Vec<Rating>,
+}
+
 /// Converts the MovieLens directory `directory`.
 pub fn convert(directory: &Path, options: &MovieLensOptions) -> Result<ConvertedDataset> {
+    options.history.check()?;
     let layout = detect_layout(directory)?;
-    let (name, ratings, movies) = match &layout {
-        MovieLensLayout::GroupLens100k => (
-            "ml-100k".to_string(),
-            read_grouplens_ratings(&directory.join("u.data"), "\t")?,
-            read_ml100k_items(&directory.join("u.item"))?,
-        ),
-        MovieLensLayout::GroupLens1m => (
-            "ml-1m".to_string(),
-            read_grouplens_ratings(&directory.join("ratings.dat"), "::")?,
-            read_ml1m_movies(&directory.join("movies.dat"))?,
-        ),
+    let mut tables = Tables::default();
+    let name = match &layout {
+        MovieLensLayout::GroupLens100k => {
+            read_ml100k_items(&directory.join("u.item"), &mut tables)?;
+            read_grouplens_ratings(&directory.join("u.data"), "\t", &mut tables)?;
+            "ml-100k".to_string()
+        }
+        MovieLensLayout::GroupLens1m => {
+            read_ml1m_movies(&directory.join("movies.dat"), &mut tables)?;
+            read_grouplens_ratings(&directory.join("ratings.dat"), "::", &mut tables)?;
+            "ml-1m".to_string()
+        }
         MovieLensLayout::RecBole { inter, item } => {
-            let name = inter
+            read_recbole_items(item, &mut tables)?;
+            read_recbole_ratings(inter, &mut tables)?;
+            inter
                 .file_stem()
                 .and_then(|stem| stem.to_str())
                 .unwrap_or("movielens")
-                .to_string();
-            (
-                name,
-                read_recbole_ratings(inter)?,
-                read_recbole_items(item)?,
-            )
+                .to_string()
         }
     };
+    let Tables {
+        users,
+        items,
+        movies,
+        ratings,
+    } = tables;
+    let (user_ids, item_ids) = (users.finish(), items.finish());
     let mut report = ConversionReport::default();
     report.add("ratings read", ratings.len());
     let before = ratings.len();
@@ -206,7 +227,7 @@ pub fn convert(directory: &Path, options: &MovieLensOptions) -> Result<Converted
         "ratings of movies missing from the movie file (left out)",
         before - ratings.len(),
     );
-    ratings.sort_by_key(|rating| (rating.user, rating.time_seconds));
+    ratings.sort_by_key(|rating| (user_ids.id(rating.user), rating.time_ms));
 
     let mut generator = ChaCha8Rng::seed_from_u64(options.seed);
     let interactions: Vec<Interaction> = ratings
@@ -215,38 +236,52 @@ pub fn convert(directory: &Path, options: &MovieLensOptions) -> Result<Converted
             let is_search = generator.random_bool(options.search_fraction.clamp(0.0, 1.0));
             let query = is_search.then(|| proxy_query(&movies[&rating.item], &mut generator));
             Interaction {
-                user: rating.user,
-                time_ms: rating.time_seconds * 1000,
+                user: user_ids.id(rating.user),
+                time_ms: rating.time_ms,
                 task: if is_search { Task::Search } else { Task::Rec },
-                targets: vec![rating.item],
+                targets: vec![item_ids.id(rating.item)],
                 query,
                 query_is_proxy: is_search,
             }
         })
         .collect();
-    let requests = requests_from_interactions(interactions, options.history, &mut report);
-    let requests = apply_filters(requests, &options.filter, &mut report);
+    let requests = requests_from_interactions(interactions, options.history, &mut report)?;
+    let mut requests = apply_filters(requests, &options.filter, &mut report);
+    for request in &mut requests {
+        request.user_key = user_ids.key_of_id(request.user);
+    }
     let mut items: Vec<Item> = movies
         .into_iter()
-        .map(|(id, movie)| Item {
-            id,
+        .map(|(position, movie)| Item {
+            id: item_ids.id(position),
             title: movie.title,
             text: None,
             categories: movie.genres,
+            key: item_ids.key(position),
         })
         .collect();
     items.sort_by_key(|item| item.id);
     let items = keep_referenced_items(items, &requests, &mut report);
+    let mut notes = vec![
+        "queries are proxies built from genres and titles: each search query is one genre of the target plus one or two words of its title (seeded), not a query a user typed; every such request has query_is_proxy = true".to_string(),
+        format!("a fraction {} of the ratings became search requests, the rest recommendation requests (seed {})", options.search_fraction, options.seed),
+    ];
+    if item_ids.renumbered() {
+        notes.push("item ids: the item tokens are not all integers, so items are numbered 0, 1, 2, ... in order of first appearance (movie file first), and each item keeps its token as `key`".to_string());
+    }
+    if user_ids.renumbered() {
+        notes.push("user ids: the user tokens are not all integers, so users are numbered 0, 1, 2, ... in order of first appearance, and each request keeps its user's token as `user_key`".to_string());
+    }
     Ok(ConvertedDataset {
         name,
-        source: format!("MovieLens {layout:?} at {}, {options:?}", directory.display()),
+        source: format!(
+            "MovieLens {layout:?} at {}, {options:?}",
+            directory.display()
+        ),
         items,
         requests,
         proxy_queries: true,
-        notes: vec![
-            "queries are proxies built from genres and titles: each search query is one genre of the target plus one or two words of its title (seeded), not a query a user typed; every such request has query_is_proxy = true".to_string(),
-            format!("a fraction {} of the ratings became search requests, the rest recommendation requests (seed {})", options.search_fraction, options.seed),
-        ],
+        notes,
         report,
     })
 }
@@ -274,23 +309,25 @@ fn proxy_query(movie: &Movie, generator: &mut ChaCha8Rng) -> String {
     parts.join(" ")
 }
 
-fn read_grouplens_ratings(path: &Path, delimiter: &str) -> Result<Vec<Rating>> {
+fn read_grouplens_ratings(path: &Path, delimiter: &str, tables: &mut Tables) -> Result<()> {
     let mut reader = TableReader::open(path, delimiter, None)?;
-    let mut ratings = Vec::new();
     while let Some(row) = reader.next_row()? {
-        ratings.push(Rating {
-            user: row.id(0, "user")?,
-            item: row.id(1, "item")?,
+        let user = tables.users.intern(&row.id(0, "user")?.to_string());
+        let item = tables.items.intern(&row.id(1, "item")?.to_string());
+        let seconds: i64 = row.parse(3, "timestamp", "an integer Unix time")?;
+        tables.ratings.push(Rating {
+            user,
+            item,
             rating: row.parse(2, "rating", "a number")?,
-            time_seconds: row.parse(3, "timestamp", "an integer Unix time")?,
+            time_ms: time_in_milliseconds(seconds as f64, 1000.0)
+                .map_err(|message| row.error("timestamp", message))?,
         });
     }
-    Ok(ratings)
+    Ok(())
 }
 
-fn read_ml100k_items(path: &Path) -> Result<HashMap<ItemId, Movie>> {
+fn read_ml100k_items(path: &Path, tables: &mut Tables) -> Result<()> {
     let mut reader = TableReader::open(path, "|", None)?;
-    let mut movies = HashMap::new();
     while let Some(row) = reader.next_row()? {
         let id = row.id(0, "movie id")?;
         if row.len() < 5 + ML100K_GENRES.len() {
@@ -309,20 +346,18 @@ fn read_ml100k_items(path: &Path) -> Result<HashMap<ItemId, Movie>> {
                 genres.push(genre.to_string());
             }
         }
-        movies.insert(
-            id,
-            Movie {
-                title: row.text(1, "title")?.trim().to_string(),
-                genres,
-            },
-        );
+        let movie = Movie {
+            title: row.text(1, "title")?.trim().to_string(),
+            genres,
+        };
+        let position = tables.items.intern(&id.to_string());
+        tables.movies.insert(position, movie);
     }
-    Ok(movies)
+    Ok(())
 }
 
-fn read_ml1m_movies(path: &Path) -> Result<HashMap<ItemId, Movie>> {
+fn read_ml1m_movies(path: &Path, tables: &mut Tables) -> Result<()> {
     let mut reader = TableReader::open(path, "::", None)?;
-    let mut movies = HashMap::new();
     while let Some(row) = reader.next_row()? {
         let genres = row
             .text(2, "genres")?
@@ -330,18 +365,26 @@ fn read_ml1m_movies(path: &Path) -> Result<HashMap<ItemId, Movie>> {
             .filter(|genre| !genre.is_empty())
             .map(str::to_string)
             .collect();
-        movies.insert(
-            row.id(0, "movie id")?,
-            Movie {
-                title: row.text(1, "title")?.trim().to_string(),
-                genres,
-            },
-        );
+        let movie = Movie {
+            title: row.text(1, "title")?.trim().to_string(),
+            genres,
+        };
+        let position = tables.items.intern(&row.id(0, "movie id")?.to_string());
+        tables.movies.insert(position, movie);
     }
-    Ok(movies)
+    Ok(())
 }
 
-fn read_recbole_ratings(path: &Path) -> Result<Vec<Rating>> {
+/// A RecBole `:token` cell: any non-empty text (surrounding spaces ignored).
+fn token<'a>(row: &'a Row, column: usize, name: &str) -> Result<&'a str> {
+    let token = row.text(column, name)?.trim();
+    if token.is_empty() {
+        return Err(row.error(name, "an empty token; every user and item needs an id"));
+    }
+    Ok(token)
+}
+
+fn read_recbole_ratings(path: &Path, tables: &mut Tables) -> Result<()> {
     let mut reader = TableReader::open(path, "\t", Some('"'))?;
     let header = reader.header()?;
     let (user, item, rating, timestamp) = (
@@ -350,29 +393,31 @@ fn read_recbole_ratings(path: &Path) -> Result<Vec<Rating>> {
         header.find("rating"),
         header.require("timestamp")?,
     );
-    let mut ratings = Vec::new();
     while let Some(row) = reader.next_row()? {
-        ratings.push(Rating {
-            user: row.id(user, "user_id")?,
-            item: row.id(item, "item_id")?,
+        let user = tables.users.intern(token(&row, user, "user_id")?);
+        let item = tables.items.intern(token(&row, item, "item_id")?);
+        let seconds: f64 = row.parse(timestamp, "timestamp", "a Unix time")?;
+        tables.ratings.push(Rating {
+            user,
+            item,
             rating: match rating {
                 Some(column) => row.parse(column, "rating", "a number")?,
                 None => 1.0,
             },
-            time_seconds: row.parse::<f64>(timestamp, "timestamp", "a Unix time")? as i64,
+            time_ms: time_in_milliseconds(seconds, 1000.0)
+                .map_err(|message| row.error("timestamp", message))?,
         });
     }
-    Ok(ratings)
+    Ok(())
 }
 
-fn read_recbole_items(path: &Path) -> Result<HashMap<ItemId, Movie>> {
+fn read_recbole_items(path: &Path, tables: &mut Tables) -> Result<()> {
     let mut reader = TableReader::open(path, "\t", Some('"'))?;
     let header = reader.header()?;
     let id = header.require("item_id")?;
     let title = header.require("movie_title")?;
     let year = header.find("release_year");
     let genre = header.find("genre").or_else(|| header.find("class"));
-    let mut movies = HashMap::new();
     while let Some(row) = reader.next_row()? {
         let mut text = row.text(title, "movie_title")?.trim().to_string();
         if let Some(column) = year {
@@ -389,13 +434,14 @@ fn read_recbole_items(path: &Path) -> Result<HashMap<ItemId, Movie>> {
                 .collect(),
             None => Vec::new(),
         };
-        movies.insert(
-            row.id(id, "item_id")?,
+        let position = tables.items.intern(token(&row, id, "item_id")?);
+        tables.movies.insert(
+            position,
             Movie {
                 title: text,
                 genres,
             },
         );
     }
-    Ok(movies)
+    Ok(())
 }

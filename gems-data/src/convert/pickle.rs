@@ -8,7 +8,14 @@
 //! arena, so later mutations (`APPEND`, `SETITEMS`, `BUILD`) are seen through every reference.
 //! Out-of-band buffers, persistent ids and the extension registry are not supported (pandas does
 //! not use them in `to_pickle`).
+//!
+//! Hostile input is bounded: the memo is a map (an index near `u64::MAX` costs one entry, not a
+//! table that large), every value on the stack or in a container costs at least one input byte
+//! except for copies, and copies (of arguments, of `_codecs.encode` bytes) are charged to a budget
+//! proportional to the input's size ([`EXPANSION_PER_BYTE`]), so that no pickle makes the reader
+//! allocate more than a small multiple of its own size.
 
+use std::collections::HashMap;
 use std::rc::Rc;
 
 /// A value on the stack or inside a container; compound values point into the arena.
@@ -45,11 +52,26 @@ pub(crate) enum Node {
     },
 }
 
+/// Values that decoding may copy (here and in [`crate::convert::dataframe`]) per input byte,
+/// beyond the values the input spells out; plus [`EXPANSION_FLOOR`] for tiny inputs.
+pub(crate) const EXPANSION_PER_BYTE: usize = 16;
+/// The copy budget of an empty input.
+const EXPANSION_FLOOR: usize = 1 << 16;
+
+/// The values that decoding an input of `input_len` bytes may copy.
+pub(crate) fn expansion_budget(input_len: usize) -> usize {
+    EXPANSION_PER_BYTE
+        .saturating_mul(input_len)
+        .saturating_add(EXPANSION_FLOOR)
+}
+
 /// A decoded pickle: the arena and the root value.
 pub(crate) struct Pickle {
     nodes: Vec<Node>,
     /// The pickled object.
     pub root: Value,
+    /// Size of the encoded pickle in bytes (bounds what decoding it may allocate).
+    pub input_len: usize,
 }
 
 impl Pickle {
@@ -120,8 +142,9 @@ pub(crate) fn read_pickle(bytes: &[u8]) -> Result<Pickle, String> {
         position: 0,
         stack: Vec::new(),
         marks: Vec::new(),
-        memo: Vec::new(),
+        memo: HashMap::new(),
         nodes: Vec::new(),
+        budget: expansion_budget(bytes.len()),
     };
     machine.run()
 }
@@ -131,8 +154,10 @@ struct Machine<'a> {
     position: usize,
     stack: Vec<Value>,
     marks: Vec<usize>,
-    memo: Vec<Option<Value>>,
+    memo: HashMap<u64, Value>,
     nodes: Vec<Node>,
+    /// Values that may still be copied (see the module documentation).
+    budget: usize,
 }
 
 impl Machine<'_> {
@@ -165,9 +190,25 @@ impl Machine<'_> {
         let length = self.bytes[start..]
             .iter()
             .position(|&byte| byte == b'\n')
-            .ok_or("a text opcode has no line end")?;
+            .ok_or_else(|| format!("a text opcode at offset {start} has no line end"))?;
         self.position = start + length + 1;
         Ok(String::from_utf8_lossy(&self.bytes[start..start + length]).into_owned())
+    }
+
+    /// Charges `count` copied values to the budget.
+    fn spend(&mut self, count: usize) -> Result<(), String> {
+        self.budget = self.budget.checked_sub(count).ok_or_else(|| {
+            format!(
+                "the pickle's shared references expand to more than {EXPANSION_PER_BYTE} values per byte of input (at offset {}); it is corrupt or crafted",
+                self.position
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Values above the innermost MARK (what POP, TUPLEn and friends may consume).
+    fn available(&self) -> usize {
+        self.stack.len() - self.marks.last().copied().unwrap_or(0)
     }
 
     fn push_node(&mut self, node: Node) {
@@ -176,6 +217,12 @@ impl Machine<'_> {
     }
 
     fn pop(&mut self) -> Result<Value, String> {
+        if self.available() == 0 {
+            return Err(format!(
+                "stack underflow at offset {} (nothing above the last MARK)",
+                self.position
+            ));
+        }
         self.stack
             .pop()
             .ok_or_else(|| "stack underflow".to_string())
@@ -186,30 +233,44 @@ impl Machine<'_> {
         Ok(self.stack.split_off(mark))
     }
 
-    fn top_node(&mut self) -> Result<&mut Node, String> {
-        match self.stack.last() {
-            Some(Value::Node(index)) => Ok(&mut self.nodes[*index]),
-            other => Err(format!(
-                "expected a container on the stack, found {other:?}"
+    fn top(&self) -> Result<&Value, String> {
+        match self.available() {
+            0 => Err(format!(
+                "stack underflow at offset {} (nothing above the last MARK)",
+                self.position
             )),
+            _ => self
+                .stack
+                .last()
+                .ok_or_else(|| "stack underflow".to_string()),
         }
     }
 
-    fn memoize(&mut self, index: usize) -> Result<(), String> {
-        let value = self.stack.last().cloned().ok_or("nothing to memoize")?;
-        if self.memo.len() <= index {
-            self.memo.resize(index + 1, None);
-        }
-        self.memo[index] = Some(value);
+    fn top_node(&mut self) -> Result<&mut Node, String> {
+        let index = match self.top()? {
+            Value::Node(index) => *index,
+            other => {
+                return Err(format!(
+                    "expected a container on the stack, found {other:?}"
+                ));
+            }
+        };
+        self.nodes
+            .get_mut(index)
+            .ok_or_else(|| format!("node {index} does not exist"))
+    }
+
+    fn memoize(&mut self, index: u64) -> Result<(), String> {
+        let value = self.top()?.clone();
+        self.memo.insert(index, value);
         Ok(())
     }
 
-    fn recall(&mut self, index: usize) -> Result<(), String> {
+    fn recall(&mut self, index: u64) -> Result<(), String> {
         let value = self
             .memo
-            .get(index)
+            .get(&index)
             .cloned()
-            .flatten()
             .ok_or_else(|| format!("memo entry {index} is missing"))?;
         self.stack.push(value);
         Ok(())
@@ -246,6 +307,13 @@ impl Machine<'_> {
     }
 
     fn set_items(&mut self, items: Vec<Value>) -> Result<(), String> {
+        if !items.len().is_multiple_of(2) {
+            return Err(format!(
+                "SETITEMS/DICT with an odd number of values ({}) before offset {}",
+                items.len(),
+                self.position
+            ));
+        }
         let Node::Dict(entries) = self.top_node()? else {
             return Err("SETITEM(S) on a non-dict".to_string());
         };
@@ -274,31 +342,49 @@ impl Machine<'_> {
         });
     }
 
-    fn encoded_bytes(&self, callable: &Value, arguments: &[Value]) -> Option<Rc<[u8]>> {
-        let Value::Node(index) = callable else {
-            return None;
+    /// Protocol 2's encoding of bytes, `_codecs.encode(text, "latin1")`: `Ok(None)` for other calls.
+    fn encoded_bytes(
+        &mut self,
+        callable: &Value,
+        arguments: &[Value],
+    ) -> Result<Option<Rc<[u8]>>, String> {
+        let encode = match callable {
+            Value::Node(index) => matches!(
+                self.nodes.get(*index),
+                Some(Node::Global { module, name }) if module == "_codecs" && name == "encode"
+            ),
+            _ => false,
         };
-        let Node::Global { module, name } = &self.nodes[*index] else {
-            return None;
+        let (true, [Value::Text(text), Value::Text(encoding)]) = (encode, arguments) else {
+            return Ok(None);
         };
-        match (module.as_str(), name.as_str(), arguments) {
-            ("_codecs", "encode", [Value::Text(text), Value::Text(encoding)])
-                if &**encoding == "latin1" =>
-            {
-                Some(text.chars().map(|character| character as u8).collect())
-            }
-            _ => None,
+        if &**encoding != "latin1" {
+            return Ok(None);
         }
+        self.spend(text.len())?;
+        text.chars()
+            .map(|character| {
+                u8::try_from(character).map_err(|_| {
+                    format!(
+                        "_codecs.encode(..., \"latin1\") of a character beyond Latin-1 ({character:?})"
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()
+            .map(Some)
     }
 
-    fn tuple_elements(&self, value: &Value) -> Vec<Value> {
-        match value {
-            Value::Node(index) => match &self.nodes[*index] {
-                Node::Tuple(elements) | Node::List(elements) => elements.clone(),
+    /// The elements of an argument tuple (a copy, charged to the budget).
+    fn tuple_elements(&mut self, value: &Value) -> Result<Vec<Value>, String> {
+        let elements = match value {
+            Value::Node(index) => match self.nodes.get(*index) {
+                Some(Node::Tuple(elements) | Node::List(elements)) => elements.clone(),
                 _ => vec![value.clone()],
             },
             _ => vec![value.clone()],
-        }
+        };
+        self.spend(elements.len())?;
+        Ok(elements)
     }
 
     fn run(mut self) -> Result<Pickle, String> {
@@ -316,17 +402,23 @@ impl Machine<'_> {
                     return Ok(Pickle {
                         nodes: self.nodes,
                         root,
+                        input_len: self.bytes.len(),
                     });
                 }
                 MARK => self.marks.push(self.stack.len()),
                 b'0' => {
-                    self.pop()?;
+                    // As CPython: POP with nothing above the last MARK discards the MARK.
+                    if self.available() == 0 && !self.marks.is_empty() {
+                        self.marks.pop();
+                    } else {
+                        self.pop()?;
+                    }
                 }
                 b'1' => {
                     self.pop_mark()?;
                 }
                 b'2' => {
-                    let top = self.stack.last().cloned().ok_or("DUP on an empty stack")?;
+                    let top = self.top()?.clone();
                     self.stack.push(top);
                 }
                 b'N' => self.stack.push(Value::None),
@@ -447,8 +539,11 @@ impl Machine<'_> {
                 }
                 0x85..=0x87 => {
                     let count = usize::from(opcode - 0x84);
-                    if self.stack.len() < count {
-                        return Err("stack underflow in TUPLEn".to_string());
+                    if self.available() < count {
+                        return Err(format!(
+                            "stack underflow in TUPLE{count} at offset {}",
+                            self.position - 1
+                        ));
                     }
                     let items = self.stack.split_off(self.stack.len() - count);
                     self.push_node(Node::Tuple(items));
@@ -492,8 +587,8 @@ impl Machine<'_> {
                 b'R' | 0x81 => {
                     let arguments = self.pop()?;
                     let callable = self.pop()?;
-                    let arguments = self.tuple_elements(&arguments);
-                    if let Some(bytes) = self.encoded_bytes(&callable, &arguments) {
+                    let arguments = self.tuple_elements(&arguments)?;
+                    if let Some(bytes) = self.encoded_bytes(&callable, &arguments)? {
                         // Protocol 2 writes bytes as _codecs.encode(text, "latin1").
                         self.stack.push(Value::Bytes(bytes));
                     } else {
@@ -504,7 +599,7 @@ impl Machine<'_> {
                     let keywords = self.pop()?;
                     let arguments = self.pop()?;
                     let callable = self.pop()?;
-                    let mut arguments = self.tuple_elements(&arguments);
+                    let mut arguments = self.tuple_elements(&arguments)?;
                     arguments.push(keywords);
                     self.object(callable, arguments);
                 }
@@ -532,31 +627,39 @@ impl Machine<'_> {
                     }
                 }
                 b'p' => {
-                    let index = self.line()?.trim().parse().map_err(|_| "bad PUT index")?;
+                    let line = self.line()?;
+                    let index = line
+                        .trim()
+                        .parse()
+                        .map_err(|_| format!("bad PUT index {line:?}"))?;
                     self.memoize(index)?;
                 }
                 b'q' => {
-                    let index = self.unsigned(1)? as usize;
+                    let index = self.unsigned(1)?;
                     self.memoize(index)?;
                 }
                 b'r' => {
-                    let index = self.unsigned(4)? as usize;
+                    let index = self.unsigned(4)?;
                     self.memoize(index)?;
                 }
                 0x94 => {
-                    let index = self.memo.len();
+                    let index = self.memo.len() as u64;
                     self.memoize(index)?;
                 }
                 b'g' => {
-                    let index = self.line()?.trim().parse().map_err(|_| "bad GET index")?;
+                    let line = self.line()?;
+                    let index = line
+                        .trim()
+                        .parse()
+                        .map_err(|_| format!("bad GET index {line:?}"))?;
                     self.recall(index)?;
                 }
                 b'h' => {
-                    let index = self.unsigned(1)? as usize;
+                    let index = self.unsigned(1)?;
                     self.recall(index)?;
                 }
                 b'j' => {
-                    let index = self.unsigned(4)? as usize;
+                    let index = self.unsigned(4)?;
                     self.recall(index)?;
                 }
                 other => {

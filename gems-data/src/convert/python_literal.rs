@@ -5,7 +5,12 @@
 //! (`[{'click': 1.0, 'note_idx': 785089, 'page_time': nan} {...}]`), plain lists print with commas.
 //! This parser accepts all of those, JSON (which is a subset apart from `true`/`false`/`null`,
 //! also accepted), tuples, and `array(...)` wrappers. numpy's `...` summarisation of long arrays is
-//! rejected with a hint, since the elided values are lost.
+//! rejected with a hint, since the elided values are lost. Containers nested deeper than
+//! [`MAX_LITERAL_DEPTH`] are refused (real cells nest two or three levels), so that no cell can
+//! exhaust the stack.
+
+/// Deepest nesting of lists, tuples and dicts in one cell.
+pub(crate) const MAX_LITERAL_DEPTH: usize = 64;
 
 /// A Python value, as parsed from a CSV cell or decoded from a pickled DataFrame cell.
 #[derive(Clone, Debug, PartialEq)]
@@ -73,7 +78,11 @@ impl PythonValue {
 
 /// Parses a whole cell.
 pub(crate) fn parse_literal(text: &str) -> Result<PythonValue, String> {
-    let mut parser = Parser { text, position: 0 };
+    let mut parser = Parser {
+        text,
+        position: 0,
+        depth: 0,
+    };
     let value = parser.value()?;
     parser.skip_space();
     if parser.position != text.len() {
@@ -96,6 +105,8 @@ pub(crate) fn parse_integer_list(text: &str) -> Result<Vec<i64>, String> {
 struct Parser<'a> {
     text: &'a str,
     position: usize,
+    /// Containers open at the current position.
+    depth: usize,
 }
 
 impl Parser<'_> {
@@ -114,14 +125,33 @@ impl Parser<'_> {
         let Some(first) = rest.chars().next() else {
             return Err("unexpected end of the cell".to_string());
         };
+        if matches!(first, '[' | '(' | '{') || rest.starts_with("array(") {
+            if self.depth >= MAX_LITERAL_DEPTH {
+                return Err(format!(
+                    "containers nested more than {MAX_LITERAL_DEPTH} levels deep at offset {}",
+                    self.position
+                ));
+            }
+            self.depth += 1;
+            let value = self.container(first);
+            self.depth -= 1;
+            return value;
+        }
         match first {
-            '[' => self.sequence('[', ']'),
-            '(' => self.sequence('(', ')'),
-            '{' => self.dict(),
             '\'' | '"' => self.string(first).map(PythonValue::Text),
             '.' if rest.starts_with("...") => Err(
                 "numpy shortened this array with '...', so values are missing; export the table with numpy.set_printoptions(threshold=sys.maxsize) or as JSON".to_string(),
             ),
+            _ => self.word(),
+        }
+    }
+
+    /// A list, tuple, dict or `array(...)` starting at `first`.
+    fn container(&mut self, first: char) -> Result<PythonValue, String> {
+        match first {
+            '[' => self.sequence('[', ']'),
+            '(' => self.sequence('(', ')'),
+            '{' => self.dict(),
             _ => self.word(),
         }
     }

@@ -32,7 +32,7 @@ use crate::convert::python_literal::{parse_integer_list, parse_literal};
 use crate::convert::table::{Row, TableReader};
 use crate::convert::{
     ConversionReport, ConvertedDataset, FilterOptions, HistoryOptions, apply_filters,
-    keep_referenced_items,
+    keep_referenced_items, time_in_milliseconds,
 };
 use crate::error::{DataError, Result};
 use crate::schema::{Item, ItemId, Request, Task};
@@ -79,6 +79,7 @@ const TABLES: [(&str, Task, &str, f64); 4] = [
 
 /// Converts the Qilin CSV exports in `directory`.
 pub fn convert(directory: &Path, options: &QilinOptions) -> Result<ConvertedDataset> {
+    options.history.check()?;
     let mut report = ConversionReport::default();
     let mut requests = Vec::new();
     let mut tables_read = Vec::new();
@@ -214,7 +215,10 @@ fn read_requests(
             query_is_proxy: false,
             targets,
             negatives: Vec::new(),
-            timestamp: (earliest * milliseconds_per_unit / 1000.0).floor() as i64,
+            timestamp: time_in_milliseconds(earliest, milliseconds_per_unit)
+                .map_err(|message| row.error(details_column, message))?
+                .div_euclid(1000),
+            user_key: None,
         });
     }
     report.add(format!("{file_name}: rows"), rows);
@@ -337,6 +341,7 @@ fn read_notes(path: &Path, referenced: &HashSet<ItemId>) -> Result<Vec<Item>> {
                 title: row.text(title, "note_title")?.trim().to_string(),
                 text,
                 categories,
+                key: None,
             },
         );
     }

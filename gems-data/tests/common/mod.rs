@@ -42,5 +42,21 @@ pub fn request(
         targets: targets.to_vec(),
         negatives: Vec::new(),
         timestamp,
+        user_key: None,
     }
+}
+
+/// A scratch copy of the fixture directory `path` (files only, one level), for tests that
+/// replace one of its files.
+#[allow(dead_code)]
+pub fn fixture_copy(path: &str, name: &str) -> PathBuf {
+    let directory = scratch_dir(name);
+    for entry in std::fs::read_dir(fixture(path)).expect("fixture directory") {
+        let source = entry.expect("fixture entry").path();
+        if source.is_file() {
+            std::fs::copy(&source, directory.join(source.file_name().unwrap()))
+                .expect("copy fixture file");
+        }
+    }
+    directory
 }

@@ -265,6 +265,7 @@ impl Qwen2Config {
             ("num_key_value_heads", self.key_value_heads()),
         ];
         require_positive(path, &positive)?;
+        require_positive(path, &[("head_dim", self.head_size())])?;
         if self.head_dim.is_none() && !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(invalid(
                 path,

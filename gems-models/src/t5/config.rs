@@ -304,6 +304,13 @@ impl T5Config {
                 "relative_attention_num_buckets must be at least 4".into(),
             ));
         }
+        // Below half the buckets, the logarithmic buckets of far positions would be negative.
+        if self.relative_attention_max_distance < self.relative_attention_num_buckets / 2 {
+            return Err(invalid(
+                path,
+                "relative_attention_max_distance must be at least half of relative_attention_num_buckets".into(),
+            ));
+        }
         Ok(())
     }
 }
