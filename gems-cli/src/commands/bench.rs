@@ -31,7 +31,7 @@ use serde::Serialize;
 use crate::error::{CliError, Result};
 use crate::experiment::{Experiment, new_backbone, pretrained_backbone};
 use crate::run_dir::RunDir;
-use crate::settings::{ModelFamily, TrainMethod, TrainSettings};
+use crate::settings::{TrainMethod, TrainSettings};
 use crate::training::{self, Progress, Training};
 
 /// Benchmarks of training, decoding and basis computation.
@@ -423,10 +423,7 @@ fn bench_train(args: &TrainBenchArgs) -> Result<()> {
         (Some(_), _) => None,
     };
     let base = TrainSettings {
-        model: match config.kind() {
-            ModelKind::T5 => ModelFamily::T5,
-            ModelKind::Qwen2 => ModelFamily::Qwen2,
-        },
+        model: config.kind(),
         model_dir: args.model.model_dir.clone(),
         model_config,
         batch_size: args.batch_size,
