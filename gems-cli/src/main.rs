@@ -7,6 +7,7 @@ mod experiment;
 mod general_corpus;
 mod item_embeddings;
 mod knowledge;
+mod memory;
 mod plots;
 mod progress;
 mod report;

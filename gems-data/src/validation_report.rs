@@ -6,7 +6,6 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-
 /// How many examples of each problem the report keeps.
 pub(crate) const EXAMPLES_PER_ISSUE: usize = 5;
 

@@ -15,9 +15,9 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::config::{ModelConfig, ModelKind};
-use crate::padding::{Side, int_matrix, pad};
 use crate::error::ModelError;
 use crate::observer::{LinearInputObserver, Probe, TokenRows};
+use crate::padding::{Side, int_matrix, pad};
 use crate::qwen2::Qwen2ForCausalLM;
 use crate::t5::T5ForConditionalGeneration;
 

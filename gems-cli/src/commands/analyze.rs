@@ -10,12 +10,12 @@ use clap::{Args, Subcommand};
 use gems_models::{Backbone, LinearInputObserver};
 use serde::Serialize;
 
-use crate::saved_run::RunArgs;
 use crate::error::{CliError, Result};
 use crate::experiment::Experiment;
 use crate::general_corpus;
 use crate::plots::{Series, line_chart};
 use crate::run_dir::{self, RunDir};
+use crate::saved_run::RunArgs;
 use crate::training::Curves;
 
 /// The analyses.

@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 use gems_data::Protocol;
 
-use crate::saved_run::RunArgs;
 use crate::error::{CliError, Result};
 use crate::evaluation::Evaluation;
 use crate::report::{comparison_table, sampled_candidates};
 use crate::run_dir;
+use crate::saved_run::RunArgs;
 
 /// Which requests to evaluate on.
 #[derive(Clone, Copy, Debug, ValueEnum)]
