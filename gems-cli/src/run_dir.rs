@@ -338,11 +338,11 @@ pub fn replace_directory(target: &Path, fill: impl FnOnce(&Path) -> Result<()>) 
         let _ = fs::remove_dir_all(&partial);
         return Err(error);
     }
-    if target.exists() {
-        if let Err(e) = fs::rename(target, &old) {
-            let _ = fs::remove_dir_all(&partial);
-            return Err(CliError::io(target, "cannot move aside", e));
-        }
+    if target.exists()
+        && let Err(e) = fs::rename(target, &old)
+    {
+        let _ = fs::remove_dir_all(&partial);
+        return Err(CliError::io(target, "cannot move aside", e));
     }
     if let Err(e) = fs::rename(&partial, target) {
         if old.exists() {
@@ -381,12 +381,16 @@ fn sibling(target: &Path, suffix: &str) -> PathBuf {
 mod tests {
     use super::*;
 
+    fn write_file(folder: &Path, name: &str, text: &str) -> Result<()> {
+        fs::write(folder.join(name), text).map_err(|e| CliError::io(folder, "write", e))
+    }
+
     #[test]
     fn a_directory_is_replaced_whole() {
         let folder = tempfile::tempdir().unwrap();
         let target = folder.path().join("checkpoint");
-        replace_directory(&target, |p| Ok(fs::write(p.join("a"), "1").unwrap())).unwrap();
-        replace_directory(&target, |p| Ok(fs::write(p.join("b"), "2").unwrap())).unwrap();
+        replace_directory(&target, |p| write_file(p, "a", "1")).unwrap();
+        replace_directory(&target, |p| write_file(p, "b", "2")).unwrap();
         assert!(!target.join("a").exists() && target.join("b").exists());
         // A failing fill leaves the previous directory untouched.
         let failed = replace_directory(&target, |_| Err(CliError::Settings("boom".into())));
@@ -402,7 +406,7 @@ mod tests {
     fn a_crash_between_the_renames_loses_nothing() {
         let folder = tempfile::tempdir().unwrap();
         let target = folder.path().join("checkpoint");
-        replace_directory(&target, |p| Ok(fs::write(p.join("a"), "1").unwrap())).unwrap();
+        replace_directory(&target, |p| write_file(p, "a", "1")).unwrap();
         // The state a crash after the first rename leaves: the only complete copy is aside,
         // beside an unfinished new one.
         fs::rename(&target, sibling(&target, "old")).unwrap();

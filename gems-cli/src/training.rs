@@ -230,7 +230,10 @@ impl Training<'_> {
             }
             let checkpoint_due = epoch_done
                 || (self.settings.checkpoint_every > 0
-                    && self.progress.step % self.settings.checkpoint_every == 0);
+                    && self
+                        .progress
+                        .step
+                        .is_multiple_of(self.settings.checkpoint_every));
             if checkpoint_due || INTERRUPTED.load(Ordering::SeqCst) {
                 self.save_checkpoint()?;
             }
@@ -506,12 +509,12 @@ impl Checkpoint<'_> {
                 progress.step
             ));
         }
-        if let Some((value, step)) = progress.best {
-            if !value.is_finite() || step > progress.step {
-                return fail(format!(
-                    "best validation ({value}, step {step}) is not a finite value of a step taken"
-                ));
-            }
+        if let Some((value, step)) = progress.best
+            && (!value.is_finite() || step > progress.step)
+        {
+            return fail(format!(
+                "best validation ({value}, step {step}) is not a finite value of a step taken"
+            ));
         }
         if progress.stale_validations > progress.curves.validations.len() {
             return fail(format!(

@@ -5,26 +5,13 @@
 //!
 //! Runs are tiny (a 30-user synthetic dataset, AdamW, a few steps) to stay quick on two cores.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const GEMS: &str = env!("CARGO_BIN_EXE_gems");
-
-fn gems(args: &[&str]) -> Output {
-    Command::new(GEMS)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("the gems binary runs")
-}
-
-fn succeed(args: &[&str]) -> String {
-    let output = gems(args);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "gems {args:?} failed:\n{stderr}");
-    String::from_utf8(output.stdout).expect("utf-8 output")
-}
+use common::{GEMS, gems, small_synthetic, succeed};
 
 /// Asserts a failure without a panic whose standard error contains every `expected` fragment;
 /// returns standard error.
@@ -60,27 +47,6 @@ fn gems_with_file_limit(blocks: u32, args: &[&str]) -> Output {
         .expect("sh runs")
 }
 
-/// A split synthetic dataset of 30 users and 40 items in `folder/data`.
-fn small_data(folder: &Path) -> PathBuf {
-    let data = folder.join("data");
-    let data_arg = data.to_str().unwrap();
-    succeed(&[
-        "data",
-        "convert",
-        "synthetic",
-        "--out",
-        data_arg,
-        "--users",
-        "30",
-        "--categories",
-        "4",
-        "--items-per-category",
-        "10",
-    ]);
-    succeed(&["data", "split", data_arg]);
-    data
-}
-
 /// Arguments of a tiny AdamW run of `steps` steps on `data` into `out`.
 fn tiny_run<'a>(data: &'a Path, out: &'a Path, steps: &'a str) -> Vec<&'a str> {
     vec![
@@ -100,6 +66,18 @@ fn tiny_run<'a>(data: &'a Path, out: &'a Path, steps: &'a str) -> Vec<&'a str> {
         "--beam-width",
         "5",
     ]
+}
+
+/// A tiny run of `steps` steps on a small dataset in `folder`, paused after `stop_after` steps
+/// (with `extra` settings); returns the data and the run directories.
+fn paused_run(folder: &Path, steps: &str, stop_after: &str, extra: &[&str]) -> (PathBuf, PathBuf) {
+    let data = small_synthetic(folder);
+    let run = folder.join("run");
+    let mut args = tiny_run(&data, &run, steps);
+    args.extend(extra);
+    args.extend(["--stop-after", stop_after]);
+    succeed(&args);
+    (data, run)
 }
 
 /// The step of the complete checkpoint in `folder` of `run`, if there is one.
@@ -130,11 +108,7 @@ fn as_strs(args: &[String]) -> Vec<&str> {
 #[test]
 fn a_crash_between_the_renames_of_a_checkpoint_loses_nothing() {
     let folder = tempfile::tempdir().unwrap();
-    let data = small_data(folder.path());
-    let run = folder.path().join("run");
-    let mut args = tiny_run(&data, &run, "6");
-    args.extend(["--stop-after", "2"]);
-    succeed(&args);
+    let (data, run) = paused_run(folder.path(), "6", "2", &[]);
     assert_eq!(checkpoint_step(&run), 2);
     // What a crash after the first rename of a checkpoint replacement leaves: the complete
     // checkpoint moved aside, an unfinished new one beside it.
@@ -161,11 +135,7 @@ fn a_crash_between_the_renames_of_a_checkpoint_loses_nothing() {
 #[test]
 fn a_failed_checkpoint_write_keeps_the_last_checkpoint() {
     let folder = tempfile::tempdir().unwrap();
-    let data = small_data(folder.path());
-    let run = folder.path().join("run");
-    let mut args = tiny_run(&data, &run, "6");
-    args.extend(["--stop-after", "1"]);
-    succeed(&args);
+    let (_, run) = paused_run(folder.path(), "6", "1", &[]);
     let before = std::fs::read(run.join("checkpoint/model/model.safetensors")).unwrap();
     // 64 KiB per file: the model's weights do not fit, as on a full disk.
     let output = gems_with_file_limit(128, &as_strs(&resume(&run, &["--stop-after", "1"])));
@@ -250,11 +220,7 @@ fn wait_for(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
 #[test]
 fn concurrent_trainings_are_refused_and_sigkill_during_a_checkpoint_loses_nothing() {
     let folder = tempfile::tempdir().unwrap();
-    let data = small_data(folder.path());
-    let run = folder.path().join("run");
-    let mut args = tiny_run(&data, &run, "400");
-    args.extend(["--checkpoint-every", "1", "--stop-after", "1"]);
-    succeed(&args);
+    let (_, run) = paused_run(folder.path(), "400", "1", &["--checkpoint-every", "1"]);
     // A stale temporary file of a process killed earlier.
     let stale = run.join(".curves.json.tmp-4000000");
     std::fs::write(&stale, "half").unwrap();
@@ -299,11 +265,7 @@ fn concurrent_trainings_are_refused_and_sigkill_during_a_checkpoint_loses_nothin
 #[test]
 fn corrupted_checkpoints_are_refused_field_by_field() {
     let folder = tempfile::tempdir().unwrap();
-    let data = small_data(folder.path());
-    let run = folder.path().join("run");
-    let mut args = tiny_run(&data, &run, "6");
-    args.extend(["--stop-after", "2"]);
-    succeed(&args);
+    let (_, run) = paused_run(folder.path(), "6", "2", &[]);
     let progress_path = run.join("checkpoint/progress.json");
     let original = std::fs::read_to_string(&progress_path).unwrap();
     let corrupt = |field: &str, value: serde_json::Value, expected: &[&str]| {
