@@ -264,7 +264,7 @@ pub fn pretrained_backbone(settings: &TrainSettings, device: &Device) -> Result<
     let Some(directory) = &settings.model_dir else {
         return Ok(None);
     };
-    let backbone = Backbone::load(directory, device)?;
+    let backbone = crate::memory::load_backbone(directory, device)?;
     check_family(settings.model, backbone.kind(), directory)?;
     Ok(Some(backbone))
 }
@@ -284,7 +284,9 @@ pub fn new_backbone(
         (None, Some(path)) => {
             let config = ModelConfig::from_file(path)?;
             check_family(settings.model, config.kind(), path)?;
-            Backbone::new(&config, device)?
+            let backbone = Backbone::new(&config, device)?;
+            crate::memory::check_model_fits(&backbone, &path.display().to_string())?;
+            backbone
         }
         (None, None) => {
             let special = SpecialTokenIds::of(tokenizer)?;

@@ -1,6 +1,7 @@
 //! What a training run will hold in memory, before it starts: weights, optimizer state, the
 //! tasks' gradients, activations at the batch size, knowledge bases; the memory available to
-//! it; and the peak resident memory it reached.
+//! it; and the peak resident memory it reached. Also the checks that refuse an absurd size
+//! (a LoRA rank of 10¹², a model config of width 200 000) before it is allocated.
 //!
 //! Optimizer state comes from the optimizer's own plan (exact: it is what
 //! `optimizer.safetensors` holds once every parameter has state). Activations are an estimate:
@@ -10,6 +11,7 @@
 use std::path::Path;
 
 use burn::module::Module;
+use burn::tensor::Device;
 use gems_core::{GemsOptimizer, Treatment};
 use gems_models::{Backbone, ModelConfig};
 use serde::Serialize;
@@ -232,4 +234,95 @@ pub fn check_fits(
         human_bytes(available),
         advice.join(", or ")
     )))
+}
+
+/// Refuses `needed` bytes (`None`: beyond 2⁶⁴) for `what` when the system has less available.
+pub fn check_size_fits(needed: Option<u64>, what: &str, remedy: &str) -> Result<()> {
+    let available = available(None);
+    let too_much = match (needed, available) {
+        (None, _) => true,
+        (Some(needed), Some(available)) => needed > available,
+        (Some(_), None) => false,
+    };
+    if !too_much {
+        return Ok(());
+    }
+    let needed = needed.map_or_else(|| "more than 2^64 bytes".to_string(), human_bytes);
+    let available = available.map_or_else(|| "unknown".to_string(), human_bytes);
+    Err(CliError::Settings(format!(
+        "{what} would need {needed} of memory, and {available} is available; {remedy}"
+    )))
+}
+
+/// Float parameters of `model` from its shapes alone (Burn initialises parameters lazily, so a
+/// model just built has allocated nothing yet); `None` when the count overflows.
+pub fn parameter_count(model: &Backbone) -> Option<u64> {
+    gems_models::parameter_paths(model)
+        .iter()
+        .try_fold(0u64, |total, (_, shape)| {
+            let count = shape
+                .iter()
+                .try_fold(1u64, |n, &d| n.checked_mul(d as u64))?;
+            total.checked_add(count)
+        })
+}
+
+/// Refuses a model (built, not yet used) whose training would not fit in memory: its weights and
+/// one gradient of each, in float32, are the least that training holds.
+pub fn check_model_fits(model: &Backbone, source: &str) -> Result<()> {
+    let parameters = parameter_count(model);
+    let needed = parameters.and_then(|n| n.checked_mul(2 * FLOAT));
+    check_size_fits(
+        needed,
+        &format!(
+            "the model of {source} ({} parameters; weights and gradients in float32)",
+            parameters.map_or_else(|| "more than 2^64".to_string(), |n| n.to_string())
+        ),
+        "choose smaller sizes (hidden size, layers, vocabulary)",
+    )
+}
+
+/// The Hugging Face model of `directory`, after checking from its `config.json` alone that it
+/// fits in memory.
+pub fn load_backbone(directory: &Path, device: &Device) -> Result<Backbone> {
+    let config = ModelConfig::from_file(directory.join(gems_models::CONFIG_FILE))?;
+    check_model_fits(
+        &Backbone::new(&config, device)?,
+        &directory.display().to_string(),
+    )?;
+    Ok(Backbone::load(directory, device)?)
+}
+
+/// Float32 bytes of LoRA adapters of `rank` on matrices of the given `[d_in, d_out]` shapes,
+/// with their gradients and two Adam moments (`None` when the count overflows).
+pub fn lora_bytes(rank: usize, shapes: &[[usize; 2]]) -> Option<u64> {
+    shapes.iter().try_fold(0u64, |total, [rows, cols]| {
+        let values = (*rows as u64)
+            .checked_add(*cols as u64)?
+            .checked_mul(rank as u64)?;
+        total.checked_add(values.checked_mul(4 * FLOAT)?)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_beyond_memory_or_arithmetic_are_refused_with_what_they_need() {
+        // 10¹² × (128 + 512) values × 16 bytes: far beyond any machine.
+        let needed = lora_bytes(1_000_000_000_000, &[[128, 512]]);
+        assert_eq!(needed, Some(1_000_000_000_000 * 640 * 16));
+        let error = check_size_fits(needed, "LoRA adapters of rank 10^12", "lower the rank")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("10240000.00 GB") && error.contains("lower the rank"),
+            "{error}"
+        );
+        assert_eq!(lora_bytes(usize::MAX, &[[128, 512]]), None);
+        let error = check_size_fits(None, "it", "no").unwrap_err().to_string();
+        assert!(error.contains("more than 2^64 bytes"), "{error}");
+        assert!(check_size_fits(Some(1024), "a small thing", "none").is_ok());
+    }
 }

@@ -62,7 +62,7 @@ impl RunArgs {
             }
         }
         let device: Device = gems_core::device_from_name(&settings.backend)?;
-        let model = Backbone::load(&folder, &device)?;
+        let model = crate::memory::load_backbone(&folder, &device)?;
         Ok(SavedRun {
             settings,
             experiment,

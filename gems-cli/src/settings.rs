@@ -260,31 +260,32 @@ pub struct TrainArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id_scheme: Option<IdScheme>,
     /// History items in a prompt.
-    #[arg(long)]
+    #[arg(long, value_parser = toml_integer::<usize>)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_history: Option<usize>,
     /// Shared subspace rank r_s (LoRA rank for `lora`).
-    #[arg(long)]
+    #[arg(long, value_parser = toml_integer::<usize>)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shared_rank: Option<usize>,
     /// Task subspace rank r_t.
-    #[arg(long)]
+    #[arg(long, value_parser = toml_integer::<usize>)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub task_rank: Option<usize>,
     /// Steps between basis refreshes.
-    #[arg(long)]
+    #[arg(long, value_parser = toml_integer::<u64>)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_every: Option<u64>,
     /// Scale of low-rank updates.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scale: Option<f64>,
-    /// Adaptive gate weights α,β,γ (loss, gradient norm, samples).
-    #[arg(long, value_delimiter = ',', num_args = 3)]
+    /// Adaptive gate weights α,β,γ (loss, gradient norm, samples): `0.4,0.4,0.2` or
+    /// `0.4 0.4 0.2`.
+    #[arg(long, value_delimiter = ',', num_args = 1..=3)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gate_weights: Option<Vec<f64>>,
-    /// Fixed gate per task: search,rec.
-    #[arg(long, value_delimiter = ',', num_args = 2)]
+    /// Fixed gate per task: `search,rec` or `search rec`.
+    #[arg(long, value_delimiter = ',', num_args = 1..=2)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fixed_gate: Option<Vec<f64>>,
     /// Fraction of input covariance energy kept by the knowledge bases.
@@ -300,7 +301,7 @@ pub struct TrainArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub learning_rate: Option<f64>,
     /// Warm-up steps.
-    #[arg(long)]
+    #[arg(long, value_parser = toml_integer::<u64>)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub warmup_steps: Option<u64>,
     /// Schedule after warm-up.
@@ -312,31 +313,31 @@ pub struct TrainArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub weight_decay: Option<f64>,
     /// Requests per micro-batch.
-    #[arg(long)]
+    #[arg(long, value_parser = toml_integer::<usize>)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batch_size: Option<usize>,
     /// Micro-batches per optimizer step.
-    #[arg(long)]
+    #[arg(long, value_parser = toml_integer::<usize>)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gradient_accumulation: Option<usize>,
     /// Passes over the training requests.
-    #[arg(long)]
+    #[arg(long, value_parser = toml_integer::<usize>)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub epochs: Option<usize>,
     /// Stop after this many optimizer steps.
-    #[arg(long)]
+    #[arg(long, value_parser = toml_integer::<u64>)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_steps: Option<u64>,
     /// Early-stopping patience in evaluations (0: never stop early).
-    #[arg(long)]
+    #[arg(long, value_parser = toml_integer::<usize>)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub early_stopping_patience: Option<usize>,
     /// Validation requests per task for early stopping (0: all).
-    #[arg(long)]
+    #[arg(long, value_parser = toml_integer::<usize>)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub validation_requests: Option<usize>,
     /// Beam width of constrained decoding.
-    #[arg(long)]
+    #[arg(long, value_parser = toml_integer::<usize>)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub beam_width: Option<usize>,
     /// Compute backend (`flex`, and `wgpu`, `vulkan`, `cuda`, `ndarray` where compiled in).
@@ -344,11 +345,11 @@ pub struct TrainArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backend: Option<String>,
     /// Seed of everything random.
-    #[arg(long)]
+    #[arg(long, value_parser = toml_integer::<u64>)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
     /// Checkpoint every this many steps (0: end of each epoch only).
-    #[arg(long)]
+    #[arg(long, value_parser = toml_integer::<u64>)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub checkpoint_every: Option<u64>,
     /// Folder of cached knowledge bases (default: knowledge-cache/ in the user cache directory).
@@ -369,15 +370,36 @@ pub struct TrainArgs {
     pub ignore_memory_estimate: bool,
 }
 
+/// Parses a whole number that a TOML file can hold (at most 2^63 - 1), as settings files and
+/// `config.toml` of a run hold every setting.
+fn toml_integer<T: TryFrom<u64>>(text: &str) -> std::result::Result<T, String> {
+    let value: u64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected a whole number of at least 0, got {text:?}"))?;
+    if value > i64::MAX as u64 {
+        return Err(format!(
+            "{value} is too large: at most {} (the largest integer a TOML settings file holds)",
+            i64::MAX
+        ));
+    }
+    T::try_from(value).map_err(|_| format!("{value} is too large for this machine"))
+}
+
 impl TrainArgs {
+    /// The flags given, as a TOML table of settings.
+    pub fn flags(&self) -> Result<toml::Table> {
+        toml::Table::try_from(self)
+            .map_err(|e| CliError::Settings(format!("the command-line flags: {e}")))
+    }
+
     /// The settings: defaults, then the config file, then the flags given.
     pub fn resolve(&self) -> Result<TrainSettings> {
         let mut table = match &self.config {
             Some(path) => read_table(path)?,
             None => toml::Table::new(),
         };
-        let flags = toml::Table::try_from(self).expect("flags serialise to a table");
-        table.extend(flags);
+        table.extend(self.flags()?);
         let source = self.config.as_ref().map_or_else(
             || "command-line flags".to_string(),
             |p| p.display().to_string(),
@@ -416,11 +438,32 @@ fn read_table(path: &Path) -> Result<toml::Table> {
 }
 
 impl TrainSettings {
-    /// Checks values a run would otherwise fail on late.
+    /// Checks values a run would otherwise fail on late (sizes that depend on the model, such as
+    /// the memory of LoRA adapters, are checked once the model is built).
     pub fn validate(&self) -> Result<()> {
         let fail = |message: String| Err(CliError::Settings(message));
         if self.batch_size == 0 || self.gradient_accumulation == 0 || self.epochs == 0 {
             return fail("batch_size, gradient_accumulation and epochs must be at least 1".into());
+        }
+        if self
+            .batch_size
+            .checked_mul(self.gradient_accumulation)
+            .is_none()
+        {
+            return fail(format!(
+                "batch_size × gradient_accumulation ({} × {}) is beyond any machine's memory",
+                self.batch_size, self.gradient_accumulation
+            ));
+        }
+        if self.shared_rank == Some(0) {
+            return fail(format!(
+                "shared_rank ({}) must be at least 1",
+                if self.method == TrainMethod::Lora {
+                    "the LoRA rank"
+                } else {
+                    "r_s"
+                }
+            ));
         }
         if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
             return fail(format!(
@@ -505,7 +548,99 @@ impl TrainSettings {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        args: TrainArgs,
+    }
+
+    fn parse(flags: &[&str]) -> std::result::Result<TrainArgs, String> {
+        Flags::try_parse_from(std::iter::once("gems").chain(flags.iter().copied()))
+            .map(|f| f.args)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn gate_flags_take_commas_or_spaces() {
+        for flags in [
+            &["--gate-weights", "0.5,0.3,0.2", "--fixed-gate", "0.6,0.4"][..],
+            &[
+                "--gate-weights",
+                "0.5",
+                "0.3",
+                "0.2",
+                "--fixed-gate",
+                "0.6",
+                "0.4",
+            ],
+        ] {
+            let settings = parse(flags).unwrap().resolve().unwrap();
+            assert_eq!(settings.gate_weights, [0.5, 0.3, 0.2], "{flags:?}");
+            assert_eq!(settings.fixed_gate, Some(vec![0.6, 0.4]), "{flags:?}");
+        }
+        let error = parse(&["--gate-weights", "0.5,0.5"])
+            .unwrap()
+            .resolve()
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("gate_weights takes 3 values"), "{error}");
+        let four = parse(&["--gate-weights", "0.1,0.1,0.1,0.1"])
+            .unwrap()
+            .resolve();
+        assert!(four.unwrap_err().to_string().contains("takes 3 values"));
+    }
+
+    #[test]
+    fn integers_beyond_what_toml_holds_are_refused_at_parse_time() {
+        for flag in [
+            "--seed",
+            "--max-steps",
+            "--epochs",
+            "--warmup-steps",
+            "--batch-size",
+        ] {
+            let error = parse(&[flag, "9223372036854775808"]).unwrap_err();
+            assert!(
+                error.contains(flag) && error.contains("9223372036854775807"),
+                "{flag}: {error}"
+            );
+            assert!(parse(&[flag, "-1"]).is_err(), "{flag}");
+        }
+        let largest = parse(&["--seed", "9223372036854775807"]).unwrap();
+        assert_eq!(largest.resolve().unwrap().seed, i64::MAX as u64);
+        let error = parse(&[
+            "--batch-size",
+            "4294967296",
+            "--gradient-accumulation",
+            "4294967296",
+        ])
+        .unwrap()
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("batch_size × gradient_accumulation"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_rank_of_zero_is_refused_up_front() {
+        let error = parse(&["--method", "lora", "--shared-rank", "0"])
+            .unwrap()
+            .resolve()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("LoRA rank") && error.contains("at least 1"),
+            "{error}"
+        );
+        assert!(parse(&["--shared-rank", "0"]).unwrap().resolve().is_err());
+    }
 
     #[test]
     fn flags_override_the_config_file_which_overrides_defaults() {

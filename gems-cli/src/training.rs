@@ -143,46 +143,56 @@ pub fn training_examples(experiment: &Experiment) -> Result<Vec<EncodedExample>>
 }
 
 /// Attaches LoRA adapters (rank, α = scale·rank) to the projected matrices; the rest of the
-/// model (embeddings, norms) stays trainable, as GEMS trains it.
+/// model (embeddings, norms) stays trainable, as GEMS trains it. Adapters that would not fit in
+/// memory are refused before any is allocated.
 pub fn attach_lora(
     model: Backbone,
     optimizer: &GemsOptimizer,
     rank: usize,
     scale: f64,
-) -> Backbone {
-    let targets: Vec<String> = gems_models::parameter_paths(&model)
+) -> Result<Backbone> {
+    let (targets, shapes): (Vec<String>, Vec<[usize; 2]>) = gems_models::parameter_paths(&model)
         .into_iter()
         .filter(|(path, shape)| optimizer.config().targets(path, shape))
-        .map(|(path, _)| path)
-        .collect();
+        .map(|(path, shape)| (path, [shape[0], shape[1]]))
+        .unzip();
+    crate::memory::check_size_fits(
+        crate::memory::lora_bytes(rank, &shapes),
+        &format!(
+            "LoRA adapters of rank {rank} on {} matrices (with gradients and Adam moments)",
+            shapes.len()
+        ),
+        "lower shared_rank (the LoRA rank)",
+    )?;
     let bases = ParamGroup::from_paths(targets);
-    model
+    Ok(model
         .apply_lora(Lora::new(rank, scale * rank as f64).set_param_group(bases.clone()))
-        .unfreeze_group(ParamGroup::all().exclude(bases))
+        .unfreeze_group(ParamGroup::all().exclude(bases)))
+}
+
+/// Optimizer steps of a whole run over `examples` training examples.
+pub fn total_steps(settings: &TrainSettings, examples: usize) -> u64 {
+    // Validated settings: the window does not overflow.
+    let window = (settings.batch_size * settings.gradient_accumulation) as u64;
+    let per_epoch = (examples as u64).div_ceil(window);
+    let all = per_epoch.saturating_mul(settings.epochs as u64);
+    if settings.max_steps > 0 {
+        all.min(settings.max_steps)
+    } else {
+        all
+    }
 }
 
 impl Training<'_> {
-    /// Optimizer steps of the whole run.
-    pub fn total_steps(&self, examples: usize) -> u64 {
-        let window = (self.settings.batch_size * self.settings.gradient_accumulation) as u64;
-        let per_epoch = (examples as u64).div_ceil(window);
-        let all = per_epoch * self.settings.epochs as u64;
-        if self.settings.max_steps > 0 {
-            all.min(self.settings.max_steps)
-        } else {
-            all
-        }
-    }
-
     /// Trains until the last step, early stopping, `stop_after` steps of this call (returns
     /// `false`: paused, a checkpoint saved) or Ctrl-C (which saves a checkpoint and returns
     /// [`CliError::Interrupted`]). Returns `true` when training is complete.
     pub fn run(&mut self, examples: &[EncodedExample], stop_after: Option<u64>) -> Result<bool> {
-        let total = self.total_steps(examples.len());
+        let total = total_steps(self.settings, examples.len());
         let bar = progress::bar(total, "train");
         bar.set_position(self.progress.step);
         let window = self.settings.batch_size * self.settings.gradient_accumulation;
-        let pause_at = stop_after.map(|steps| self.progress.step + steps);
+        let pause_at = stop_after.map(|steps| self.progress.step.saturating_add(steps));
         while self.progress.step < total && !self.progress.stopped_early {
             if pause_at.is_some_and(|at| self.progress.step >= at) {
                 self.save_checkpoint()?;
@@ -226,7 +236,10 @@ impl Training<'_> {
             }
             let checkpoint_due = epoch_done
                 || (self.settings.checkpoint_every > 0
-                    && self.progress.step % self.settings.checkpoint_every == 0);
+                    && self
+                        .progress
+                        .step
+                        .is_multiple_of(self.settings.checkpoint_every));
             if checkpoint_due || INTERRUPTED.load(Ordering::SeqCst) {
                 self.save_checkpoint()?;
                 // Data-parallel hook: the other replicas restart from the checkpoint.
@@ -394,44 +407,120 @@ impl Training<'_> {
     }
 }
 
-/// Restores model, optimizer state and progress from the checkpoint of `run` onto a freshly
-/// built model and optimizer of the same settings.
-pub fn restore(
-    run: &RunDir,
-    settings: &TrainSettings,
-    model: Backbone,
-    optimizer: &mut GemsOptimizer,
-    device: &Device,
-    data_fingerprint: &str,
-) -> Result<(Backbone, Progress)> {
-    let folder = checkpoint_folder(run)?;
-    let progress: Progress = run_dir::read_json(&folder.join(run_dir::PROGRESS))?;
-    if progress.data_fingerprint != data_fingerprint {
-        return Err(CliError::run(
-            &folder,
-            format!(
-                "the checkpoint was trained on other data (fingerprint {} here, {data_fingerprint} now)",
-                progress.data_fingerprint
-            ),
-        ));
-    }
-    restore_optimizer(run, optimizer, device)?;
-    let model = match settings.method {
-        TrainMethod::Lora => {
-            let record = burn::store::ModuleRecord::load(folder.join(run_dir::LORA_RECORD))
-                .map_err(|e| {
-                    CliError::run(&folder, format!("cannot read the LoRA adapters: {e}"))
-                })?;
-            model.try_load_record(record).map_err(|e| {
-                CliError::run(
-                    &folder,
-                    format!("the LoRA adapters do not fit the model: {e}"),
-                )
-            })?
+/// The run a checkpoint is restored into: every field of the checkpoint is checked against it
+/// before use.
+pub struct Checkpoint<'a> {
+    /// The run directory.
+    pub run: &'a RunDir,
+    /// Its settings.
+    pub settings: &'a TrainSettings,
+    /// Fingerprint of the data it trains on now.
+    pub data_fingerprint: &'a str,
+    /// Training examples of that data.
+    pub examples: usize,
+}
+
+impl Checkpoint<'_> {
+    /// Restores model, optimizer state and progress from the run's checkpoint onto a freshly
+    /// built model and optimizer of the same settings.
+    pub fn restore(
+        &self,
+        model: Backbone,
+        optimizer: &mut GemsOptimizer,
+        device: &Device,
+    ) -> Result<(Backbone, Progress)> {
+        let folder = self.run.path(run_dir::CHECKPOINT);
+        if !folder.is_dir() {
+            return Err(CliError::run(
+                self.run.root(),
+                "no checkpoint to resume from (the run stopped before its first one); remove the directory and start the run again",
+            ));
         }
-        TrainMethod::Optimizer(_) => load_weights(model, &folder.join(run_dir::MODEL), device)?,
-    };
-    Ok((model, progress))
+        let progress: Progress = run_dir::read_json(&folder.join(run_dir::PROGRESS))?;
+        self.check_progress(&progress, &folder.join(run_dir::PROGRESS))?;
+        let state = folder.join(run_dir::OPTIMIZER_STATE);
+        optimizer.load_state(&state, &device.clone().without_autodiff())?;
+        if optimizer.steps() != progress.step {
+            return Err(CliError::run(
+                &state,
+                format!(
+                    "holds {} optimizer steps but progress.json {}: the checkpoint is inconsistent",
+                    optimizer.steps(),
+                    progress.step
+                ),
+            ));
+        }
+        optimizer.check_state_fits(&model, &state)?;
+        let model = match self.settings.method {
+            TrainMethod::Lora => {
+                let record = burn::store::ModuleRecord::load(folder.join(run_dir::LORA_RECORD))
+                    .map_err(|e| {
+                        CliError::run(&folder, format!("cannot read the LoRA adapters: {e}"))
+                    })?;
+                model.try_load_record(record).map_err(|e| {
+                    CliError::run(
+                        &folder,
+                        format!("the LoRA adapters do not fit the model: {e}"),
+                    )
+                })?
+            }
+            TrainMethod::Optimizer(_) => load_weights(model, &folder.join(run_dir::MODEL), device)?,
+        };
+        Ok((model, progress))
+    }
+
+    /// Every field of `progress.json` against the run: the data, the position, the step count and
+    /// the records.
+    fn check_progress(&self, progress: &Progress, path: &Path) -> Result<()> {
+        let fail = |message: String| Err(CliError::run(path, message));
+        if progress.data_fingerprint != self.data_fingerprint {
+            return fail(format!(
+                "the checkpoint was trained on other data (fingerprint {} here, {} now)",
+                progress.data_fingerprint, self.data_fingerprint
+            ));
+        }
+        let total = total_steps(self.settings, self.examples);
+        if progress.step > total {
+            return fail(format!(
+                "step {} is past the run's {total} steps",
+                progress.step
+            ));
+        }
+        if progress.epoch > self.settings.epochs {
+            return fail(format!(
+                "epoch {} is past the run's {} epochs",
+                progress.epoch, self.settings.epochs
+            ));
+        }
+        if progress.position > 0 && progress.position >= self.examples {
+            return fail(format!(
+                "position {} is past the {} training examples",
+                progress.position, self.examples
+            ));
+        }
+        if progress.curves.steps.len() as u64 != progress.step {
+            return fail(format!(
+                "records {} steps in its curves but is at step {}",
+                progress.curves.steps.len(),
+                progress.step
+            ));
+        }
+        if let Some((value, step)) = progress.best
+            && (!value.is_finite() || step > progress.step)
+        {
+            return fail(format!(
+                "best validation ({value}, step {step}) is not a finite value of a step taken"
+            ));
+        }
+        if progress.stale_validations > progress.curves.validations.len() {
+            return fail(format!(
+                "counts {} validations without improvement but records {}",
+                progress.stale_validations,
+                progress.curves.validations.len()
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The complete checkpoint directory of `run`.

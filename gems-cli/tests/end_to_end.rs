@@ -1,23 +1,11 @@
 //! The `gems` binary end to end on the embedded synthetic data: train → eval → recommend →
 //! search, exact resume, analyses, and one clear line for every kind of user mistake.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-fn gems(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gems"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("the gems binary runs")
-}
-
-fn succeed(args: &[&str]) -> String {
-    let output = gems(args);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "gems {args:?} failed:\n{stderr}");
-    String::from_utf8(output.stdout).expect("utf-8 output")
-}
+use common::{gems, small_synthetic, succeed};
 
 /// Runs `gems args`, expects a failure and one line of standard error that starts with `error:`
 /// and contains every `expected` fragment (the last line; for clap's usage errors, exit code 2,
@@ -373,27 +361,6 @@ fn model_info_lists_projected_matrices_and_state_per_method() {
         &["model", "info", "--model-dir", "/no/such/model"],
         &["/no/such/model"],
     );
-}
-
-/// A split synthetic dataset of 30 users and 40 items in `folder/data`.
-fn small_synthetic(folder: &Path) -> PathBuf {
-    let data = folder.join("data");
-    let data_arg = data.to_str().unwrap();
-    succeed(&[
-        "data",
-        "convert",
-        "synthetic",
-        "--out",
-        data_arg,
-        "--users",
-        "30",
-        "--categories",
-        "4",
-        "--items-per-category",
-        "10",
-    ]);
-    succeed(&["data", "split", data_arg]);
-    data
 }
 
 /// `gems compare`: one table row per method (a method with its own learning rate says so), the

@@ -11,6 +11,7 @@ use std::fs;
 use std::io::Write;
 use std::path::Path;
 
+use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use serde::de::DeserializeOwned;
@@ -317,6 +318,118 @@ pub(crate) fn f32_values(bytes: &[u8]) -> Vec<f32> {
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect()
+}
+
+impl GemsOptimizer {
+    /// Checks that the state (restored with [`GemsOptimizer::load_state`]) fits `module`: every
+    /// entry belongs to one of its parameters, and every basis, moment and knowledge basis has
+    /// the shape that parameter implies. A state saved for another model, or damaged, is refused
+    /// here instead of failing inside the next step; errors name `path`, the file the state was
+    /// read from.
+    pub fn check_state_fits<M: Module>(&self, module: &M, path: &Path) -> Result<()> {
+        let file = path;
+        let shapes: BTreeMap<String, Vec<usize>> = self
+            .plan(module, self.state.num_tasks.unwrap_or(0))
+            .into_iter()
+            .map(|plan| (plan.path, plan.shape))
+            .collect();
+        let mismatch = |path: &str, what: &str, found: [usize; 2], expected: String| {
+            Err(state_error(
+                file,
+                format!(
+                    "the state of `{path}` does not fit the model: {what} is {found:?}, expected {expected}"
+                ),
+            ))
+        };
+        let shape_of = |path: &str| {
+            shapes.get(path).ok_or_else(|| {
+                state_error(
+                    file,
+                    format!("holds the state of `{path}`, which the model does not have"),
+                )
+            })
+        };
+        for (path, state) in &self.state.weights {
+            let shape = shape_of(path)?;
+            match state {
+                WeightState::Full(moments) => {
+                    // The parameter's matrix view: leading axes folded into rows.
+                    let cols = shape.last().copied().unwrap_or(1);
+                    let rows = shape[..shape.len().saturating_sub(1)]
+                        .iter()
+                        .product::<usize>();
+                    for (what, tensor) in [
+                        ("first moment", &moments.first),
+                        ("second moment", &moments.second),
+                    ] {
+                        if tensor.dims() != [rows, cols] {
+                            return mismatch(
+                                path,
+                                what,
+                                tensor.dims(),
+                                format!("{:?}", [rows, cols]),
+                            );
+                        }
+                    }
+                }
+                WeightState::LowRank(subspaces) => {
+                    let [rows, cols] = match shape[..] {
+                        [rows, cols] => [rows, cols],
+                        _ => {
+                            return Err(state_error(
+                                file,
+                                format!(
+                                    "the state of `{path}` is low-rank, but the parameter has shape {shape:?}"
+                                ),
+                            ));
+                        }
+                    };
+                    let canonical = match subspaces.shared.projector.side {
+                        Side::Rows => [rows, cols],
+                        Side::Columns => [cols, rows],
+                    };
+                    for subspace in std::iter::once(&subspaces.shared).chain(&subspaces.tasks) {
+                        let basis = subspace.projector.basis.dims();
+                        if basis[0] != canonical[0]
+                            || subspace.projector.side != subspaces.shared.projector.side
+                        {
+                            return mismatch(
+                                path,
+                                "a basis",
+                                basis,
+                                format!("[{}, rank]", canonical[0]),
+                            );
+                        }
+                        for tensor in [&subspace.moments.first, &subspace.moments.second] {
+                            if tensor.dims() != [basis[1], canonical[1]] {
+                                return mismatch(
+                                    path,
+                                    "a moment",
+                                    tensor.dims(),
+                                    format!("{:?}", [basis[1], canonical[1]]),
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for (path, knowledge) in self.null_space.iter() {
+            let shape = shape_of(path)?;
+            if let Some(basis) = &knowledge.basis {
+                let inputs = shape.get(knowledge.input_axis).copied().unwrap_or(0);
+                if basis.dims()[0] != inputs {
+                    return mismatch(
+                        path,
+                        "the knowledge basis",
+                        basis.dims(),
+                        format!("[{inputs}, k]"),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same folder, flushed to disk and

@@ -242,6 +242,8 @@ impl GemsConfig {
     }
 
     /// Checks every value is in range.
+    // `!(x > 0.0)` also rejects NaN, which `x <= 0.0` would let through.
+    #[allow(clippy::neg_cmp_op_on_partial_ord)]
     pub fn validate(&self) -> Result<()> {
         let invalid = |message: String| Err(GemsError::InvalidConfig(message));
         if self.method.low_rank() && self.shared_rank == 0 {

@@ -40,6 +40,8 @@ impl Default for KnowledgeSelection {
 
 impl KnowledgeSelection {
     /// Checks the fraction or threshold is in range.
+    // `!(x >= 0.0)` also rejects NaN, which `x < 0.0` would let through.
+    #[allow(clippy::neg_cmp_op_on_partial_ord)]
     pub fn validate(&self) -> Result<()> {
         match *self {
             KnowledgeSelection::EnergyFraction { fraction }

@@ -64,6 +64,8 @@ pub type ParamFilter = Arc<dyn Fn(&str, &[usize]) -> bool + Send + Sync>;
 
 /// Optimizer state of one parameter.
 #[derive(Clone, Debug)]
+// Few values (one per parameter), matched often: boxing the larger variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum WeightState {
     /// Full AdamW moments (in the parameter's matrix view).
     Full(AdamMoments),
@@ -702,7 +704,7 @@ impl UpdateMapper<'_> {
             };
             let due = previous
                 .as_ref()
-                .is_none_or(|_| (step + refresh_offset) % config.refresh_every == 0);
+                .is_none_or(|_| (step + refresh_offset).is_multiple_of(config.refresh_every));
             let mut subspaces = if due {
                 let project = |g: &Tensor<2>| match &knowledge {
                     Some(knowledge) => knowledge.project_out(g.clone()),

@@ -19,7 +19,7 @@ fn wgpu_device() -> Option<Device> {
         (device, sum)
     });
     match probe {
-        Ok((device, sum)) if sum == 4.0 => Some(device),
+        Ok((device, 4.0)) => Some(device),
         _ if std::env::var_os("GEMS_REQUIRE_WGPU").is_some() => {
             panic!("GEMS_REQUIRE_WGPU is set but no working WGPU adapter was found")
         }

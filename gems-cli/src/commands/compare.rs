@@ -103,13 +103,7 @@ impl CompareCommand {
             {
                 settings.learning_rate = rate.rate;
             }
-            let run = RunDir::create(&root.path(method.name()))?;
-            if run.path(crate::run_dir::CHECKPOINT).exists() {
-                return Err(CliError::run(
-                    run.root(),
-                    "already holds a run; remove it or choose another --out",
-                ));
-            }
+            let (run, _lock) = RunDir::create_new(&root.path(method.name()))?;
             run.write_text(crate::run_dir::CONFIG, &settings.to_toml())?;
             eprintln!("== {method} ==");
             let started = Instant::now();

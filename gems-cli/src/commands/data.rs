@@ -28,6 +28,7 @@ use gems_data::{DatasetStats, ValidationPolicy};
 use serde::Serialize;
 
 use crate::error::{CliError, Result, one_line};
+use crate::run_dir;
 
 /// What to do about a strict-validation failure in a `gems data` command.
 const REPAIR_HINT: &str = "fix the input, or rerun with --on-invalid filter to repair or drop the offending records (counted)";
@@ -422,7 +423,10 @@ fn convert(args: &ConvertArgs) -> Result<()> {
         )));
     }
     tracing::info!("writing {}", args.out.display());
-    dataset::write_converted(&converted, &args.out)?;
+    // Written beside --out and renamed into place: a failure leaves --out as it was.
+    run_dir::replace_directory(&resolved(&args.out)?, |folder| {
+        Ok(dataset::write_converted(&converted, folder)?)
+    })?;
     let counts = TaskCounts::of(&converted.requests);
     let users: HashSet<u64> = converted
         .requests
@@ -472,6 +476,10 @@ pub struct SplitArgs {
 
 fn split(args: &SplitArgs) -> Result<()> {
     let directory = &args.directory;
+    // An earlier split that stopped between its two renames left the directory aside.
+    let absolute = std::path::absolute(directory)
+        .map_err(|e| CliError::io(directory, "cannot resolve the path", e))?;
+    run_dir::recover_directory(&absolute)?;
     check_data_directory(directory)?;
     if directory.join("train.jsonl").exists() {
         return Err(CliError::Settings(format!(
@@ -480,7 +488,8 @@ fn split(args: &SplitArgs) -> Result<()> {
         )));
     }
     let out = args.out.as_deref().unwrap_or(directory);
-    if !same_directory(out, directory) {
+    let in_place = same_directory(out, directory);
+    if !in_place {
         check_new_output(out)?;
     }
     let policy = ValidationPolicy::from(args.on_invalid);
@@ -511,7 +520,22 @@ fn split(args: &SplitArgs) -> Result<()> {
     );
     let (prepared, report) = dataset::prepare(converted, options)?;
     tracing::info!("writing {}", out.display());
-    prepared.write(out)?;
+    // The whole directory is written beside it and renamed into place: a failure leaves it as it
+    // was (unsplit, or absent), and a rerun starts afresh.
+    let target = if in_place {
+        directory
+            .canonicalize()
+            .map_err(|e| CliError::io(directory, "cannot resolve", e))?
+    } else {
+        resolved(out)?
+    };
+    run_dir::replace_directory(&target, |folder| {
+        prepared.write(folder)?;
+        if in_place {
+            link_missing(&target, folder)?;
+        }
+        Ok(())
+    })?;
     println!("{}", dataset::split_note(&report.split, &options.split));
     let record = prepared
         .manifest
@@ -588,6 +612,49 @@ fn stats(args: &StatsArgs) -> Result<()> {
         );
     } else {
         print!("{stats}");
+    }
+    Ok(())
+}
+
+/// `path` made absolute with its parent resolved (and created when missing), so that the
+/// temporary siblings of [`run_dir::replace_directory`] sit beside it.
+fn resolved(path: &Path) -> Result<PathBuf> {
+    let absolute =
+        std::path::absolute(path).map_err(|e| CliError::io(path, "cannot resolve the path", e))?;
+    let (Some(parent), Some(name)) = (absolute.parent(), absolute.file_name()) else {
+        return Err(CliError::Settings(format!(
+            "{}: give a directory by its name (not `/`, `.` or `..`)",
+            path.display()
+        )));
+    };
+    std::fs::create_dir_all(parent).map_err(|e| CliError::io(path, "cannot create", e))?;
+    let parent = parent
+        .canonicalize()
+        .map_err(|e| CliError::io(parent, "cannot resolve the path", e))?;
+    Ok(parent.join(name))
+}
+
+/// Brings every entry of `from` that `to` lacks into `to`: files as hard links (copies where
+/// the file system has none), folders recursively. The originals are left untouched.
+fn link_missing(from: &Path, to: &Path) -> Result<()> {
+    let entries = std::fs::read_dir(from).map_err(|e| CliError::io(from, "cannot list", e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| CliError::io(from, "cannot list", e))?;
+        let (source, destination) = (entry.path(), to.join(entry.file_name()));
+        if destination.exists() {
+            continue;
+        }
+        let kind = entry
+            .file_type()
+            .map_err(|e| CliError::io(&source, "cannot read", e))?;
+        if kind.is_dir() {
+            std::fs::create_dir(&destination)
+                .map_err(|e| CliError::io(&destination, "cannot create", e))?;
+            link_missing(&source, &destination)?;
+        } else if std::fs::hard_link(&source, &destination).is_err() {
+            std::fs::copy(&source, &destination)
+                .map_err(|e| CliError::io(&destination, "cannot copy", e))?;
+        }
     }
     Ok(())
 }

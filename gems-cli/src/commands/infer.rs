@@ -28,9 +28,9 @@ pub struct RecommendCommand {
     /// The history.
     #[command(flatten)]
     pub history: HistorySource,
-    /// How many items to list.
-    #[arg(long, default_value_t = 10)]
-    pub top: usize,
+    /// How many items to list (at least 1).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
+    pub top: u16,
 }
 
 /// Arguments of `gems search`.
@@ -45,9 +45,9 @@ pub struct SearchCommand {
     /// The search query.
     #[arg(long)]
     pub query: String,
-    /// How many items to list.
-    #[arg(long, default_value_t = 10)]
-    pub top: usize,
+    /// How many items to list (at least 1).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
+    pub top: u16,
 }
 
 impl RecommendCommand {
@@ -55,7 +55,7 @@ impl RecommendCommand {
     pub fn run(self) -> Result<()> {
         let saved = self.run.open()?;
         let history = resolve_history(&saved, &self.history)?;
-        show(&saved, Task::Rec, history, None, self.top)
+        show(&saved, Task::Rec, history, None, self.top.into())
     }
 }
 
@@ -67,7 +67,13 @@ impl SearchCommand {
         }
         let saved = self.run.open()?;
         let history = resolve_history(&saved, &self.history)?;
-        show(&saved, Task::Search, history, Some(self.query), self.top)
+        show(
+            &saved,
+            Task::Search,
+            history,
+            Some(self.query),
+            self.top.into(),
+        )
     }
 }
 

@@ -5,7 +5,6 @@
 
 use std::path::PathBuf;
 
-use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use clap::{Args, Subcommand};
 use gems_core::{GemsConfig, Method, Treatment};
@@ -116,8 +115,21 @@ fn info(args: &InfoArgs) -> Result<()> {
         (None, Some(path)) => ModelConfig::from_file(path)?,
         (None, None) => ModelConfig::T5(T5Config::compact(args.vocab_size)),
     };
-    // Shapes only: a model on the CPU, never run.
+    if args.shared_rank == Some(0) || args.task_rank == Some(0) || args.tasks == 0 {
+        return Err(CliError::Settings(
+            "--shared-rank, --task-rank and --tasks must be at least 1".into(),
+        ));
+    }
+    // Shapes only: a model on the CPU whose parameters are never initialised (Burn does so
+    // lazily), so that any size can be described.
     let model = Backbone::new(&config, &Device::flex())?;
+    let overflow = || {
+        CliError::Settings(
+            "the sizes overflow 64-bit arithmetic (more than 2^64 values); choose smaller sizes"
+                .into(),
+        )
+    };
+    let parameters = crate::memory::parameter_count(&model).ok_or_else(overflow)?;
     let d_model = config.hidden_size();
     let shared_rank = args
         .shared_rank
@@ -142,8 +154,10 @@ fn info(args: &InfoArgs) -> Result<()> {
     // (Burn layout `[d_in, d_out]`).
     let knowledge_bound: u64 = projected
         .iter()
-        .map(|(_, s)| 4 * (s[0] * s[0]) as u64)
-        .sum();
+        .try_fold(0u64, |sum, (_, s)| {
+            sum.checked_add((s[0] as u64).checked_mul(s[0] as u64)?.checked_mul(4)?)
+        })
+        .ok_or_else(overflow)?;
     let batch = BatchShape {
         batch_size: args.batch_size,
         prompt_tokens: args.prompt_tokens,
@@ -169,11 +183,13 @@ fn info(args: &InfoArgs) -> Result<()> {
         architecture: format!("{:?}", config.kind()),
         hidden_size: d_model,
         vocab_size: config.vocab_size(),
-        parameters: model.num_params(),
+        parameters: usize::try_from(parameters).map_err(|_| overflow())?,
         projected_parameters: projected
             .iter()
-            .map(|(_, s)| s.iter().product::<usize>())
-            .sum(),
+            .try_fold(0usize, |sum, (_, s)| {
+                sum.checked_add(s.iter().try_fold(1usize, |n, &d| n.checked_mul(d))?)
+            })
+            .ok_or_else(overflow)?,
         projected_matrices: projected,
         optimizer_state_bytes: state,
         memory: estimates,
@@ -236,10 +252,32 @@ fn info(args: &InfoArgs) -> Result<()> {
     Ok(())
 }
 
+/// Refuses token ids outside the vocabulary `0..vocabulary` (and an empty list).
+fn check_ids(flag: &str, ids: &[i64], vocabulary: usize) -> Result<()> {
+    if ids.is_empty() {
+        return Err(CliError::Settings(format!("{flag}: no token id given")));
+    }
+    match ids
+        .iter()
+        .find(|&&id| usize::try_from(id).map_or(true, |id| id >= vocabulary))
+    {
+        Some(id) => Err(CliError::Settings(format!(
+            "{flag}: token id {id} is outside the model's vocabulary (0 to {})",
+            vocabulary - 1
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// The logits of `args` as the JSON the command prints.
 fn logits(args: &LogitsArgs) -> Result<Value> {
     let device = gems_core::device_from_name(&args.backend)?;
-    let model = Backbone::load(&args.model_dir, &device)?;
+    let model = crate::memory::load_backbone(&args.model_dir, &device)?;
+    let vocabulary = model.vocab_size();
+    check_ids("--input-ids", &args.input_ids, vocabulary)?;
+    if let Some(ids) = &args.decoder_input_ids {
+        check_ids("--decoder-input-ids", ids, vocabulary)?;
+    }
     let input = row(&args.input_ids, &device);
     let mask = Tensor::ones([1, args.input_ids.len()], &device);
     let logits = match (&model, &args.decoder_input_ids) {

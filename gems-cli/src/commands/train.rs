@@ -68,48 +68,58 @@ struct Manifest<'a> {
 impl TrainCommand {
     /// Runs the command.
     pub fn run(self) -> Result<()> {
-        let (settings, run) = match &self.resume {
-            Some(directory) => {
-                if toml::Table::try_from(&self.settings).is_ok_and(|t| !t.is_empty())
-                    || self.settings.config.is_some()
-                {
-                    return Err(CliError::Settings(
-                        "--resume continues a run with the settings in its config.toml; drop the other flags".into(),
-                    ));
-                }
-                let run = RunDir::open(directory)?;
-                let settings = TrainArgs {
-                    config: Some(run.path(run_dir::CONFIG)),
-                    ..TrainArgs::default()
-                }
-                .resolve()?;
-                (settings, run)
-            }
-            None => {
-                let settings = self.settings.resolve()?;
-                let out = self
-                    .out
-                    .clone()
-                    .unwrap_or_else(|| default_run_directory(&settings));
-                if out.join(run_dir::CHECKPOINT).exists() {
-                    return Err(CliError::run(
-                        &out,
-                        "already holds a run; continue it with --resume or choose another --out",
-                    ));
-                }
-                let run = RunDir::create(&out)?;
-                run.write_text(run_dir::CONFIG, &settings.to_toml())?;
-                (settings, run)
-            }
+        let Some(directory) = &self.resume else {
+            return self.start();
         };
+        if !self.settings.flags()?.is_empty() || self.settings.config.is_some() {
+            return Err(CliError::Settings(
+                "--resume continues a run with the settings in its config.toml; drop the other flags".into(),
+            ));
+        }
+        let (run, _lock) = RunDir::resume(directory)?;
+        let settings = TrainArgs {
+            config: Some(run.path(run_dir::CONFIG)),
+            ..TrainArgs::default()
+        }
+        .resolve()?;
         train(
             &settings,
             &run,
-            self.resume.is_some(),
+            true,
             self.stop_after,
             self.devices.as_ref(),
         )
         .map(|_| ())
+    }
+
+    /// A new run in a new or empty directory; one that fails before its first checkpoint leaves
+    /// the directory as it found it, so that the same command can be run again.
+    fn start(&self) -> Result<()> {
+        let settings = self.settings.resolve()?;
+        let out = self
+            .out
+            .clone()
+            .unwrap_or_else(|| default_run_directory(&settings));
+        let created = !out.exists();
+        let (run, _lock) = RunDir::create_new(&out)?;
+        let trained = run
+            .write_text(run_dir::CONFIG, &settings.to_toml())
+            .and_then(|()| {
+                train(
+                    &settings,
+                    &run,
+                    false,
+                    self.stop_after,
+                    self.devices.as_ref(),
+                )
+            });
+        if let Err(error) = trained {
+            if let Err(cleanup) = run.discard_unstarted(created) {
+                tracing::warn!("{cleanup}");
+            }
+            return Err(error);
+        }
+        Ok(())
     }
 }
 
@@ -121,8 +131,9 @@ fn default_run_directory(settings: &TrainSettings) -> PathBuf {
     PathBuf::from("runs").join(format!("{data}-{model}-{}", settings.method))
 }
 
-/// Trains (or resumes) the run and evaluates it, data-parallel over `devices` when given;
-/// returns its test metrics, or `None` when it paused after `stop_after` steps.
+/// Trains (or resumes) the run, which the caller has locked, and evaluates it, data-parallel
+/// over `devices` when given; returns its test metrics, or `None` when it paused after
+/// `stop_after` steps.
 pub fn train(
     settings: &TrainSettings,
     run: &RunDir,
@@ -179,11 +190,18 @@ pub fn train(
             &optimizer,
             settings.shared_rank(d_model),
             settings.scale,
-        ),
+        )?,
         TrainMethod::Optimizer(_) => model,
     };
+    let examples = training::training_examples(&experiment)?;
     let (model, progress) = if resume {
-        training::restore(run, settings, model, &mut optimizer, &device, &fingerprint)?
+        let checkpoint = training::Checkpoint {
+            run,
+            settings,
+            data_fingerprint: &fingerprint,
+            examples: examples.len(),
+        };
+        checkpoint.restore(model, &mut optimizer, &device)?
     } else {
         (model, Progress::start(fingerprint.clone()))
     };
@@ -214,7 +232,6 @@ pub fn train(
         }
         None => None,
     };
-    let examples = training::training_examples(&experiment)?;
     let memory_estimate = check_memory(settings, run, &base_model, &optimizer, &examples)?;
     drop(base_model);
     let mut training = Training {
@@ -230,7 +247,7 @@ pub fn train(
     tracing::info!(
         examples = examples.len(),
         parameters = training.model.num_params(),
-        steps = training.total_steps(examples.len()),
+        steps = training::total_steps(settings, examples.len()),
         "training"
     );
     INTERRUPTED.store(false, Ordering::SeqCst);
