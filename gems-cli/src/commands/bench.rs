@@ -478,7 +478,7 @@ fn bench_train(args: &TrainBenchArgs) -> Result<()> {
                 &optimizer,
                 settings.shared_rank(d_model),
                 settings.scale,
-            ),
+            )?,
             TrainMethod::Optimizer(_) => model,
         };
         let mut training = Training {
