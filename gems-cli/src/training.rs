@@ -286,7 +286,10 @@ impl Training<'_> {
             self.settings.schedule,
         );
         let model = self.model.clone();
-        let (model, report) = self.optimizer.step(learning_rate, model, tasks)?;
+        let (model, report) = self
+            .optimizer
+            .step(learning_rate, model, tasks)
+            .map_err(gems_core::GemsError::from)?;
         self.model = model;
         self.progress.step += 1;
         if losses.iter().any(|l| !l.is_finite()) {
