@@ -61,15 +61,15 @@ fn q_values(model: &ToyModel) -> Vec<f32> {
         .unwrap()
 }
 
-/// Each step's ‖ΔW_q‖ divided by its steady-state size, over five phases of 20 steps: the
-/// gradient keeps two directions throughout and brings two new ones at every refresh.
+/// Each step's ‖ΔW_q‖ divided by its steady-state size, over five phases of T = 200 steps:
+/// the gradient keeps two directions throughout and brings two new ones at every refresh.
 fn step_sizes(transfer: MomentTransfer) -> Vec<f64> {
     let device = device();
     let inner = device.clone().without_autodiff();
     let config = GemsConfig {
         method: Method::Galore,
         shared_rank: 4,
-        refresh_every: 20,
+        refresh_every: 200,
         moment_transfer: transfer,
         svd: SvdMethod::Exact,
         diagnostics: false,
@@ -87,7 +87,7 @@ fn step_sizes(transfer: MomentTransfer) -> Vec<f64> {
             [8.0, 6.0, 4.0, 3.0],
             &inner,
         );
-        for _ in 0..20 {
+        for _ in 0..200 {
             let before = q_values(&model);
             let gradients = only_q(&model, gradient.clone());
             model = optimizer.step_single(lr, model, gradients).unwrap().0;
@@ -105,18 +105,26 @@ fn step_sizes(transfer: MomentTransfer) -> Vec<f64> {
 }
 
 /// Fault 1: with `rotate`, directions that enter the subspace at a refresh must not inherit the
-/// step count of the others (before the fix, steps reached 4.7× their steady size).
+/// step count of the others (with one shared step counter, steps here grow to several times
+/// their steady size after a refresh).
 #[test]
 fn rotated_moments_keep_every_step_near_its_steady_size_across_refreshes() {
     for transfer in [MomentTransfer::Rotate, MomentTransfer::Reset] {
         let sizes = step_sizes(transfer);
-        let worst = sizes.iter().map(|s| (s - 1.0).abs()).fold(0.0f64, f64::max);
-        println!("{transfer:?}: largest step {:.3}× steady", 1.0 + worst);
+        let (step, worst) =
+            sizes
+                .iter()
+                .map(|s| (s - 1.0).abs())
+                .enumerate()
+                .fold(
+                    (0, 0.0f64),
+                    |best, (i, d)| if d > best.1 { (i, d) } else { best },
+                );
         assert!(
             worst <= 0.05,
-            "{transfer:?}: a step is {:.2}× its steady-state size (sizes {:?})",
+            "{transfer:?}: step {step} is {:.3}× its steady-state size (largest step {:.3}×)",
+            sizes[step],
             sizes.iter().cloned().fold(0.0f64, f64::max),
-            sizes
         );
     }
 }
