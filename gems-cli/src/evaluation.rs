@@ -29,6 +29,9 @@ pub struct RunMetrics {
     pub floor_sampled: Vec<MetricsReport>,
     /// The same floors over the whole catalogue.
     pub floor_full_ranking: Vec<MetricsReport>,
+    /// Fixed negatives per request of the sampled protocol (from the dataset's manifest).
+    #[serde(default)]
+    pub sampled_negatives: Option<usize>,
 }
 
 impl<'a> Evaluation<'a> {
@@ -107,6 +110,7 @@ impl<'a> Evaluation<'a> {
             full_ranking: self.ranking_metrics(model, test, Protocol::FullRanking, name)?,
             floor_sampled: floor(self.experiment, Protocol::Sampled),
             floor_full_ranking: floor(self.experiment, Protocol::FullRanking),
+            sampled_negatives: self.experiment.negatives_per_request(),
         })
     }
 }
@@ -140,7 +144,7 @@ pub fn subset(requests: &[Request], per_task: usize) -> Vec<Request> {
     if per_task == 0 {
         return requests.to_vec();
     }
-    [Task::Search, Task::Rec]
+    Task::ALL
         .iter()
         .flat_map(|task| {
             requests

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 use gems_data::batch::{
-    BatchOptions, EncodedExample, PaddingSide, PromptEncoder, collate_training,
+    BatchOptions, EncodedExample, PaddingSide, PromptEncoder, TextEncoder, collate_training,
     identifier_token_ids,
 };
 use gems_data::dataset::{Dataset, PrepareOptions, load_dataset, prepare};
@@ -23,11 +23,9 @@ use gems_models::{Backbone, LmBatch, ModelConfig, ModelKind, PrefixTrie, TokenId
 use tokenizers::Tokenizer;
 
 use crate::error::{CliError, Result};
-use crate::settings::{IdScheme, ModelFamily, TrainSettings};
+use crate::run_dir;
+use crate::settings::{IdScheme, TrainSettings};
 use crate::{general_corpus, item_embeddings};
-
-/// Tasks in the order they are handed to the optimizer.
-pub const TASKS: [Task; 2] = [Task::Search, Task::Rec];
 
 /// The data side of a run, and how text becomes tokens.
 pub struct Experiment {
@@ -60,7 +58,7 @@ impl Experiment {
         let pretrained = match (&settings.model_dir, pretrained) {
             (Some(directory), Some(backbone)) => Some((
                 backbone,
-                gems_models::load_tokenizer(directory.join(TOKENIZER_FILE))?,
+                gems_models::load_tokenizer(directory.join(run_dir::TOKENIZER))?,
             )),
             _ => None,
         };
@@ -97,13 +95,9 @@ impl Experiment {
     ) -> Result<Self> {
         let dataset = load_data(&settings.data)?;
         let templates = templates(settings)?;
-        let identifiers = ItemIdentifiers::load(&model_directory.join(IDENTIFIERS_FILE))?;
-        let tokenizer = gems_models::load_tokenizer(model_directory.join(TOKENIZER_FILE))?;
-        let family = match kind {
-            ModelKind::T5 => ModelFamily::T5,
-            ModelKind::Qwen2 => ModelFamily::Qwen2,
-        };
-        let batch_options = batch_options(family, Some(model_directory), &tokenizer)?;
+        let identifiers = ItemIdentifiers::load(&model_directory.join(run_dir::IDENTIFIERS))?;
+        let tokenizer = gems_models::load_tokenizer(model_directory.join(run_dir::TOKENIZER))?;
+        let batch_options = batch_options(kind, Some(model_directory), &tokenizer)?;
         Self::assemble(dataset, identifiers, tokenizer, templates, batch_options)
     }
 
@@ -148,7 +142,9 @@ impl Experiment {
         Ok(encoder.encode(request, target)?)
     }
 
-    /// A padded training batch of `examples` on `device`.
+    /// A padded training batch of `examples` on `device`. gems-data marks the positions without
+    /// loss with its `IGNORE_INDEX`, which the model's loss skips by its own: the two crates do
+    /// not depend on each other, so the build checks here, where they meet, that they agree.
     pub fn training_batch(&self, examples: &[EncodedExample], device: &Device) -> Result<LmBatch> {
         let batch = collate_training(examples, &self.batch_options);
         let rows = |values: &[u32], width: usize| -> Vec<Vec<i64>> {
@@ -193,11 +189,59 @@ impl Experiment {
     pub fn save_beside_model(&self, model_directory: &Path) -> Result<()> {
         gems_data::tokenizer::save_tokenizer(
             &self.tokenizer,
-            &model_directory.join(TOKENIZER_FILE),
+            &model_directory.join(run_dir::TOKENIZER),
         )?;
         self.identifiers
-            .save(&model_directory.join(IDENTIFIERS_FILE))?;
+            .save(&model_directory.join(run_dir::IDENTIFIERS))?;
         Ok(())
+    }
+
+    /// Language-modelling examples from paragraphs of general text: T5 reads the first half of
+    /// each paragraph and predicts the second; a decoder-only model predicts every token after
+    /// the first half's. At most `max_tokens` tokens per paragraph. They carry no task of the
+    /// run: `Task::Rec` only fills the field, nothing reads it (no optimizer step sees them).
+    pub fn lm_examples(
+        &self,
+        paragraphs: &[String],
+        max_tokens: usize,
+    ) -> Result<Vec<EncodedExample>> {
+        let options = self.batch_options;
+        let mut examples = Vec::with_capacity(paragraphs.len());
+        for paragraph in paragraphs {
+            let mut tokens = self.tokenizer.encode_text(paragraph)?;
+            tokens.truncate(max_tokens);
+            if tokens.len() < 4 {
+                continue;
+            }
+            let half = tokens.len() / 2;
+            let mut prompt = tokens[..half].to_vec();
+            if options.append_eos_to_prompt {
+                prompt.push(options.eos_token_id);
+            }
+            examples.push(EncodedExample {
+                task: Task::Rec,
+                prompt,
+                target: tokens[half..].to_vec(),
+                target_item: None,
+                history_items_shown: 0,
+                prompt_cut: false,
+            });
+        }
+        if examples.is_empty() {
+            return Err(CliError::Settings(
+                "the general corpus has no paragraph of at least 4 tokens under this tokenizer"
+                    .into(),
+            ));
+        }
+        Ok(examples)
+    }
+
+    /// Fixed negatives per valid/test request, as the dataset's manifest records them.
+    pub fn negatives_per_request(&self) -> Option<usize> {
+        self.dataset
+            .manifest
+            .negatives
+            .map(|record| record.per_request)
     }
 
     /// A fingerprint of the data: catalogue and splits, as FNV-1a over their JSON.
@@ -209,14 +253,11 @@ impl Experiment {
             &self.dataset.test,
         ))
         .expect("datasets serialise");
-        format!("{:016x}", fnv1a(&json))
+        format!("{:016x}", gems_data::fnv1a(&json))
     }
 }
 
-/// Tokenizer file beside a run's model weights.
-pub const TOKENIZER_FILE: &str = "tokenizer.json";
-/// Item identifiers file beside a run's model weights.
-pub const IDENTIFIERS_FILE: &str = "identifiers.json";
+const _: () = assert!(gems_data::batch::IGNORE_INDEX == gems_models::IGNORE_INDEX);
 
 /// The pre-trained backbone of `--model-dir`, if one is given, checked against `--model`.
 pub fn pretrained_backbone(settings: &TrainSettings, device: &Device) -> Result<Option<Backbone>> {
@@ -248,7 +289,7 @@ pub fn new_backbone(
         (None, None) => {
             let special = SpecialTokenIds::of(tokenizer)?;
             let config = match settings.model {
-                ModelFamily::T5 => {
+                ModelKind::T5 => {
                     let mut config = T5Config::compact(vocabulary);
                     config.pad_token_id = special.pad;
                     config.decoder_start_token_id = special.pad;
@@ -256,8 +297,8 @@ pub fn new_backbone(
                     config.dropout_rate = 0.0;
                     ModelConfig::T5(config)
                 }
-                ModelFamily::Qwen2 => {
-                    let mut config = Qwen2Config::new(vocabulary, 128, 512, 2, 4, 2);
+                ModelKind::Qwen2 => {
+                    let mut config = Qwen2Config::compact(vocabulary);
                     config.pad_token_id = Some(special.pad);
                     config.eos_token_id = Some(TokenIds::One(special.eos));
                     ModelConfig::Qwen2(config)
@@ -273,22 +314,13 @@ pub fn new_backbone(
     })
 }
 
-fn check_family(wanted: ModelFamily, found: ModelKind, path: &Path) -> Result<()> {
-    let matches = matches!(
-        (wanted, found),
-        (ModelFamily::T5, ModelKind::T5) | (ModelFamily::Qwen2, ModelKind::Qwen2)
-    );
-    if matches {
+fn check_family(wanted: ModelKind, found: ModelKind, path: &Path) -> Result<()> {
+    if wanted == found {
         Ok(())
     } else {
         Err(CliError::Settings(format!(
-            "{}: is a {found:?} model but --model is {wanted:?}; pass --model {}",
+            "{}: is a {found:?} model but --model is {wanted:?}; pass --model {found}",
             path.display(),
-            if found == ModelKind::T5 {
-                "t5"
-            } else {
-                "qwen2"
-            }
         )))
     }
 }
@@ -339,12 +371,12 @@ fn templates(settings: &TrainSettings) -> Result<PromptTemplates> {
 
 /// Batch layout and special tokens: T5 pads right and ends prompts with EOS; Qwen2 pads left.
 fn batch_options(
-    family: ModelFamily,
+    family: ModelKind,
     model_dir: Option<&Path>,
     tokenizer: &Tokenizer,
 ) -> Result<BatchOptions> {
     let (pad, eos) = match model_dir
-        .map(|d| d.join("config.json"))
+        .map(|d| d.join(run_dir::MODEL_CONFIG))
         .filter(|p| p.exists())
     {
         Some(path) => {
@@ -360,17 +392,10 @@ fn batch_options(
         }
     };
     let mut options = match family {
-        ModelFamily::T5 => BatchOptions::encoder_decoder(),
-        ModelFamily::Qwen2 => BatchOptions::decoder_only(PaddingSide::Left, pad, eos),
+        ModelKind::T5 => BatchOptions::encoder_decoder(),
+        ModelKind::Qwen2 => BatchOptions::decoder_only(PaddingSide::Left, pad, eos),
     };
     options.pad_token_id = pad;
     options.eos_token_id = eos;
     Ok(options)
-}
-
-/// FNV-1a, 64 bits.
-pub fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
 }

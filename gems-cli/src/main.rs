@@ -1,6 +1,7 @@
 //! `gems`: the command line of gems-rs.
 
 mod commands;
+mod distributed;
 mod error;
 mod evaluation;
 mod experiment;
@@ -11,6 +12,7 @@ mod plots;
 mod progress;
 mod report;
 mod run_dir;
+mod saved_run;
 mod schedule;
 mod settings;
 mod training;

@@ -7,7 +7,7 @@ use gems_data::{MetricsReport, Task};
 use crate::error::Result;
 use crate::evaluation::RunMetrics;
 use crate::plots::{Series, line_chart};
-use crate::run_dir::RunDir;
+use crate::run_dir::{self, RunDir};
 use crate::training::Curves;
 
 /// A Markdown table in the paper's layout: one row per model or baseline, Recall and NDCG at
@@ -19,7 +19,7 @@ pub fn comparison_table(title: &str, reports: &[&MetricsReport]) -> String {
         .unwrap_or_default();
     let mut table = format!("{title}\n\n| method |");
     let mut rule = String::from("|---|");
-    for task in [Task::Search, Task::Rec] {
+    for task in Task::ALL {
         for metric in ["R", "N"] {
             for k in &cutoffs {
                 let _ = write!(table, " {} {metric}@{k} |", task.as_str());
@@ -30,7 +30,7 @@ pub fn comparison_table(title: &str, reports: &[&MetricsReport]) -> String {
     let _ = write!(table, "\n{rule}\n");
     for report in reports {
         let _ = write!(table, "| {} |", report.name);
-        for task in [Task::Search, Task::Rec] {
+        for task in Task::ALL {
             for recall in [true, false] {
                 for k in &cutoffs {
                     let value = if recall {
@@ -52,6 +52,15 @@ pub fn comparison_table(title: &str, reports: &[&MetricsReport]) -> String {
     table
 }
 
+/// The candidates of the sampled protocol, for table titles: `target + N negatives`, N from the
+/// dataset's manifest.
+pub fn sampled_candidates(negatives: Option<usize>) -> String {
+    match negatives {
+        Some(count) => format!("target + {count} negatives"),
+        None => "target + fixed negatives".to_string(),
+    }
+}
+
 /// Both protocols of a run's test metrics, with the floor rows.
 pub fn metrics_table(metrics: &RunMetrics) -> String {
     let sampled: Vec<&MetricsReport> = std::iter::once(&metrics.sampled)
@@ -62,19 +71,25 @@ pub fn metrics_table(metrics: &RunMetrics) -> String {
         .collect();
     format!(
         "{}\n{}",
-        comparison_table("Test, sampled protocol (target + 99 negatives)", &sampled),
+        comparison_table(
+            &format!(
+                "Test, sampled protocol ({})",
+                sampled_candidates(metrics.sampled_negatives)
+            ),
+            &sampled
+        ),
         comparison_table("Test, full ranking (whole catalogue)", &full)
     )
 }
 
-/// `plots/loss.svg`, `plots/validation.svg` and `plots/gate.svg` of a run.
+/// The loss, gate and validation plots of a run (see [`run_dir`]).
 pub fn training_plots(run: &RunDir, curves: &Curves) -> Result<()> {
     if curves.steps.is_empty() {
         return Ok(());
     }
     let per_task =
         |value: &dyn Fn(&crate::training::StepRecord, usize) -> Option<f64>| -> Vec<Series> {
-            [Task::Search, Task::Rec]
+            Task::ALL
                 .iter()
                 .enumerate()
                 .map(|(t, task)| Series {
@@ -89,7 +104,7 @@ pub fn training_plots(run: &RunDir, curves: &Curves) -> Result<()> {
         };
     let losses = per_task(&|s, t| (s.samples[t] > 0).then_some(s.losses[t]));
     line_chart(
-        &run.path("plots/loss.svg"),
+        &run.path(run_dir::LOSS_PLOT),
         "Training loss per task",
         "step",
         "loss",
@@ -97,14 +112,14 @@ pub fn training_plots(run: &RunDir, curves: &Curves) -> Result<()> {
     )?;
     let gate = per_task(&|s, t| s.gate.get(t).copied());
     line_chart(
-        &run.path("plots/gate.svg"),
+        &run.path(run_dir::GATE_PLOT),
         "Gate value per task",
         "step",
         "gate",
         &smoothed(&gate, 10),
     )?;
     if !curves.validations.is_empty() {
-        let validation: Vec<Series> = [Task::Search, Task::Rec]
+        let validation: Vec<Series> = Task::ALL
             .iter()
             .enumerate()
             .map(|(t, task)| Series {
@@ -117,7 +132,7 @@ pub fn training_plots(run: &RunDir, curves: &Curves) -> Result<()> {
             })
             .collect();
         line_chart(
-            &run.path("plots/validation.svg"),
+            &run.path(run_dir::VALIDATION_PLOT),
             "Validation NDCG@10 (sampled)",
             "step",
             "NDCG@10",

@@ -1,14 +1,27 @@
-//! The layout of a run directory and atomic writes into it.
+//! The layout of a run directory, the name of everything in it, and atomic writes into it.
 //!
 //! ```text
-//! RUN/config.toml         the resolved settings
-//!     manifest.json       version, settings, data fingerprint, status, timing
-//!     checkpoint/         the latest training checkpoint (see `checkpoint`)
-//!     model/              the final model: HF safetensors, config.json, tokenizer, identifiers
-//!     metrics.json        test metrics, both protocols, with the popularity / BM25 floor
-//!     curves.json         losses, learning rate, gate, validation, per-layer task conflict
-//!     plots/*.svg         training curves
+//! RUN/config.toml             CONFIG: the resolved settings
+//!     manifest.json           MANIFEST: version, settings, data fingerprint, status, timing
+//!     base/                   BASE_MODEL: a from-scratch run's initial weights (for
+//!                             `gems analyze retention`)
+//!     best/                   BEST_MODEL: the best model on validation so far
+//!     checkpoint/             CHECKPOINT: the latest training checkpoint
+//!         model/                  MODEL: the model (LoRA adapters merged)
+//!         optimizer.safetensors   OPTIMIZER_STATE: every basis, moment and counter
+//!         progress.json           PROGRESS: step, epoch, position, best validation, curves
+//!         lora.bpk                LORA_RECORD: LoRA runs only, the unmerged adapters
+//!     model/                  MODEL: the final model (the best on validation, else the last)
+//!     metrics.json            METRICS: test metrics, both protocols, with the popularity / BM25 floor
+//!     curves.json             CURVES: losses, learning rate, gate, validation, per-layer conflict
+//!     plots/                  PLOTS: LOSS_PLOT, GATE_PLOT, VALIDATION_PLOT (SVG)
 //! ```
+//!
+//! Every model folder (`base/`, `best/`, `model/`, `checkpoint/model/`) is a Hugging Face
+//! directory (`model.safetensors`, `config.json`) with the run's tokenizer (TOKENIZER) and item
+//! identifiers (IDENTIFIERS) beside the weights. Folders are replaced whole (see
+//! [`replace_directory`]): `X.partial` is a new copy being written, `X.old` the previous one
+//! while it is moved aside.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -27,7 +40,7 @@ pub struct RunDir {
 impl RunDir {
     /// The run at `root` (created if missing).
     pub fn create(root: &Path) -> Result<Self> {
-        fs::create_dir_all(root.join("plots"))
+        fs::create_dir_all(root.join(PLOTS))
             .map_err(|e| CliError::io(root, "cannot create the run directory", e))?;
         Ok(Self {
             root: root.to_path_buf(),
@@ -77,10 +90,34 @@ pub const MANIFEST: &str = "manifest.json";
 pub const METRICS: &str = "metrics.json";
 /// Curves of a run.
 pub const CURVES: &str = "curves.json";
-/// Final model folder of a run.
+/// Folder of a run's plots.
+pub const PLOTS: &str = "plots";
+/// Training loss per task.
+pub const LOSS_PLOT: &str = "plots/loss.svg";
+/// Gate value per task.
+pub const GATE_PLOT: &str = "plots/gate.svg";
+/// Validation NDCG@10 per task.
+pub const VALIDATION_PLOT: &str = "plots/validation.svg";
+/// Final model folder of a run; also the model folder inside a checkpoint.
 pub const MODEL: &str = "model";
+/// Folder of the best model on validation so far.
+pub const BEST_MODEL: &str = "best";
+/// Folder of a from-scratch run's initial weights.
+pub const BASE_MODEL: &str = "base";
 /// Latest checkpoint folder of a run.
 pub const CHECKPOINT: &str = "checkpoint";
+/// Optimizer state file of a checkpoint.
+pub const OPTIMIZER_STATE: &str = "optimizer.safetensors";
+/// Progress file of a checkpoint.
+pub const PROGRESS: &str = "progress.json";
+/// Unmerged model record of a LoRA checkpoint.
+pub const LORA_RECORD: &str = "lora.bpk";
+/// Tokenizer file beside a run's model weights.
+pub const TOKENIZER: &str = "tokenizer.json";
+/// Item identifiers file beside a run's model weights.
+pub const IDENTIFIERS: &str = "identifiers.json";
+/// Hugging Face configuration file of a model folder.
+pub use gems_models::CONFIG_FILE as MODEL_CONFIG;
 
 /// Writes `value` as pretty JSON to `path`, atomically.
 pub fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use gems_core::{GateConfig, GemsConfig, Method, MomentTransfer, SvdMethod};
+use gems_models::{DEFAULT_BEAM_WIDTH, ModelKind};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CliError, Result};
@@ -83,16 +84,6 @@ impl From<TrainMethod> for String {
     }
 }
 
-/// Backbone family.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum ModelFamily {
-    /// Encoder-decoder T5.
-    T5,
-    /// Decoder-only Qwen2 / Qwen2.5.
-    Qwen2,
-}
-
 /// Item identifier scheme.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -123,8 +114,8 @@ pub enum Schedule {
 pub struct TrainSettings {
     /// `synthetic` (the embedded default) or a data directory in the unified format.
     pub data: String,
-    /// Backbone family.
-    pub model: ModelFamily,
+    /// Backbone family (`t5` or `qwen2`).
+    pub model: ModelKind,
     /// Hugging Face model directory with pre-trained weights and tokenizer.
     pub model_dir: Option<PathBuf>,
     /// HF `config.json` of a model trained from scratch.
@@ -180,13 +171,15 @@ pub struct TrainSettings {
     pub seed: u64,
     /// Save a checkpoint every this many optimizer steps (0: only at the end of each epoch).
     pub checkpoint_every: u64,
+    /// Stop after this many consecutive steps skipped for a non-finite loss or gradient.
+    pub max_consecutive_skips: usize,
 }
 
 impl Default for TrainSettings {
     fn default() -> Self {
         Self {
             data: "synthetic".into(),
-            model: ModelFamily::T5,
+            model: ModelKind::T5,
             model_dir: None,
             model_config: None,
             method: TrainMethod::Optimizer(Method::Gems),
@@ -210,12 +203,19 @@ impl Default for TrainSettings {
             max_steps: 0,
             early_stopping_patience: 0,
             validation_requests: 200,
-            beam_width: 20,
+            beam_width: DEFAULT_BEAM_WIDTH,
             backend: "flex".into(),
             seed: 42,
             checkpoint_every: 0,
+            max_consecutive_skips: 10,
         }
     }
+}
+
+/// The default shared rank r_s (and LoRA rank) of a backbone of width `d_model`: d_model / 4,
+/// between 1 and 128.
+pub fn default_shared_rank(d_model: usize) -> usize {
+    (d_model / 4).clamp(1, 128)
 }
 
 /// Command-line flags for every training setting; a flag given overrides the config file.
@@ -229,10 +229,10 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<String>,
-    /// Backbone family.
-    #[arg(long, value_enum)]
+    /// Backbone family: t5 or qwen2.
+    #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub model: Option<ModelFamily>,
+    pub model: Option<ModelKind>,
     /// Hugging Face model directory (pre-trained weights, config, tokenizer).
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -341,6 +341,10 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub checkpoint_every: Option<u64>,
+    /// Stop after this many consecutive steps skipped for a non-finite loss or gradient.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_consecutive_skips: Option<usize>,
 }
 
 impl TrainArgs {
@@ -411,6 +415,9 @@ impl TrainSettings {
         if self.fixed_gate.as_ref().is_some_and(|g| g.len() != 2) {
             return fail("fixed_gate takes 2 values (search, rec)".into());
         }
+        if self.max_consecutive_skips == 0 {
+            return fail("max_consecutive_skips must be at least 1".into());
+        }
         if self.beam_width == 0 {
             return fail("beam_width must be at least 1".into());
         }
@@ -421,18 +428,23 @@ impl TrainSettings {
             );
         }
         gems_core::device_from_name(&self.backend)?;
-        self.optimizer_config(64).validate()?;
+        // The width, hence the default rank, is known once the model is built; any default rank
+        // is at least 1, so a rank of 1 stands for it here: everything else does not depend on it.
+        self.gems_config(self.shared_rank.unwrap_or(1)).validate()?;
         Ok(())
     }
 
     /// The optimizer configuration for a backbone of width `d_model`.
     pub fn optimizer_config(&self, d_model: usize) -> GemsConfig {
+        self.gems_config(self.shared_rank(d_model))
+    }
+
+    fn gems_config(&self, shared_rank: usize) -> GemsConfig {
         let method = match self.method {
             TrainMethod::Optimizer(method) => method,
             // LoRA trains its adapters (and nothing else) with AdamW.
             TrainMethod::Lora => Method::Adamw,
         };
-        let shared_rank = self.shared_rank(d_model);
         GemsConfig {
             method,
             shared_rank,
@@ -460,9 +472,10 @@ impl TrainSettings {
         }
     }
 
-    /// r_s (or the LoRA rank): the setting, or d_model / 4 capped at 128.
+    /// r_s (or the LoRA rank): the setting, or [`default_shared_rank`].
     pub fn shared_rank(&self, d_model: usize) -> usize {
-        self.shared_rank.unwrap_or((d_model / 4).clamp(1, 128))
+        self.shared_rank
+            .unwrap_or_else(|| default_shared_rank(d_model))
     }
 
     /// The settings as a TOML document (what `config.toml` of a run holds).

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use burn::module::{Lora, Module, ParamGroup};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::Device;
-use gems_core::{GemsOptimizer, NullSpace, StepReport, TaskGradients};
+use gems_core::{GemsError, GemsOptimizer, NullSpace, StepReport, TaskGradients};
 use gems_data::batch::EncodedExample;
 use gems_data::{Protocol, Task};
 use gems_models::Backbone;
@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{CliError, Result};
 use crate::evaluation::{self, Evaluation};
-use crate::experiment::{Experiment, TASKS};
+use crate::experiment::Experiment;
 use crate::progress;
 use crate::run_dir::{self, RunDir};
 use crate::schedule;
@@ -74,6 +74,9 @@ pub struct Curves {
     pub validations: Vec<ValidationRecord>,
     /// Task conflict, every few steps.
     pub conflict: Vec<ConflictRecord>,
+    /// Steps skipped because a task's loss or gradient was not finite (their numbers).
+    #[serde(default)]
+    pub skipped_steps: Vec<u64>,
 }
 
 /// Where training stands; saved in every checkpoint (`progress.json`).
@@ -95,6 +98,9 @@ pub struct Progress {
     pub data_fingerprint: String,
     /// Curves so far.
     pub curves: Curves,
+    /// Skipped steps since the last applied one.
+    #[serde(default)]
+    pub consecutive_skips: usize,
 }
 
 impl Progress {
@@ -109,6 +115,7 @@ impl Progress {
             stopped_early: false,
             data_fingerprint,
             curves: Curves::default(),
+            consecutive_skips: 0,
         }
     }
 }
@@ -129,6 +136,9 @@ pub struct Training<'a> {
     pub optimizer: GemsOptimizer,
     /// Progress so far.
     pub progress: Progress,
+    /// The other replicas of a data-parallel run (`--devices`); `model`, `optimizer` and
+    /// `device` are the first replica's.
+    pub replicas: Option<crate::distributed::Replicas>,
 }
 
 /// Encoded training examples, one per (request, target).
@@ -192,25 +202,29 @@ impl Training<'_> {
                 .iter()
                 .map(|&i| &examples[i])
                 .collect();
+            let started = std::time::Instant::now();
             let report = self.step(&chosen, total)?;
+            // Samples of the whole window (every device's) per second.
+            let throughput = chosen.len() as f64 / started.elapsed().as_secs_f64();
             self.progress.position = end;
-            let record = self
-                .progress
-                .curves
-                .steps
-                .last()
-                .expect("a step was recorded");
-            bar.set_message(format!(
-                "search {:.3}  rec {:.3}  lr {:.1e}{}",
-                record.losses[0],
-                record.losses[1],
-                record.learning_rate,
-                if report.refreshed > 0 {
-                    "  (bases refreshed)"
-                } else {
-                    ""
-                }
-            ));
+            let skipped = match self.progress.curves.skipped_steps.len() {
+                0 => String::new(),
+                n => format!("  skipped {n}"),
+            };
+            match (report, self.progress.curves.steps.last()) {
+                (Some(report), Some(record)) => bar.set_message(format!(
+                    "search {:.3}  rec {:.3}  lr {:.1e}  {throughput:.1} samples/s{}{skipped}",
+                    record.losses[0],
+                    record.losses[1],
+                    record.learning_rate,
+                    if report.refreshed > 0 {
+                        "  (bases refreshed)"
+                    } else {
+                        ""
+                    }
+                )),
+                _ => bar.set_message(format!("non-finite step skipped{skipped}")),
+            }
             bar.inc(1);
             let epoch_done = self.progress.position >= examples.len();
             if epoch_done {
@@ -223,6 +237,10 @@ impl Training<'_> {
                     && self.progress.step % self.settings.checkpoint_every == 0);
             if checkpoint_due || INTERRUPTED.load(Ordering::SeqCst) {
                 self.save_checkpoint()?;
+                // Data-parallel hook: the other replicas restart from the checkpoint.
+                if let Some(replicas) = &mut self.replicas {
+                    replicas.resync(&self.model, self.run)?;
+                }
             }
             if INTERRUPTED.load(Ordering::SeqCst) {
                 bar.abandon_with_message("interrupted");
@@ -238,46 +256,13 @@ impl Training<'_> {
         Ok(true)
     }
 
-    /// One optimizer step over the examples of one window (several micro-batches).
-    fn step(&mut self, window: &[&EncodedExample], total: u64) -> Result<StepReport> {
-        let samples = TASKS.map(|task| window.iter().filter(|e| e.task == task).count());
-        let mut accumulators: [GradientsAccumulator<Backbone>; 2] = Default::default();
-        let mut losses = [0.0f64; 2];
-        for (micro, batch) in window.chunks(self.settings.batch_size).enumerate() {
-            for (t, task) in TASKS.iter().enumerate() {
-                let rows: Vec<EncodedExample> = batch
-                    .iter()
-                    .filter(|e| e.task == *task)
-                    .map(|e| (*e).clone())
-                    .collect();
-                if rows.is_empty() {
-                    continue;
-                }
-                // Reproducible randomness (dropout) for every pass, so that a resumed run
-                // repeats the uninterrupted one.
-                self.device.seed(
-                    self.settings.seed
-                        ^ (self.progress.step << 8)
-                        ^ ((micro as u64) << 2)
-                        ^ t as u64,
-                );
-                let weight = rows.len() as f64 / samples[t] as f64;
-                let batch = self.experiment.training_batch(&rows, &self.device)?;
-                let loss = self.model.loss(&batch)?.mul_scalar(weight);
-                losses[t] += loss.clone().into_scalar::<f32>() as f64;
-                let gradients = GradientsParams::from_grads(loss.backward(), &self.model);
-                accumulators[t].accumulate(&self.model, gradients);
-            }
-        }
-        let tasks: Vec<TaskGradients> = accumulators
-            .iter_mut()
-            .zip(losses.iter().zip(samples))
-            .map(|(accumulator, (loss, samples))| TaskGradients {
-                gradients: accumulator.grads(),
-                loss: *loss,
-                samples,
-            })
-            .collect();
+    /// One optimizer step over the examples of one window (several micro-batches); `None` when
+    /// a task's loss or gradient was not finite and the step was skipped (nothing changed but
+    /// the counters), an error after `max_consecutive_skips` skips in a row.
+    fn step(&mut self, window: &[&EncodedExample], total: u64) -> Result<Option<StepReport>> {
+        let samples = Task::ALL.map(|task| window.iter().filter(|e| e.task == task).count());
+        let micro_batches: Vec<&[&EncodedExample]> =
+            window.chunks(self.settings.batch_size).collect();
         let learning_rate = schedule::learning_rate(
             self.settings.learning_rate,
             self.progress.step,
@@ -285,22 +270,64 @@ impl Training<'_> {
             total,
             self.settings.schedule,
         );
-        let model = self.model.clone();
-        let (model, report) = self
-            .optimizer
-            .step(learning_rate, model, tasks)
-            .map_err(gems_core::GemsError::from)?;
-        self.model = model;
+        let (experiment, settings, step) = (self.experiment, self.settings, self.progress.step);
+        let gradients = |model: &Backbone, device: &Device, micros: &[usize]| {
+            let chosen = micros.iter().map(|&m| (m, micro_batches[m]));
+            window_gradients(experiment, settings, step, model, device, chosen, samples)
+        };
+        let stepped = match &mut self.replicas {
+            // Data-parallel hook (`--devices`, crate::distributed): every replica steps.
+            Some(replicas) => replicas.step(
+                learning_rate,
+                (&mut self.model, &mut self.optimizer),
+                micro_batches.len(),
+                gradients,
+            ),
+            None => {
+                let all: Vec<usize> = (0..micro_batches.len()).collect();
+                let tasks = gradients(&self.model, &self.device, &all)?;
+                let losses: Vec<f64> = tasks.iter().map(|t| t.loss).collect();
+                let model = self.model.clone();
+                match self.optimizer.step(learning_rate, model, tasks) {
+                    Ok((model, report)) => {
+                        self.model = model;
+                        Ok((report, losses))
+                    }
+                    Err(rejected) => Err(CliError::from(rejected.error)),
+                }
+            }
+        };
+        // A non-finite loss or gradient is rejected before anything changes: skip the window.
+        let (report, losses) = match stepped {
+            Err(CliError::Optimizer(GemsError::NonFinite { task, what, value })) => {
+                self.progress.step += 1;
+                self.progress.curves.skipped_steps.push(self.progress.step);
+                self.progress.consecutive_skips += 1;
+                tracing::warn!(
+                    step = self.progress.step,
+                    "skipped: {} task's {what} is {value}",
+                    Task::ALL[task]
+                );
+                let limit = self.settings.max_consecutive_skips;
+                if self.progress.consecutive_skips >= limit {
+                    return Err(CliError::run(
+                        self.run.root(),
+                        format!(
+                            "{limit} steps in a row had a non-finite loss or gradient (the last, \
+                             step {}: the {} task's {what} was {value}); lower the learning rate \
+                             or raise max_consecutive_skips, and resume from the last checkpoint",
+                            self.progress.step,
+                            Task::ALL[task]
+                        ),
+                    ));
+                }
+                return Ok(None);
+            }
+            other => other?,
+        };
+        self.progress.consecutive_skips = 0;
+        let losses: [f64; 2] = [losses[0], losses[1]];
         self.progress.step += 1;
-        if losses.iter().any(|l| !l.is_finite()) {
-            return Err(CliError::run(
-                self.run.root(),
-                format!(
-                    "the loss became {losses:?} at step {}; lower the learning rate",
-                    self.progress.step
-                ),
-            ));
-        }
         self.progress.curves.steps.push(StepRecord {
             step: self.progress.step,
             epoch: self.progress.epoch,
@@ -319,7 +346,7 @@ impl Training<'_> {
                     .collect(),
             });
         }
-        Ok(report)
+        Ok(Some(report))
     }
 
     /// Validation NDCG@10 (sampled protocol) after an epoch; keeps the best model and decides
@@ -335,7 +362,7 @@ impl Training<'_> {
             Protocol::Sampled,
             "validation",
         )?;
-        let ndcg = [Task::Search, Task::Rec].map(|task| report.ndcg(task, 10).unwrap_or(0.0));
+        let ndcg = Task::ALL.map(|task| report.ndcg(task, 10).unwrap_or(0.0));
         let mean = (ndcg[0] + ndcg[1]) / 2.0;
         tracing::info!(
             step = self.progress.step,
@@ -350,7 +377,7 @@ impl Training<'_> {
         if self.progress.best.is_none_or(|(best, _)| mean > best) {
             self.progress.best = Some((mean, self.progress.step));
             self.progress.stale_validations = 0;
-            let best = self.run.path("best");
+            let best = self.run.path(run_dir::BEST_MODEL);
             let model = self.inference_model();
             run_dir::replace_directory(&best, |folder| {
                 model.save(folder)?;
@@ -388,24 +415,18 @@ impl Training<'_> {
                 self.model
                     .clone()
                     .into_record()
-                    .save(folder.join(LORA_RECORD))
+                    .save(folder.join(run_dir::LORA_RECORD))
                     .map_err(|e| {
                         CliError::run(folder, format!("cannot save the LoRA adapters: {e}"))
                     })?;
             }
-            self.optimizer.save_state(&folder.join(OPTIMIZER_STATE))?;
-            run_dir::write_json(&folder.join(PROGRESS), &self.progress)
+            self.optimizer
+                .save_state(&folder.join(run_dir::OPTIMIZER_STATE))?;
+            run_dir::write_json(&folder.join(run_dir::PROGRESS), &self.progress)
         })?;
         self.run.write_json(run_dir::CURVES, &self.progress.curves)
     }
 }
-
-/// Optimizer state file of a checkpoint.
-pub const OPTIMIZER_STATE: &str = "optimizer.safetensors";
-/// Progress file of a checkpoint.
-pub const PROGRESS: &str = "progress.json";
-/// Unmerged model record of a LoRA checkpoint.
-pub const LORA_RECORD: &str = "lora.bpk";
 
 /// Restores model, optimizer state and progress from the checkpoint of `run` onto a freshly
 /// built model and optimizer of the same settings.
@@ -417,14 +438,8 @@ pub fn restore(
     device: &Device,
     data_fingerprint: &str,
 ) -> Result<(Backbone, Progress)> {
-    let target = run.path(run_dir::CHECKPOINT);
-    let folder = run_dir::complete_directory(&target).ok_or_else(|| {
-        CliError::run(
-            run.root(),
-            "no checkpoint to resume from (checkpoint/ is missing)",
-        )
-    })?;
-    let progress: Progress = run_dir::read_json(&folder.join(PROGRESS))?;
+    let folder = checkpoint_folder(run)?;
+    let progress: Progress = run_dir::read_json(&folder.join(run_dir::PROGRESS))?;
     if progress.data_fingerprint != data_fingerprint {
         return Err(CliError::run(
             &folder,
@@ -434,14 +449,11 @@ pub fn restore(
             ),
         ));
     }
-    optimizer.load_state(
-        &folder.join(OPTIMIZER_STATE),
-        &device.clone().without_autodiff(),
-    )?;
+    restore_optimizer(run, optimizer, device)?;
     let model = match settings.method {
         TrainMethod::Lora => {
-            let record =
-                burn::store::ModuleRecord::load(folder.join(LORA_RECORD)).map_err(|e| {
+            let record = burn::store::ModuleRecord::load(folder.join(run_dir::LORA_RECORD))
+                .map_err(|e| {
                     CliError::run(&folder, format!("cannot read the LoRA adapters: {e}"))
                 })?;
             model.try_load_record(record).map_err(|e| {
@@ -454,6 +466,32 @@ pub fn restore(
         TrainMethod::Optimizer(_) => load_weights(model, &folder.join(run_dir::MODEL), device)?,
     };
     Ok((model, progress))
+}
+
+/// The complete checkpoint directory of `run`.
+fn checkpoint_folder(run: &RunDir) -> Result<std::path::PathBuf> {
+    let target = run.path(run_dir::CHECKPOINT);
+    run_dir::complete_directory(&target).ok_or_else(|| {
+        CliError::run(
+            run.root(),
+            "no checkpoint to resume from (checkpoint/ is missing)",
+        )
+    })
+}
+
+/// Loads the optimizer state of `run`'s checkpoint onto `device` (also each further replica's,
+/// in a data-parallel run).
+pub fn restore_optimizer(
+    run: &RunDir,
+    optimizer: &mut GemsOptimizer,
+    device: &Device,
+) -> Result<()> {
+    let folder = checkpoint_folder(run)?;
+    optimizer.load_state(
+        &folder.join(run_dir::OPTIMIZER_STATE),
+        &device.clone().without_autodiff(),
+    )?;
+    Ok(())
 }
 
 /// The weights of the HF directory `folder` in place of `model`'s (same architecture), keeping
@@ -485,6 +523,55 @@ fn load_weights(model: Backbone, folder: &Path, device: &Device) -> Result<Backb
     Ok(model.load_record(saved.into_record()))
 }
 
+/// Each task's gradients, loss and samples over the given micro-batches `(index, examples)` of
+/// the window of step `step`, on `device`: every micro-batch's loss weighted by its rows over
+/// the window's `samples` of the task, so that the parts of a window (one per device) add up
+/// to the whole window's.
+pub(crate) fn window_gradients<'a>(
+    experiment: &Experiment,
+    settings: &TrainSettings,
+    step: u64,
+    model: &Backbone,
+    device: &Device,
+    micro_batches: impl Iterator<Item = (usize, &'a [&'a EncodedExample])>,
+    samples: [usize; 2],
+) -> Result<Vec<TaskGradients>> {
+    let mut accumulators: [GradientsAccumulator<Backbone>; 2] = Default::default();
+    let mut losses = [0.0f64; 2];
+    let mut counts = [0usize; 2];
+    for (micro, batch) in micro_batches {
+        for (t, task) in Task::ALL.iter().enumerate() {
+            let rows: Vec<EncodedExample> = batch
+                .iter()
+                .filter(|e| e.task == *task)
+                .map(|e| (*e).clone())
+                .collect();
+            if rows.is_empty() {
+                continue;
+            }
+            // Reproducible randomness (dropout) for every pass, so that a resumed run repeats
+            // the uninterrupted one, on any number of devices.
+            device.seed(settings.seed ^ (step << 8) ^ ((micro as u64) << 2) ^ t as u64);
+            let weight = rows.len() as f64 / samples[t] as f64;
+            counts[t] += rows.len();
+            let batch = experiment.training_batch(&rows, device)?;
+            let loss = model.loss(&batch)?.mul_scalar(weight);
+            losses[t] += loss.clone().into_scalar::<f32>() as f64;
+            let gradients = GradientsParams::from_grads(loss.backward(), model);
+            accumulators[t].accumulate(model, gradients);
+        }
+    }
+    Ok(accumulators
+        .iter_mut()
+        .zip(losses.iter().zip(counts))
+        .map(|(accumulator, (loss, samples))| TaskGradients {
+            gradients: accumulator.grads(),
+            loss: *loss,
+            samples,
+        })
+        .collect())
+}
+
 /// The example order of `epoch`: a permutation seeded by the run's seed and the epoch.
 fn epoch_order(seed: u64, epoch: usize, count: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..count).collect();
@@ -494,7 +581,8 @@ fn epoch_order(seed: u64, epoch: usize, count: usize) -> Vec<usize> {
     order
 }
 
-/// Keeps a [`NullSpace`] type in the public signature of callers that build optimizers.
+/// The run's optimizer for a backbone of width `d_model`, with the knowledge bases of
+/// null-space projection when the method uses them.
 pub fn optimizer_for(
     settings: &TrainSettings,
     d_model: usize,

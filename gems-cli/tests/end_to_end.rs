@@ -111,6 +111,16 @@ fn train_eval_recommend_and_search_on_the_synthetic_data() {
     assert_eq!(manifest["status"], "finished");
     assert_eq!(manifest["settings"]["method"], "gems");
     assert!(manifest["knowledge_basis_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(manifest["skipped_steps"], 0);
+    let ranks = manifest["effective_ranks"].as_object().unwrap();
+    assert!(!ranks.is_empty() && ranks.values().all(|r| r["shared"].as_u64().unwrap() > 0));
+    assert!(printed.contains("effective ranks over"), "{printed}");
+    assert!(
+        read_json(&run.join("curves.json"))["skipped_steps"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
 
     // The trained model clears the model-free floor on recommendation (popularity) and search
     // (popularity), sampled protocol.
@@ -369,6 +379,11 @@ fn model_info_lists_projected_matrices_and_state_per_method() {
             .unwrap()
     };
     assert!(bytes("galore") < bytes("gems") && bytes("gems") < bytes("adamw"));
+    assert_eq!(
+        info["effective_ranks"].as_object().unwrap().len(),
+        2 * 6 + 2 * 10
+    );
+    assert!(printed.contains("r_s = "), "{printed}");
     fail(
         &["model", "info", "--model-dir", "/no/such/model"],
         &["/no/such/model"],
@@ -559,4 +574,108 @@ fn pretrained_models_train_with_semantic_identifiers_from_their_own_states() {
             "{fixture}: identifiers do not depend on the model's embeddings"
         );
     }
+}
+
+/// `--devices` (data-parallel training): one device through the data-parallel path trains the
+/// plain run's weights bit for bit (null space from the summed covariances, refreshes, the
+/// replica step), a run paused there resumes on the plain path to the same weights, and the
+/// manifest records the devices. Several devices need a GPU backend with as many devices.
+#[test]
+fn one_device_through_the_data_parallel_path_trains_the_plain_runs_weights() {
+    let folder = tempfile::tempdir().unwrap();
+    let settings = ["--max-steps", "6", "--refresh-every", "3"];
+    let run = |name: &str, extra: &[&str]| {
+        let out = folder.path().join(name);
+        let mut args = vec!["train", "--out", out.to_str().unwrap()];
+        args.extend_from_slice(&settings);
+        args.extend_from_slice(extra);
+        succeed(&args);
+        out
+    };
+    let plain = run("plain", &[]);
+    let parallel = run("parallel", &["--devices", "1"]);
+    assert!(
+        files_of(&plain.join("model")) == files_of(&parallel.join("model")),
+        "one replica through the data-parallel path differs from the plain run"
+    );
+    assert_eq!(
+        std::fs::read(plain.join("checkpoint/optimizer.safetensors")).unwrap(),
+        std::fs::read(parallel.join("checkpoint/optimizer.safetensors")).unwrap()
+    );
+    let devices = read_json(&parallel.join("manifest.json"))["devices"].clone();
+    assert_eq!(devices.as_array().map(Vec::len), Some(1), "{devices}");
+
+    let paused = run("paused", &["--devices", "1", "--stop-after", "4"]);
+    succeed(&["train", "--resume", paused.to_str().unwrap()]);
+    assert!(
+        files_of(&plain.join("model")) == files_of(&paused.join("model")),
+        "a data-parallel checkpoint resumed on one device differs from the plain run"
+    );
+
+    let out = folder.path().join("mistakes");
+    let out = out.to_str().unwrap();
+    fail(
+        &["train", "--devices", "2", "--out", out],
+        &["`flex`", "GPU backend"],
+    );
+    fail(
+        &["train", "--devices", "0", "--out", out],
+        &["--devices", "at least 1"],
+    );
+    fail(
+        &["train", "--devices", "0,1,1", "--out", out],
+        &["device 1 twice"],
+    );
+    fail(
+        &["train", "--devices", "two", "--out", out],
+        &["--devices", "`two`"],
+    );
+    if cfg!(feature = "wgpu") {
+        fail(
+            &[
+                "train",
+                "--backend",
+                "wgpu",
+                "--devices",
+                "64",
+                "--out",
+                out,
+            ],
+            &["asks for wgpu device", "this machine has"],
+        );
+        fail(
+            &[
+                "train",
+                "--backend",
+                "wgpu:0",
+                "--devices",
+                "2",
+                "--out",
+                out,
+            ],
+            &["without an index"],
+        );
+    }
+}
+
+/// A run whose losses turn non-finite skips those steps (nothing is applied) and stops with one
+/// clear line after `max_consecutive_skips` of them in a row.
+#[test]
+fn a_diverging_run_skips_non_finite_steps_then_stops_clearly() {
+    let folder = tempfile::tempdir().unwrap();
+    let run = folder.path().join("run");
+    let mut args = vec!["train", "--out", run.to_str().unwrap()];
+    args.extend_from_slice(SHORT);
+    args.extend_from_slice(&[
+        "--learning-rate",
+        "1e30",
+        "--warmup-steps",
+        "0",
+        "--max-consecutive-skips",
+        "2",
+    ]);
+    fail(
+        &args,
+        &["2 steps in a row had a non-finite loss or gradient"],
+    );
 }

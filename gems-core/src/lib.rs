@@ -49,11 +49,14 @@
 //!
 //! See `examples/embed_optimizer.rs` in the repository for a complete program.
 
+#![warn(missing_docs)]
+
 pub mod adam;
 pub mod backend;
 pub mod checkpoint;
 pub mod config;
 pub mod diagnostics;
+pub mod distributed;
 pub mod error;
 pub mod gate;
 pub mod host;
@@ -66,6 +69,7 @@ pub mod subspace;
 pub use backend::{available_backends, device_from_name};
 pub use config::{GemsConfig, Method, MomentTransfer, OtherParams};
 pub use diagnostics::{EffectiveRanks, LayerCosine, StepReport};
+pub use distributed::{DataParallel, Exchange, Replica};
 pub use error::{GemsError, Result};
 pub use gate::{GateConfig, TaskSignal};
 pub use null_space::{CovarianceAccumulator, KnowledgeBasis, KnowledgeSelection, NullSpace};

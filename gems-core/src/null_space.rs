@@ -259,6 +259,17 @@ impl CovarianceAccumulator {
         self.sums.keys()
     }
 
+    /// The sum of xᵀx and the rows observed for `path` (for summing accumulators across
+    /// devices, [`crate::distributed`]).
+    pub(crate) fn gram(&self, path: &str) -> Option<(Tensor<2>, u64)> {
+        self.sums.get(path).cloned()
+    }
+
+    /// Sets the sum of xᵀx and the rows observed for `path`.
+    pub(crate) fn insert_gram(&mut self, path: &str, sum: Tensor<2>, rows: u64) {
+        self.sums.insert(path.to_string(), (sum, rows));
+    }
+
     /// The knowledge bases of every observed weight. `input_axis` is the input side of the
     /// weights (0 for Burn `Linear`).
     pub fn into_null_space(

@@ -191,12 +191,6 @@ impl GemsOptimizer {
         }
     }
 
-    /// Mean gate value of each task over the steps taken.
-    pub fn mean_gate(&self) -> Vec<f64> {
-        let steps = self.state.step.max(1) as f64;
-        self.state.gate_sums.iter().map(|s| s / steps).collect()
-    }
-
     /// Float32 bytes currently held by the optimizer's bases and moments (knowledge bases
     /// excluded: see [`GemsOptimizer::null_space_bytes`]).
     pub fn state_bytes(&self) -> usize {

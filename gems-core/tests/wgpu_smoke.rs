@@ -47,7 +47,7 @@ fn train(device: &Device) -> Vec<(String, Vec<f32>)> {
         ),
         &inner,
     );
-    covariances.observe("q.weight", inputs.slice([0..64, 0..32]).mul_scalar(1.0));
+    covariances.observe("q.weight", inputs.slice([0..64, 0..32]));
     covariances.observe(
         "o.weight",
         common::tensor(
@@ -88,6 +88,17 @@ fn gems_steps_on_wgpu_match_flex() {
     let Some(device) = wgpu_device() else { return };
     let on_flex = train(&Device::flex().autodiff());
     let on_wgpu = train(&device.autodiff());
+    let paths = |params: &[(String, Vec<f32>)]| -> Vec<(String, usize)> {
+        params
+            .iter()
+            .map(|(path, values)| (path.clone(), values.len()))
+            .collect()
+    };
+    assert_eq!(
+        paths(&on_flex),
+        paths(&on_wgpu),
+        "the same parameters, in the same order, with the same sizes"
+    );
     for ((path, expected), (_, actual)) in on_flex.iter().zip(&on_wgpu) {
         let worst = expected
             .iter()

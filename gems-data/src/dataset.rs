@@ -259,6 +259,25 @@ pub struct PreparationReport {
     pub negatives: NegativeReport,
 }
 
+/// The sentence that records a split (a note of the manifest).
+pub fn split_note(report: &SplitReport, options: &SplitOptions) -> String {
+    format!(
+        "split: leave-one-out by time over {} (user, task) groups; {} groups with fewer than {} requests kept entirely in train ({} requests)",
+        report.groups,
+        report.groups_kept_in_train,
+        options.min_requests_for_holdout,
+        report.requests_of_small_groups
+    )
+}
+
+/// The sentence that records the negatives of valid and test (a note of the manifest).
+pub fn negatives_note(record: &NegativesRecord, report: &NegativeReport) -> String {
+    format!(
+        "negatives: {record}; {} requests got fewer (catalogue too small)",
+        report.requests_short
+    )
+}
+
 /// Validates, splits (leave-one-out by time per user and task) and samples the fixed negatives of
 /// valid and test; the manifest's notes record every count.
 pub fn prepare(
@@ -277,12 +296,16 @@ pub fn prepare(
     let (items, requests, validation) = validate_in_memory(items, requests, options.validation)?;
     let mut split = leave_one_out(requests, options.split);
     let catalogue: Vec<ItemId> = items.iter().map(|item| item.id).collect();
+    let record = NegativesRecord {
+        per_request: options.negatives.per_request,
+        seed: options.negatives.seed,
+    };
     let mut negatives = sample_negatives(&mut split.valid, &catalogue, options.negatives);
     let test_negatives = sample_negatives(
         &mut split.test,
         &catalogue,
         NegativeSampling {
-            seed: options.negatives.seed.wrapping_add(1),
+            seed: record.test_seed(),
             ..options.negatives
         },
     );
@@ -292,20 +315,8 @@ pub fn prepare(
     let mut notes = converted_notes;
     notes.extend(conversion.notes());
     notes.extend(validation.notes());
-    notes.push(format!(
-        "split: leave-one-out by time over {} (user, task) groups; {} groups with fewer than {} requests kept entirely in train ({} requests)",
-        split.report.groups,
-        split.report.groups_kept_in_train,
-        options.split.min_requests_for_holdout,
-        split.report.requests_of_small_groups
-    ));
-    notes.push(format!(
-        "negatives: {} per valid/test request, seed {} (valid) and {} (test); {} requests got fewer (catalogue too small)",
-        options.negatives.per_request,
-        options.negatives.seed,
-        options.negatives.seed.wrapping_add(1),
-        negatives.requests_short
-    ));
+    notes.push(split_note(&split.report, &options.split));
+    notes.push(negatives_note(&record, &negatives));
     let manifest = build_manifest(
         ManifestHeader {
             name: &name,
@@ -318,10 +329,7 @@ pub fn prepare(
             ("valid", &split.valid),
             ("test", &split.test),
         ],
-        Some(NegativesRecord {
-            per_request: options.negatives.per_request,
-            seed: options.negatives.seed,
-        }),
+        Some(record),
         notes,
     );
     tracing::info!(

@@ -45,7 +45,7 @@ pub enum DataError {
     )]
     Validation {
         /// The full report, with counts and the first examples of each problem.
-        report: Box<crate::validate::ValidationReport>,
+        report: Box<crate::validation_report::ValidationReport>,
     },
     /// An option or argument is out of range or inconsistent.
     #[error("invalid option: {0}")]

@@ -150,8 +150,27 @@ pub struct ManifestCounts {
 pub struct NegativesRecord {
     /// Negatives per valid/test request.
     pub per_request: usize,
-    /// The sampling seed.
+    /// The sampling seed of valid (test uses [`NegativesRecord::test_seed`]).
     pub seed: u64,
+}
+
+impl NegativesRecord {
+    /// The sampling seed of the test negatives: the next one after valid's.
+    pub fn test_seed(&self) -> u64 {
+        self.seed.wrapping_add(1)
+    }
+}
+
+impl std::fmt::Display for NegativesRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} per valid/test request, seed {} (valid) and {} (test)",
+            self.per_request,
+            self.seed,
+            self.test_seed()
+        )
+    }
 }
 
 /// `dataset.json`: what the directory holds and where it came from.

@@ -17,13 +17,12 @@ use crate::text::words;
 /// Default embedding width.
 pub const DEFAULT_TEXT_EMBEDDING_DIMENSIONS: usize = 256;
 
-fn fnv1a(text: &str) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in text.as_bytes() {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    hash
+/// 64-bit FNV-1a of `bytes`: a stable hash (the same in every build and on every platform),
+/// for feature hashing here and for data fingerprints.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 fn features(item: &Item) -> Vec<String> {
@@ -59,7 +58,7 @@ pub fn item_text_embeddings(items: &[Item], dimensions: usize) -> Vec<Vec<f32>> 
             for feature in item_features {
                 let frequency = document_frequency[feature.as_str()] as f64;
                 let inverse = ((1.0 + documents) / (1.0 + frequency)).ln() + 1.0;
-                let hash = fnv1a(feature);
+                let hash = fnv1a(feature.as_bytes());
                 let sign = if hash >> 63 == 1 { -1.0 } else { 1.0 };
                 vector[(hash % dimensions as u64) as usize] += sign * inverse;
             }

@@ -15,9 +15,9 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::config::{ModelConfig, ModelKind};
-use crate::decoding::{Side, pad};
 use crate::error::ModelError;
 use crate::observer::{LinearInputObserver, Probe, TokenRows};
+use crate::padding::{Side, int_matrix, pad};
 use crate::qwen2::Qwen2ForCausalLM;
 use crate::t5::T5ForConditionalGeneration;
 
@@ -49,29 +49,6 @@ impl LmBatch {
             labels: int_matrix(labels, "labels", device)?,
         })
     }
-}
-
-/// A `[rows, columns]` Int tensor from rectangular host rows.
-pub(crate) fn int_matrix(
-    rows: &[Vec<i64>],
-    what: &str,
-    device: &Device,
-) -> Result<Tensor<2, Int>, ModelError> {
-    let columns = rows.first().map_or(0, Vec::len);
-    if rows.is_empty() || columns == 0 {
-        return Err(ModelError::InvalidInput(format!("{what} is empty")));
-    }
-    if let Some(i) = rows.iter().position(|row| row.len() != columns) {
-        return Err(ModelError::InvalidInput(format!(
-            "{what}: row {i} has {} entries, row 0 has {columns}",
-            rows[i].len()
-        )));
-    }
-    let values: Vec<i64> = rows.concat();
-    Ok(Tensor::from_data(
-        TensorData::new(values, [rows.len(), columns]),
-        device,
-    ))
 }
 
 /// T5 or Qwen2, with their common operations.

@@ -14,13 +14,45 @@ use crate::error::ModelError;
 use crate::qwen2::Qwen2Config;
 use crate::t5::T5Config;
 
-/// The model families gems-models implements.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The model families gems-models implements; named `t5` and `qwen2` in text (serde,
+/// [`std::str::FromStr`], [`std::fmt::Display`]), as in `config.json`'s `model_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ModelKind {
     /// Encoder-decoder T5 (v1.0 and v1.1 / FLAN).
     T5,
     /// Decoder-only Qwen2 / Qwen2.5.
     Qwen2,
+}
+
+impl ModelKind {
+    /// Every family.
+    pub const ALL: [ModelKind; 2] = [ModelKind::T5, ModelKind::Qwen2];
+
+    /// The family's name (`config.json`'s `model_type`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelKind::T5 => "t5",
+            ModelKind::Qwen2 => "qwen2",
+        }
+    }
+}
+
+impl std::fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for ModelKind {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, String> {
+        ModelKind::ALL
+            .into_iter()
+            .find(|kind| kind.name() == name)
+            .ok_or_else(|| format!("unknown model family `{name}`; known: t5, qwen2"))
+    }
 }
 
 /// The configuration of either backbone, as read from `config.json`.

@@ -7,62 +7,13 @@
 
 use burn::tensor::{Device, Int, Tensor};
 
-use crate::backbone::{Backbone, int_matrix};
+use crate::backbone::Backbone;
 use crate::cache::row_index;
 use crate::error::ModelError;
 use crate::generation::StepDecoder;
+use crate::padding::{Side, int_matrix, pad};
 use crate::qwen2::Qwen2Cache;
 use crate::t5::T5Cache;
-
-/// Which side padding goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Side {
-    Left,
-    Right,
-}
-
-/// `[rows, longest]` ids and mask for `prompts`, padded with `pad` on `side`.
-pub(crate) fn pad(
-    prompts: &[Vec<u32>],
-    pad: u32,
-    side: Side,
-    device: &Device,
-) -> Result<(Tensor<2, Int>, Tensor<2, Int>), ModelError> {
-    if let Some(i) = prompts.iter().position(Vec::is_empty) {
-        return Err(ModelError::InvalidInput(format!("prompt {i} is empty")));
-    }
-    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
-    let mut ids = Vec::with_capacity(prompts.len());
-    let mut mask = Vec::with_capacity(prompts.len());
-    for prompt in prompts {
-        let padding = longest - prompt.len();
-        let tokens = prompt.iter().map(|&t| t as i64);
-        let (row, ones): (Vec<i64>, Vec<i64>) = match side {
-            Side::Left => (
-                std::iter::repeat_n(pad as i64, padding)
-                    .chain(tokens)
-                    .collect(),
-                std::iter::repeat_n(0, padding)
-                    .chain(std::iter::repeat_n(1, prompt.len()))
-                    .collect(),
-            ),
-            Side::Right => (
-                tokens
-                    .chain(std::iter::repeat_n(pad as i64, padding))
-                    .collect(),
-                std::iter::repeat_n(1, prompt.len())
-                    .chain(std::iter::repeat_n(0, padding))
-                    .collect(),
-            ),
-        };
-        ids.push(row);
-        mask.push(ones);
-    }
-    Ok((
-        int_matrix(&ids, "prompts", device)?,
-        int_matrix(&mask, "prompt mask", device)?,
-    ))
-}
 
 /// `[rows, 1]` column of one token per row.
 fn column(tokens: &[u32], device: &Device) -> Tensor<2, Int> {

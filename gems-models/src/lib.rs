@@ -1,4 +1,5 @@
 #![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
 
 mod backbone;
 mod cache;
@@ -9,6 +10,7 @@ pub mod generation;
 mod loading;
 mod nn;
 mod observer;
+mod padding;
 mod paths;
 pub mod qwen2;
 mod saving;
@@ -25,7 +27,7 @@ pub use generation::{
     DEFAULT_BEAM_WIDTH, NodeId, PrefixTrie, RankedItem, StepDecoder, Tries,
     constrained_beam_search, greedy,
 };
-pub use loading::{WEIGHTS_FILE, WEIGHTS_INDEX_FILE};
+pub use loading::{CONFIG_FILE, WEIGHTS_FILE, WEIGHTS_INDEX_FILE};
 pub use nn::RmsNorm;
 pub use observer::LinearInputObserver;
 pub use paths::parameter_paths;

@@ -22,6 +22,8 @@ use crate::paths::{PathTracker, checkpoint_shape};
 use crate::qwen2::Qwen2ForCausalLM;
 use crate::t5::T5ForConditionalGeneration;
 
+/// Name of the model configuration in a Hugging Face model directory.
+pub const CONFIG_FILE: &str = "config.json";
 /// Name of the single-file checkpoint.
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 /// Name of the index of a sharded checkpoint.
@@ -289,7 +291,7 @@ impl Backbone {
     /// Loads an HF model directory (`config.json` and safetensors weights) onto `device`.
     pub fn load(directory: impl AsRef<Path>, device: &Device) -> Result<Self, ModelError> {
         let directory = directory.as_ref();
-        let config = ModelConfig::from_file(directory.join("config.json"))?;
+        let config = ModelConfig::from_file(directory.join(CONFIG_FILE))?;
         let checkpoint = Checkpoint::open(directory)?;
         let mut ignored: BTreeSet<String> = IGNORED.iter().map(|s| s.to_string()).collect();
         match config {

@@ -64,7 +64,7 @@ impl Backbone {
         let directory = directory.as_ref();
         std::fs::create_dir_all(directory).map_err(|e| ModelError::io(directory, e))?;
         self.config_for_saving()
-            .save(directory.join("config.json"))?;
+            .save(directory.join(crate::loading::CONFIG_FILE))?;
 
         let mut collector = Collector::default();
         self.visit(&mut collector);

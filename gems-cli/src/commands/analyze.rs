@@ -10,12 +10,12 @@ use clap::{Args, Subcommand};
 use gems_models::{Backbone, LinearInputObserver};
 use serde::Serialize;
 
-use crate::commands::saved_run::RunArgs;
 use crate::error::{CliError, Result};
 use crate::experiment::Experiment;
 use crate::general_corpus;
 use crate::plots::{Series, line_chart};
 use crate::run_dir::{self, RunDir};
+use crate::saved_run::RunArgs;
 use crate::training::Curves;
 
 /// The analyses.
@@ -242,14 +242,14 @@ fn retention(args: RetentionArgs) -> Result<()> {
             .settings
             .model_dir
             .clone()
-            .unwrap_or_else(|| run.path(BASE_MODEL));
+            .unwrap_or_else(|| run.path(run_dir::BASE_MODEL));
         let base = load_base(&base_folder, &saved.model, &device)?;
         let files = args
             .general_corpus
             .clone()
             .unwrap_or_else(|| saved.settings.general_corpus.clone());
         let (_, held_out) = general_corpus::split_held_out(general_corpus::load(&files)?);
-        let examples = general_corpus::lm_examples(&saved.experiment, &held_out, 128)?;
+        let examples = saved.experiment.lm_examples(&held_out, 128)?;
         let retention =
             measure_retention(&saved.experiment, &base, &saved.model, &examples, &device)?;
         let name = run_name(&run);
@@ -289,11 +289,8 @@ fn retention(args: RetentionArgs) -> Result<()> {
     Ok(())
 }
 
-/// Folder of a from-scratch run's initial weights.
-pub const BASE_MODEL: &str = "base";
-
 fn load_base(folder: &std::path::Path, trained: &Backbone, device: &Device) -> Result<Backbone> {
-    if !folder.join("config.json").is_file() {
+    if !folder.join(run_dir::MODEL_CONFIG).is_file() {
         return Err(CliError::run(
             folder,
             "the run's initial weights are missing (runs made before this analysis existed did not keep them)",

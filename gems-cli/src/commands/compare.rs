@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::commands::train::train;
 use crate::error::{CliError, Result};
 use crate::evaluation::RunMetrics;
-use crate::report::comparison_table;
+use crate::report::{comparison_table, sampled_candidates};
 use crate::run_dir::RunDir;
 use crate::settings::{TrainArgs, TrainMethod};
 
@@ -114,7 +114,7 @@ impl CompareCommand {
             eprintln!("== {method} ==");
             let started = Instant::now();
             let mut metrics =
-                train(&settings, &run, false, None)?.expect("runs without stop_after finish");
+                train(&settings, &run, false, None, None)?.expect("runs without stop_after finish");
             let name = if settings.learning_rate == base.learning_rate {
                 method.name().to_string()
             } else {
@@ -141,7 +141,10 @@ impl CompareCommand {
             "{}\n{}\nWall time per method: {}\n",
             table(
                 &|m| (&m.sampled, &m.floor_sampled),
-                "Test, sampled protocol (target + 99 negatives)"
+                &format!(
+                    "Test, sampled protocol ({})",
+                    sampled_candidates(entries.first().and_then(|e| e.metrics.sampled_negatives))
+                )
             ),
             table(
                 &|m| (&m.full_ranking, &m.floor_full_ranking),

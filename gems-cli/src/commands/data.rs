@@ -10,7 +10,7 @@
 //!
 //! Progress goes to standard error (tracing), results to standard output.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand, ValueEnum};
@@ -21,10 +21,10 @@ use gems_data::convert::qilin::{self, QilinOptions};
 use gems_data::convert::{ConvertedDataset, FilterOptions, HistoryOptions};
 use gems_data::dataset::{self, MANIFEST_FILE, PrepareOptions};
 use gems_data::negatives::NegativeSampling;
-use gems_data::schema::{NegativesRecord, TaskCounts};
+use gems_data::schema::TaskCounts;
 use gems_data::split::SplitOptions;
 use gems_data::synthetic::{self, SyntheticConfig};
-use gems_data::{DatasetManifest, Item, Request, Task, ValidationPolicy, ValidationReport};
+use gems_data::{DatasetStats, ValidationPolicy};
 use serde::Serialize;
 
 use crate::error::{CliError, Result, one_line};
@@ -461,7 +461,7 @@ pub struct SplitArgs {
     /// Fixed negatives per valid/test request.
     #[arg(long, default_value_t = NegativeSampling::default().per_request)]
     negatives: usize,
-    /// Seed of the negatives (valid: SEED, test: SEED + 1).
+    /// Seed of the negatives (valid: SEED, test: the next seed).
     #[arg(long, default_value_t = NegativeSampling::default().seed)]
     seed: u64,
     /// Smallest (user, task) group that gives one request to valid and one to test; smaller
@@ -512,29 +512,25 @@ fn split(args: &SplitArgs) -> Result<()> {
     let (prepared, report) = dataset::prepare(converted, options)?;
     tracing::info!("writing {}", out.display());
     prepared.write(out)?;
-    println!(
-        "split: leave-one-out by time over {} (user, task) groups; {} groups with fewer than {} requests kept entirely in train ({} requests)",
-        report.split.groups,
-        report.split.groups_kept_in_train,
-        args.min_requests_for_holdout,
-        report.split.requests_of_small_groups
-    );
-    println!(
-        "negatives: {} per valid/test request (seed {} valid, {} test); {} requests got fewer (catalogue too small)",
-        args.negatives,
-        args.seed,
-        args.seed.wrapping_add(1),
-        report.negatives.requests_short
-    );
+    println!("{}", dataset::split_note(&report.split, &options.split));
+    let record = prepared
+        .manifest
+        .negatives
+        .expect("a split dataset records its negatives");
+    println!("{}", dataset::negatives_note(&record, &report.negatives));
     let files = [
         ("train", &prepared.train[..]),
         ("valid", &prepared.valid[..]),
         ("test", &prepared.test[..]),
     ];
     println!("wrote {}", out.display());
+    let stats = DatasetStats::of(&prepared.manifest, &prepared.items, &files, loaded);
     print!(
         "{}",
-        Stats::of(out, &prepared.manifest, &prepared.items, &files, loaded)
+        Stats {
+            directory: out,
+            stats
+        }
     );
     Ok(())
 }
@@ -569,7 +565,7 @@ fn stats(args: &StatsArgs) -> Result<()> {
             ("valid", &loaded.valid[..]),
             ("test", &loaded.test[..]),
         ];
-        Stats::of(directory, &loaded.manifest, &loaded.items, &files, report)
+        DatasetStats::of(&loaded.manifest, &loaded.items, &files, report)
     } else {
         let manifest = gems_data::reader::read_manifest(&directory.join(MANIFEST_FILE))?;
         let (loaded, report) = one_line(
@@ -577,14 +573,14 @@ fn stats(args: &StatsArgs) -> Result<()> {
             dataset::load_converted(directory, policy),
             REPAIR_HINT,
         )?;
-        Stats::of(
-            directory,
+        DatasetStats::of(
             &manifest,
             &loaded.items,
             &[("requests", &loaded.requests)],
             report,
         )
     };
+    let stats = Stats { directory, stats };
     if args.json {
         println!(
             "{}",
@@ -622,157 +618,36 @@ fn check_data_directory(directory: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Smallest, mean, median and largest value of a count.
-#[derive(Debug, Default, Serialize)]
-struct Distribution {
-    min: usize,
-    mean: f64,
-    median: f64,
-    max: usize,
-}
-
-impl Distribution {
-    fn of(mut values: Vec<usize>) -> Self {
-        if values.is_empty() {
-            return Distribution::default();
-        }
-        values.sort_unstable();
-        let count = values.len();
-        let median = if count % 2 == 1 {
-            values[count / 2] as f64
-        } else {
-            (values[count / 2 - 1] + values[count / 2]) as f64 / 2.0
-        };
-        Distribution {
-            min: values[0],
-            mean: values.iter().sum::<usize>() as f64 / count as f64,
-            median,
-            max: values[count - 1],
-        }
-    }
-}
-
-/// Requests of one file.
+/// What `gems data stats` shows: the numbers of the dataset at `directory`.
 #[derive(Debug, Serialize)]
-struct FileStats {
-    search: usize,
-    rec: usize,
-    total: usize,
-    negatives_per_request: Distribution,
+struct Stats<'a> {
+    directory: &'a Path,
+    #[serde(flatten)]
+    stats: DatasetStats,
 }
 
-/// Search queries over all files.
-#[derive(Debug, Serialize)]
-struct QueryStats {
-    search_requests: usize,
-    typed: usize,
-    proxy: usize,
-    distinct: usize,
-}
-
-/// What `gems data stats` reports.
-#[derive(Debug, Serialize)]
-struct Stats {
-    directory: PathBuf,
-    name: String,
-    source: String,
-    split: bool,
-    items: usize,
-    users: usize,
-    /// Per file stem: `requests` (unsplit) or `train`, `valid`, `test`.
-    requests: BTreeMap<String, FileStats>,
-    history_length: Distribution,
-    targets_per_request: Distribution,
-    queries: QueryStats,
-    negatives_sampling: Option<NegativesRecord>,
-    validation: ValidationReport,
-    notes: Vec<String>,
-}
-
-impl Stats {
-    fn of(
-        directory: &Path,
-        manifest: &DatasetManifest,
-        items: &[Item],
-        files: &[(&str, &[Request])],
-        validation: ValidationReport,
-    ) -> Self {
-        let all = || files.iter().flat_map(|(_, requests)| requests.iter());
-        let requests = files
-            .iter()
-            .map(|(name, requests)| {
-                let counts = TaskCounts::of(requests);
-                let stats = FileStats {
-                    search: counts.search,
-                    rec: counts.rec,
-                    total: counts.total(),
-                    negatives_per_request: Distribution::of(
-                        requests
-                            .iter()
-                            .map(|request| request.negatives.len())
-                            .collect(),
-                    ),
-                };
-                (name.to_string(), stats)
-            })
-            .collect();
-        let searches: Vec<&Request> = all()
-            .filter(|request| request.task == Task::Search)
-            .collect();
-        let proxy = searches
-            .iter()
-            .filter(|request| request.query_is_proxy)
-            .count();
-        let distinct: HashSet<&str> = searches
-            .iter()
-            .filter_map(|request| request.query.as_deref())
-            .collect();
-        Stats {
-            directory: directory.to_path_buf(),
-            name: manifest.name.clone(),
-            source: manifest.source.clone(),
-            split: files.iter().any(|(name, _)| *name == "train"),
-            items: items.len(),
-            users: all()
-                .map(|request| request.user)
-                .collect::<HashSet<_>>()
-                .len(),
-            requests,
-            history_length: Distribution::of(all().map(|request| request.history.len()).collect()),
-            targets_per_request: Distribution::of(
-                all().map(|request| request.targets.len()).collect(),
-            ),
-            queries: QueryStats {
-                search_requests: searches.len(),
-                typed: searches.len() - proxy,
-                proxy,
-                distinct: distinct.len(),
-            },
-            negatives_sampling: manifest.negatives,
-            validation,
-            notes: manifest.notes.clone(),
-        }
-    }
-}
-
-impl std::fmt::Display for Stats {
+impl std::fmt::Display for Stats<'_> {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kind = if self.split { "split" } else { "unsplit" };
+        let kind = if self.stats.split { "split" } else { "unsplit" };
         writeln!(
             formatter,
             "{} ({kind}) at {}",
-            self.name,
+            self.stats.name,
             self.directory.display()
         )?;
-        writeln!(formatter, "source: {}", self.source)?;
-        writeln!(formatter, "items: {}, users: {}", self.items, self.users)?;
+        writeln!(formatter, "source: {}", self.stats.source)?;
+        writeln!(
+            formatter,
+            "items: {}, users: {}",
+            self.stats.items, self.stats.users
+        )?;
         writeln!(
             formatter,
             "{:<10}{:>10}{:>10}{:>10}   negatives per request (min / mean / max)",
             "requests", "search", "rec", "total"
         )?;
         for name in ["requests", "train", "valid", "test"] {
-            if let Some(file) = self.requests.get(name) {
+            if let Some(file) = self.stats.requests.get(name) {
                 let negatives = &file.negatives_per_request;
                 writeln!(
                     formatter,
@@ -782,8 +657,8 @@ impl std::fmt::Display for Stats {
             }
         }
         for (what, distribution) in [
-            ("history length", &self.history_length),
-            ("targets per request", &self.targets_per_request),
+            ("history length", &self.stats.history_length),
+            ("targets per request", &self.stats.targets_per_request),
         ] {
             writeln!(
                 formatter,
@@ -791,29 +666,27 @@ impl std::fmt::Display for Stats {
                 distribution.mean, distribution.median, distribution.max, distribution.min
             )?;
         }
-        let queries = &self.queries;
+        let queries = &self.stats.queries;
         writeln!(
             formatter,
             "search queries: {} ({} typed, {} proxies built from item metadata), {} distinct",
             queries.search_requests, queries.typed, queries.proxy, queries.distinct
         )?;
-        match self.negatives_sampling {
-            Some(record) => writeln!(
-                formatter,
-                "negatives: {} per valid/test request, seed {} (valid) and {} (test)",
-                record.per_request,
-                record.seed,
-                record.seed.wrapping_add(1)
-            )?,
+        match self.stats.negatives_sampling {
+            Some(record) => writeln!(formatter, "negatives: {record}")?,
             None => writeln!(formatter, "negatives: none sampled (not split yet)")?,
         }
-        let policy = match self.validation.policy {
+        let policy = match self.stats.validation.policy {
             ValidationPolicy::Strict => "strict",
             ValidationPolicy::Filter => "filter",
         };
-        write!(formatter, "validation ({policy}): {}", self.validation)?;
+        write!(
+            formatter,
+            "validation ({policy}): {}",
+            self.stats.validation
+        )?;
         writeln!(formatter, "notes:")?;
-        for note in &self.notes {
+        for note in &self.stats.notes {
             writeln!(formatter, "  - {note}")?;
         }
         Ok(())

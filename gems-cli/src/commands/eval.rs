@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 use gems_data::Protocol;
 
-use crate::commands::saved_run::RunArgs;
 use crate::error::{CliError, Result};
 use crate::evaluation::Evaluation;
-use crate::report::comparison_table;
+use crate::report::{comparison_table, sampled_candidates};
 use crate::run_dir;
+use crate::saved_run::RunArgs;
 
 /// Which requests to evaluate on.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -49,6 +49,7 @@ impl EvalCommand {
         if beam_width == 0 {
             return Err(CliError::Settings("--beam-width must be at least 1".into()));
         }
+        let negatives = saved.experiment.negatives_per_request();
         let evaluation = Evaluation::new(&saved.experiment, beam_width);
         let name = saved.settings.method.name();
         let sampled =
@@ -63,19 +64,21 @@ impl EvalCommand {
             ),
             Some(path) => {
                 run_dir::write_json(path, &json)?;
-                print_tables(&sampled, &full);
+                print_tables(&sampled, &full, negatives);
             }
-            None => print_tables(&sampled, &full),
+            None => print_tables(&sampled, &full, negatives),
         }
         Ok(())
     }
 }
 
-fn print_tables(sampled: &gems_data::MetricsReport, full: &gems_data::MetricsReport) {
-    println!(
-        "{}",
-        comparison_table("Sampled protocol (target + 99 negatives)", &[sampled])
-    );
+fn print_tables(
+    sampled: &gems_data::MetricsReport,
+    full: &gems_data::MetricsReport,
+    negatives: Option<usize>,
+) {
+    let title = format!("Sampled protocol ({})", sampled_candidates(negatives));
+    println!("{}", comparison_table(&title, &[sampled]));
     println!(
         "{}",
         comparison_table("Full ranking (whole catalogue)", &[full])

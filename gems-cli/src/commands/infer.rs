@@ -3,9 +3,9 @@
 use clap::Args;
 use gems_data::{ItemId, Protocol, Request, Task};
 
-use crate::commands::saved_run::{RunArgs, SavedRun};
 use crate::error::{CliError, Result};
 use crate::evaluation::Evaluation;
+use crate::saved_run::{RunArgs, SavedRun};
 
 /// Whose history to use.
 #[derive(Args, Debug)]

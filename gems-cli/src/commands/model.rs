@@ -3,12 +3,13 @@
 //! `gems model info` shows its parameters, which of them the optimizer projects, and the
 //! optimizer state each method would hold.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use clap::{Args, Subcommand};
-use gems_core::{GemsConfig, Method, Treatment};
+use gems_core::{EffectiveRanks, GemsConfig, Method, Treatment};
 use gems_models::t5::T5Config;
 use gems_models::{Backbone, ModelConfig};
 use serde::Serialize;
@@ -92,20 +93,25 @@ struct Info {
     parameters: usize,
     projected_matrices: Vec<(String, Vec<usize>)>,
     projected_parameters: usize,
+    /// The ranks each projected matrix gets under GEMS (no knowledge basis: none is computed
+    /// here; `gems train` reports them with the knowledge bases in its manifest).
+    effective_ranks: BTreeMap<String, EffectiveRanks>,
     /// Float32 bytes of optimizer state per method (knowledge bases not included).
     optimizer_state_bytes: Vec<(String, usize)>,
 }
 
 fn info(args: &InfoArgs) -> Result<()> {
     let config = match (&args.model_dir, &args.model_config) {
-        (Some(directory), _) => ModelConfig::from_file(directory.join("config.json"))?,
+        (Some(directory), _) => ModelConfig::from_file(directory.join(gems_models::CONFIG_FILE))?,
         (None, Some(path)) => ModelConfig::from_file(path)?,
         (None, None) => ModelConfig::T5(T5Config::compact(args.vocab_size)),
     };
     // Shapes only: a model on the CPU, never run.
     let model = Backbone::new(&config, &Device::flex())?;
     let d_model = config.hidden_size();
-    let shared_rank = args.shared_rank.unwrap_or((d_model / 4).clamp(1, 128));
+    let shared_rank = args
+        .shared_rank
+        .unwrap_or_else(|| crate::settings::default_shared_rank(d_model));
     let optimizer = |method| {
         GemsConfig {
             method,
@@ -151,6 +157,10 @@ fn info(args: &InfoArgs) -> Result<()> {
             .map(|(_, s)| s.iter().product::<usize>())
             .sum(),
         projected_matrices: projected,
+        effective_ranks: gems
+            .effective_ranks(&model, args.tasks)
+            .into_iter()
+            .collect(),
         optimizer_state_bytes: state,
     };
     if args.json {
@@ -170,7 +180,11 @@ fn info(args: &InfoArgs) -> Result<()> {
         info.projected_matrices.len()
     );
     for (path, shape) in &info.projected_matrices {
-        println!("  {path:<60} {shape:?}");
+        let ranks = &info.effective_ranks[path];
+        println!(
+            "  {path:<60} {shape:?}  r_s = {}, r_t = {}",
+            ranks.shared, ranks.task
+        );
     }
     let adamw = info
         .optimizer_state_bytes

@@ -1,14 +1,18 @@
 //! `gems train`: trains a model for both tasks, evaluates it and writes a run directory.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use burn::module::Module;
 use clap::Args;
+use gems_core::EffectiveRanks;
+use gems_data::Task;
 use gems_models::Backbone;
 use serde::Serialize;
 
+use crate::distributed::{self, DeviceSet, Replicas};
 use crate::error::{CliError, Result};
 use crate::evaluation::{Evaluation, RunMetrics};
 use crate::experiment::{Experiment, new_backbone, pretrained_backbone};
@@ -33,6 +37,10 @@ pub struct TrainCommand {
     /// `--resume`): splits a long run into sessions.
     #[arg(long)]
     pub stop_after: Option<u64>,
+    /// Train data-parallel on several devices of the backend: a count (`4`) or device indices
+    /// (`0,2`). Not a setting of the run: a resumed run may use any number of devices.
+    #[arg(long)]
+    pub devices: Option<DeviceSet>,
 }
 
 /// What a finished run reports (`manifest.json`).
@@ -50,6 +58,12 @@ struct Manifest<'a> {
     stopped_early: bool,
     best_validation: Option<(f64, u64)>,
     training_seconds: f64,
+    /// The devices of the invocation that finished the run (one replica each).
+    devices: Vec<String>,
+    /// Steps skipped for a non-finite loss or gradient.
+    skipped_steps: usize,
+    /// The ranks each projected weight gets (r_s, r_t) beside its knowledge directions (k).
+    effective_ranks: BTreeMap<String, EffectiveRanks>,
 }
 
 impl TrainCommand {
@@ -89,7 +103,14 @@ impl TrainCommand {
                 (settings, run)
             }
         };
-        train(&settings, &run, self.resume.is_some(), self.stop_after).map(|_| ())
+        train(
+            &settings,
+            &run,
+            self.resume.is_some(),
+            self.stop_after,
+            self.devices.as_ref(),
+        )
+        .map(|_| ())
     }
 }
 
@@ -97,20 +118,26 @@ fn default_run_directory(settings: &TrainSettings) -> PathBuf {
     let data = Path::new(&settings.data)
         .file_name()
         .map_or("data".into(), |n| n.to_string_lossy().into_owned());
-    let model = format!("{:?}", settings.model).to_lowercase();
+    let model = settings.model;
     PathBuf::from("runs").join(format!("{data}-{model}-{}", settings.method))
 }
 
-/// Trains (or resumes) the run and evaluates it; returns its test metrics, or `None` when it
-/// paused after `stop_after` steps.
+/// Trains (or resumes) the run and evaluates it, data-parallel over `devices` when given;
+/// returns its test metrics, or `None` when it paused after `stop_after` steps.
 pub fn train(
     settings: &TrainSettings,
     run: &RunDir,
     resume: bool,
     stop_after: Option<u64>,
+    devices: Option<&DeviceSet>,
 ) -> Result<Option<RunMetrics>> {
     let started = Instant::now();
-    let device = gems_core::device_from_name(&settings.backend)?.autodiff();
+    // Data-parallel hook: the first replica's device is the run's device.
+    let parallel = devices.map(|set| set.open(&settings.backend)).transpose()?;
+    let device = match &parallel {
+        Some(parallel) => parallel.devices()[0].clone().autodiff(),
+        None => gems_core::device_from_name(&settings.backend)?.autodiff(),
+    };
     tracing::info!(run = %run.root().display(), method = %settings.method, "preparing data and model");
     let pretrained = pretrained_backbone(settings, &device)?;
     let experiment = Experiment::prepare(settings, pretrained.as_ref())?;
@@ -120,22 +147,31 @@ pub fn train(
     if settings.model_dir.is_none() && !resume {
         // The initial weights of a from-scratch model, for the retention analysis.
         let initial = model.valid();
-        run_dir::replace_directory(&run.path(crate::commands::analyze::BASE_MODEL), |folder| {
+        run_dir::replace_directory(&run.path(run_dir::BASE_MODEL), |folder| {
             Ok(initial.save(folder)?)
         })?;
     }
-    let null_space = if settings.method.needs_null_space() && !resume {
-        Some(knowledge::collect(
-            &model,
-            &experiment,
-            &settings.general_corpus,
-            &settings.optimizer_config(d_model).knowledge,
-            &device,
-        )?)
-    } else {
-        None
+    let collect_knowledge = settings.method.needs_null_space() && !resume;
+    let mut optimizers = match &parallel {
+        Some(parallel) => {
+            distributed::optimizers(settings, &experiment, &model, parallel, collect_knowledge)?
+        }
+        None => {
+            let null_space = collect_knowledge
+                .then(|| {
+                    knowledge::collect(
+                        &model,
+                        &experiment,
+                        &settings.general_corpus,
+                        &settings.optimizer_config(d_model).knowledge,
+                        &device,
+                    )
+                })
+                .transpose()?;
+            vec![training::optimizer_for(settings, d_model, null_space)?]
+        }
     };
-    let mut optimizer = training::optimizer_for(settings, d_model, null_space)?;
+    let mut optimizer = optimizers.remove(0);
     let model = match settings.method {
         TrainMethod::Lora => training::attach_lora(
             model,
@@ -150,6 +186,33 @@ pub fn train(
     } else {
         (model, Progress::start(fingerprint.clone()))
     };
+    let used_devices = match &parallel {
+        Some(parallel) => parallel
+            .devices()
+            .iter()
+            .map(|d| format!("{d:?}"))
+            .collect(),
+        None => vec![format!("{:?}", device.clone().without_autodiff())],
+    };
+    let replicas = match parallel {
+        Some(parallel) => {
+            if resume {
+                // Every replica starts from the one saved state (written by the first).
+                for (optimizer, replica_device) in
+                    optimizers.iter_mut().zip(&parallel.devices()[1..])
+                {
+                    training::restore_optimizer(run, optimizer, replica_device)?;
+                }
+            }
+            Some(Replicas::new(
+                parallel,
+                &model,
+                optimizers,
+                run.path(run_dir::CHECKPOINT),
+            ))
+        }
+        None => None,
+    };
     let examples = training::training_examples(&experiment)?;
     let mut training = Training {
         settings,
@@ -159,6 +222,7 @@ pub fn train(
         model,
         optimizer,
         progress,
+        replicas,
     };
     tracing::info!(
         examples = examples.len(),
@@ -166,6 +230,14 @@ pub fn train(
         steps = training.total_steps(examples.len()),
         "training"
     );
+    let effective_ranks: BTreeMap<String, EffectiveRanks> = training
+        .optimizer
+        .effective_ranks(&training.model, Task::ALL.len())
+        .into_iter()
+        .collect();
+    if let Some(summary) = ranks_summary(&effective_ranks) {
+        println!("{summary}");
+    }
     INTERRUPTED.store(false, Ordering::SeqCst);
     // A second Ctrl-C during the checkpoint write kills the process the usual way.
     let _ = ctrlc::set_handler(|| {
@@ -184,7 +256,7 @@ pub fn train(
     let training_seconds = started.elapsed().as_secs_f64();
 
     // The final model: the best on validation when validation ran, else the last.
-    let best = run.path("best");
+    let best = run.path(run_dir::BEST_MODEL);
     let final_model = if best.is_dir() {
         Backbone::load(&best, &training.device.clone().without_autodiff())?
     } else {
@@ -218,6 +290,9 @@ pub fn train(
             stopped_early: training.progress.stopped_early,
             best_validation: training.progress.best,
             training_seconds,
+            devices: used_devices,
+            skipped_steps: training.progress.curves.skipped_steps.len(),
+            effective_ranks,
         },
     )?;
     println!("{}", crate::report::metrics_table(&metrics));
@@ -227,4 +302,32 @@ pub fn train(
         started.elapsed().as_secs_f64()
     );
     Ok(Some(metrics))
+}
+
+/// One line on the ranks the projected weights get: the range of r_s and r_t, the knowledge
+/// directions protected, and how many layers lost their task subspaces or all rank (each of
+/// which gems-core also names in a warning). `None` when nothing is projected.
+fn ranks_summary(ranks: &BTreeMap<String, EffectiveRanks>) -> Option<String> {
+    let range = |values: Vec<usize>| {
+        let (low, high) = (values.iter().min()?, values.iter().max()?);
+        Some(if low == high {
+            low.to_string()
+        } else {
+            format!("{low}–{high}")
+        })
+    };
+    let shared = range(ranks.values().map(|r| r.shared).collect())?;
+    let task = range(ranks.values().map(|r| r.task).collect())?;
+    let protected: usize = ranks.values().map(|r| r.knowledge).sum();
+    let without_tasks = ranks
+        .values()
+        .filter(|r| r.requested_task > 0 && r.task == 0 && r.shared > 0)
+        .count();
+    let frozen = ranks.values().filter(|r| r.shared == 0).count();
+    Some(format!(
+        "effective ranks over {} projected weights: r_s {shared}, r_t {task}; {protected} knowledge \
+         directions protected; {without_tasks} weight(s) without task subspaces, {frozen} without \
+         any subspace (table in manifest.json)",
+        ranks.len()
+    ))
 }

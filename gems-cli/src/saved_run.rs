@@ -47,7 +47,7 @@ impl RunArgs {
             settings.backend = backend.clone();
         }
         let folder = self.model_folder(&run)?;
-        let config = ModelConfig::from_file(folder.join("config.json"))?;
+        let config = ModelConfig::from_file(folder.join(run_dir::MODEL_CONFIG))?;
         let experiment = Experiment::reopen(&settings, &folder, config.kind())?;
         if let Some(expected) = trained_fingerprint(&run, &folder)? {
             let found = experiment.data_fingerprint();
@@ -77,7 +77,7 @@ impl RunArgs {
         } else {
             Some(run.path(run_dir::MODEL))
         };
-        folder.filter(|f| f.join("config.json").is_file()).ok_or_else(|| {
+        folder.filter(|f| f.join(run_dir::MODEL_CONFIG).is_file()).ok_or_else(|| {
             CliError::run(
                 run.root(),
                 if self.checkpoint {
@@ -95,7 +95,7 @@ fn trained_fingerprint(run: &RunDir, folder: &Path) -> Result<Option<String>> {
     let manifest = run.path(run_dir::MANIFEST);
     let progress = folder
         .parent()
-        .map(|checkpoint| checkpoint.join(crate::training::PROGRESS));
+        .map(|checkpoint| checkpoint.join(run_dir::PROGRESS));
     let source = if manifest.is_file() {
         manifest
     } else if let Some(progress) = progress.filter(|p| p.is_file()) {
