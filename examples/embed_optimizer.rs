@@ -17,7 +17,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::activation::tanh;
 use burn::tensor::{Device, Distribution, Tensor};
 use clap::Parser;
-use gems_core::{CovarianceAccumulator, GemsConfig, Method, TaskGradients};
+use gems_core::{CovarianceAccumulator, GemsConfig, GemsError, Method, TaskGradients};
 
 const INPUTS: usize = 32;
 const HIDDEN: usize = 64;
@@ -190,7 +190,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 samples: batch,
             });
         }
-        let (next, report) = optimizer.step(args.learning_rate, model, tasks)?;
+        let (next, report) = optimizer
+            .step(args.learning_rate, model, tasks)
+            .map_err(GemsError::from)?;
         model = next;
         refreshes += report.refreshed;
         if step % 50 == 0 || step == args.steps {

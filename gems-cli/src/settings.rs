@@ -180,6 +180,8 @@ pub struct TrainSettings {
     pub memory_limit: Option<u64>,
     /// Start even when the memory estimate exceeds the memory available.
     pub ignore_memory_estimate: bool,
+    /// Stop after this many consecutive steps skipped for a non-finite loss or gradient.
+    pub max_consecutive_skips: usize,
 }
 
 impl Default for TrainSettings {
@@ -218,6 +220,7 @@ impl Default for TrainSettings {
             no_knowledge_cache: false,
             memory_limit: None,
             ignore_memory_estimate: false,
+            max_consecutive_skips: 10,
         }
     }
 }
@@ -368,6 +371,10 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub ignore_memory_estimate: bool,
+    /// Stop after this many consecutive steps skipped for a non-finite loss or gradient.
+    #[arg(long, value_parser = toml_integer::<usize>)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_consecutive_skips: Option<usize>,
 }
 
 /// Parses a whole number that a TOML file can hold (at most 2^63 - 1), as settings files and
@@ -479,6 +486,9 @@ impl TrainSettings {
         }
         if self.fixed_gate.as_ref().is_some_and(|g| g.len() != 2) {
             return fail("fixed_gate takes 2 values (search, rec)".into());
+        }
+        if self.max_consecutive_skips == 0 {
+            return fail("max_consecutive_skips must be at least 1".into());
         }
         if self.beam_width == 0 {
             return fail("beam_width must be at least 1".into());

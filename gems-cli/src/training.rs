@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use burn::module::{Lora, Module, ParamGroup};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::Device;
-use gems_core::{GemsOptimizer, NullSpace, StepReport, TaskGradients};
+use gems_core::{GemsError, GemsOptimizer, NullSpace, StepReport, TaskGradients};
 use gems_data::batch::EncodedExample;
 use gems_data::{Protocol, Task};
 use gems_models::Backbone;
@@ -74,6 +74,9 @@ pub struct Curves {
     pub validations: Vec<ValidationRecord>,
     /// Task conflict, every few steps.
     pub conflict: Vec<ConflictRecord>,
+    /// Steps skipped because a task's loss or gradient was not finite (their numbers).
+    #[serde(default)]
+    pub skipped_steps: Vec<u64>,
 }
 
 /// Where training stands; saved in every checkpoint (`progress.json`).
@@ -95,6 +98,9 @@ pub struct Progress {
     pub data_fingerprint: String,
     /// Curves so far.
     pub curves: Curves,
+    /// Skipped steps since the last applied one.
+    #[serde(default)]
+    pub consecutive_skips: usize,
 }
 
 impl Progress {
@@ -109,6 +115,7 @@ impl Progress {
             stopped_early: false,
             data_fingerprint,
             curves: Curves::default(),
+            consecutive_skips: 0,
         }
     }
 }
@@ -210,23 +217,24 @@ impl Training<'_> {
             // Samples of the whole window (every device's) per second.
             let throughput = chosen.len() as f64 / started.elapsed().as_secs_f64();
             self.progress.position = end;
-            let record = self
-                .progress
-                .curves
-                .steps
-                .last()
-                .expect("a step was recorded");
-            bar.set_message(format!(
-                "search {:.3}  rec {:.3}  lr {:.1e}  {throughput:.1} samples/s{}",
-                record.losses[0],
-                record.losses[1],
-                record.learning_rate,
-                if report.refreshed > 0 {
-                    "  (bases refreshed)"
-                } else {
-                    ""
-                }
-            ));
+            let skipped = match self.progress.curves.skipped_steps.len() {
+                0 => String::new(),
+                n => format!("  skipped {n}"),
+            };
+            match (report, self.progress.curves.steps.last()) {
+                (Some(report), Some(record)) => bar.set_message(format!(
+                    "search {:.3}  rec {:.3}  lr {:.1e}  {throughput:.1} samples/s{}{skipped}",
+                    record.losses[0],
+                    record.losses[1],
+                    record.learning_rate,
+                    if report.refreshed > 0 {
+                        "  (bases refreshed)"
+                    } else {
+                        ""
+                    }
+                )),
+                _ => bar.set_message(format!("non-finite step skipped{skipped}")),
+            }
             bar.inc(1);
             let epoch_done = self.progress.position >= examples.len();
             if epoch_done {
@@ -261,8 +269,14 @@ impl Training<'_> {
         Ok(true)
     }
 
-    /// One optimizer step over the examples of one window (several micro-batches).
-    pub(crate) fn step(&mut self, window: &[&EncodedExample], total: u64) -> Result<StepReport> {
+    /// One optimizer step over the examples of one window (several micro-batches); `None` when
+    /// a task's loss or gradient was not finite and the step was skipped (nothing changed but
+    /// the counters), an error after `max_consecutive_skips` skips in a row.
+    pub(crate) fn step(
+        &mut self,
+        window: &[&EncodedExample],
+        total: u64,
+    ) -> Result<Option<StepReport>> {
         let samples = Task::ALL.map(|task| window.iter().filter(|e| e.task == task).count());
         let micro_batches: Vec<&[&EncodedExample]> =
             window.chunks(self.settings.batch_size).collect();
@@ -278,35 +292,59 @@ impl Training<'_> {
             let chosen = micros.iter().map(|&m| (m, micro_batches[m]));
             window_gradients(experiment, settings, step, model, device, chosen, samples)
         };
-        let (report, losses) = match &mut self.replicas {
+        let stepped = match &mut self.replicas {
             // Data-parallel hook (`--devices`, crate::distributed): every replica steps.
             Some(replicas) => replicas.step(
                 learning_rate,
                 (&mut self.model, &mut self.optimizer),
                 micro_batches.len(),
                 gradients,
-            )?,
+            ),
             None => {
                 let all: Vec<usize> = (0..micro_batches.len()).collect();
                 let tasks = gradients(&self.model, &self.device, &all)?;
-                let losses = tasks.iter().map(|t| t.loss).collect();
+                let losses: Vec<f64> = tasks.iter().map(|t| t.loss).collect();
                 let model = self.model.clone();
-                let (model, report) = self.optimizer.step(learning_rate, model, tasks)?;
-                self.model = model;
-                (report, losses)
+                match self.optimizer.step(learning_rate, model, tasks) {
+                    Ok((model, report)) => {
+                        self.model = model;
+                        Ok((report, losses))
+                    }
+                    Err(rejected) => Err(CliError::from(rejected.error)),
+                }
             }
         };
+        // A non-finite loss or gradient is rejected before anything changes: skip the window.
+        let (report, losses) = match stepped {
+            Err(CliError::Optimizer(GemsError::NonFinite { task, what, value })) => {
+                self.progress.step += 1;
+                self.progress.curves.skipped_steps.push(self.progress.step);
+                self.progress.consecutive_skips += 1;
+                tracing::warn!(
+                    step = self.progress.step,
+                    "skipped: {} task's {what} is {value}",
+                    Task::ALL[task]
+                );
+                let limit = self.settings.max_consecutive_skips;
+                if self.progress.consecutive_skips >= limit {
+                    return Err(CliError::run(
+                        self.run.root(),
+                        format!(
+                            "{limit} steps in a row had a non-finite loss or gradient (the last, \
+                             step {}: the {} task's {what} was {value}); lower the learning rate \
+                             or raise max_consecutive_skips, and resume from the last checkpoint",
+                            self.progress.step,
+                            Task::ALL[task]
+                        ),
+                    ));
+                }
+                return Ok(None);
+            }
+            other => other?,
+        };
+        self.progress.consecutive_skips = 0;
         let losses: [f64; 2] = [losses[0], losses[1]];
         self.progress.step += 1;
-        if losses.iter().any(|l| !l.is_finite()) {
-            return Err(CliError::run(
-                self.run.root(),
-                format!(
-                    "the loss became {losses:?} at step {}; lower the learning rate",
-                    self.progress.step
-                ),
-            ));
-        }
         self.progress.curves.steps.push(StepRecord {
             step: self.progress.step,
             epoch: self.progress.epoch,
@@ -325,7 +363,7 @@ impl Training<'_> {
                     .collect(),
             });
         }
-        Ok(report)
+        Ok(Some(report))
     }
 
     /// Validation NDCG@10 (sampled protocol) after an epoch; keeps the best model and decides

@@ -99,6 +99,16 @@ fn train_eval_recommend_and_search_on_the_synthetic_data() {
     assert_eq!(manifest["status"], "finished");
     assert_eq!(manifest["settings"]["method"], "gems");
     assert!(manifest["knowledge_basis_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(manifest["skipped_steps"], 0);
+    let ranks = manifest["effective_ranks"].as_object().unwrap();
+    assert!(!ranks.is_empty() && ranks.values().all(|r| r["shared"].as_u64().unwrap() > 0));
+    assert!(printed.contains("effective ranks over"), "{printed}");
+    assert!(
+        read_json(&run.join("curves.json"))["skipped_steps"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
 
     // The trained model clears the model-free floor on recommendation (popularity) and search
     // (popularity), sampled protocol.
@@ -357,6 +367,11 @@ fn model_info_lists_projected_matrices_and_state_per_method() {
             .unwrap()
     };
     assert!(bytes("galore") < bytes("gems") && bytes("gems") < bytes("adamw"));
+    assert_eq!(
+        info["effective_ranks"].as_object().unwrap().len(),
+        2 * 6 + 2 * 10
+    );
+    assert!(printed.contains("r_s = "), "{printed}");
     fail(
         &["model", "info", "--model-dir", "/no/such/model"],
         &["/no/such/model"],
@@ -608,4 +623,26 @@ fn one_device_through_the_data_parallel_path_trains_the_plain_runs_weights() {
             &["without an index"],
         );
     }
+}
+
+/// A run whose losses turn non-finite skips those steps (nothing is applied) and stops with one
+/// clear line after `max_consecutive_skips` of them in a row.
+#[test]
+fn a_diverging_run_skips_non_finite_steps_then_stops_clearly() {
+    let folder = tempfile::tempdir().unwrap();
+    let run = folder.path().join("run");
+    let mut args = vec!["train", "--out", run.to_str().unwrap()];
+    args.extend_from_slice(SHORT);
+    args.extend_from_slice(&[
+        "--learning-rate",
+        "1e30",
+        "--warmup-steps",
+        "0",
+        "--max-consecutive-skips",
+        "2",
+    ]);
+    fail(
+        &args,
+        &["2 steps in a row had a non-finite loss or gradient"],
+    );
 }

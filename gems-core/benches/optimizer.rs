@@ -10,6 +10,9 @@ use std::time::Instant;
 use burn::module::{Module, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Distribution, Tensor};
+use faer::Mat;
+use gems_core::host::to_device;
+use gems_core::projector::Side;
 use gems_core::rsvd::{SvdMethod, captured_energy, power_law_matrix, top_left_singular_vectors};
 use gems_core::subspace::SubspacePlan;
 use gems_core::{GemsConfig, KnowledgeBasis, Method, MomentTransfer, NullSpace, TaskGradients};
@@ -255,6 +258,7 @@ fn state_comparison() {
             .map(|s| {
                 SubspacePlan::new(
                     *s,
+                    Side::smaller_of(*s),
                     RANK,
                     task_rank,
                     0,

@@ -14,61 +14,100 @@ pub struct AdamHyper {
     pub epsilon: f64,
 }
 
-/// First and second moments of one matrix, with the number of updates they have seen.
+/// First and second moments of one matrix, with their bias-correction masses.
+///
+/// Adam divides each moment by the total weight its exponential average has given to
+/// gradients so far, 1 − βᵗ after t updates (the *mass*). Here the masses are kept per row
+/// (`[rows, 1]`) instead of being derived from one step counter, because a basis refresh mixes
+/// rows that have seen many gradients with rows that have seen none (see
+/// [`AdamMoments::rotate`]). Without refreshes every row's mass is 1 − βᵗ, textbook Adam.
 #[derive(Clone, Debug)]
 pub struct AdamMoments {
     /// Exponential average of gradients.
     pub first: Tensor<2>,
     /// Exponential average of squared gradients.
     pub second: Tensor<2>,
-    /// Updates so far (drives the bias correction).
+    /// Bias-correction mass of each row of the first moment (`[rows, 1]`).
+    pub first_mass: Tensor<2>,
+    /// Bias-correction mass of each row of the second moment (`[rows, 1]`).
+    pub second_mass: Tensor<2>,
+    /// Updates so far.
     pub steps: u64,
 }
 
 impl AdamMoments {
     /// Zero moments shaped like `like`.
     pub fn zeros_like(like: &Tensor<2>) -> Self {
+        let [rows, _] = like.dims();
+        let mass = Tensor::zeros([rows, 1], &like.device());
         Self {
             first: like.zeros_like(),
             second: like.zeros_like(),
+            first_mass: mass.clone(),
+            second_mass: mass,
             steps: 0,
         }
     }
 
     /// Folds `gradient` into the moments and returns the bias-corrected Adam direction
     /// m̂ / (√v̂ + ε).
+    /// m̂ / (√v̂ + ε), with m̂ and v̂ each row's moment divided by that row's mass.
     pub fn update(&mut self, gradient: Tensor<2>, hyper: &AdamHyper) -> Tensor<2> {
         self.steps += 1;
-        let step = self.steps as i32;
         self.first = self.first.clone().mul_scalar(hyper.beta1)
             + gradient.clone().mul_scalar(1.0 - hyper.beta1);
         self.second = self.second.clone().mul_scalar(hyper.beta2)
             + gradient.square().mul_scalar(1.0 - hyper.beta2);
-        let first_correction = 1.0 - hyper.beta1.powi(step);
-        let second_correction = 1.0 - hyper.beta2.powi(step);
-        let denominator = self
-            .second
+        self.first_mass = self
+            .first_mass
             .clone()
-            .div_scalar(second_correction)
+            .mul_scalar(hyper.beta1)
+            .add_scalar(1.0 - hyper.beta1);
+        self.second_mass = self
+            .second_mass
+            .clone()
+            .mul_scalar(hyper.beta2)
+            .add_scalar(1.0 - hyper.beta2);
+        let denominator = (self.second.clone() / self.second_mass.clone())
             .sqrt()
             .add_scalar(hyper.epsilon);
-        self.first.clone().div_scalar(first_correction) / denominator
+        (self.first.clone() / self.first_mass.clone()) / denominator
     }
 
-    /// Carries the moments into a new basis with `transition = Q_newᵀ·Q_old`: the first moment
-    /// is rotated exactly (C·m); the second, which holds squares, is mapped with the squared
-    /// entries of C (C∘C)·v so that it stays non-negative. The step count is kept.
+    /// Carries the moments into a new basis, `transition = C = Q_newᵀ·Q_old`
+    /// (`[new rank, old rank]`).
+    ///
+    /// Row i of the new coordinates is the direction q_i; ρᵢ² = Σₖ Cᵢₖ² is the share of it
+    /// inside the old subspace. The old statistics count as evidence about q_i in proportion to
+    /// that share, and are read along the unit direction P_old·q_i / ρᵢ:
+    /// - the masses are mapped with the squared entries, m' = (C∘C)·mass, so that a direction
+    ///   wholly outside the old subspace starts with zero mass, as Adam at step 1, instead of
+    ///   inheriting a warmed-up step count (which makes its steps several times too large);
+    /// - the second moment, which holds squares, is mapped the same way, (C∘C)·v, so that v/mass
+    ///   is a mass-weighted mean of the old rows' v̂;
+    /// - the first moment is rotated exactly and scaled by ρᵢ, ρᵢ·(C·m)ᵢ, so that with equal
+    ///   old masses its corrected value is the old estimate along P_old·q_i / ρᵢ.
+    ///
+    /// A rotation within the old subspace (ρ = 1 everywhere) maps every moment exactly and
+    /// keeps the masses. The step count is kept.
     pub fn rotate(self, transition: Tensor<2>) -> Self {
+        let squared = transition.clone().square();
+        let reach = squared.clone().sum_dim(1).sqrt();
         Self {
-            first: transition.clone().matmul(self.first),
-            second: transition.square().matmul(self.second),
+            first: transition.matmul(self.first) * reach,
+            second: squared.clone().matmul(self.second),
+            first_mass: squared.clone().matmul(self.first_mass),
+            second_mass: squared.matmul(self.second_mass),
             steps: self.steps,
         }
     }
 
-    /// Bytes held by the two moments (float32).
+    /// Bytes held by the two moments and their masses (float32).
     pub fn bytes(&self) -> usize {
-        4 * (self.first.shape().num_elements() + self.second.shape().num_elements())
+        4 * (self.first.shape().num_elements()
+            + self.second.shape().num_elements()
+            + self.first_mass.shape().num_elements()
+            + self.second_mass.shape().num_elements())
     }
 }
 
@@ -88,9 +127,12 @@ mod tests {
             TensorData::new(vec![1.0f32, 4.0, 9.0, 0.25], [2, 2]),
             &device,
         );
+        let mass = Tensor::<2>::from_data(TensorData::new(vec![0.5f32, 0.25], [2, 1]), &device);
         let moments = AdamMoments {
             first,
             second,
+            first_mass: mass.clone(),
+            second_mass: mass,
             steps: 5,
         };
         // A rotation by 90 degrees: new coordinate 0 is old coordinate 1, new 1 is −old 0.
@@ -108,6 +150,11 @@ mod tests {
             &TensorData::new(vec![9.0f32, 0.25, 1.0, 4.0], [2, 2]),
             false,
         );
+        // The masses follow their rows.
+        rotated
+            .first_mass
+            .into_data()
+            .assert_eq(&TensorData::new(vec![0.25f32, 0.5], [2, 1]), false);
     }
 
     #[test]

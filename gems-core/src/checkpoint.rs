@@ -26,7 +26,8 @@ use crate::projector::{Projector, Side};
 use crate::subspace::{Subspace, WeightSubspaces};
 
 const FORMAT: &str = "gems-optimizer-state";
-const VERSION: u32 = 1;
+/// Version 2 added the per-row bias-correction masses of every moment pair.
+const VERSION: u32 = 2;
 const HEADER_KEY: &str = "gems";
 
 #[derive(Serialize, Deserialize)]
@@ -84,6 +85,8 @@ impl GemsOptimizer {
                 push(format!("{prefix}/basis"), &s.projector.basis);
                 push(format!("{prefix}/first"), &s.moments.first);
                 push(format!("{prefix}/second"), &s.moments.second);
+                push(format!("{prefix}/first_mass"), &s.moments.first_mass);
+                push(format!("{prefix}/second_mass"), &s.moments.second_mass);
             };
 
         let mut weights = BTreeMap::new();
@@ -92,6 +95,8 @@ impl GemsOptimizer {
                 WeightState::Full(moments) => {
                     push(format!("weights/{path}/first"), &moments.first);
                     push(format!("weights/{path}/second"), &moments.second);
+                    push(format!("weights/{path}/first_mass"), &moments.first_mass);
+                    push(format!("weights/{path}/second_mass"), &moments.second_mass);
                     WeightHeader::Full {
                         steps: moments.steps,
                     }
@@ -192,6 +197,8 @@ impl GemsOptimizer {
             Ok(AdamMoments {
                 first: load(&format!("{prefix}/first"))?,
                 second: load(&format!("{prefix}/second"))?,
+                first_mass: load(&format!("{prefix}/first_mass"))?,
+                second_mass: load(&format!("{prefix}/second_mass"))?,
                 steps,
             })
         };

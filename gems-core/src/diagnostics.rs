@@ -31,3 +31,43 @@ pub struct StepReport {
     /// Wall-clock seconds spent computing bases.
     pub svd_seconds: f64,
 }
+
+/// The ranks one projected weight really gets: its knowledge directions, when they lie on the
+/// side that carries the bases, take their share of that side first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EffectiveRanks {
+    /// Rank r_s of the shared subspace (0: the weight gets no subspace).
+    pub shared: usize,
+    /// Rank r_t of each task subspace (0 without task subspaces).
+    pub task: usize,
+    /// Number k of protected knowledge directions.
+    pub knowledge: usize,
+    /// Whether the knowledge directions lie on the side that carries the bases, where they
+    /// reduce the ranks.
+    pub knowledge_on_basis_side: bool,
+    /// The task rank the configuration asks for (0 when the method or the task count has no
+    /// task subspaces).
+    pub requested_task: usize,
+}
+
+impl EffectiveRanks {
+    /// Why the weight trains less than configured, when its knowledge directions leave it
+    /// without task subspaces or without any subspace.
+    pub fn warning(&self) -> Option<String> {
+        if self.shared == 0 {
+            Some(format!(
+                "its {} knowledge directions fill the side its bases would span: it has no \
+                 subspace and only weight decay changes it",
+                self.knowledge
+            ))
+        } else if self.requested_task > 0 && self.task == 0 {
+            Some(format!(
+                "its {} knowledge directions leave room for the shared subspace only (rank {}): \
+                 it has no task subspaces and trains as GaLore",
+                self.knowledge, self.shared
+            ))
+        } else {
+            None
+        }
+    }
+}

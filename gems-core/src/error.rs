@@ -22,6 +22,21 @@ pub enum GemsError {
     #[error("optimizer step rejected: {0}")]
     InvalidStep(String),
 
+    /// A present task's loss or gradient holds NaN or infinite values. The step was not
+    /// applied: the module comes back unchanged and the caller can skip it.
+    #[error(
+        "task {task}: the {what} is {value}, not finite; the step was not applied (skip it, or \
+         lower the learning rate if this repeats)"
+    )]
+    NonFinite {
+        /// The task's position in the step.
+        task: usize,
+        /// `loss` or `gradient norm`.
+        what: &'static str,
+        /// The offending value.
+        value: f64,
+    },
+
     /// Null-space projection is enabled but some projected weights have no knowledge basis.
     #[error(
         "null-space projection is enabled but {count} projected weight(s) have no knowledge basis \

@@ -1,8 +1,11 @@
 //! Adaptive gating of the task subspaces.
 //!
-//! The paper's gate: g_t = α·L_t/ΣL + β·‖G_t‖/Σ‖G‖ + γ·n_t/Σn (α = β = 0.4, γ = 0.2), with
-//! losses, gradient norms and sample counts over the accumulation window. A task whose share
-//! of a signal cannot be formed (every task's value is zero) gets the uniform share 1/T.
+//! The paper's gate: g_t = (α·L_t/ΣL + β·‖G_t‖/Σ‖G‖ + γ·n_t/Σn) / (α + β + γ)
+//! (α = β = 0.4, γ = 0.2), with losses, gradient norms and sample counts over the accumulation
+//! window. Like the authors' gate, the values are normalised: they sum to 1 over the tasks
+//! present in the step whatever the weights' scale. A task with no samples in the window is
+//! absent: its gate is 0 and the shares are taken over the others. A task whose share of a
+//! signal cannot be formed (every present task's value is zero) gets the uniform share.
 
 use serde::{Deserialize, Serialize};
 
@@ -51,7 +54,7 @@ pub struct TaskSignal {
 }
 
 impl GateConfig {
-    /// Checks weights are finite, non-negative and not all zero.
+    /// Checks weights are finite, non-negative and not all zero (α + β + γ > 0).
     pub fn validate(&self) -> Result<()> {
         let weights: Vec<f64> = match self {
             GateConfig::Adaptive {
@@ -70,32 +73,47 @@ impl GateConfig {
         Ok(())
     }
 
-    /// The gate value of every task.
-    pub fn values(&self, signals: &[TaskSignal]) -> Result<Vec<f64>> {
-        match self {
+    /// The gate value of every task, `None` marking a task absent from the step. The values of
+    /// the present tasks sum to 1; absent tasks get 0.
+    pub fn values(&self, signals: &[Option<TaskSignal>]) -> Result<Vec<f64>> {
+        let present: Vec<usize> = (0..signals.len())
+            .filter(|&t| signals[t].is_some())
+            .collect();
+        let signal = |t: usize| signals[t].expect("present tasks have a signal");
+        let raw: Vec<f64> = match self {
             GateConfig::Adaptive {
                 loss_weight,
                 grad_norm_weight,
                 sample_weight,
             } => {
-                let losses = shares(signals.iter().map(|s| s.loss.max(0.0)));
-                let norms = shares(signals.iter().map(|s| s.grad_norm));
-                let samples = shares(signals.iter().map(|s| s.samples as f64));
-                Ok((0..signals.len())
-                    .map(|t| {
-                        loss_weight * losses[t]
-                            + grad_norm_weight * norms[t]
-                            + sample_weight * samples[t]
+                let losses = shares(present.iter().map(|&t| signal(t).loss.max(0.0)));
+                let norms = shares(present.iter().map(|&t| signal(t).grad_norm));
+                let samples = shares(present.iter().map(|&t| signal(t).samples as f64));
+                (0..present.len())
+                    .map(|i| {
+                        loss_weight * losses[i]
+                            + grad_norm_weight * norms[i]
+                            + sample_weight * samples[i]
                     })
-                    .collect())
+                    .collect()
             }
-            GateConfig::Fixed { weights } if weights.len() == signals.len() => Ok(weights.clone()),
-            GateConfig::Fixed { weights } => Err(GemsError::InvalidStep(format!(
-                "the fixed gate has {} weights but the step has {} tasks",
-                weights.len(),
-                signals.len()
-            ))),
+            GateConfig::Fixed { weights } if weights.len() == signals.len() => {
+                present.iter().map(|&t| weights[t]).collect()
+            }
+            GateConfig::Fixed { weights } => {
+                return Err(GemsError::InvalidStep(format!(
+                    "the fixed gate has {} weights but the step has {} tasks",
+                    weights.len(),
+                    signals.len()
+                )));
+            }
+        };
+        let normalised = shares(raw.into_iter());
+        let mut values = vec![0.0; signals.len()];
+        for (t, value) in present.into_iter().zip(normalised) {
+            values[t] = value;
         }
+        Ok(values)
     }
 }
 
@@ -129,7 +147,7 @@ mod tests {
                 samples: 10,
             },
         ];
-        let values = gate.values(&signals).unwrap();
+        let values = gate.values(&signals.map(Some)).unwrap();
         let expected_search = 0.4 * 0.75 + 0.4 * 0.25 + 0.2 * 0.75;
         let expected_rec = 0.4 * 0.25 + 0.4 * 0.75 + 0.2 * 0.25;
         assert!((values[0] - expected_search).abs() < 1e-12);
@@ -151,7 +169,7 @@ mod tests {
                 samples: 0,
             },
         ];
-        assert_eq!(gate.values(&signals).unwrap(), vec![0.5, 0.5]);
+        assert_eq!(gate.values(&signals.map(Some)).unwrap(), vec![0.5, 0.5]);
     }
 
     #[test]
@@ -164,13 +182,78 @@ mod tests {
             grad_norm: 1.0,
             samples: 1,
         }];
-        assert!(gate.values(&one).is_err());
+        assert!(gate.values(&one.map(Some)).is_err());
         assert!(
             GateConfig::Fixed {
                 weights: vec![-1.0]
             }
             .validate()
             .is_err()
+        );
+    }
+
+    #[test]
+    fn gate_values_are_normalised_whatever_the_weights_scale() {
+        let signals = [
+            Some(TaskSignal {
+                loss: 3.0,
+                grad_norm: 1.0,
+                samples: 30,
+            }),
+            Some(TaskSignal {
+                loss: 1.0,
+                grad_norm: 3.0,
+                samples: 10,
+            }),
+        ];
+        let scaled = GateConfig::Adaptive {
+            loss_weight: 2.0,
+            grad_norm_weight: 2.0,
+            sample_weight: 1.0,
+        };
+        let values = scaled.values(&signals).unwrap();
+        let reference = GateConfig::default().values(&signals).unwrap();
+        assert!((values[0] + values[1] - 1.0).abs() < 1e-12, "{values:?}");
+        for (a, b) in values.iter().zip(&reference) {
+            assert!((a - b).abs() < 1e-12, "{values:?} vs {reference:?}");
+        }
+        let fixed = GateConfig::Fixed {
+            weights: vec![3.0, 1.0],
+        };
+        assert_eq!(fixed.values(&signals).unwrap(), vec![0.75, 0.25]);
+        let zero = GateConfig::Adaptive {
+            loss_weight: 0.0,
+            grad_norm_weight: 0.0,
+            sample_weight: 0.0,
+        };
+        assert!(zero.validate().is_err());
+        let not_a_number = GateConfig::Adaptive {
+            loss_weight: f64::NAN,
+            grad_norm_weight: 0.5,
+            sample_weight: 0.5,
+        };
+        assert!(not_a_number.validate().is_err());
+    }
+
+    #[test]
+    fn absent_tasks_get_no_gate_and_the_present_ones_share_it() {
+        let present = TaskSignal {
+            loss: 2.0,
+            grad_norm: 1.0,
+            samples: 4,
+        };
+        let gate = GateConfig::default();
+        assert_eq!(
+            gate.values(&[None, Some(present), Some(present)]).unwrap(),
+            vec![0.0, 0.5, 0.5]
+        );
+        let fixed = GateConfig::Fixed {
+            weights: vec![0.5, 0.3, 0.2],
+        };
+        let values = fixed.values(&[Some(present), None, Some(present)]).unwrap();
+        assert!(
+            (values[0] - 5.0 / 7.0).abs() < 1e-12 && values[1] == 0.0,
+            "{values:?}"
         );
     }
 }

@@ -14,13 +14,37 @@
 //! 4. projects the final update, weight decay included, away from the knowledge space again,
 //!    so that `(W + ΔW)·x = W·x` for knowledge inputs x.
 //!
-//! Other parameters get AdamW (or are frozen). Usage:
+//! Other parameters get AdamW (or are frozen).
+//!
+//! ## Bias correction across basis refreshes
+//!
+//! Adam divides its moments by the weight their averages have given to gradients so far
+//! (1 − βᵗ after t steps). When a refresh carries the moments into a new basis (`rotate`), a
+//! direction that was outside the old subspace has seen no gradient, and a shared step counter
+//! would treat it as warmed up: for a steady gradient its steps would reach about 6.6× their
+//! steady size 12 steps after the refresh and stay above 2× for 200 steps. So every moment row
+//! carries its own correction mass, transformed through the rotation C = Q_newᵀQ_old like the
+//! second moment, by C∘C: a new direction starts from zero mass (as Adam at step 1), a direction
+//! kept from the old subspace keeps its statistics, and one partly inside gets the old
+//! statistics in proportion to the share of it inside (see [`adam::AdamMoments::rotate`]).
+//! `keep` leaves moments and masses as they are; `reset` zeroes both.
+//!
+//! ## Absent tasks and bad steps
+//!
+//! A task with no samples in a step (or no gradient for a weight) leaves its subspaces,
+//! moments and counters untouched; the gate, normalised to sum to 1, is shared by the tasks
+//! present. A NaN or infinite loss or gradient rejects the step before anything changes and
+//! hands the module back ([`StepError`]), so that a training loop can skip it.
+//!
+//! Usage:
 //!
 //! ```text
 //! let mut optimizer = GemsConfig::new().init()?.with_null_space(null_space);
 //! let search = TaskGradients { gradients: GradientsParams::from_grads(search_loss.backward(), &model), loss, samples };
 //! let rec = TaskGradients { /* likewise */ };
 //! let (model, report) = optimizer.step(learning_rate, model, vec![search, rec])?;
+//! // or, to go on after a rejected step:
+//! // Err(StepError { module, error }) => keep `module`, log `error`, continue
 //! ```
 //!
 //! See `examples/embed_optimizer.rs` in the repository for a complete program.
@@ -47,10 +71,10 @@ pub mod subspace;
 pub use backend::{available_backends, device_from_name};
 pub use config::{GemsConfig, Method, MomentTransfer, OtherParams};
 pub use covariance::{CovarianceAccumulator, KnowledgeProgress};
-pub use diagnostics::{LayerCosine, StepReport};
+pub use diagnostics::{EffectiveRanks, LayerCosine, StepReport};
 pub use distributed::{DataParallel, Exchange, Replica};
 pub use error::{GemsError, Result};
 pub use gate::{GateConfig, TaskSignal};
 pub use null_space::{KnowledgeBasis, KnowledgeSelection, NullSpace};
-pub use optimizer::{GemsOptimizer, ParamPlan, TaskGradients, Treatment};
+pub use optimizer::{GemsOptimizer, ParamPlan, StepError, StepResult, TaskGradients, Treatment};
 pub use rsvd::SvdMethod;

@@ -5,7 +5,8 @@
 //! device the statistics the gate and the diagnostics need (squared norms, per-layer dot
 //! products), read back in a single transfer. The second (a mapper) updates the parameters.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,8 +17,8 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::adam::AdamMoments;
-use crate::config::{GemsConfig, OtherParams};
-use crate::diagnostics::{LayerCosine, StepReport};
+use crate::config::{GemsConfig, OtherParams, default_target_modules};
+use crate::diagnostics::{EffectiveRanks, LayerCosine, StepReport};
 use crate::error::{GemsError, Result};
 use crate::gate::TaskSignal;
 use crate::null_space::{KnowledgeBasis, NullSpace};
@@ -57,7 +58,55 @@ pub struct ParamPlan {
     pub treatment: Treatment,
     /// Float32 bytes of optimizer state it will hold (bases and moments) with `tasks` tasks.
     pub state_bytes: usize,
+    /// The ranks a projected weight really gets (`None` for the other treatments).
+    pub ranks: Option<EffectiveRanks>,
 }
+
+/// A rejected step: why, and the module, handed back unchanged (the optimizer's state is
+/// unchanged too), so that the caller can skip the step and go on.
+pub struct StepError<M> {
+    /// The module passed to `step`, as it was.
+    pub module: M,
+    /// Why the step was rejected.
+    pub error: GemsError,
+}
+
+impl<M> StepError<M> {
+    /// The module and the error.
+    pub fn into_parts(self) -> (M, GemsError) {
+        (self.module, self.error)
+    }
+}
+
+impl<M> fmt::Debug for StepError<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StepError")
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<M> fmt::Display for StepError<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl<M> std::error::Error for StepError<M> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+impl<M> From<StepError<M>> for GemsError {
+    fn from(rejected: StepError<M>) -> Self {
+        rejected.error
+    }
+}
+
+/// What `step` returns: the updated module and the step's report, or the module back with the
+/// reason the step was rejected.
+pub type StepResult<M> = std::result::Result<(M, StepReport), StepError<M>>;
 
 /// A predicate over (parameter path, shape) choosing the projected weights.
 pub type ParamFilter = Arc<dyn Fn(&str, &[usize]) -> bool + Send + Sync>;
@@ -172,22 +221,20 @@ impl GemsOptimizer {
             .into_iter()
             .map(|(path, shape)| {
                 let treatment = self.treatment(&path, &shape);
-                let state_bytes = match treatment {
-                    Treatment::Frozen => 0,
-                    Treatment::Adamw => 8 * shape.iter().product::<usize>(),
+                let (state_bytes, ranks) = match treatment {
+                    Treatment::Frozen => (0, None),
+                    Treatment::Adamw => (8 * shape.iter().product::<usize>(), None),
                     Treatment::Projected => {
                         let subspace_tasks = if self.has_task_subspaces(tasks) {
                             tasks
                         } else {
                             0
                         };
-                        let weight_shape = [shape[0], shape[1]];
-                        let (basis_side, _) = split_knowledge(
-                            self.knowledge_of(&path),
-                            Side::smaller_of(weight_shape),
-                        );
-                        self.subspace_plan(weight_shape, basis_side.map_or(0, KnowledgeBasis::rank))
-                            .state_bytes(subspace_tasks)
+                        let layout = self.layout(&path, [shape[0], shape[1]], tasks);
+                        (
+                            layout.plan.state_bytes(subspace_tasks),
+                            Some(layout.ranks()),
+                        )
                     }
                 };
                 ParamPlan {
@@ -195,8 +242,23 @@ impl GemsOptimizer {
                     shape,
                     treatment,
                     state_bytes,
+                    ranks,
                 }
             })
+            .collect()
+    }
+
+    /// The effective ranks of every projected weight of `module` with `tasks` tasks, in path
+    /// order, each with a warning when the knowledge basis leaves it without task subspaces or
+    /// without any rank (see [`EffectiveRanks::warning`]).
+    pub fn effective_ranks<M: Module>(
+        &self,
+        module: &M,
+        tasks: usize,
+    ) -> Vec<(String, EffectiveRanks)> {
+        self.plan(module, tasks)
+            .into_iter()
+            .filter_map(|p| p.ranks.map(|ranks| (p.path, ranks)))
             .collect()
     }
 
@@ -228,18 +290,6 @@ impl GemsOptimizer {
         self.config.method.multi_subspace() && tasks > 1
     }
 
-    /// Ranks and rules for a weight with `reserved` knowledge directions on its basis side.
-    fn subspace_plan(&self, weight_shape: [usize; 2], reserved: usize) -> SubspacePlan {
-        SubspacePlan::new(
-            weight_shape,
-            self.config.shared_rank,
-            self.config.effective_task_rank(),
-            reserved,
-            self.config.svd.clone(),
-            self.config.moment_transfer,
-        )
-    }
-
     /// The knowledge basis of the weight at `path`, when the method projects against one.
     fn knowledge_of(&self, path: &str) -> Option<&KnowledgeBasis> {
         self.config
@@ -249,13 +299,46 @@ impl GemsOptimizer {
             .flatten()
     }
 
+    /// Where the bases of the weight at `path` lie, where its knowledge directions lie, and its
+    /// ranks with `tasks` tasks.
+    fn layout(&self, path: &str, weight_shape: [usize; 2], tasks: usize) -> Layout<'_> {
+        let knowledge = self.knowledge_of(path).filter(|k| k.basis.is_some());
+        let side = Side::for_weight(weight_shape, knowledge.map(|k| k.input_axis));
+        let (basis_side, coordinate_side) = match knowledge {
+            Some(k) if k.input_axis == side.axis() => (Some(k), None),
+            Some(k) => (None, Some(k)),
+            None => (None, None),
+        };
+        let task_rank = if self.has_task_subspaces(tasks) {
+            self.config.effective_task_rank()
+        } else {
+            0
+        };
+        let plan = SubspacePlan::new(
+            weight_shape,
+            side,
+            self.config.shared_rank,
+            task_rank,
+            basis_side.map_or(0, KnowledgeBasis::rank),
+            self.config.svd.clone(),
+            self.config.moment_transfer,
+        );
+        Layout {
+            plan,
+            knowledge,
+            basis_side,
+            coordinate_side,
+            requested_task_rank: task_rank,
+        }
+    }
+
     /// One step with a single gradient (no tasks): GaLore's update for the low-rank methods.
     pub fn step_single<M: Module>(
         &mut self,
         learning_rate: f64,
         module: M,
         gradients: GradientsParams,
-    ) -> Result<(M, StepReport)> {
+    ) -> StepResult<M> {
         let task = TaskGradients {
             gradients,
             loss: 0.0,
@@ -267,15 +350,33 @@ impl GemsOptimizer {
     /// One optimizer step from per-task gradients. Tasks are identified by their position,
     /// which must stay the same from step to step.
     ///
-    /// On error (inconsistent tasks, gradient shapes or state, missing knowledge bases) nothing
-    /// is changed: the checks run before any update. The module is returned on success only;
-    /// callers keep a clone if they want to continue after an error.
+    /// A task with no samples is absent from the step: its subspaces, moments and counters are
+    /// left as they are, and the gate is shared by the others. A task without a gradient for
+    /// some parameter is absent for that parameter only.
+    ///
+    /// On error nothing changes and the module is handed back in the [`StepError`]: the checks
+    /// (consistent tasks, gradient shapes and state, knowledge bases, finite losses and
+    /// gradients) all run before any update. A NaN or infinite loss or gradient of a present
+    /// task is [`GemsError::NonFinite`], after which the caller can skip the step.
     pub fn step<M: Module>(
         &mut self,
         learning_rate: f64,
         module: M,
         tasks: Vec<TaskGradients>,
-    ) -> Result<(M, StepReport)> {
+    ) -> StepResult<M> {
+        match self.prepare(learning_rate, &module, &tasks) {
+            Ok(prepared) => Ok(self.apply(learning_rate, module, tasks, prepared)),
+            Err(error) => Err(StepError { module, error }),
+        }
+    }
+
+    /// Every check of a step, and what the update needs; changes nothing.
+    fn prepare<M: Module>(
+        &self,
+        learning_rate: f64,
+        module: &M,
+        tasks: &[TaskGradients],
+    ) -> Result<Prepared> {
         if tasks.is_empty() {
             return Err(GemsError::InvalidStep(
                 "a step needs at least one task".into(),
@@ -298,19 +399,41 @@ impl GemsOptimizer {
                 "learning rate must be finite and non-negative, got {learning_rate}"
             )));
         }
+        let present: Vec<bool> = tasks.iter().map(|t| t.samples > 0).collect();
+        for (task, gradients) in tasks.iter().enumerate() {
+            if present[task] && !gradients.loss.is_finite() {
+                return Err(GemsError::NonFinite {
+                    task,
+                    what: "loss",
+                    value: gradients.loss,
+                });
+            }
+        }
 
-        let mut survey = Survey::new(self, &tasks);
+        let mut survey = Survey::new(self, tasks, &present);
         module.visit(&mut survey);
         let survey = survey.finish()?;
         let statistics = survey.read_statistics();
+        for (task, norm) in statistics.task_norms.iter().enumerate() {
+            if present[task] && !norm.is_finite() {
+                return Err(GemsError::NonFinite {
+                    task,
+                    what: "gradient norm",
+                    value: *norm,
+                });
+            }
+        }
 
-        let signals: Vec<TaskSignal> = tasks
+        let signals: Vec<Option<TaskSignal>> = tasks
             .iter()
             .zip(&statistics.task_norms)
-            .map(|(task, norm)| TaskSignal {
-                loss: task.loss,
-                grad_norm: *norm,
-                samples: task.samples,
+            .zip(&present)
+            .map(|((task, norm), present)| {
+                present.then_some(TaskSignal {
+                    loss: task.loss,
+                    grad_norm: *norm,
+                    samples: task.samples,
+                })
             })
             .collect();
         let gate = if tasks.len() == 1 {
@@ -322,12 +445,36 @@ impl GemsOptimizer {
             .iter()
             .map(|t| t.samples as f64 / total_samples as f64)
             .collect();
+        Ok(Prepared {
+            plans: survey.plans,
+            statistics,
+            gate,
+            merge_weights,
+            present,
+        })
+    }
 
+    /// Applies a prepared step: cannot fail.
+    fn apply<M: Module>(
+        &mut self,
+        learning_rate: f64,
+        module: M,
+        tasks: Vec<TaskGradients>,
+        prepared: Prepared,
+    ) -> (M, StepReport) {
+        let Prepared {
+            plans,
+            statistics,
+            gate,
+            merge_weights,
+            present,
+        } = prepared;
         let num_tasks = tasks.len();
         let mut mapper = UpdateMapper {
             optimizer: self,
-            plans: survey.plans,
+            plans,
             gradients: tasks.into_iter().map(|t| t.gradients).collect(),
+            present,
             merge_weights,
             gate: gate.clone(),
             learning_rate,
@@ -360,8 +507,42 @@ impl GemsOptimizer {
             failed_refreshes,
             svd_seconds,
         };
-        Ok((module, report))
+        (module, report)
     }
+}
+
+/// Where one projected weight's bases and knowledge directions lie, and its ranks.
+struct Layout<'a> {
+    plan: SubspacePlan,
+    /// The weight's knowledge basis, if it has directions.
+    knowledge: Option<&'a KnowledgeBasis>,
+    /// The knowledge basis when it lies on the basis side (the bases must avoid it).
+    basis_side: Option<&'a KnowledgeBasis>,
+    /// The knowledge basis when it lies on the other side (the coordinates must avoid it).
+    coordinate_side: Option<&'a KnowledgeBasis>,
+    requested_task_rank: usize,
+}
+
+impl Layout<'_> {
+    fn ranks(&self) -> EffectiveRanks {
+        EffectiveRanks {
+            shared: self.plan.shared_rank,
+            task: self.plan.task_rank,
+            knowledge: self.knowledge.map_or(0, KnowledgeBasis::rank),
+            knowledge_on_basis_side: self.basis_side.is_some(),
+            requested_task: self.requested_task_rank,
+        }
+    }
+}
+
+/// A checked step, ready to apply.
+struct Prepared {
+    plans: BTreeMap<String, PlannedUpdate>,
+    statistics: Statistics,
+    gate: Vec<f64>,
+    merge_weights: Vec<f64>,
+    /// Whether each task has samples in this step.
+    present: Vec<bool>,
 }
 
 /// The update planned for one parameter.
@@ -375,7 +556,13 @@ struct PlannedUpdate {
 struct Survey<'a> {
     optimizer: &'a GemsOptimizer,
     tasks: &'a [TaskGradients],
+    /// Whether each task has samples (an absent task's gradients are ignored).
+    present: &'a [bool],
     path: Vec<String>,
+    /// Every projected weight of the module, gradient or not, with its shape.
+    projected: BTreeMap<String, [usize; 2]>,
+    /// The names of `target_modules` that match a 2-D parameter of the module.
+    matched_modules: BTreeSet<String>,
     plans: BTreeMap<String, PlannedUpdate>,
     projected_order: Vec<String>,
     /// Per task: squared gradient norm of each updated parameter.
@@ -401,11 +588,14 @@ struct SurveyResult {
 }
 
 impl<'a> Survey<'a> {
-    fn new(optimizer: &'a GemsOptimizer, tasks: &'a [TaskGradients]) -> Self {
+    fn new(optimizer: &'a GemsOptimizer, tasks: &'a [TaskGradients], present: &'a [bool]) -> Self {
         Self {
             optimizer,
             tasks,
+            present,
             path: Vec::new(),
+            projected: BTreeMap::new(),
+            matched_modules: BTreeSet::new(),
             plans: BTreeMap::new(),
             projected_order: Vec::new(),
             squared_norms: vec![Vec::new(); tasks.len()],
@@ -417,6 +607,58 @@ impl<'a> Survey<'a> {
     }
 
     fn finish(mut self) -> Result<SurveyResult> {
+        let optimizer = self.optimizer;
+        let config = &optimizer.config;
+        let first_step = optimizer.state.step == 0;
+        let named_targets = optimizer.filter.is_none();
+        if named_targets && first_step && config.target_modules != default_target_modules() {
+            for name in &config.target_modules {
+                if !self.matched_modules.contains(name) {
+                    tracing::warn!(
+                        module = name.as_str(),
+                        "target module matches no 2-D parameter of the model; check its spelling \
+                         against the parameter paths"
+                    );
+                }
+            }
+        }
+        if config.method.low_rank() && self.projected.is_empty() {
+            let chosen_by = if named_targets {
+                format!("target_modules {:?}", config.target_modules)
+            } else {
+                "the parameter filter".to_string()
+            };
+            return Err(GemsError::InvalidConfig(format!(
+                "{chosen_by} select(s) no 2-D parameter of the model, so no weight would be \
+                 projected and {} would run as AdamW; name the model's linear modules (the \
+                 segment before `.weight` in a parameter path)",
+                config.method
+            )));
+        }
+        if config.method.null_space() {
+            let unused: Vec<&String> = optimizer
+                .null_space
+                .iter()
+                .map(|(path, _)| path)
+                .filter(|path| !self.projected.contains_key(*path))
+                .collect();
+            if let Some(first) = unused.first() {
+                return Err(GemsError::InvalidConfig(format!(
+                    "{} knowledge basis(es) belong to no projected weight of the model (first: \
+                     `{first}`); they would be ignored: compute them for the projected weights' \
+                     paths or add the modules to target_modules",
+                    unused.len()
+                )));
+            }
+        }
+        if first_step {
+            for (path, shape) in &self.projected {
+                let ranks = optimizer.layout(path, *shape, self.tasks.len()).ranks();
+                if let Some(warning) = ranks.warning() {
+                    tracing::warn!(parameter = path.as_str(), "{warning}");
+                }
+            }
+        }
         if let Some(first) = self.missing_knowledge.first() {
             return Err(GemsError::MissingKnowledgeBasis {
                 count: self.missing_knowledge.len(),
@@ -527,16 +769,31 @@ impl ModuleVisitor for Survey<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let path = self.path.join(".");
         let shape = param.val().dims().to_vec();
+        let treatment = self.optimizer.treatment(&path, &shape);
+        if treatment == Treatment::Projected {
+            self.projected.insert(path.clone(), [shape[0], shape[1]]);
+        }
+        if shape.len() == 2
+            && let Some(module) = path.rsplit('.').nth(1)
+            && self
+                .optimizer
+                .config
+                .target_modules
+                .iter()
+                .any(|t| t == module)
+        {
+            self.matched_modules.insert(module.to_string());
+        }
         let gradients: Vec<Option<Tensor<D>>> = self
             .tasks
             .iter()
-            .map(|t| t.gradients.get::<D>(param.id))
+            .zip(self.present)
+            .map(|(t, present)| present.then(|| t.gradients.get::<D>(param.id)).flatten())
             .collect();
         if gradients.iter().all(Option::is_none) {
             return;
         }
         self.any_gradient = true;
-        let treatment = self.optimizer.treatment(&path, &shape);
         if treatment == Treatment::Frozen {
             return;
         }
@@ -622,6 +879,8 @@ struct UpdateMapper<'a> {
     optimizer: &'a mut GemsOptimizer,
     plans: BTreeMap<String, PlannedUpdate>,
     gradients: Vec<GradientsParams>,
+    /// Whether each task has samples (an absent task's gradients are ignored).
+    present: Vec<bool>,
     merge_weights: Vec<f64>,
     gate: Vec<f64>,
     learning_rate: f64,
@@ -632,20 +891,28 @@ struct UpdateMapper<'a> {
 }
 
 impl UpdateMapper<'_> {
-    /// Σ_t w_t·G_t, skipping the multiplication for a single task.
-    fn merge(&self, gradients: &[Tensor<2>]) -> Tensor<2> {
+    /// Σ_t w_t·G_t over the tasks with a gradient, skipping the multiplication for a single
+    /// task.
+    fn merge(&self, gradients: &[Option<Tensor<2>>]) -> Tensor<2> {
         if gradients.len() == 1 {
-            return gradients[0].clone();
+            return gradients[0]
+                .clone()
+                .expect("planned parameters have a gradient");
         }
         gradients
             .iter()
             .zip(&self.merge_weights)
-            .map(|(g, w)| g.clone().mul_scalar(*w))
+            .filter_map(|(g, w)| g.as_ref().map(|g| g.clone().mul_scalar(*w)))
             .reduce(|a, b| a + b)
-            .expect("at least one task")
+            .expect("planned parameters have a gradient")
     }
 
-    fn adamw(&mut self, path: &str, weight: Tensor<2>, gradients: Vec<Tensor<2>>) -> Tensor<2> {
+    fn adamw(
+        &mut self,
+        path: &str,
+        weight: Tensor<2>,
+        gradients: Vec<Option<Tensor<2>>>,
+    ) -> Tensor<2> {
         let merged = self.merge(&gradients);
         let config = &self.optimizer.config;
         let hyper = config.adam();
@@ -678,18 +945,16 @@ impl UpdateMapper<'_> {
         &mut self,
         path: &str,
         weight: Tensor<2>,
-        gradients: Vec<Tensor<2>>,
+        gradients: Vec<Option<Tensor<2>>>,
         refresh_offset: u64,
     ) -> Tensor<2> {
         let weight_shape = weight.dims();
-        let knowledge = self.optimizer.knowledge_of(path).cloned();
-        let (basis_side_knowledge, coordinate_knowledge) =
-            split_knowledge(knowledge.as_ref(), Side::smaller_of(weight_shape));
-        let plan = self.optimizer.subspace_plan(
-            weight_shape,
-            basis_side_knowledge.map_or(0, KnowledgeBasis::rank),
-        );
         let config = self.optimizer.config.clone();
+        let layout = self.optimizer.layout(path, weight_shape, gradients.len());
+        let plan = layout.plan.clone();
+        let knowledge = layout.knowledge.cloned();
+        let coordinate_knowledge = layout.coordinate_side.cloned();
+        let exclude = layout.basis_side.and_then(|k| k.basis.clone());
         let previous_weight = weight.clone();
         let mut update = None;
         if plan.shared_rank > 0 {
@@ -705,25 +970,28 @@ impl UpdateMapper<'_> {
             let due = previous
                 .as_ref()
                 .is_none_or(|_| (step + refresh_offset).is_multiple_of(config.refresh_every));
+            let task_gradients = if plan.task_rank > 0 {
+                gradients
+            } else {
+                Vec::new()
+            };
             let mut subspaces = if due {
                 let project = |g: &Tensor<2>| match &knowledge {
                     Some(knowledge) => knowledge.project_out(g.clone()),
                     None => g.clone(),
                 };
-                let task_gradients: Vec<Tensor<2>> =
-                    if self.optimizer.has_task_subspaces(gradients.len()) {
-                        gradients.iter().map(project).collect()
-                    } else {
-                        Vec::new()
-                    };
+                let projected: Vec<Option<Tensor<2>>> = task_gradients
+                    .iter()
+                    .map(|g| g.as_ref().map(project))
+                    .collect();
                 self.refresh(
                     path,
                     previous,
                     &project(&merged),
-                    &task_gradients,
+                    &projected,
                     &plan,
                     refresh_offset,
-                    basis_side_knowledge.and_then(|k| k.basis.as_ref()),
+                    exclude.as_ref(),
                 )
             } else {
                 previous.expect("not due implies a previous state")
@@ -732,11 +1000,11 @@ impl UpdateMapper<'_> {
             // Scaled by the learning rate here, on the small coordinate blocks.
             update = Some(subspaces.update(
                 merged,
-                gradients,
+                task_gradients,
                 &self.gate,
                 config.scale * self.learning_rate,
                 &config.adam(),
-                coordinate_knowledge,
+                coordinate_knowledge.as_ref(),
             ));
             self.optimizer
                 .state
@@ -766,7 +1034,7 @@ impl UpdateMapper<'_> {
         path: &str,
         previous: Option<WeightSubspaces>,
         merged: &Tensor<2>,
-        task_gradients: &[Tensor<2>],
+        task_gradients: &[Option<Tensor<2>>],
         plan: &SubspacePlan,
         refresh_offset: u64,
         exclude: Option<&Tensor<2>>,
@@ -799,23 +1067,6 @@ impl UpdateMapper<'_> {
     }
 }
 
-/// Splits a weight's knowledge basis by where it acts: on the basis side (the bases must avoid
-/// it) or on the other side (the low-rank coordinates must).
-fn split_knowledge(
-    knowledge: Option<&KnowledgeBasis>,
-    side: Side,
-) -> (Option<&KnowledgeBasis>, Option<&KnowledgeBasis>) {
-    let basis_axis = match side {
-        Side::Rows => 0,
-        Side::Columns => 1,
-    };
-    match knowledge {
-        Some(k) if k.basis.is_some() && k.input_axis == basis_axis => (Some(k), None),
-        Some(k) if k.basis.is_some() => (None, Some(k)),
-        _ => (None, None),
-    }
-}
-
 impl ModuleMapper for UpdateMapper<'_> {
     fn enter_module(&mut self, name: &str, _container_type: &str) {
         self.path.push(name.to_string());
@@ -831,18 +1082,15 @@ impl ModuleMapper for UpdateMapper<'_> {
             return param;
         };
         let (id, tensor, param_mapper) = param.consume();
-        let gradients: Vec<Option<Tensor<D>>> = self
+        let gradients: Vec<Option<Tensor<2>>> = self
             .gradients
             .iter_mut()
-            .map(|g| g.remove::<D>(id))
+            .zip(&self.present)
+            .map(|(g, present)| g.remove::<D>(id).filter(|_| *present).map(matrix_view))
             .collect();
         let context = AutodiffContext::capture(&tensor);
         let dims = tensor.dims();
         let weight = matrix_view(tensor.inner());
-        let gradients: Vec<Tensor<2>> = gradients
-            .into_iter()
-            .map(|g| g.map_or_else(|| weight.zeros_like(), matrix_view))
-            .collect();
         let updated = match plan.treatment {
             Treatment::Adamw => self.adamw(&path, weight, gradients),
             Treatment::Projected => self.low_rank(&path, weight, gradients, plan.refresh_offset),

@@ -27,12 +27,32 @@ impl Side {
         }
     }
 
+    /// The side that carries the bases of a weight whose knowledge directions (if any) lie on
+    /// axis `knowledge_axis`: the smaller side, and on a square weight the side away from the
+    /// knowledge directions, which would otherwise take their rank from the subspaces.
+    pub fn for_weight(shape: [usize; 2], knowledge_axis: Option<usize>) -> Self {
+        match (shape[0] == shape[1], knowledge_axis) {
+            (true, Some(0)) => Side::Columns,
+            (true, Some(_)) => Side::Rows,
+            _ => Side::smaller_of(shape),
+        }
+    }
+
+    /// The axis of the weight the basis spans (0 for rows, 1 for columns).
+    pub fn axis(self) -> usize {
+        match self {
+            Side::Rows => 0,
+            Side::Columns => 1,
+        }
+    }
+
     /// Length of the side that carries the basis.
     pub fn basis_dim(self, shape: [usize; 2]) -> usize {
         shape[0].min(shape[1])
     }
 
-    /// The matrix in canonical orientation (rows ≤ cols).
+    /// The matrix in canonical orientation (basis side first: rows ≤ cols except on a square
+    /// weight).
     pub fn canonical(self, matrix: Tensor<2>) -> Tensor<2> {
         match self {
             Side::Rows => matrix,

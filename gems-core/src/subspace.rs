@@ -93,6 +93,8 @@ impl Subspace {
 pub struct SubspacePlan {
     /// Shape of the weight.
     pub weight_shape: [usize; 2],
+    /// The side of the weight that carries the bases.
+    pub side: Side,
     /// Effective shared rank (at most the smaller side minus the knowledge directions on it;
     /// 0 when those fill it and the weight cannot move).
     pub shared_rank: usize,
@@ -109,6 +111,7 @@ impl SubspacePlan {
     /// basis side, r_s ≤ min side − reserved and r_t ≤ min side − reserved − r_s.
     pub fn new(
         weight_shape: [usize; 2],
+        side: Side,
         shared_rank: usize,
         task_rank: usize,
         reserved: usize,
@@ -121,6 +124,7 @@ impl SubspacePlan {
         let shared_rank = shared_rank.min(free);
         Self {
             weight_shape,
+            side,
             shared_rank,
             task_rank: task_rank.min(free - shared_rank),
             svd,
@@ -164,19 +168,23 @@ impl WeightSubspaces {
     /// weight, null-space projected already), carrying moments over from `previous`. Every
     /// basis avoids `exclude` (the knowledge directions on the basis side, if any).
     ///
+    /// A task absent from this step (`None`: no samples, or no gradient for this weight) keeps
+    /// its subspace untouched, basis and moments, until a refresh it takes part in; on the first
+    /// refresh it gets random directions outside the shared basis and zero moments.
+    ///
     /// A basis whose decomposition fails keeps its previous value (a task basis is re-made
     /// orthogonal to a new shared basis); with no previous value, random orthonormal directions
     /// stand in until the next refresh. Failures are returned, never hidden.
     pub fn refresh(
         previous: Option<WeightSubspaces>,
         merged: &Tensor<2>,
-        task_gradients: &[Tensor<2>],
+        task_gradients: &[Option<Tensor<2>>],
         plan: &SubspacePlan,
         refresh_offset: u64,
         exclude: Option<&Tensor<2>>,
         rng: &mut ChaCha8Rng,
     ) -> (WeightSubspaces, Vec<RefreshFailure>) {
-        let side = Side::smaller_of(plan.weight_shape);
+        let side = plan.side;
         let rows = side.basis_dim(plan.weight_shape);
         let device = merged.device();
         let mut failures = Vec::new();
@@ -236,6 +244,24 @@ impl WeightSubspaces {
             for (task, (gradient, previous)) in
                 task_gradients.iter().zip(previous_tasks).enumerate()
             {
+                let Some(gradient) = gradient else {
+                    tasks.push(match previous {
+                        Some(old) => old,
+                        None => {
+                            let basis = fallback_basis(
+                                None,
+                                rows,
+                                plan.task_rank,
+                                Some(&avoided),
+                                rng,
+                                &device,
+                            )
+                            .expect("random directions always complete a basis");
+                            Subspace::fresh(Projector { basis, side }, plan.weight_shape)
+                        }
+                    });
+                    continue;
+                };
                 let residual = remove_component(side.canonical(gradient.clone()), shared_basis);
                 let computed = top_left_singular_vectors(
                     residual,
@@ -279,7 +305,8 @@ impl WeightSubspaces {
 
     /// The update of one step, shaped like the weight:
     /// `factor · (Q_s·N_s + Σ_t gate_t·Q_t·N_t)` with N the normalised Adam steps of the merged
-    /// gradient (shared subspace) and of each task's gradient (task subspaces).
+    /// gradient (shared subspace) and of each task's gradient (task subspaces). A task without
+    /// a gradient (`None`) is left out and its moments stay as they are.
     ///
     /// The scalars multiply the small coordinate blocks, which are stacked so that a single
     /// product with the concatenated bases brings everything back to full size: one full-size
@@ -287,7 +314,7 @@ impl WeightSubspaces {
     pub fn update(
         &mut self,
         merged: Tensor<2>,
-        task_gradients: Vec<Tensor<2>>,
+        task_gradients: Vec<Option<Tensor<2>>>,
         gates: &[f64],
         factor: f64,
         hyper: &AdamHyper,
@@ -297,6 +324,9 @@ impl WeightSubspaces {
         let mut bases = vec![self.shared.projector.basis.clone()];
         let mut steps = vec![shared_step.mul_scalar(factor)];
         for ((subspace, gradient), gate) in self.tasks.iter_mut().zip(task_gradients).zip(gates) {
+            let Some(gradient) = gradient else {
+                continue;
+            };
             let step = subspace.normalized_step(gradient, hyper, knowledge);
             bases.push(subspace.projector.basis.clone());
             steps.push(step.mul_scalar(factor * gate));

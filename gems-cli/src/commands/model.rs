@@ -3,11 +3,12 @@
 //! `gems model info` shows its parameters, which of them the optimizer projects, and the
 //! optimizer state each method would hold.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use clap::{Args, Subcommand};
-use gems_core::{GemsConfig, Method, Treatment};
+use gems_core::{EffectiveRanks, GemsConfig, Method, Treatment};
 use gems_models::t5::T5Config;
 use gems_models::{Backbone, ModelConfig};
 use serde::Serialize;
@@ -102,6 +103,9 @@ struct Info {
     parameters: usize,
     projected_matrices: Vec<(String, Vec<usize>)>,
     projected_parameters: usize,
+    /// The ranks each projected matrix gets under GEMS (no knowledge basis: none is computed
+    /// here; `gems train` reports them with the knowledge bases in its manifest).
+    effective_ranks: BTreeMap<String, EffectiveRanks>,
     /// Float32 bytes of optimizer state per method (knowledge bases not included).
     optimizer_state_bytes: Vec<(String, u64)>,
     /// Expected memory of training per method at the batch shape given; knowledge bases at
@@ -191,6 +195,10 @@ fn info(args: &InfoArgs) -> Result<()> {
             })
             .ok_or_else(overflow)?,
         projected_matrices: projected,
+        effective_ranks: gems
+            .effective_ranks(&model, args.tasks)
+            .into_iter()
+            .collect(),
         optimizer_state_bytes: state,
         memory: estimates,
     };
@@ -211,7 +219,11 @@ fn info(args: &InfoArgs) -> Result<()> {
         info.projected_matrices.len()
     );
     for (path, shape) in &info.projected_matrices {
-        println!("  {path:<60} {shape:?}");
+        let ranks = &info.effective_ranks[path];
+        println!(
+            "  {path:<60} {shape:?}  r_s = {}, r_t = {}",
+            ranks.shared, ranks.task
+        );
     }
     let adamw = info
         .optimizer_state_bytes

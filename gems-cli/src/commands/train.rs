@@ -1,11 +1,14 @@
 //! `gems train`: trains a model for both tasks, evaluates it and writes a run directory.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use burn::module::Module;
 use clap::Args;
+use gems_core::EffectiveRanks;
+use gems_data::Task;
 use gems_models::Backbone;
 use serde::Serialize;
 
@@ -63,6 +66,10 @@ struct Manifest<'a> {
     memory_estimate: &'a MemoryEstimate,
     /// Peak resident memory of the process in bytes (`VmHWM`), or "n/a" where not reported.
     peak_resident_bytes: serde_json::Value,
+    /// Steps skipped for a non-finite loss or gradient.
+    skipped_steps: usize,
+    /// The ranks each projected weight gets (r_s, r_t) beside its knowledge directions (k).
+    effective_ranks: BTreeMap<String, EffectiveRanks>,
 }
 
 impl TrainCommand {
@@ -250,6 +257,14 @@ pub fn train(
         steps = training::total_steps(settings, examples.len()),
         "training"
     );
+    let effective_ranks: BTreeMap<String, EffectiveRanks> = training
+        .optimizer
+        .effective_ranks(&training.model, Task::ALL.len())
+        .into_iter()
+        .collect();
+    if let Some(summary) = ranks_summary(&effective_ranks) {
+        println!("{summary}");
+    }
     INTERRUPTED.store(false, Ordering::SeqCst);
     // A second Ctrl-C during the checkpoint write kills the process the usual way.
     let _ = ctrlc::set_handler(|| {
@@ -306,6 +321,8 @@ pub fn train(
             devices: used_devices,
             memory_estimate: &memory_estimate,
             peak_resident_bytes: memory::peak_resident().map_or("n/a".into(), Into::into),
+            skipped_steps: training.progress.curves.skipped_steps.len(),
+            effective_ranks,
         },
     )?;
     println!("{}", crate::report::metrics_table(&metrics));
@@ -366,4 +383,32 @@ fn check_memory(
         memory::check_fits(&estimate, settings.batch_size, available, &alternatives)?;
     }
     Ok(estimate)
+}
+
+/// One line on the ranks the projected weights get: the range of r_s and r_t, the knowledge
+/// directions protected, and how many layers lost their task subspaces or all rank (each of
+/// which gems-core also names in a warning). `None` when nothing is projected.
+fn ranks_summary(ranks: &BTreeMap<String, EffectiveRanks>) -> Option<String> {
+    let range = |values: Vec<usize>| {
+        let (low, high) = (values.iter().min()?, values.iter().max()?);
+        Some(if low == high {
+            low.to_string()
+        } else {
+            format!("{low}–{high}")
+        })
+    };
+    let shared = range(ranks.values().map(|r| r.shared).collect())?;
+    let task = range(ranks.values().map(|r| r.task).collect())?;
+    let protected: usize = ranks.values().map(|r| r.knowledge).sum();
+    let without_tasks = ranks
+        .values()
+        .filter(|r| r.requested_task > 0 && r.task == 0 && r.shared > 0)
+        .count();
+    let frozen = ranks.values().filter(|r| r.shared == 0).count();
+    Some(format!(
+        "effective ranks over {} projected weights: r_s {shared}, r_t {task}; {protected} knowledge \
+         directions protected; {without_tasks} weight(s) without task subspaces, {frozen} without \
+         any subspace (table in manifest.json)",
+        ranks.len()
+    ))
 }

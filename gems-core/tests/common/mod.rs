@@ -184,3 +184,57 @@ pub fn seeded_gradients(model: &ToyModel, seed: u64, scale: f32) -> GradientsPar
 pub fn device() -> Device {
     Device::flex().autodiff()
 }
+
+/// Singular value decomposition by one-sided Jacobi rotations (Hestenes), written here so that
+/// the references do not depend on the crate's own linear algebra: the left singular vectors
+/// of `matrix` (`[rows, cols]`, rows ≤ cols) as the columns of a `[rows, rows]` matrix, and the
+/// singular values, both in non-increasing order.
+pub fn jacobi_svd(matrix: &Mat<f64>) -> (Mat<f64>, Vec<f64>) {
+    let (rows, cols) = (matrix.nrows(), matrix.ncols());
+    assert!(rows <= cols, "jacobi_svd expects rows ≤ cols");
+    // Rotating the columns of X = Mᵀ until they are orthogonal gives Mᵀ·V = Ũ·Σ, so M = V·Σ·Ũᵀ:
+    // the accumulated rotations V are the left singular vectors of M.
+    let mut x = matrix.transpose().to_owned();
+    let mut v = Mat::<f64>::identity(rows, rows);
+    for _sweep in 0..100 {
+        let mut rotated = false;
+        for p in 0..rows {
+            for q in p + 1..rows {
+                let (mut alpha, mut beta, mut gamma) = (0.0, 0.0, 0.0);
+                for i in 0..cols {
+                    alpha += x[(i, p)] * x[(i, p)];
+                    beta += x[(i, q)] * x[(i, q)];
+                    gamma += x[(i, p)] * x[(i, q)];
+                }
+                if gamma.abs() <= 1e-15 * (alpha * beta).sqrt() || gamma == 0.0 {
+                    continue;
+                }
+                rotated = true;
+                let zeta = (beta - alpha) / (2.0 * gamma);
+                let t = zeta.signum() / (zeta.abs() + (1.0 + zeta * zeta).sqrt());
+                let c = 1.0 / (1.0 + t * t).sqrt();
+                let s = c * t;
+                for i in 0..cols {
+                    let (xp, xq) = (x[(i, p)], x[(i, q)]);
+                    x[(i, p)] = c * xp - s * xq;
+                    x[(i, q)] = s * xp + c * xq;
+                }
+                for i in 0..rows {
+                    let (vp, vq) = (v[(i, p)], v[(i, q)]);
+                    v[(i, p)] = c * vp - s * vq;
+                    v[(i, q)] = s * vp + c * vq;
+                }
+            }
+        }
+        if !rotated {
+            break;
+        }
+    }
+    let norms: Vec<f64> = (0..rows)
+        .map(|j| (0..cols).map(|i| x[(i, j)] * x[(i, j)]).sum::<f64>().sqrt())
+        .collect();
+    let mut order: Vec<usize> = (0..rows).collect();
+    order.sort_by(|a, b| norms[*b].total_cmp(&norms[*a]));
+    let left = Mat::from_fn(rows, rows, |i, j| v[(i, order[j])]);
+    (left, order.iter().map(|&j| norms[j]).collect())
+}

@@ -1,0 +1,512 @@
+//! Faults found by reading the step (issue 9), each with the test that caught it: bias
+//! correction across refreshes, non-finite input, square weights, absent tasks, gate scale,
+//! misconfigured targets and knowledge bases, effective ranks.
+
+mod common;
+
+use burn::module::{Module, Param};
+use burn::nn::Linear;
+use burn::optim::GradientsParams;
+use burn::tensor::{Device, Tensor, TensorData};
+use common::{ToyModel, device, seeded_gradients};
+use faer::Mat;
+use gems_core::host::to_host;
+use gems_core::{
+    GateConfig, GemsConfig, GemsError, GemsOptimizer, KnowledgeBasis, Method, MomentTransfer,
+    NullSpace, SvdMethod, TaskGradients,
+};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+/// `±1/√48` patterns over 48 columns, orthonormal: all ones, then the signs of bits 0, 1, 2.
+fn sign_pattern(index: usize, column: usize) -> f64 {
+    let sign = match index {
+        0 => 1.0,
+        bit => {
+            if (column >> (bit - 1)) & 1 == 0 {
+                1.0
+            } else {
+                -1.0
+            }
+        }
+    };
+    sign / 48f64.sqrt()
+}
+
+/// A `[32, 48]` gradient Σ σ_k·e_{row_k}·v_kᵀ: singular directions the standard basis vectors
+/// `rows`, singular values `sigmas`, every coordinate entry of magnitude σ_k/√48.
+fn structured_gradient(rows: [usize; 4], sigmas: [f64; 4], device: &Device) -> Tensor<2> {
+    let matrix = Mat::from_fn(32, 48, |i, j| {
+        (0..4)
+            .filter(|&k| rows[k] == i)
+            .map(|k| sigmas[k] * sign_pattern(k, j))
+            .sum()
+    });
+    common::tensor(&matrix, device)
+}
+
+fn only_q(model: &ToyModel, gradient: Tensor<2>) -> GradientsParams {
+    let mut gradients = GradientsParams::new();
+    gradients.register(model.q.weight.id, gradient);
+    gradients
+}
+
+fn q_values(model: &ToyModel) -> Vec<f32> {
+    model
+        .q
+        .weight
+        .val()
+        .into_data()
+        .try_into_vec_as::<f32>()
+        .unwrap()
+}
+
+/// Each step's ‖ΔW_q‖ divided by its steady-state size, over five phases of T = 200 steps:
+/// the gradient keeps two directions throughout and brings two new ones at every refresh.
+fn step_sizes(transfer: MomentTransfer) -> Vec<f64> {
+    let device = device();
+    let inner = device.clone().without_autodiff();
+    let config = GemsConfig {
+        method: Method::Galore,
+        shared_rank: 4,
+        refresh_every: 200,
+        moment_transfer: transfer,
+        svd: SvdMethod::Exact,
+        diagnostics: false,
+        ..GemsConfig::default()
+    };
+    let lr = 1e-3;
+    // Every coordinate of N = m̂/√v̂ is ±1 in steady state: ‖ΔW‖ = scale·lr·√(r·n).
+    let steady = config.scale * lr * (4.0 * 48.0f64).sqrt();
+    let mut optimizer = config.init().unwrap();
+    let mut model = ToyModel::new(&device);
+    let mut sizes = Vec::new();
+    for phase in 0..5 {
+        let gradient = structured_gradient(
+            [0, 1, 2 + 2 * phase, 3 + 2 * phase],
+            [8.0, 6.0, 4.0, 3.0],
+            &inner,
+        );
+        for _ in 0..200 {
+            let before = q_values(&model);
+            let gradients = only_q(&model, gradient.clone());
+            model = optimizer.step_single(lr, model, gradients).unwrap().0;
+            let after = q_values(&model);
+            let change: f64 = before
+                .iter()
+                .zip(&after)
+                .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            sizes.push(change / steady);
+        }
+    }
+    sizes
+}
+
+/// Fault 1: with `rotate`, directions that enter the subspace at a refresh must not inherit the
+/// step count of the others (with one shared step counter, steps here grow to several times
+/// their steady size after a refresh).
+#[test]
+fn rotated_moments_keep_every_step_near_its_steady_size_across_refreshes() {
+    for transfer in [MomentTransfer::Rotate, MomentTransfer::Reset] {
+        let sizes = step_sizes(transfer);
+        let (step, worst) =
+            sizes
+                .iter()
+                .map(|s| (s - 1.0).abs())
+                .enumerate()
+                .fold(
+                    (0, 0.0f64),
+                    |best, (i, d)| if d > best.1 { (i, d) } else { best },
+                );
+        assert!(
+            worst <= 0.05,
+            "{transfer:?}: step {step} is {:.3}× its steady-state size (largest step {:.3}×)",
+            sizes[step],
+            sizes.iter().cloned().fold(0.0f64, f64::max),
+        );
+    }
+}
+
+fn two_tasks(model: &ToyModel, seed: u64) -> Vec<TaskGradients> {
+    (0..2)
+        .map(|t| TaskGradients {
+            gradients: seeded_gradients(model, seed * 2 + t, 1.0 + t as f32),
+            loss: 1.0 + t as f64,
+            samples: 3 + t as usize,
+        })
+        .collect()
+}
+
+fn state_bytes(optimizer: &GemsOptimizer, folder: &std::path::Path, name: &str) -> Vec<u8> {
+    let path = folder.join(name);
+    optimizer.save_state(&path).unwrap();
+    std::fs::read(path).unwrap()
+}
+
+/// Fault 2: a NaN or infinite gradient, or a NaN loss, is rejected before anything changes;
+/// the module comes back, and the run continues as if the step had never been offered.
+#[test]
+fn non_finite_steps_are_rejected_with_the_module_and_state_untouched() {
+    let device = device();
+    let folder = tempfile::tempdir().unwrap();
+    let config = GemsConfig {
+        method: Method::GemsNoNsp,
+        shared_rank: 6,
+        refresh_every: 2,
+        ..GemsConfig::default()
+    };
+    let clean = {
+        let mut optimizer = config.clone().init().unwrap();
+        let mut model = ToyModel::new(&device);
+        for step in 0..5 {
+            let tasks = two_tasks(&model, step);
+            model = optimizer.step(0.01, model, tasks).unwrap().0;
+        }
+        model.values()
+    };
+    let mut optimizer = config.init().unwrap();
+    let mut model = ToyModel::new(&device);
+    for step in 0..3 {
+        let tasks = two_tasks(&model, step);
+        model = optimizer.step(0.01, model, tasks).unwrap().0;
+    }
+    let values = model.values();
+    let saved = state_bytes(&optimizer, folder.path(), "before.safetensors");
+    let inner = device.clone().without_autodiff();
+    let poisoned: [Box<dyn Fn(&ToyModel) -> Vec<TaskGradients>>; 3] = [
+        Box::new(|model| {
+            let mut tasks = two_tasks(model, 3);
+            let mut values = vec![0.1f32; 32 * 48];
+            values[17] = f32::NAN;
+            let nan = Tensor::<2>::from_data(TensorData::new(values, [32, 48]), &inner);
+            tasks[1].gradients.register(model.q.weight.id, nan);
+            tasks
+        }),
+        Box::new(|model| {
+            let mut tasks = two_tasks(model, 3);
+            let infinite = Tensor::<1>::full([24], f32::INFINITY, &inner);
+            tasks[0]
+                .gradients
+                .register(model.o.bias.as_ref().unwrap().id, infinite);
+            tasks
+        }),
+        Box::new(|model| {
+            let mut tasks = two_tasks(model, 3);
+            tasks[0].loss = f64::NAN;
+            tasks
+        }),
+    ];
+    for (case, tasks) in poisoned.iter().enumerate() {
+        let tasks = tasks(&model);
+        let rejected = optimizer.step(0.01, model, tasks).unwrap_err();
+        let (returned, error) = rejected.into_parts();
+        assert!(
+            matches!(error, GemsError::NonFinite { .. }),
+            "case {case}: {error}"
+        );
+        assert_eq!(returned.values(), values, "case {case}: the module changed");
+        assert_eq!(optimizer.steps(), 3);
+        assert!(
+            state_bytes(&optimizer, folder.path(), "after.safetensors") == saved,
+            "case {case}: the optimizer's state changed"
+        );
+        model = returned;
+    }
+    for step in 3..5 {
+        let tasks = two_tasks(&model, step);
+        model = optimizer.step(0.01, model, tasks).unwrap().0;
+    }
+    assert_eq!(model.values(), clean);
+}
+
+/// A model with one square linear layer named like a T5 query.
+#[derive(Module, Debug)]
+struct SquareModel {
+    q: Linear,
+}
+
+fn square_model(device: &Device) -> SquareModel {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let weight = common::gaussian(16, 16, &mut rng);
+    SquareModel {
+        q: Linear {
+            weight: Param::from_tensor(common::tensor(&weight, device).mul_scalar(0.25)),
+            bias: None,
+        },
+    }
+}
+
+fn square_gradients(model: &SquareModel, seed: u64) -> GradientsParams {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let inner = model.q.weight.val().device().without_autodiff();
+    let mut gradients = GradientsParams::new();
+    gradients.register(
+        model.q.weight.id,
+        common::tensor(&common::gaussian(16, 16, &mut rng), &inner),
+    );
+    gradients
+}
+
+/// Fault 3: a square weight's bases go on the side away from its knowledge directions, so
+/// both layouts keep their full ranks, and the update still leaves knowledge inputs alone.
+#[test]
+fn square_weights_keep_their_ranks_in_either_layout() {
+    let device = device();
+    let inner = device.clone().without_autodiff();
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    let knowledge = common::tensor(&common::random_orthonormal(16, 10, &mut rng), &inner);
+    for input_axis in [0, 1] {
+        let mut null_space = NullSpace::new();
+        null_space.insert(
+            "q.weight",
+            KnowledgeBasis {
+                basis: Some(knowledge.clone()),
+                input_axis,
+                retained_energy: 0.99,
+            },
+        );
+        let config = GemsConfig {
+            shared_rank: 4,
+            task_rank: Some(2),
+            ..GemsConfig::default()
+        };
+        let mut optimizer = config.init().unwrap().with_null_space(null_space);
+        let model = square_model(&device);
+        let ranks = optimizer.effective_ranks(&model, 2);
+        assert_eq!(ranks.len(), 1);
+        let (path, ranks) = &ranks[0];
+        assert_eq!(path, "q.weight");
+        assert_eq!(
+            (ranks.shared, ranks.task, ranks.knowledge),
+            (4, 2, 10),
+            "input axis {input_axis}"
+        );
+        assert!(!ranks.knowledge_on_basis_side && ranks.warning().is_none());
+
+        let start = model.q.weight.val().inner();
+        let mut model = model;
+        for step in 0..4 {
+            let tasks = (0..2)
+                .map(|t| TaskGradients {
+                    gradients: square_gradients(&model, 10 * step + t),
+                    loss: 1.0,
+                    samples: 2,
+                })
+                .collect();
+            model = optimizer.step(0.05, model, tasks).unwrap().0;
+        }
+        let subspaces = optimizer.subspaces("q.weight").unwrap();
+        assert_eq!(subspaces.shared.projector.rank(), 4);
+        assert!(subspaces.tasks.iter().all(|t| t.projector.rank() == 2));
+        let change = model.q.weight.val().inner() - start;
+        let oriented = if input_axis == 0 {
+            change
+        } else {
+            change.transpose()
+        };
+        let leak = to_host(knowledge.clone().transpose().matmul(oriented.clone())).norm_l2()
+            / to_host(oriented).norm_l2();
+        assert!(leak <= 1e-4, "input axis {input_axis}: leak {leak:e}");
+    }
+}
+
+/// The data of every tensor of one task subspace, and its step count.
+fn task_state(optimizer: &GemsOptimizer, path: &str, task: usize) -> (Vec<TensorData>, u64) {
+    let subspace = &optimizer.subspaces(path).unwrap().tasks[task];
+    let moments = &subspace.moments;
+    (
+        [
+            &subspace.projector.basis,
+            &moments.first,
+            &moments.second,
+            &moments.first_mass,
+            &moments.second_mass,
+        ]
+        .iter()
+        .map(|t| t.to_data())
+        .collect(),
+        moments.steps,
+    )
+}
+
+/// Fault 5: a task with no samples leaves its subspaces untouched, even through a refresh,
+/// and the gate goes wholly to the task present; a task without a gradient for one weight
+/// (a per-task head) leaves that weight's subspace untouched and causes no failed refresh.
+#[test]
+fn absent_tasks_leave_their_subspaces_untouched() {
+    let device = device();
+    let config = GemsConfig {
+        method: Method::GemsNoNsp,
+        shared_rank: 6,
+        task_rank: Some(3),
+        refresh_every: 3,
+        ..GemsConfig::default()
+    };
+    let mut optimizer = config.init().unwrap();
+    let mut model = ToyModel::new(&device);
+    for step in 0..3 {
+        let tasks = two_tasks(&model, step);
+        model = optimizer.step(0.01, model, tasks).unwrap().0;
+    }
+    let before = ["q.weight", "o.weight"].map(|p| task_state(&optimizer, p, 1));
+    // Step 3 refreshes every basis; task 1 has no samples.
+    let tasks = vec![
+        TaskGradients {
+            gradients: seeded_gradients(&model, 50, 1.0),
+            loss: 1.0,
+            samples: 4,
+        },
+        TaskGradients {
+            gradients: GradientsParams::new(),
+            loss: f64::NAN, // a mean over no tokens
+            samples: 0,
+        },
+    ];
+    let (next, report) = optimizer.step(0.01, model, tasks).unwrap();
+    model = next;
+    assert_eq!(report.refreshed, 2);
+    assert!(
+        report.failed_refreshes.is_empty(),
+        "{:?}",
+        report.failed_refreshes
+    );
+    assert_eq!(report.gate, vec![1.0, 0.0]);
+    let after = ["q.weight", "o.weight"].map(|p| task_state(&optimizer, p, 1));
+    assert_eq!(before, after);
+
+    // Per-task heads: task 1 has a gradient for `q` only, through the refresh at step 6.
+    let heads = |model: &ToyModel, seed: u64| {
+        let mut tasks = two_tasks(model, seed);
+        tasks[1].gradients.remove::<2>(model.o.weight.id);
+        tasks[1]
+            .gradients
+            .remove::<1>(model.o.bias.as_ref().unwrap().id);
+        tasks
+    };
+    let o_before = task_state(&optimizer, "o.weight", 1);
+    let q_before = task_state(&optimizer, "q.weight", 1);
+    for step in 4..8 {
+        let tasks = heads(&model, step);
+        let (next, report) = optimizer.step(0.01, model, tasks).unwrap();
+        model = next;
+        assert!(
+            report.failed_refreshes.is_empty(),
+            "{:?}",
+            report.failed_refreshes
+        );
+    }
+    assert_eq!(task_state(&optimizer, "o.weight", 1), o_before);
+    assert_ne!(task_state(&optimizer, "q.weight", 1).1, q_before.1);
+}
+
+/// Fault 6: the adaptive gate is normalised whatever the scale of α, β, γ.
+#[test]
+fn gate_values_sum_to_one_whatever_the_weights() {
+    let device = device();
+    let config = GemsConfig {
+        method: Method::GemsNoNsp,
+        gate: GateConfig::Adaptive {
+            loss_weight: 1.0,
+            grad_norm_weight: 1.0,
+            sample_weight: 1.0,
+        },
+        ..GemsConfig::default()
+    };
+    let mut optimizer = config.init().unwrap();
+    let model = ToyModel::new(&device);
+    let tasks = two_tasks(&model, 0);
+    let (_, report) = optimizer.step(0.01, model, tasks).unwrap();
+    let total: f64 = report.gate.iter().sum();
+    assert!((total - 1.0).abs() < 1e-12, "{:?}", report.gate);
+}
+
+/// Fault 7: target modules that select nothing, and knowledge bases of weights that are not
+/// projected, are errors that hand the module back, not a silent fallback to AdamW.
+#[test]
+fn misconfigured_targets_and_knowledge_bases_are_errors() {
+    let device = device();
+    let model = ToyModel::new(&device);
+    let mut nothing = GemsConfig {
+        method: Method::Galore,
+        target_modules: vec!["query".into()],
+        ..GemsConfig::default()
+    }
+    .init()
+    .unwrap();
+    let gradients = seeded_gradients(&model, 0, 1.0);
+    let (model, error) = nothing
+        .step_single(0.01, model, gradients)
+        .unwrap_err()
+        .into_parts();
+    assert!(
+        matches!(error, GemsError::InvalidConfig(_)) && error.to_string().contains("query"),
+        "{error}"
+    );
+
+    let inner = device.clone().without_autodiff();
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let mut basis = |rows: usize| KnowledgeBasis {
+        basis: Some(common::tensor(
+            &common::random_orthonormal(rows, 2, &mut rng),
+            &inner,
+        )),
+        input_axis: 0,
+        retained_energy: 0.9,
+    };
+    let mut null_space = NullSpace::new();
+    null_space.insert("q.weight", basis(32));
+    null_space.insert("o.weight", basis(48));
+    null_space.insert("k.weight", basis(32));
+    let mut stray = GemsConfig::new()
+        .init()
+        .unwrap()
+        .with_null_space(null_space);
+    let gradients = seeded_gradients(&model, 0, 1.0);
+    let error = stray
+        .step_single(0.01, model, gradients)
+        .map_err(GemsError::from)
+        .unwrap_err();
+    assert!(error.to_string().contains("k.weight"), "{error}");
+    assert_eq!(stray.steps(), 0);
+}
+
+/// Fault 4: the effective ranks of each projected weight, with a warning when its knowledge
+/// basis takes its task subspaces or all of its rank.
+#[test]
+fn effective_ranks_report_what_the_knowledge_basis_leaves() {
+    let device = device();
+    let inner = device.clone().without_autodiff();
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let config = GemsConfig {
+        shared_rank: 8,
+        task_rank: Some(4),
+        ..GemsConfig::default()
+    };
+    let model = ToyModel::new(&device);
+    // q is [32, 48]: its bases span the 32 inputs, where the knowledge directions lie.
+    for (k, expected, warns) in [(10, (8, 4), false), (26, (6, 0), true), (32, (0, 0), true)] {
+        let mut null_space = NullSpace::new();
+        null_space.insert(
+            "q.weight",
+            KnowledgeBasis {
+                basis: Some(common::tensor(
+                    &common::random_orthonormal(32, k, &mut rng),
+                    &inner,
+                )),
+                input_axis: 0,
+                retained_energy: 0.99,
+            },
+        );
+        let optimizer = config.clone().init().unwrap().with_null_space(null_space);
+        let ranks = optimizer.effective_ranks(&model, 2);
+        let q = &ranks.iter().find(|(p, _)| p == "q.weight").unwrap().1;
+        assert_eq!((q.shared, q.task, q.knowledge), (expected.0, expected.1, k));
+        assert!(q.knowledge_on_basis_side);
+        assert_eq!(q.warning().is_some(), warns, "k = {k}: {:?}", q.warning());
+        // o has no knowledge basis here: full ranks, no warning.
+        let o = &ranks.iter().find(|(p, _)| p == "o.weight").unwrap().1;
+        assert_eq!((o.shared, o.task, o.knowledge), (8, 4, 0));
+    }
+}
