@@ -93,7 +93,8 @@ fn knowledge_bases_are_cached_by_model_corpus_and_energy() {
         flags.extend_from_slice(extra);
         let out = folder.path().join(name);
         let (stdout, stderr) = succeed(&out, &flags);
-        (out, stdout, stderr)
+        // The knowledge bases' messages go to stderr (stdout may carry JSON); read both.
+        (out, format!("{stdout}{stderr}"), stderr)
     };
 
     let (first, printed, _) = run("first", &[]);
@@ -161,8 +162,12 @@ fn knowledge_bases_are_cached_by_model_corpus_and_energy() {
 
     // Off: nothing read, nothing written.
     let out = folder.path().join("off");
-    let (printed, _) = succeed(&out, &["--no-knowledge-cache"]);
-    assert!(!printed.contains(FROM_CACHE), "{printed}");
+    let (stdout, stderr) = succeed(&out, &["--no-knowledge-cache"]);
+    let printed = format!("{stdout}{stderr}");
+    assert!(
+        printed.contains(COMPUTED) && !printed.contains(FROM_CACHE),
+        "{printed}"
+    );
     assert_eq!(cached_files(&cache).len(), 3);
 }
 

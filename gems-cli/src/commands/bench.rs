@@ -502,7 +502,12 @@ fn bench_train(args: &TrainBenchArgs) -> Result<()> {
         let mut taken = 0;
         while steady.len() < args.steps || (low_rank && refreshes.is_empty()) {
             let start = Instant::now();
-            let report = training.step(&window, total)?;
+            let report = training.step(&window, total)?.ok_or_else(|| {
+                CliError::Settings(
+                    "a step had a non-finite loss or gradient; the figures would be meaningless"
+                        .into(),
+                )
+            })?;
             device
                 .sync()
                 .map_err(|e| CliError::Settings(format!("the device failed: {e:?}")))?;

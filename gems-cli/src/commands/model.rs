@@ -162,6 +162,17 @@ fn info(args: &InfoArgs) -> Result<()> {
             sum.checked_add((s[0] as u64).checked_mul(s[0] as u64)?.checked_mul(4)?)
         })
         .ok_or_else(overflow)?;
+    // Every estimate below counts in 64 bits: refuse sizes whose LoRA adapters (the largest
+    // rank-proportional state) or optimizer state would overflow that.
+    let shapes: Vec<[usize; 2]> = projected.iter().map(|(_, s)| [s[0], s[1]]).collect();
+    crate::memory::lora_bytes(shared_rank, &shapes).ok_or_else(overflow)?;
+    for method in Method::ALL {
+        optimizer(method)?
+            .plan(&model, args.tasks)
+            .iter()
+            .try_fold(0u64, |sum, p| sum.checked_add(p.state_bytes as u64))
+            .ok_or_else(overflow)?;
+    }
     let batch = BatchShape {
         batch_size: args.batch_size,
         prompt_tokens: args.prompt_tokens,

@@ -21,7 +21,6 @@ use crate::memory::{self, BatchShape, MemoryEstimate};
 use crate::run_dir::{self, RunDir};
 use crate::settings::{TrainArgs, TrainMethod, TrainSettings};
 use crate::training::{self, INTERRUPTED, Progress, Training};
-use gems_data::Task;
 use gems_data::batch::EncodedExample;
 
 /// Arguments of `gems train`.
