@@ -268,6 +268,11 @@ impl DataParallel {
                 shares.len()
             )));
         }
+        if shares.len() == 1 {
+            // Nothing to sum: the one share keeps its own form (the rows themselves while they
+            // are fewer than the inputs), so one replica builds exactly the plain bases.
+            return Ok(shares);
+        }
         let mut paths: Vec<String> = shares.iter().flat_map(|s| s.paths().cloned()).collect();
         paths.sort();
         paths.dedup();
