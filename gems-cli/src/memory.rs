@@ -110,16 +110,22 @@ pub fn estimate(
         // frozen; AdamW moments on everything trained.
         TrainMethod::Lora => {
             let rank = optimizer.config().shared_rank;
-            let (mut trainable, mut adapters) = (0, 0);
+            // Rows of every trained matrix view (leading axes folded into rows): AdamW keeps two
+            // bias-correction masses per row beside its two moments.
+            let (mut trainable, mut adapters, mut rows) = (0, 0, 0);
             for p in trained {
                 if optimizer.is_target(&p.path, &p.shape) {
                     adapters += (rank * (p.shape[0] + p.shape[1])) as u64;
+                    rows += (p.shape[0] + rank) as u64; // A: [d_in, r], B: [r, d_out]
                 } else {
                     trainable += p.shape.iter().product::<usize>() as u64;
+                    rows += p.shape[..p.shape.len().saturating_sub(1)]
+                        .iter()
+                        .product::<usize>() as u64;
                 }
             }
             trainable += adapters;
-            (trainable, adapters, 2 * FLOAT * trainable)
+            (trainable, adapters, 2 * FLOAT * (trainable + rows))
         }
     };
     MemoryEstimate {

@@ -223,7 +223,12 @@ impl GemsOptimizer {
                 let treatment = self.treatment(&path, &shape);
                 let (state_bytes, ranks) = match treatment {
                     Treatment::Frozen => (0, None),
-                    Treatment::Adamw => (8 * shape.iter().product::<usize>(), None),
+                    Treatment::Adamw => {
+                        // Two moments, and the two bias-correction masses of each row of the
+                        // parameter's matrix view (leading axes folded into rows).
+                        let rows: usize = shape[..shape.len().saturating_sub(1)].iter().product();
+                        (8 * shape.iter().product::<usize>() + 8 * rows, None)
+                    }
                     Treatment::Projected => {
                         let subspace_tasks = if self.has_task_subspaces(tasks) {
                             tasks

@@ -136,7 +136,8 @@ impl SubspacePlan {
     pub fn state_bytes(&self, tasks: usize) -> usize {
         let side = self.weight_shape[0].min(self.weight_shape[1]);
         let larger = self.weight_shape[0].max(self.weight_shape[1]);
-        let per_rank = side + 2 * larger; // basis column + two moment rows
+        // basis column + two moment rows + the two bias-correction masses of those rows
+        let per_rank = side + 2 * larger + 2;
         4 * per_rank * (self.shared_rank + tasks * self.task_rank)
     }
 }
