@@ -25,15 +25,18 @@ impl LinearInputObserver for CovarianceObserver<'_> {
 }
 
 /// Knowledge bases of every attention and MLP weight of `backbone` from the general corpus
-/// (the embedded default when `files` is empty), held-out paragraphs excluded.
+/// (the embedded default when `files` is empty; at most `token_budget` tokens), held-out
+/// paragraphs excluded.
 pub fn collect(
     backbone: &Backbone,
     experiment: &Experiment,
     files: &[std::path::PathBuf],
+    token_budget: Option<usize>,
     selection: &KnowledgeSelection,
     device: &Device,
 ) -> Result<NullSpace> {
-    let (paragraphs, _held_out) = general_corpus::split_held_out(general_corpus::load(files)?);
+    let (paragraphs, _held_out) =
+        general_corpus::split_held_out(general_corpus::load(files, token_budget)?);
     let examples = general_corpus::lm_examples(experiment, &paragraphs, MAX_TOKENS)?;
     let frozen = backbone.valid();
     let inference = device.clone().without_autodiff();

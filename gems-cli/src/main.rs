@@ -1,10 +1,12 @@
 //! `gems`: the command line of gems-rs.
 
 mod commands;
+mod comparison;
 mod error;
 mod evaluation;
 mod experiment;
 mod general_corpus;
+mod hub;
 mod item_embeddings;
 mod knowledge;
 mod plots;
@@ -13,7 +15,9 @@ mod report;
 mod run_dir;
 mod schedule;
 mod settings;
+mod statistics;
 mod training;
+mod tuning;
 
 use std::process::ExitCode;
 
