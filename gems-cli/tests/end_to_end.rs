@@ -530,6 +530,11 @@ fn a_tuned_comparison_chooses_on_validation_and_resumes_where_it_stopped() {
     assert_eq!(report["seeds"], serde_json::json!([42, 43]));
     assert!(out.join("tuning.svg").is_file());
     assert!(printed.contains(" ± "), "{printed}");
+    // With two grid points every choice is at an edge of the grid, which the notes say.
+    assert!(
+        printed.contains("Chosen learning rate at the edge of its grid for gems, adamw"),
+        "{printed}"
+    );
     let methods = report["methods"].as_array().unwrap();
     let run_metrics = |path: &serde_json::Value| {
         read_json(&PathBuf::from(path.as_str().unwrap()).join("metrics.json"))

@@ -589,6 +589,20 @@ impl CompareCommand {
                 if plan.ranks.len() > 1 { " × the rank grid" } else { "" },
                 if plan.scales.len() > 1 { " × the scale grid" } else { "" },
             ));
+            let edges = [plan.learning_rates.first(), plan.learning_rates.last()];
+            let at_edge: Vec<&str> = results
+                .iter()
+                .filter(|r| {
+                    plan.learning_rates.len() > 1 && edges.contains(&Some(&r.chosen.learning_rate))
+                })
+                .map(|r| r.method.name())
+                .collect();
+            if !at_edge.is_empty() {
+                notes.push(format!(
+                    "Chosen learning rate at the edge of its grid for {}: the best may lie beyond it; widen --lr-grid.",
+                    at_edge.join(", ")
+                ));
+            }
         } else {
             notes.push(
                 "Untuned: each method at the learning rate named in its row; `gems compare --tune` tunes each method on validation.".into(),
