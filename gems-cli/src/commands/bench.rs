@@ -464,6 +464,7 @@ fn bench_train(args: &TrainBenchArgs) -> Result<()> {
                 &model,
                 &experiment,
                 &settings.general_corpus,
+                settings.general_corpus_tokens,
                 &settings.optimizer_config(d_model).knowledge,
                 None, // no cache: the bench measures the set-up itself
                 &device,
@@ -478,7 +479,7 @@ fn bench_train(args: &TrainBenchArgs) -> Result<()> {
                 &optimizer,
                 settings.shared_rank(d_model),
                 settings.scale,
-            ),
+            )?,
             TrainMethod::Optimizer(_) => model,
         };
         let mut training = Training {
