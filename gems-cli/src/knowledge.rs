@@ -113,7 +113,7 @@ pub fn collect_on(
             .collect();
         match loaded {
             Ok(null_spaces) => {
-                println!(
+                eprintln!(
                     "knowledge bases: read from the cache {} in {:.1} s",
                     file.display(),
                     started.elapsed().as_secs_f64()
@@ -151,7 +151,7 @@ pub fn collect_on(
         .collect::<std::result::Result<Vec<_>, _>>()?;
     bar.finish_and_clear();
     let kept: usize = null_spaces[0].iter().map(|(_, basis)| basis.rank()).sum();
-    println!(
+    eprintln!(
         "knowledge bases: {kept} protected input directions over {} weights from {} paragraphs, computed in {:.1} s",
         null_spaces[0].len(),
         examples.len(),

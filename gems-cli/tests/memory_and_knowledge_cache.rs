@@ -92,8 +92,10 @@ fn knowledge_bases_are_cached_by_model_corpus_and_energy() {
         let mut flags = cache_flag.to_vec();
         flags.extend_from_slice(extra);
         let out = folder.path().join(name);
-        let (stdout, stderr) = succeed(&out, &flags);
-        (out, stdout, stderr)
+        // The knowledge status lines go to standard error (standard output carries
+        // machine-readable output such as `gems bench --json`).
+        let (_stdout, stderr) = succeed(&out, &flags);
+        (out, stderr.clone(), stderr)
     };
 
     let (first, printed, _) = run("first", &[]);
@@ -161,7 +163,7 @@ fn knowledge_bases_are_cached_by_model_corpus_and_energy() {
 
     // Off: nothing read, nothing written.
     let out = folder.path().join("off");
-    let (printed, _) = succeed(&out, &["--no-knowledge-cache"]);
+    let (_, printed) = succeed(&out, &["--no-knowledge-cache"]);
     assert!(!printed.contains(FROM_CACHE), "{printed}");
     assert_eq!(cached_files(&cache).len(), 3);
 }
