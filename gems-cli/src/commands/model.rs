@@ -161,6 +161,13 @@ fn info(args: &InfoArgs) -> Result<()> {
             sum.checked_add((s[0] as u64).checked_mul(s[0] as u64)?.checked_mul(4)?)
         })
         .ok_or_else(overflow)?;
+    // LoRA adapters grow with the rank unclamped: refuse a rank whose bytes overflow.
+    let adapted: Vec<[usize; 2]> = projected
+        .iter()
+        .filter(|(_, s)| s.len() == 2)
+        .map(|(_, s)| [s[0], s[1]])
+        .collect();
+    memory::lora_bytes(shared_rank, &adapted).ok_or_else(overflow)?;
     let batch = BatchShape {
         batch_size: args.batch_size,
         prompt_tokens: args.prompt_tokens,
