@@ -124,6 +124,7 @@ pub fn optimizers(
             model,
             experiment,
             &settings.general_corpus,
+            settings.general_corpus_tokens,
             &settings.optimizer_config(d_model).knowledge,
             knowledge::cache_directory(settings).as_deref(),
             parallel,

@@ -35,6 +35,14 @@ pub enum CliError {
     /// Data failed to load, convert or validate.
     #[error(transparent)]
     Data(#[from] gems_data::DataError),
+    /// A Hugging Face Hub model could not be resolved.
+    #[error("{repo}: {message}")]
+    Hub {
+        /// The repository id.
+        repo: String,
+        /// What went wrong and what to do.
+        message: String,
+    },
     /// The run was interrupted (Ctrl-C) after saving a checkpoint.
     #[error("interrupted; a checkpoint was saved in {0} (continue with --resume)")]
     Interrupted(PathBuf),

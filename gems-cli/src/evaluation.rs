@@ -1,7 +1,7 @@
 //! Ranking with trie-constrained beam search and the metrics of both protocols.
 
 use gems_data::baselines::{Bm25Parameters, Bm25Ranker, PopularityRanker, evaluate_ranker};
-use gems_data::metrics::{DEFAULT_CUTOFFS, MetricsAccumulator};
+use gems_data::metrics::{DEFAULT_CUTOFFS, MetricsAccumulator, RequestMetrics, evaluate_ranking};
 use gems_data::{ItemId, MetricsReport, Protocol, Request, Task};
 use gems_models::{Backbone, PrefixTrie, Tries, constrained_beam_search};
 use serde::{Deserialize, Serialize};
@@ -32,7 +32,24 @@ pub struct RunMetrics {
     /// Fixed negatives per request of the sampled protocol (from the dataset's manifest).
     #[serde(default)]
     pub sampled_negatives: Option<usize>,
+    /// NDCG@10 of every test request, for paired significance tests between runs.
+    #[serde(default)]
+    pub per_request: RequestNdcg,
 }
+
+/// NDCG@10 of each request of a split, in the split's order, under both protocols.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RequestNdcg {
+    /// The task of each request.
+    pub tasks: Vec<Task>,
+    /// NDCG@10 under the sampled protocol.
+    pub sampled: Vec<f64>,
+    /// NDCG@10 over the whole catalogue.
+    pub full_ranking: Vec<f64>,
+}
+
+/// The cut-off of the per-request values and of model selection.
+pub const SELECTION_CUTOFF: usize = 10;
 
 impl<'a> Evaluation<'a> {
     /// Rankings of `beam_width` items.
@@ -85,6 +102,24 @@ impl<'a> Evaluation<'a> {
         Ok(rankings)
     }
 
+    /// Recall, NDCG and MRR at 5, 10 and 20 of each request, in order.
+    pub fn request_metrics(
+        &self,
+        model: &Backbone,
+        requests: &[Request],
+        protocol: Protocol,
+    ) -> Result<Vec<RequestMetrics>> {
+        let rankings = self.rank(model, requests, protocol)?;
+        Ok(requests
+            .iter()
+            .zip(rankings)
+            .map(|(request, ranking)| {
+                let items: Vec<ItemId> = ranking.into_iter().map(|(item, _)| item).collect();
+                evaluate_ranking(&items, &request.targets, &DEFAULT_CUTOFFS)
+            })
+            .collect())
+    }
+
     /// Recall, NDCG and MRR at 5, 10 and 20 for every task of `requests`.
     pub fn ranking_metrics(
         &self,
@@ -93,26 +128,50 @@ impl<'a> Evaluation<'a> {
         protocol: Protocol,
         name: &str,
     ) -> Result<MetricsReport> {
-        let rankings = self.rank(model, requests, protocol)?;
-        let mut accumulator = MetricsAccumulator::new(&DEFAULT_CUTOFFS);
-        for (request, ranking) in requests.iter().zip(rankings) {
-            let items: Vec<ItemId> = ranking.into_iter().map(|(item, _)| item).collect();
-            accumulator.add_ranking(request.task, &items, &request.targets);
-        }
-        Ok(accumulator.finish(name, protocol))
+        let per_request = self.request_metrics(model, requests, protocol)?;
+        Ok(average(requests, &per_request, name, protocol))
     }
 
-    /// Test metrics of `model` under both protocols, with the model-free floors.
+    /// Test metrics of `model` under both protocols, with the model-free floors and the
+    /// per-request NDCG@10.
     pub fn test_metrics(&self, model: &Backbone, name: &str) -> Result<RunMetrics> {
         let test = &self.experiment.dataset.test;
+        let sampled = self.request_metrics(model, test, Protocol::Sampled)?;
+        let full_ranking = self.request_metrics(model, test, Protocol::FullRanking)?;
+        let at_selection_cutoff = |metrics: &[RequestMetrics]| -> Vec<f64> {
+            let index = DEFAULT_CUTOFFS
+                .iter()
+                .position(|k| *k == SELECTION_CUTOFF)
+                .expect("the default cut-offs include the selection cut-off");
+            metrics.iter().map(|m| m.ndcg[index]).collect()
+        };
         Ok(RunMetrics {
-            sampled: self.ranking_metrics(model, test, Protocol::Sampled, name)?,
-            full_ranking: self.ranking_metrics(model, test, Protocol::FullRanking, name)?,
+            sampled: average(test, &sampled, name, Protocol::Sampled),
+            full_ranking: average(test, &full_ranking, name, Protocol::FullRanking),
             floor_sampled: floor(self.experiment, Protocol::Sampled),
             floor_full_ranking: floor(self.experiment, Protocol::FullRanking),
             sampled_negatives: self.experiment.negatives_per_request(),
+            per_request: RequestNdcg {
+                tasks: test.iter().map(|r| r.task).collect(),
+                sampled: at_selection_cutoff(&sampled),
+                full_ranking: at_selection_cutoff(&full_ranking),
+            },
         })
     }
+}
+
+/// The per-task averages of per-request metrics.
+fn average(
+    requests: &[Request],
+    per_request: &[RequestMetrics],
+    name: &str,
+    protocol: Protocol,
+) -> MetricsReport {
+    let mut accumulator = MetricsAccumulator::new(&DEFAULT_CUTOFFS);
+    for (request, metrics) in requests.iter().zip(per_request) {
+        accumulator.add(request.task, metrics);
+    }
+    accumulator.finish(name, protocol)
 }
 
 /// Popularity (both tasks) and BM25 (search) on the test split.

@@ -77,7 +77,10 @@ impl Experiment {
             }
             None => {
                 let mut corpus = tokenizer_corpus(&dataset.items, &dataset.train, &templates);
-                corpus.extend(general_corpus::load(&settings.general_corpus)?);
+                corpus.extend(general_corpus::load(
+                    &settings.general_corpus,
+                    settings.general_corpus_tokens,
+                )?);
                 train_word_level(&corpus, &identifiers, WordLevelOptions::default())?
             }
         };

@@ -51,18 +51,27 @@ pub fn cache_directory(settings: &TrainSettings) -> Option<PathBuf> {
 }
 
 /// Knowledge bases of every attention and MLP weight of `backbone` from the general corpus
-/// (the embedded default when `files` is empty), held-out paragraphs excluded; read from and
-/// written to `cache` when given.
+/// (the embedded default when `files` is empty; at most `token_budget` tokens), held-out
+/// paragraphs excluded; read from and written to `cache` when given.
 pub fn collect(
     backbone: &Backbone,
     experiment: &Experiment,
     files: &[PathBuf],
+    token_budget: Option<usize>,
     selection: &KnowledgeSelection,
     cache: Option<&Path>,
     device: &Device,
 ) -> Result<NullSpace> {
     let parallel = DataParallel::new(vec![device.clone()], Exchange::DeviceCopy)?;
-    let mut null_spaces = collect_on(backbone, experiment, files, selection, cache, &parallel)?;
+    let mut null_spaces = collect_on(
+        backbone,
+        experiment,
+        files,
+        token_budget,
+        selection,
+        cache,
+        &parallel,
+    )?;
     Ok(null_spaces.remove(0))
 }
 
@@ -75,12 +84,14 @@ pub fn collect_on(
     backbone: &Backbone,
     experiment: &Experiment,
     files: &[PathBuf],
+    token_budget: Option<usize>,
     selection: &KnowledgeSelection,
     cache: Option<&Path>,
     parallel: &DataParallel,
 ) -> Result<Vec<NullSpace>> {
     let started = Instant::now();
-    let (paragraphs, _held_out) = general_corpus::split_held_out(general_corpus::load(files)?);
+    let (paragraphs, _held_out) =
+        general_corpus::split_held_out(general_corpus::load(files, token_budget)?);
     let examples = experiment.lm_examples(&paragraphs, MAX_TOKENS)?;
     let frozen = backbone.valid();
     let inference: Vec<Device> = parallel

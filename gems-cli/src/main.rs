@@ -1,11 +1,13 @@
 //! `gems`: the command line of gems-rs.
 
 mod commands;
+mod comparison;
 mod distributed;
 mod error;
 mod evaluation;
 mod experiment;
 mod general_corpus;
+mod hub;
 mod item_embeddings;
 mod knowledge;
 mod memory;
@@ -16,7 +18,9 @@ mod run_dir;
 mod saved_run;
 mod schedule;
 mod settings;
+mod statistics;
 mod training;
+mod tuning;
 
 use std::process::ExitCode;
 

@@ -16,6 +16,18 @@ pub fn bar(total: u64, what: &str) -> ProgressBar {
     bar
 }
 
+/// A bar of a download of `total` bytes (a spinner when the size is unknown).
+pub fn download_bar(total: Option<u64>, what: &str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(total, target());
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{what} {{bar:30}} {{bytes}}/{{total_bytes}} [{{bytes_per_sec}}, {{eta}}]"
+        ))
+        .expect("the template is valid"),
+    );
+    bar
+}
+
 fn target() -> ProgressDrawTarget {
     if std::io::stderr().is_terminal() {
         ProgressDrawTarget::stderr()

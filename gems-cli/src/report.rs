@@ -10,6 +10,52 @@ use crate::plots::{Series, line_chart};
 use crate::run_dir::{self, RunDir};
 use crate::training::Curves;
 
+/// One column of the paper's layout: a task, Recall (`true`) or NDCG, and a cut-off.
+pub type Column = (Task, bool, usize);
+
+/// The columns of the paper's layout: Recall then NDCG at every cut-off, for search, then rec.
+pub fn columns(cutoffs: &[usize]) -> Vec<Column> {
+    let mut all = Vec::new();
+    for task in Task::ALL {
+        for recall in [true, false] {
+            for k in cutoffs {
+                all.push((task, recall, *k));
+            }
+        }
+    }
+    all
+}
+
+/// The value of `report` in `column`, if evaluated.
+pub fn cell(report: &MetricsReport, (task, recall, k): Column) -> Option<f64> {
+    if recall {
+        report.recall(task, k)
+    } else {
+        report.ndcg(task, k)
+    }
+}
+
+/// A Markdown table of the paper's layout with the given rows: a name and one text per column
+/// of [`columns`].
+pub fn markdown_table(title: &str, cutoffs: &[usize], rows: &[(String, Vec<String>)]) -> String {
+    let mut table = format!("{title}\n\n| method |");
+    let mut rule = String::from("|---|");
+    for (task, recall, k) in columns(cutoffs) {
+        let metric = if recall { "R" } else { "N" };
+        let _ = write!(table, " {} {metric}@{k} |", task.as_str());
+        rule.push_str("---:|");
+    }
+    let _ = write!(table, "\n{rule}\n");
+    for (name, cells) in rows {
+        let _ = write!(table, "| {name} |");
+        for text in cells {
+            let _ = write!(table, " {text} |");
+        }
+        table.push('\n');
+    }
+    table
+}
+
 /// A Markdown table in the paper's layout: one row per model or baseline, Recall and NDCG at
 /// every cut-off for search, then for rec.
 pub fn comparison_table(title: &str, reports: &[&MetricsReport]) -> String {
@@ -17,39 +63,19 @@ pub fn comparison_table(title: &str, reports: &[&MetricsReport]) -> String {
         .first()
         .map(|r| r.cutoffs.clone())
         .unwrap_or_default();
-    let mut table = format!("{title}\n\n| method |");
-    let mut rule = String::from("|---|");
-    for task in Task::ALL {
-        for metric in ["R", "N"] {
-            for k in &cutoffs {
-                let _ = write!(table, " {} {metric}@{k} |", task.as_str());
-                rule.push_str("---:|");
-            }
-        }
-    }
-    let _ = write!(table, "\n{rule}\n");
-    for report in reports {
-        let _ = write!(table, "| {} |", report.name);
-        for task in Task::ALL {
-            for recall in [true, false] {
-                for k in &cutoffs {
-                    let value = if recall {
-                        report.recall(task, *k)
-                    } else {
-                        report.ndcg(task, *k)
-                    };
-                    match value {
-                        Some(value) => {
-                            let _ = write!(table, " {value:.4} |");
-                        }
-                        None => table.push_str(" — |"),
-                    }
-                }
-            }
-        }
-        table.push('\n');
-    }
-    table
+    let rows: Vec<(String, Vec<String>)> = reports
+        .iter()
+        .map(|report| {
+            let cells = columns(&cutoffs)
+                .into_iter()
+                .map(|column| {
+                    cell(report, column).map_or_else(|| "—".to_string(), |v| format!("{v:.4}"))
+                })
+                .collect();
+            (report.name.clone(), cells)
+        })
+        .collect();
+    markdown_table(title, &cutoffs, &rows)
 }
 
 /// The candidates of the sampled protocol, for table titles: `target + N negatives`, N from the

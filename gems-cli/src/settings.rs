@@ -116,7 +116,8 @@ pub struct TrainSettings {
     pub data: String,
     /// Backbone family (`t5` or `qwen2`).
     pub model: ModelKind,
-    /// Hugging Face model directory with pre-trained weights and tokenizer.
+    /// Hugging Face model directory with pre-trained weights and tokenizer (a Hub id given on
+    /// the command line is stored as its local snapshot).
     pub model_dir: Option<PathBuf>,
     /// HF `config.json` of a model trained from scratch.
     pub model_config: Option<PathBuf>,
@@ -143,6 +144,8 @@ pub struct TrainSettings {
     /// Text files of general-domain text for the null-space statistics (default: a short
     /// embedded English corpus).
     pub general_corpus: Vec<PathBuf>,
+    /// Tokens (whitespace-separated words) read from the general corpus at most; all when unset.
+    pub general_corpus_tokens: Option<usize>,
     /// Peak learning rate.
     pub learning_rate: f64,
     /// Warm-up steps (linear from 0).
@@ -202,6 +205,7 @@ impl Default for TrainSettings {
             fixed_gate: None,
             knowledge_energy: 0.99,
             general_corpus: Vec::new(),
+            general_corpus_tokens: None,
             learning_rate: 6e-3,
             warmup_steps: 20,
             schedule: Schedule::Cosine,
@@ -246,7 +250,8 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<ModelKind>,
-    /// Hugging Face model directory (pre-trained weights, config, tokenizer).
+    /// Hugging Face model directory (pre-trained weights, config, tokenizer), or a Hub id
+    /// (`t5-small`, `google/flan-t5-base`) downloaded once into the Hub cache.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model_dir: Option<PathBuf>,
@@ -295,10 +300,15 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub knowledge_energy: Option<f64>,
-    /// General-domain text files for the null-space statistics.
+    /// General-domain text for the null-space statistics: text files (a paragraph per line),
+    /// JSONL files with a `text` field, or directories of both.
     #[arg(long, num_args = 1..)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub general_corpus: Option<Vec<PathBuf>>,
+    /// Read at most this many tokens (whitespace-separated words) of the general corpus.
+    #[arg(long, value_parser = toml_integer::<usize>)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub general_corpus_tokens: Option<usize>,
     /// Peak learning rate.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -411,13 +421,16 @@ impl TrainArgs {
             || "command-line flags".to_string(),
             |p| p.display().to_string(),
         );
-        let settings: TrainSettings =
+        let mut settings: TrainSettings =
             toml::Value::Table(table)
                 .try_into()
                 .map_err(|e: toml::de::Error| {
                     CliError::Settings(format!("{source}: {}", e.message()))
                 })?;
         settings.validate()?;
+        if let Some(directory) = &settings.model_dir {
+            settings.model_dir = Some(crate::hub::model_directory(directory)?);
+        }
         Ok(settings)
     }
 }
@@ -489,6 +502,9 @@ impl TrainSettings {
         }
         if self.max_consecutive_skips == 0 {
             return fail("max_consecutive_skips must be at least 1".into());
+        }
+        if self.general_corpus_tokens == Some(0) {
+            return fail("general_corpus_tokens must be at least 1".into());
         }
         if self.beam_width == 0 {
             return fail("beam_width must be at least 1".into());

@@ -378,8 +378,8 @@ fn model_info_lists_projected_matrices_and_state_per_method() {
     );
 }
 
-/// `gems compare`: one table row per method (a method with its own learning rate says so), the
-/// floors as reference rows, and a JSON twin.
+/// `gems compare` untuned: one table row per method naming its learning rate, the floors as
+/// reference rows, and a JSON twin (the tuned comparison: the test after it).
 #[test]
 fn compare_tabulates_every_method_beside_the_floors() {
     let folder = tempfile::tempdir().unwrap();
@@ -406,16 +406,16 @@ fn compare_tabulates_every_method_beside_the_floors() {
     ];
     args.extend_from_slice(&common);
     let printed = succeed(&args);
-    let table = std::fs::read_to_string(out.join("comparison.md")).unwrap();
+    let table = std::fs::read_to_string(out.join("compare.md")).unwrap();
     assert!(
         printed.ends_with(&format!("{table}\n")),
         "the table is printed last:\n{printed}"
     );
     for row in [
-        "| gems |",
+        "| gems (lr 6e-3) |",
         "| adamw (lr 1e-3) |",
-        "| popularity |",
-        "| bm25 |",
+        "| popularity (floor) |",
+        "| bm25 (floor) |",
     ] {
         assert_eq!(
             table.matches(row).count(),
@@ -423,11 +423,12 @@ fn compare_tabulates_every_method_beside_the_floors() {
             "{row} once per protocol in:\n{table}"
         );
     }
-    assert!(table.contains("Wall time per method: gems "), "{table}");
-    let saved = read_json(&out.join("comparison.json"));
-    assert_eq!(saved.as_array().unwrap().len(), 2);
+    assert!(table.contains("Training time per method"), "{table}");
+    assert!(table.contains("gems compare --tune"), "{table}");
+    let saved = read_json(&out.join("compare.json"));
+    assert_eq!(saved["methods"].as_array().unwrap().len(), 2);
     assert_eq!(
-        read_json(&out.join("adamw/manifest.json"))["settings"]["learning_rate"],
+        read_json(&out.join("runs/adamw/lr1e-3-seed42-epochs8/manifest.json"))["settings"]["learning_rate"],
         1e-3
     );
 
@@ -468,6 +469,182 @@ fn compare_tabulates_every_method_beside_the_floors() {
     fail(
         &["compare", "--out", elsewhere, "--method", "gems"],
         &["--methods"],
+    );
+}
+
+/// A tuned, two-seed `gems compare`: each method's chosen learning rate is its best on
+/// validation, the table's mean ± std and the paired test match the runs' own files, and a
+/// comparison interrupted (one run never started, one killed before its evaluation) continues
+/// without redoing finished runs.
+#[test]
+fn a_tuned_comparison_chooses_on_validation_and_resumes_where_it_stopped() {
+    let folder = tempfile::tempdir().unwrap();
+    let data = small_synthetic(folder.path());
+    let out = folder.path().join("compare");
+    let args = [
+        "compare",
+        "--out",
+        out.to_str().unwrap(),
+        "--methods",
+        "gems,adamw",
+        "--tune",
+        "--lr-grid",
+        "1e-3,1e-2",
+        "--seeds",
+        "2",
+        "--data",
+        data.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "64",
+        "--validation-requests",
+        "8",
+        "--beam-width",
+        "4",
+    ];
+    let printed = succeed(&args);
+    let report = read_json(&out.join("compare.json"));
+    assert_eq!(
+        report["this_invocation"]["trained"], 6,
+        "2 × 2 grid points + 2 seeds"
+    );
+    assert_eq!(report["seeds"], serde_json::json!([42, 43]));
+    assert!(out.join("tuning.svg").is_file());
+    assert!(printed.contains(" ± "), "{printed}");
+    // With two grid points every choice is at an edge of the grid, which the notes say.
+    assert!(
+        printed.contains("Chosen learning rate at the edge of its grid for gems, adamw"),
+        "{printed}"
+    );
+    let methods = report["methods"].as_array().unwrap();
+    let run_metrics = |path: &serde_json::Value| {
+        read_json(&PathBuf::from(path.as_str().unwrap()).join("metrics.json"))
+    };
+    for method in methods {
+        // The chosen rate is the best validation score among the grid's runs (ties: first).
+        let mut best = (f64::NEG_INFINITY, 0.0);
+        for point in method["tuning"].as_array().unwrap() {
+            let run = PathBuf::from(point["run"].as_str().unwrap());
+            let validation = read_json(&run.join("manifest.json"))["best_validation"][0]
+                .as_f64()
+                .unwrap();
+            assert_eq!(point["validation_ndcg_at_10"].as_f64().unwrap(), validation);
+            if validation > best.0 {
+                best = (validation, point["learning_rate"].as_f64().unwrap());
+            }
+        }
+        assert_eq!(method["chosen"]["learning_rate"].as_f64().unwrap(), best.1);
+        // Mean and sample std over the two seed runs, from their metrics.json.
+        let runs = method["runs"].as_array().unwrap();
+        assert_eq!(runs.len(), 2);
+        for task in ["search", "rec"] {
+            let values: Vec<f64> = runs
+                .iter()
+                .map(|r| ndcg10(&run_metrics(r)["sampled"], task))
+                .collect();
+            let mean = (values[0] + values[1]) / 2.0;
+            let std = (values[0] - values[1]).abs() / 2f64.sqrt();
+            assert!((ndcg10(&method["sampled"]["mean"], task) - mean).abs() < 1e-12);
+            assert!((ndcg10(&method["sampled"]["std"], task) - std).abs() < 1e-12);
+        }
+    }
+    // adamw against gems: t of the per-request NDCG@10 differences (seed means) of rec requests.
+    let per_request = |method: &serde_json::Value| -> (Vec<String>, Vec<f64>) {
+        let runs: Vec<serde_json::Value> = method["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| run_metrics(r)["per_request"].clone())
+            .collect();
+        let tasks: Vec<String> = runs[0]["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap().to_string())
+            .collect();
+        let values = (0..tasks.len())
+            .map(|i| {
+                runs.iter()
+                    .map(|r| r["sampled"][i].as_f64().unwrap())
+                    .sum::<f64>()
+                    / runs.len() as f64
+            })
+            .collect();
+        (tasks, values)
+    };
+    let (tasks, gems_values) = per_request(&methods[0]);
+    let (_, adamw_values) = per_request(&methods[1]);
+    let differences: Vec<f64> = (0..tasks.len())
+        .filter(|i| tasks[*i] == "rec")
+        .map(|i| adamw_values[i] - gems_values[i])
+        .collect();
+    let n = differences.len() as f64;
+    let mean = differences.iter().sum::<f64>() / n;
+    let variance = differences.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    let test = &methods[1]["against_reference"]["sampled"]["rec"];
+    assert_eq!(test["pairs"].as_u64().unwrap() as f64, n);
+    if variance > 0.0 {
+        let t = mean / (variance / n).sqrt();
+        assert!(
+            (test["t"].as_f64().unwrap() - t).abs() < 1e-9,
+            "{test} vs t = {t}"
+        );
+    }
+    let p = test["p_value"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&p));
+    assert!(
+        methods[0]["against_reference"].is_null(),
+        "gems is the reference"
+    );
+
+    // Interrupt: one grid run never started, one seed run killed before its evaluation.
+    let grid_run = PathBuf::from(methods[1]["tuning"][0]["run"].as_str().unwrap());
+    let seed_run = PathBuf::from(methods[0]["runs"][1].as_str().unwrap());
+    std::fs::remove_dir_all(&grid_run).unwrap();
+    for file in ["metrics.json", "manifest.json"] {
+        std::fs::remove_file(seed_run.join(file)).unwrap();
+    }
+    let untouched = PathBuf::from(methods[0]["runs"][0].as_str().unwrap()).join("metrics.json");
+    let written = std::fs::metadata(&untouched).unwrap().modified().unwrap();
+    succeed(&args);
+    let resumed = read_json(&out.join("compare.json"));
+    assert_eq!(
+        resumed["this_invocation"],
+        serde_json::json!({ "trained": 1, "resumed": 1, "reused": 4 })
+    );
+    assert_eq!(
+        std::fs::metadata(&untouched).unwrap().modified().unwrap(),
+        written
+    );
+    for (before, after) in methods.iter().zip(resumed["methods"].as_array().unwrap()) {
+        assert_eq!(before["chosen"], after["chosen"]);
+    }
+
+    // A time budget too small for the plan drops the second seed and says so; nothing is trained.
+    let mut budget = args.to_vec();
+    budget.extend_from_slice(&["--time-budget", "0.001"]);
+    let output = gems(&budget);
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("time budget: dropped seeds [43]"),
+        "{stderr}"
+    );
+    let shrunk = read_json(&out.join("compare.json"));
+    assert_eq!(shrunk["seeds"], serde_json::json!([42]));
+    assert_eq!(shrunk["this_invocation"]["trained"], 0);
+
+    fail(
+        &[
+            "compare",
+            "--out",
+            out.to_str().unwrap(),
+            "--tune",
+            "--lr-grid",
+            "1e-2:1e-3:3",
+        ],
+        &["LOW must not exceed HIGH"],
     );
 }
 

@@ -248,7 +248,10 @@ fn retention(args: RetentionArgs) -> Result<()> {
             .general_corpus
             .clone()
             .unwrap_or_else(|| saved.settings.general_corpus.clone());
-        let (_, held_out) = general_corpus::split_held_out(general_corpus::load(&files)?);
+        let (_, held_out) = general_corpus::split_held_out(general_corpus::load(
+            &files,
+            saved.settings.general_corpus_tokens,
+        )?);
         let examples = saved.experiment.lm_examples(&held_out, 128)?;
         let retention =
             measure_retention(&saved.experiment, &base, &saved.model, &examples, &device)?;

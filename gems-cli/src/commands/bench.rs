@@ -464,6 +464,7 @@ fn bench_train(args: &TrainBenchArgs) -> Result<()> {
                 &model,
                 &experiment,
                 &settings.general_corpus,
+                settings.general_corpus_tokens,
                 &settings.optimizer_config(d_model).knowledge,
                 None, // no cache: the bench measures the set-up itself
                 &device,

@@ -30,7 +30,8 @@ pub enum ModelCommand {
 /// Arguments of `gems model logits`.
 #[derive(Debug, Args)]
 pub struct LogitsArgs {
-    /// Hugging Face model directory (config.json and model.safetensors or its sharded index).
+    /// Hugging Face model directory (config.json and model.safetensors or its sharded index),
+    /// or a Hub id (`t5-small`, `Qwen/Qwen2.5-0.5B-Instruct`) resolved through the Hub cache.
     #[arg(long)]
     model_dir: PathBuf,
     /// Token ids of the input (the encoder input for T5), comma-separated.
@@ -47,7 +48,7 @@ pub struct LogitsArgs {
 /// Arguments of `gems model info`.
 #[derive(Debug, Args)]
 pub struct InfoArgs {
-    /// Hugging Face model directory (only `config.json` is read).
+    /// Hugging Face model directory or Hub id (only `config.json` is read).
     #[arg(long, conflicts_with = "model_config")]
     model_dir: Option<PathBuf>,
     /// A `config.json` (default: the compact from-scratch T5 of `gems train`).
@@ -115,7 +116,9 @@ struct Info {
 
 fn info(args: &InfoArgs) -> Result<()> {
     let config = match (&args.model_dir, &args.model_config) {
-        (Some(directory), _) => ModelConfig::from_file(directory.join(gems_models::CONFIG_FILE))?,
+        (Some(directory), _) => ModelConfig::from_file(
+            crate::hub::model_directory(directory)?.join(gems_models::CONFIG_FILE),
+        )?,
         (None, Some(path)) => ModelConfig::from_file(path)?,
         (None, None) => ModelConfig::T5(T5Config::compact(args.vocab_size)),
     };
@@ -295,7 +298,8 @@ fn check_ids(flag: &str, ids: &[i64], vocabulary: usize) -> Result<()> {
 /// The logits of `args` as the JSON the command prints.
 fn logits(args: &LogitsArgs) -> Result<Value> {
     let device = gems_core::device_from_name(&args.backend)?;
-    let model = crate::memory::load_backbone(&args.model_dir, &device)?;
+    let model =
+        crate::memory::load_backbone(&crate::hub::model_directory(&args.model_dir)?, &device)?;
     let vocabulary = model.vocab_size();
     check_ids("--input-ids", &args.input_ids, vocabulary)?;
     if let Some(ids) = &args.decoder_input_ids {
@@ -396,6 +400,10 @@ mod tests {
         let error = logits(&args("qwen2-tied", &[5, 1], Some(&[0]))).unwrap_err();
         assert!(error.to_string().contains("T5 only"));
         let error = logits(&args("missing", &[5, 1], None)).unwrap_err();
-        assert!(error.to_string().contains("config.json"));
+        assert!(
+            error
+                .to_string()
+                .contains("missing: no such model directory")
+        );
     }
 }

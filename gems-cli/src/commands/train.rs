@@ -179,6 +179,7 @@ pub fn train(
                         &model,
                         &experiment,
                         &settings.general_corpus,
+                        settings.general_corpus_tokens,
                         &settings.optimizer_config(d_model).knowledge,
                         knowledge::cache_directory(settings).as_deref(),
                         &device,
@@ -324,7 +325,16 @@ pub fn train(
             effective_ranks,
         },
     )?;
-    println!("{}", crate::report::metrics_table(&metrics));
+    println!(
+        "{}: learning rate {:e}, seed {}, one run, untuned\n\n{}",
+        settings.method,
+        settings.learning_rate,
+        settings.seed,
+        crate::report::metrics_table(&metrics)
+    );
+    println!(
+        "popularity and bm25 are floors: model-free reference rows that any trained model should clear, not tuned baselines.\nFor a real comparison (every method tuned on validation, several seeds, significance tests): gems compare --tune --seeds 3"
+    );
     println!(
         "run: {} ({:.0} s)",
         run.root().display(),
