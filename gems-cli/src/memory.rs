@@ -22,9 +22,6 @@ use crate::settings::TrainMethod;
 /// Float32 bytes.
 const FLOAT: u64 = 4;
 
-/// The file of a run directory that holds the estimate made before training.
-pub const ESTIMATE_FILE: &str = "memory.json";
-
 /// Expected memory of a training run, by part, in bytes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct MemoryEstimate {

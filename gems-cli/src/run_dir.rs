@@ -15,6 +15,7 @@
 //!     metrics.json            METRICS: test metrics, both protocols, with the popularity / BM25 floor
 //!     curves.json             CURVES: losses, learning rate, gate, validation, per-layer conflict
 //!     plots/                  PLOTS: LOSS_PLOT, GATE_PLOT, VALIDATION_PLOT (SVG)
+//!     memory.json             MEMORY_ESTIMATE: the memory expected before training started
 //!     gems.lock               LOCK: locked by the `gems train` working on the run (its pid)
 //! ```
 //!
@@ -166,6 +167,8 @@ pub const BASE_MODEL: &str = "base";
 pub const CHECKPOINT: &str = "checkpoint";
 /// Lock file of a run being trained (it holds the process id of the holder).
 pub const LOCK: &str = "gems.lock";
+/// The memory estimate made before training (see `crate::memory`).
+pub const MEMORY_ESTIMATE: &str = "memory.json";
 /// Optimizer state file of a checkpoint.
 pub const OPTIMIZER_STATE: &str = "optimizer.safetensors";
 /// Progress file of a checkpoint.

@@ -363,7 +363,7 @@ fn check_memory(
     };
     let estimate = memory::estimate(model, settings.method, optimizer, Task::ALL.len(), batch);
     let available = memory::available(settings.memory_limit);
-    run.write_json(memory::ESTIMATE_FILE, &estimate)?;
+    run.write_json(run_dir::MEMORY_ESTIMATE, &estimate)?;
     println!(
         "expected memory ({}, batch size {}; available {}):\n{}",
         settings.method,
