@@ -173,10 +173,11 @@ pub fn seed_table(
                     text.push_str(&format!(" ± {std:.4}"));
                 }
                 let (task, recall, k) = column;
-                if !recall && k == SELECTION_CUTOFF {
-                    if let Some(test) = row.tests.and_then(|tests| tests.get(&task)) {
-                        text.push_str(marker(test.p_value));
-                    }
+                if !recall
+                    && k == SELECTION_CUTOFF
+                    && let Some(test) = row.tests.and_then(|tests| tests.get(&task))
+                {
+                    text.push_str(marker(test.p_value));
                 }
                 text
             })

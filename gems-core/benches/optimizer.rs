@@ -10,8 +10,6 @@ use std::time::Instant;
 use burn::module::{Module, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Distribution, Tensor};
-use faer::Mat;
-use gems_core::host::to_device;
 use gems_core::projector::Side;
 use gems_core::rsvd::{SvdMethod, captured_energy, power_law_matrix, top_left_singular_vectors};
 use gems_core::subspace::SubspacePlan;

@@ -31,6 +31,8 @@ use crate::null_space::{KnowledgeBasis, KnowledgeSelection, NullSpace};
 const ROWS_NOISE_FLOOR: f64 = 1e-6;
 
 /// What the accumulator holds for one weight.
+// One value per projected weight, so the size of a `Tensor` handle (256 bytes) does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 enum Statistics {
     /// The input rows themselves, while there are fewer of them than input dimensions.

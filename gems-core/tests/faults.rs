@@ -145,6 +145,9 @@ fn state_bytes(optimizer: &GemsOptimizer, folder: &std::path::Path, name: &str) 
     std::fs::read(path).unwrap()
 }
 
+/// Builds a window's task gradients with something non-finite in them.
+type Poisoner<'a> = Box<dyn Fn(&ToyModel) -> Vec<TaskGradients> + 'a>;
+
 /// Fault 2: a NaN or infinite gradient, or a NaN loss, is rejected before anything changes;
 /// the module comes back, and the run continues as if the step had never been offered.
 #[test]
@@ -175,7 +178,7 @@ fn non_finite_steps_are_rejected_with_the_module_and_state_untouched() {
     let values = model.values();
     let saved = state_bytes(&optimizer, folder.path(), "before.safetensors");
     let inner = device.clone().without_autodiff();
-    let poisoned: [Box<dyn Fn(&ToyModel) -> Vec<TaskGradients>>; 3] = [
+    let poisoned: [Poisoner<'_>; 3] = [
         Box::new(|model| {
             let mut tasks = two_tasks(model, 3);
             let mut values = vec![0.1f32; 32 * 48];

@@ -213,7 +213,7 @@ fn task_bases_are_orthogonal_to_the_shared_basis() {
     let mut gradient =
         |rows, cols| common::tensor(&common::gaussian(rows, cols, &mut rng), &device);
     for shape in [[64, 96], [96, 64]] {
-        let tasks = vec![
+        let tasks = [
             gradient(shape[0], shape[1]),
             gradient(shape[0], shape[1]),
             gradient(shape[0], shape[1]),

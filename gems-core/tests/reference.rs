@@ -485,7 +485,7 @@ fn compare(case: &Case) -> f64 {
                     coordinate_knowledge.as_ref(),
                     &config,
                 );
-                update = update + scaled(&(&subspace.basis * &task_step), gate[t]);
+                update += scaled(&(&subspace.basis * &task_step), gate[t]);
             }
             let update = canonical(&update, rows); // back to the weight's orientation
             let decay = project(&scaled(&reference.weight, lr * config.weight_decay));

@@ -572,10 +572,10 @@ impl CompareCommand {
     fn row_name(&self, method: TrainMethod, chosen: &Candidate, base: &TrainSettings) -> String {
         let mut parts = vec![format!("lr {:e}", chosen.learning_rate)];
         if crate::tuning::low_rank(method) {
-            if !self.rank_grid.is_empty() || chosen.shared_rank != base.shared_rank {
-                if let Some(rank) = chosen.shared_rank {
-                    parts.push(format!("rank {rank}"));
-                }
+            if (!self.rank_grid.is_empty() || chosen.shared_rank != base.shared_rank)
+                && let Some(rank) = chosen.shared_rank
+            {
+                parts.push(format!("rank {rank}"));
             }
             if !self.scale_grid.is_empty() || chosen.scale != base.scale {
                 parts.push(format!("scale {}", chosen.scale));
