@@ -255,8 +255,6 @@ fn assert_same_training(config: &ModelConfig, wgpu: &Device) {
 }
 
 #[test]
-#[ignore = "on the merged tree the T5 losses on lavapipe differ from flex by ~4% from the first \
-            step (Qwen2 matches); under investigation, see the closing note of this session"]
 fn t5_gems_steps_on_wgpu_match_flex() {
     let Some(device) = wgpu_device() else { return };
     let mut config = T5Config::new(VOCAB, 16, 4, 32, 1, 4, FeedForwardProj::RELU);

@@ -131,6 +131,12 @@ fn bench_train_reports_consistent_figures() {
     ));
     assert!(number(gems, "optimizer_state_bytes") < number(adamw, "optimizer_state_bytes"));
     assert!(number(gems, "knowledge_basis_bytes") > 0.0);
+    // Reads back from the device: one per ordinary step (the step's statistics), more on a
+    // refresh (the bases' small host problems); AdamW never refreshes.
+    assert_eq!(gems["device_reads"]["step"], 1);
+    assert!(gems["device_reads"]["refresh_step"].as_u64().unwrap() > 1);
+    assert_eq!(adamw["device_reads"]["step"], 1);
+    assert!(adamw["device_reads"]["refresh_step"].is_null());
 }
 
 #[test]

@@ -239,12 +239,12 @@ impl GemsOptimizer {
                             load_subspace(&format!("weights/{name}/task{t}"), side, steps)
                         })
                         .collect::<Result<Vec<_>>>()?;
-                    WeightState::LowRank(WeightSubspaces {
+                    WeightState::LowRank(WeightSubspaces::new(
                         shared,
                         tasks,
                         refreshes,
                         refresh_offset,
-                    })
+                    ))
                 }
             };
             weights.insert(name, state);

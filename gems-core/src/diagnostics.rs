@@ -30,6 +30,9 @@ pub struct StepReport {
     pub failed_refreshes: Vec<(String, String)>,
     /// Wall-clock seconds spent computing bases.
     pub svd_seconds: f64,
+    /// Times the step read values back from the device (each one a synchronisation point on a
+    /// GPU): once for its statistics, plus the small host problems of the bases it recomputed.
+    pub device_reads: u64,
 }
 
 /// The ranks one projected weight really gets: its knowledge directions, when they lie on the

@@ -9,13 +9,32 @@ use faer::{Mat, Side};
 
 use crate::error::{GemsError, Result};
 
+thread_local! {
+    /// Reads from the device made by the optimizer's code on this thread.
+    static DEVICE_READS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// How many times the optimizer's code on this thread has read tensor values back from the
+/// device so far. Each read waits for the device to finish the work queued before it (a
+/// synchronisation point on a GPU), so fewer is faster; differences between two calls count the
+/// reads of the work between them.
+pub fn device_reads() -> u64 {
+    DEVICE_READS.with(std::cell::Cell::get)
+}
+
+/// The values of a float tensor on the host, as float32, counted in [`device_reads`].
+pub(crate) fn read_values<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
+    DEVICE_READS.with(|reads| reads.set(reads.get() + 1));
+    tensor
+        .into_data()
+        .try_into_vec_as::<f32>()
+        .expect("a float tensor converts to f32")
+}
+
 /// Copies a 2-D tensor to the host as a float64 matrix (row-major source).
 pub fn to_host(tensor: Tensor<2>) -> Mat<f64> {
     let [rows, cols] = tensor.dims();
-    let values = tensor
-        .into_data()
-        .try_into_vec_as::<f32>()
-        .expect("a float tensor converts to f32");
+    let values = read_values(tensor);
     Mat::from_fn(rows, cols, |i, j| values[i * cols + j] as f64)
 }
 

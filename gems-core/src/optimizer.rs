@@ -369,8 +369,13 @@ impl GemsOptimizer {
         module: M,
         tasks: Vec<TaskGradients>,
     ) -> StepResult<M> {
+        let reads_before = crate::host::device_reads();
         match self.prepare(learning_rate, &module, &tasks) {
-            Ok(prepared) => Ok(self.apply(learning_rate, module, tasks, prepared)),
+            Ok(prepared) => {
+                let (module, mut report) = self.apply(learning_rate, module, tasks, prepared);
+                report.device_reads = crate::host::device_reads() - reads_before;
+                Ok((module, report))
+            }
             Err(error) => Err(StepError { module, error }),
         }
     }
@@ -511,6 +516,7 @@ impl GemsOptimizer {
             refreshed,
             failed_refreshes,
             svd_seconds,
+            device_reads: 0,
         };
         (module, report)
     }
@@ -713,10 +719,10 @@ impl SurveyResult {
         let values: Vec<f64> = if scalars.is_empty() {
             Vec::new()
         } else {
-            Tensor::cat(scalars, 0)
-                .into_data()
-                .try_into_vec_as::<f64>()
-                .expect("float statistics convert to f64")
+            crate::host::read_values(Tensor::cat(scalars, 0))
+                .into_iter()
+                .map(f64::from)
+                .collect()
         };
         let mut next = values.into_iter();
         let task_norms = self

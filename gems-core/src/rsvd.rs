@@ -51,6 +51,8 @@ impl Default for SvdMethod {
 const ORTHONORMALITY_TOLERANCE: f64 = 2e-6;
 /// Gram eigenvalues below this fraction of the largest carry no direction and are dropped.
 const DROP_RELATIVE_EIGENVALUE: f64 = 1e-10;
+/// A Gram matrix whose eigenvalues are within this ratio is orthonormalised by one pass.
+const WELL_CONDITIONED_GRAM: f64 = 4.0;
 /// Gram-based passes before giving up on reaching the tolerance (two suffice in practice).
 const MAX_ORTHONORMALISATION_PASSES: usize = 4;
 
@@ -220,6 +222,11 @@ pub fn orthonormalize(mut columns: Tensor<2>) -> Option<Tensor<2>> {
         };
         let device = columns.device();
         columns = columns.matmul(to_device(&transform, &device));
+        if kept.len() == values.len() && largest <= WELL_CONDITIONED_GRAM * values[kept.len() - 1] {
+            // κ(Y)² ≤ 4: one float32 pass leaves QᵀQ − I at rounding level, and the check
+            // would cost one more read back from the device (a synchronisation on a GPU).
+            break;
+        }
     }
     Some(columns)
 }

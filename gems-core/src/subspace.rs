@@ -35,31 +35,6 @@ impl Subspace {
         }
     }
 
-    /// The normalised Adam step, in this subspace's low-rank coordinates, for `gradient`
-    /// (shaped like the weight).
-    ///
-    /// `knowledge`, for a weight whose knowledge directions lie on the side opposite the basis,
-    /// is removed from the coordinates and from the normalised step (Adam's element-wise
-    /// normalisation would bring it back): r rows instead of a full-size projection. When the
-    /// knowledge directions lie on the basis side, the basis itself avoids them and nothing is
-    /// needed here.
-    pub fn normalized_step(
-        &mut self,
-        gradient: Tensor<2>,
-        hyper: &AdamHyper,
-        knowledge: Option<&KnowledgeBasis>,
-    ) -> Tensor<2> {
-        let mut coordinates = self.projector.project(gradient);
-        if let Some(knowledge) = knowledge {
-            coordinates = knowledge.remove_from_columns(coordinates);
-        }
-        let step = self.moments.update(coordinates, hyper);
-        match knowledge {
-            Some(knowledge) => knowledge.remove_from_columns(step),
-            None => step,
-        }
-    }
-
     /// This subspace's moments carried into a new basis.
     fn rebased(
         self,
@@ -153,6 +128,9 @@ pub struct WeightSubspaces {
     pub refreshes: u64,
     /// Step offset of this weight's refreshes when they are staggered.
     pub refresh_offset: u64,
+    /// `[Q_s, Q_1, …, Q_T]` side by side (`[basis side, r_s + T·r_t]`), built when the bases
+    /// change rather than at every step.
+    stacked_bases: Tensor<2>,
 }
 
 /// A basis that could not be recomputed on a refresh, and why.
@@ -165,6 +143,29 @@ pub struct RefreshFailure {
 }
 
 impl WeightSubspaces {
+    /// The subspaces of one weight from their parts.
+    pub fn new(
+        shared: Subspace,
+        tasks: Vec<Subspace>,
+        refreshes: u64,
+        refresh_offset: u64,
+    ) -> Self {
+        let stacked_bases = Tensor::cat(
+            std::iter::once(&shared)
+                .chain(&tasks)
+                .map(|subspace| subspace.projector.basis.clone())
+                .collect(),
+            1,
+        );
+        Self {
+            shared,
+            tasks,
+            refreshes,
+            refresh_offset,
+            stacked_bases,
+        }
+    }
+
     /// Computes the bases from the merged gradient and the task gradients (shaped like the
     /// weight, null-space projected already), carrying moments over from `previous`. Every
     /// basis avoids `exclude` (the knowledge directions on the basis side, if any).
@@ -295,23 +296,26 @@ impl WeightSubspaces {
             }
         }
 
-        let subspaces = WeightSubspaces {
-            shared,
-            tasks,
-            refreshes: refreshes + 1,
-            refresh_offset,
-        };
+        let subspaces = WeightSubspaces::new(shared, tasks, refreshes + 1, refresh_offset);
         (subspaces, failures)
     }
 
     /// The update of one step, shaped like the weight:
     /// `factor · (Q_s·N_s + Σ_t gate_t·Q_t·N_t)` with N the normalised Adam steps of the merged
-    /// gradient (shared subspace) and of each task's gradient (task subspaces). A task without
-    /// a gradient (`None`) is left out and its moments stay as they are.
+    /// gradient's coordinates Q_sᵀG (shared subspace) and of each task's Q_tᵀG_t (task
+    /// subspaces). A task without a gradient (`None`) is left out and its moments stay as they
+    /// are.
+    ///
+    /// `knowledge`, for a weight whose knowledge directions lie on the side opposite the bases,
+    /// is removed from the coordinates (the projected gradient's) and from the normalised steps
+    /// (Adam's element-wise normalisation would bring it back): on r-row blocks instead of
+    /// full-size matrices, and once on all the subspaces' blocks stacked. When the knowledge
+    /// directions lie on the basis side, the bases themselves avoid them and nothing is needed
+    /// here.
     ///
     /// The scalars multiply the small coordinate blocks, which are stacked so that a single
-    /// product with the concatenated bases brings everything back to full size: one full-size
-    /// pass instead of one per subspace plus the additions and scalings between them.
+    /// product with the stacked bases (kept from the refresh) brings everything back to full
+    /// size: one full-size pass instead of one per subspace plus the additions between them.
     pub fn update(
         &mut self,
         merged: Tensor<2>,
@@ -321,26 +325,74 @@ impl WeightSubspaces {
         hyper: &AdamHyper,
         knowledge: Option<&KnowledgeBasis>,
     ) -> Tensor<2> {
-        let shared_step = self.shared.normalized_step(merged, hyper, knowledge);
-        let mut bases = vec![self.shared.projector.basis.clone()];
-        let mut steps = vec![shared_step.mul_scalar(factor)];
-        for ((subspace, gradient), gate) in self.tasks.iter_mut().zip(task_gradients).zip(gates) {
-            let Some(gradient) = gradient else {
-                continue;
+        let mut present = vec![0];
+        let mut coordinates = vec![self.shared.projector.project(merged)];
+        for (task, (subspace, gradient)) in self.tasks.iter().zip(task_gradients).enumerate() {
+            if let Some(gradient) = gradient {
+                present.push(task + 1);
+                coordinates.push(subspace.projector.project(gradient));
+            }
+        }
+        let ranks: Vec<usize> = coordinates.iter().map(|c| c.dims()[0]).collect();
+        if let Some(knowledge) = knowledge {
+            coordinates = split_rows(
+                knowledge.remove_from_columns(Tensor::cat(coordinates, 0)),
+                &ranks,
+            );
+        }
+        let mut steps = Vec::with_capacity(self.tasks.len() + 1);
+        for (&index, coordinates) in present.iter().zip(coordinates) {
+            let (subspace, scale) = match index {
+                0 => (&mut self.shared, factor),
+                task => (&mut self.tasks[task - 1], factor * gates[task - 1]),
             };
-            let step = subspace.normalized_step(gradient, hyper, knowledge);
-            bases.push(subspace.projector.basis.clone());
-            steps.push(step.mul_scalar(factor * gate));
+            steps.push(
+                subspace
+                    .moments
+                    .update(coordinates, hyper)
+                    .mul_scalar(scale),
+            );
+        }
+        let mut steps = if present.len() == self.tasks.len() + 1 {
+            Tensor::cat(steps, 0)
+        } else {
+            // An absent task's block is zero: the stacked bases stay as they are.
+            let larger = self.shared.moments.first.dims()[1];
+            let device = self.stacked_bases.device();
+            let mut steps = steps.into_iter();
+            let blocks = std::iter::once(&self.shared)
+                .chain(&self.tasks)
+                .enumerate()
+                .map(|(index, subspace)| match present.contains(&index) {
+                    true => steps.next().expect("one step per present subspace"),
+                    false => Tensor::zeros([subspace.projector.rank(), larger], &device),
+                })
+                .collect();
+            Tensor::cat(blocks, 0)
+        };
+        if let Some(knowledge) = knowledge {
+            steps = knowledge.remove_from_columns(steps);
         }
         let side = self.shared.projector.side;
-        if bases.len() == 1 {
-            return side.original(bases.remove(0).matmul(steps.remove(0)));
-        }
-        side.original(Tensor::cat(bases, 1).matmul(Tensor::cat(steps, 0)))
+        side.original(self.stacked_bases.clone().matmul(steps))
     }
 
     /// Bytes held by every basis and moment (float32).
     pub fn bytes(&self) -> usize {
         self.shared.bytes() + self.tasks.iter().map(Subspace::bytes).sum::<usize>()
     }
+}
+
+/// `matrix` cut into consecutive row blocks of the given heights.
+fn split_rows(matrix: Tensor<2>, heights: &[usize]) -> Vec<Tensor<2>> {
+    let columns = matrix.dims()[1];
+    let mut start = 0;
+    heights
+        .iter()
+        .map(|&height| {
+            let block = matrix.clone().slice([start..start + height, 0..columns]);
+            start += height;
+            block
+        })
+        .collect()
 }

@@ -861,3 +861,40 @@ fn adamw_matches_a_float64_reference_on_the_sample_weighted_gradient() {
     );
     assert!(moved > 1e-2, "weights moved by only {moved:e}");
 }
+
+/// Reading values back waits for the device (a synchronisation on a GPU): an ordinary step
+/// reads once, for its statistics; a refresh adds only the small host problems of each basis.
+#[test]
+fn an_ordinary_step_reads_back_from_the_device_once() {
+    let device = device();
+    let mut optimizer = GemsConfig {
+        refresh_every: 2,
+        ..GemsConfig::for_method(Method::GemsNoNsp)
+    }
+    .init()
+    .unwrap();
+    let mut model = ToyModel::new(&device);
+    let mut reads = Vec::new();
+    for step in 0..4u64 {
+        let tasks = (0..2)
+            .map(|t| TaskGradients {
+                gradients: seeded_gradients(&model, 900 + 2 * step + t, 1.0 + t as f32),
+                loss: 2.0 - t as f64,
+                samples: 3,
+            })
+            .collect();
+        let (stepped, report) = optimizer.step(0.01, model, tasks).unwrap();
+        model = stepped;
+        reads.push((report.refreshed, report.device_reads));
+    }
+    // Steps 0 and 2 refresh both projected weights, steps 1 and 3 do not.
+    assert_eq!(reads[1], (0, 1), "{reads:?}");
+    assert_eq!(reads[3], (0, 1), "{reads:?}");
+    for (refreshed, count) in [reads[0], reads[2]] {
+        assert_eq!(refreshed, 2, "{reads:?}");
+        // Per weight: three bases (shared and two tasks), each a randomized SVD with one power
+        // iteration (four orthonormalisations of one or two reads, one small eigen-problem) and
+        // the task bases' removal of the shared directions (two orthonormalisations).
+        assert!(count > 1 && count <= 1 + 2 * 26, "{reads:?}");
+    }
+}

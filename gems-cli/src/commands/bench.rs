@@ -379,11 +379,21 @@ struct MethodTiming {
     knowledge_basis_bytes: usize,
     /// Largest memory the device's allocator held after a step, where it reports it.
     peak_device_bytes: Option<u64>,
+    /// Reads back from the device (synchronisation points on a GPU) by the optimizer in an
+    /// ordinary step and in a refresh step (low-rank methods).
+    device_reads: DeviceReads,
     /// Seconds to build the model, knowledge bases and optimizer (Burn draws weights lazily,
     /// so drawing them falls in the first step, a warm-up step unless `--warmup 0`).
     setup_s: f64,
     /// Ratios to the first method of the run when it is AdamW: effective step, state.
     vs_adamw: Option<Ratios>,
+}
+
+/// The optimizer's reads back from the device, per step.
+#[derive(Debug, Default, Serialize)]
+struct DeviceReads {
+    step: u64,
+    refresh_step: Option<u64>,
 }
 
 /// Ratios to AdamW.
@@ -500,6 +510,7 @@ fn bench_train(args: &TrainBenchArgs) -> Result<()> {
         let total = (args.warmup + 3 * args.steps) as u64 + TIMING_REFRESH_PERIOD;
         let (mut steady, mut refreshes) = (Vec::new(), Vec::new());
         let mut peak: Option<u64> = None;
+        let mut device_reads = DeviceReads::default();
         let mut taken = 0;
         while steady.len() < args.steps || (low_rank && refreshes.is_empty()) {
             let start = Instant::now();
@@ -522,8 +533,10 @@ fn bench_train(args: &TrainBenchArgs) -> Result<()> {
             }
             if report.refreshed > 0 {
                 refreshes.push(elapsed);
+                device_reads.refresh_step = Some(report.device_reads);
             } else {
                 steady.push(elapsed);
+                device_reads.step = report.device_reads;
             }
         }
         let step_ms = median(steady).expect("steps were timed");
@@ -544,6 +557,7 @@ fn bench_train(args: &TrainBenchArgs) -> Result<()> {
             optimizer_state_bytes: training.optimizer.state_bytes(),
             knowledge_basis_bytes: training.optimizer.null_space_bytes(),
             peak_device_bytes: peak,
+            device_reads,
             setup_s,
             vs_adamw: None,
         });
@@ -689,15 +703,15 @@ fn print_train_table(report: &TrainReport) {
     }
     println!();
     println!(
-        "| method | step (ms) | refresh step (ms) | amortised at T (ms) | samples/s | tokens/s | GFLOP/s | state (MB) | peak memory (MB) | step vs AdamW | state vs AdamW |"
+        "| method | step (ms) | refresh step (ms) | amortised at T (ms) | samples/s | tokens/s | GFLOP/s | state (MB) | peak memory (MB) | device reads: step / refresh | step vs AdamW | state vs AdamW |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let or_dash = |value: Option<f64>, digits: usize| {
         value.map_or("—".to_string(), |v| format!("{v:.digits$}"))
     };
     for m in &report.methods {
         println!(
-            "| {} | {:.1} | {} | {} | {:.1} | {:.0} | {:.2} | {:.2} | {} | {} | {} |",
+            "| {} | {:.1} | {} | {} | {:.1} | {:.0} | {:.2} | {:.2} | {} | {} / {} | {} | {} |",
             m.method,
             m.step_ms,
             or_dash(m.refresh_step_ms, 1),
@@ -708,6 +722,10 @@ fn print_train_table(report: &TrainReport) {
             m.optimizer_state_bytes as f64 / 1e6,
             m.peak_device_bytes
                 .map_or("n/a".to_string(), |b| format!("{:.0}", b as f64 / 1e6)),
+            m.device_reads.step,
+            m.device_reads
+                .refresh_step
+                .map_or("—".to_string(), |r| r.to_string()),
             or_dash(m.vs_adamw.as_ref().map(|r| r.effective_step), 2),
             or_dash(m.vs_adamw.as_ref().map(|r| r.optimizer_state), 3),
         );
