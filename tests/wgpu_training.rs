@@ -9,9 +9,14 @@
 //! a missing adapter a failure.
 #![cfg(feature = "wgpu")]
 
+// Shared with gems-core's tests, which use all of it.
+#[allow(dead_code)]
+#[path = "../gems-core/tests/common/wgpu.rs"]
+mod wgpu_adapter;
+
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
-use burn::tensor::{Device, DeviceKind, Tensor};
+use burn::tensor::{Device, Tensor};
 use gems_core::{
     CovarianceAccumulator, GemsConfig, KnowledgeBasis, KnowledgeSelection, Method, NullSpace,
     TaskGradients,
@@ -22,27 +27,6 @@ use gems_models::{Backbone, LinearInputObserver, LmBatch, ModelConfig};
 
 const VOCAB: usize = 48;
 const STEPS: usize = 2;
-
-fn wgpu_device() -> Option<Device> {
-    let probe = std::panic::catch_unwind(|| {
-        let device = Device::wgpu(DeviceKind::DefaultDevice);
-        let sum = Tensor::<1>::ones([4], &device).sum().into_scalar::<f32>();
-        (device, sum)
-    });
-    match probe {
-        Ok((device, 4.0)) => Some(device),
-        _ if std::env::var_os("GEMS_REQUIRE_WGPU").is_some() => {
-            panic!("GEMS_REQUIRE_WGPU is set but no working WGPU adapter was found")
-        }
-        _ => {
-            eprintln!(
-                "skipped: no WGPU adapter (install mesa-vulkan-drivers, or set GEMS_REQUIRE_WGPU=1 \
-                 to make this an error)"
-            );
-            None
-        }
-    }
-}
 
 /// Token ids in `2..VOCAB` from a fixed linear congruential stream.
 fn ids(rows: usize, columns: usize, seed: u64) -> Vec<Vec<i64>> {
@@ -256,7 +240,9 @@ fn assert_same_training(config: &ModelConfig, wgpu: &Device) {
 
 #[test]
 fn t5_gems_steps_on_wgpu_match_flex() {
-    let Some(device) = wgpu_device() else { return };
+    let Some(device) = wgpu_adapter::wgpu_device() else {
+        return;
+    };
     let mut config = T5Config::new(VOCAB, 16, 4, 32, 1, 4, FeedForwardProj::RELU);
     config.dropout_rate = 0.0;
     assert_same_training(&ModelConfig::T5(config), &device);
@@ -264,7 +250,9 @@ fn t5_gems_steps_on_wgpu_match_flex() {
 
 #[test]
 fn qwen2_gems_steps_on_wgpu_match_flex() {
-    let Some(device) = wgpu_device() else { return };
+    let Some(device) = wgpu_adapter::wgpu_device() else {
+        return;
+    };
     let mut config = Qwen2Config::new(VOCAB, 16, 32, 1, 4, 2);
     config.pad_token_id = Some(0);
     assert_same_training(&ModelConfig::Qwen2(config), &device);

@@ -154,17 +154,9 @@ impl GemsOptimizer {
     /// current state and knowledge bases. The file must have been written with the same
     /// configuration as this optimizer's.
     pub fn load_state(&mut self, path: &Path, device: &Device) -> Result<()> {
-        let bytes = fs::read(path).map_err(|e| state_error(path, format!("cannot read: {e}")))?;
-        let (file, header): (_, Header) = read_safetensors(path, &bytes, HEADER_KEY)?;
-        if header.format != FORMAT || header.version != VERSION {
-            return Err(state_error(
-                path,
-                format!(
-                    "format {} v{} is not {FORMAT} v{VERSION}",
-                    header.format, header.version
-                ),
-            ));
-        }
+        let bytes = read_file(path)?;
+        let (file, header): (_, Header) =
+            read_safetensors(path, &bytes, HEADER_KEY, (FORMAT, VERSION))?;
         let differing = differing_fields(&header.config, &self.config);
         if !differing.is_empty() {
             return Err(state_error(
@@ -298,12 +290,26 @@ pub(crate) fn write_safetensors(
     write_file_atomically(path, &bytes)
 }
 
+/// The bytes of the file at `path`; the error names it.
+pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>> {
+    fs::read(path).map_err(|e| state_error(path, format!("cannot read: {e}")))
+}
+
+/// The name and version every header written by [`write_safetensors`] carries.
+#[derive(Deserialize)]
+struct Stamp {
+    format: String,
+    version: u32,
+}
+
 /// The tensors of a safetensors file's `bytes` and its JSON header under the metadata entry
-/// `header_key`; errors name `path`.
+/// `header_key`, refusing a file whose header is not of format `stamp` (name, version); errors
+/// name `path`.
 pub(crate) fn read_safetensors<'a, H: DeserializeOwned>(
     path: &Path,
     bytes: &'a [u8],
     header_key: &str,
+    (format, version): (&str, u32),
 ) -> Result<(SafeTensors<'a>, H)> {
     let file = SafeTensors::deserialize(bytes)
         .map_err(|e| state_error(path, format!("not a safetensors file: {e}")))?;
@@ -314,8 +320,19 @@ pub(crate) fn read_safetensors<'a, H: DeserializeOwned>(
         .as_ref()
         .and_then(|m| m.get(header_key))
         .ok_or_else(|| state_error(path, format!("no `{header_key}` header")))?;
-    let header = serde_json::from_str(json)
-        .map_err(|e| state_error(path, format!("malformed `{header_key}` header: {e}")))?;
+    let malformed =
+        |e: serde_json::Error| state_error(path, format!("malformed `{header_key}` header: {e}"));
+    let stamp: Stamp = serde_json::from_str(json).map_err(malformed)?;
+    if stamp.format != format || stamp.version != version {
+        return Err(state_error(
+            path,
+            format!(
+                "format {} v{} is not {format} v{version}",
+                stamp.format, stamp.version
+            ),
+        ));
+    }
+    let header = serde_json::from_str(json).map_err(malformed)?;
     Ok((file, header))
 }
 
@@ -462,7 +479,8 @@ pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
-fn state_error(path: &Path, message: String) -> GemsError {
+/// An error about the state file (or knowledge-basis file) at `path`.
+pub(crate) fn state_error(path: &Path, message: String) -> GemsError {
     GemsError::State {
         path: path.to_path_buf(),
         message,

@@ -17,8 +17,10 @@ use safetensors::Dtype;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::checkpoint::{f32_values, read_safetensors, write_safetensors};
-use crate::error::{GemsError, Result};
+use crate::checkpoint::{
+    f32_values, read_file, read_safetensors, state_error as file_error, write_safetensors,
+};
+use crate::error::Result;
 use crate::null_space::{KnowledgeBasis, NullSpace};
 
 /// Version of the file layout and of the basis computation; part of every cache key, so that
@@ -154,17 +156,9 @@ impl NullSpace {
     /// Reads the bases [`NullSpace::save`] wrote for `key` onto `device`. Any mismatch (format
     /// version, key, checksum, a tensor's shape or type) is an error naming the file.
     pub fn load(path: &Path, key: &str, device: &Device) -> Result<NullSpace> {
-        let bytes = fs::read(path).map_err(|e| file_error(path, format!("cannot read: {e}")))?;
-        let (file, header): (_, Header) = read_safetensors(path, &bytes, HEADER_KEY)?;
-        if header.format != FORMAT || header.version != FORMAT_VERSION {
-            return Err(file_error(
-                path,
-                format!(
-                    "format {} v{} is not {FORMAT} v{FORMAT_VERSION}",
-                    header.format, header.version
-                ),
-            ));
-        }
+        let bytes = read_file(path)?;
+        let (file, header): (_, Header) =
+            read_safetensors(path, &bytes, HEADER_KEY, (FORMAT, FORMAT_VERSION))?;
         if header.key != key {
             return Err(file_error(
                 path,
@@ -222,12 +216,5 @@ impl NullSpace {
             );
         }
         Ok(null_space)
-    }
-}
-
-fn file_error(path: &Path, message: String) -> GemsError {
-    GemsError::State {
-        path: path.to_path_buf(),
-        message,
     }
 }

@@ -340,25 +340,12 @@ mod wgpu {
     /// Two logical WGPU devices over the same adapter: the adapter's own device, and the same
     /// wgpu setup registered again (cubecl then runs it as a second device, `Existing(0)`).
     fn two_devices() -> Option<[Device; 2]> {
-        let probe = std::panic::catch_unwind(|| {
+        common::wgpu::found_or_skipped("two WGPU devices", || {
             let (first, setup) = Device::wgpu_options().init_with_setup().ok()?;
             let second = Device::wgpu_options().setup(setup).init().ok()?;
             let ones = Tensor::<1>::ones([4], &first).to_device(&second);
             (ones.sum().into_scalar::<f32>() == 4.0 && first != second).then_some([first, second])
-        });
-        match probe {
-            Ok(Some(devices)) => Some(devices),
-            _ if std::env::var_os("GEMS_REQUIRE_WGPU").is_some() => {
-                panic!("GEMS_REQUIRE_WGPU is set but two WGPU devices could not be created")
-            }
-            _ => {
-                eprintln!(
-                    "skipped: no WGPU adapter (install mesa-vulkan-drivers, or set \
-                     GEMS_REQUIRE_WGPU=1 to make this an error)"
-                );
-                None
-            }
-        }
+        })
     }
 
     #[test]

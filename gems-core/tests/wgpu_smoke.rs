@@ -8,30 +8,10 @@
 mod common;
 
 use burn::module::Module;
-use burn::tensor::{Device, DeviceKind, Tensor};
+use burn::tensor::Device;
+use common::wgpu::wgpu_device;
 use common::{ToyModel, seeded_gradients};
 use gems_core::{CovarianceAccumulator, GemsConfig, KnowledgeSelection, Method, TaskGradients};
-
-fn wgpu_device() -> Option<Device> {
-    let probe = std::panic::catch_unwind(|| {
-        let device = Device::wgpu(DeviceKind::DefaultDevice);
-        let sum = Tensor::<1>::ones([4], &device).sum().into_scalar::<f32>();
-        (device, sum)
-    });
-    match probe {
-        Ok((device, 4.0)) => Some(device),
-        _ if std::env::var_os("GEMS_REQUIRE_WGPU").is_some() => {
-            panic!("GEMS_REQUIRE_WGPU is set but no working WGPU adapter was found")
-        }
-        _ => {
-            eprintln!(
-                "skipped: no WGPU adapter (install mesa-vulkan-drivers, or set GEMS_REQUIRE_WGPU=1 \
-                 to make this an error)"
-            );
-            None
-        }
-    }
-}
 
 /// Eight GEMS steps (null space, two tasks, a refresh) on `device`, from the same initial
 /// weights and gradients whatever the device.

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use gems_data::ValidationPolicy;
-use gems_data::convert::movielens::{MovieLensOptions, convert};
+use gems_data::convert::movielens::{ML100K_GENRES, MovieLensOptions, convert};
 use gems_data::dataset::{PrepareOptions, load_dataset, prepare};
 use gems_data::synthetic::{SyntheticConfig, generate};
 use rand::{Rng, SeedableRng};
@@ -22,26 +22,8 @@ use rand_chacha::ChaCha8Rng;
 const USERS: usize = 6_040;
 const MOVIES: usize = 3_706;
 const RATINGS: usize = 1_000_209;
-const GENRES: [&str; 18] = [
-    "Action",
-    "Adventure",
-    "Animation",
-    "Children's",
-    "Comedy",
-    "Crime",
-    "Documentary",
-    "Drama",
-    "Fantasy",
-    "Film-Noir",
-    "Horror",
-    "Musical",
-    "Mystery",
-    "Romance",
-    "Sci-Fi",
-    "Thriller",
-    "War",
-    "Western",
-];
+/// MovieLens genres (ml-1m uses ml-100k's list without its `unknown`).
+const GENRES: &[&str] = ML100K_GENRES.split_at(1).1;
 const WORDS: [&str; 16] = [
     "night", "return", "story", "king", "love", "city", "dark", "last", "man", "river", "star",
     "secret", "summer", "lost", "blue", "house",

@@ -2,6 +2,9 @@
 //! seeded gradients.
 #![allow(dead_code)] // each test binary uses its own subset
 
+#[cfg(feature = "wgpu")]
+pub mod wgpu;
+
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::nn::Linear;
 use burn::optim::GradientsParams;
