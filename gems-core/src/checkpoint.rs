@@ -265,6 +265,7 @@ impl GemsOptimizer {
             weights,
         };
         self.null_space = null_space;
+        self.complements.clear();
         Ok(())
     }
 }

@@ -75,6 +75,6 @@ pub use diagnostics::{EffectiveRanks, LayerCosine, StepReport};
 pub use distributed::{DataParallel, Exchange, Replica};
 pub use error::{GemsError, Result};
 pub use gate::{GateConfig, TaskSignal};
-pub use null_space::{KnowledgeBasis, KnowledgeSelection, NullSpace};
+pub use null_space::{ColumnRemoval, KnowledgeBasis, KnowledgeSelection, NullSpace};
 pub use optimizer::{GemsOptimizer, ParamPlan, StepError, StepResult, TaskGradients, Treatment};
 pub use rsvd::SvdMethod;

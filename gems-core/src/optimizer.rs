@@ -21,7 +21,7 @@ use crate::config::{GemsConfig, OtherParams, default_target_modules};
 use crate::diagnostics::{EffectiveRanks, LayerCosine, StepReport};
 use crate::error::{GemsError, Result};
 use crate::gate::TaskSignal;
-use crate::null_space::{KnowledgeBasis, NullSpace};
+use crate::null_space::{ColumnRemoval, KnowledgeBasis, NullSpace};
 use crate::projector::Side;
 use crate::subspace::{SubspacePlan, WeightSubspaces};
 
@@ -142,6 +142,9 @@ pub struct GemsOptimizer {
     filter: Option<ParamFilter>,
     pub(crate) null_space: NullSpace,
     pub(crate) state: OptimizerState,
+    /// Complements of the knowledge bases with more than half their side protected, computed on
+    /// first use (deterministically, so not saved) for the removal from low-rank coordinates.
+    pub(crate) complements: BTreeMap<String, Tensor<2>>,
 }
 
 impl GemsOptimizer {
@@ -151,12 +154,14 @@ impl GemsOptimizer {
             filter: None,
             null_space: NullSpace::new(),
             state: OptimizerState::default(),
+            complements: BTreeMap::new(),
         }
     }
 
     /// Uses these knowledge bases for null-space projection.
     pub fn with_null_space(mut self, null_space: NullSpace) -> Self {
         self.null_space = null_space;
+        self.complements.clear();
         self
     }
 
@@ -302,6 +307,28 @@ impl GemsOptimizer {
             .null_space()
             .then(|| self.null_space.get(path))
             .flatten()
+    }
+
+    /// The removal of the knowledge directions from the low-rank coordinates of the weight at
+    /// `path` (whose knowledge lies on the side opposite its bases): with the protected
+    /// directions, or with their complement when that is the thinner (k > d/2).
+    fn column_removal(&mut self, path: &str, knowledge: &KnowledgeBasis) -> Option<ColumnRemoval> {
+        let basis = knowledge.basis.as_ref()?;
+        let [d, k] = basis.dims();
+        if 2 * k <= d {
+            return Some(ColumnRemoval::Protected(basis.clone()));
+        }
+        if !self.complements.contains_key(path) {
+            let mut rng = sketch_rng(self.config.seed, path, COMPLEMENT_STREAM);
+            match knowledge.complement(&mut rng) {
+                Some(complement) => self.complements.insert(path.to_string(), complement),
+                None => return Some(ColumnRemoval::Protected(basis.clone())),
+            };
+        }
+        self.complements
+            .get(path)
+            .cloned()
+            .map(ColumnRemoval::Complement)
     }
 
     /// Where the bases of the weight at `path` lie, where its knowledge directions lie, and its
@@ -966,6 +993,9 @@ impl UpdateMapper<'_> {
         let knowledge = layout.knowledge.cloned();
         let coordinate_knowledge = layout.coordinate_side.cloned();
         let exclude = layout.basis_side.and_then(|k| k.basis.clone());
+        let coordinate_removal = coordinate_knowledge
+            .as_ref()
+            .and_then(|k| self.optimizer.column_removal(path, k));
         let previous_weight = weight.clone();
         let mut update = None;
         if plan.shared_rank > 0 {
@@ -1015,7 +1045,7 @@ impl UpdateMapper<'_> {
                 &self.gate,
                 config.scale * self.learning_rate,
                 &config.adam(),
-                coordinate_knowledge.as_ref(),
+                coordinate_removal.as_ref(),
             ));
             self.optimizer
                 .state
@@ -1145,6 +1175,10 @@ fn matrix_view<const D: usize>(tensor: Tensor<D>) -> Tensor<2> {
     let rows = dims[..D - 1].iter().product::<usize>();
     tensor.reshape([rows, cols])
 }
+
+/// The `refreshes` value whose random stream draws a weight's knowledge complement (no weight
+/// is refreshed that many times).
+const COMPLEMENT_STREAM: u64 = u64::MAX;
 
 /// The random stream of one refresh of one weight: a function of the seed, the path and the
 /// refresh count only, so bases are reproducible and resumable without saving generator state.

@@ -11,7 +11,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::adam::{AdamHyper, AdamMoments};
 use crate::config::MomentTransfer;
-use crate::null_space::KnowledgeBasis;
+use crate::null_space::ColumnRemoval;
 use crate::projector::{Projector, Side};
 use crate::rsvd::{SvdMethod, fallback_basis, remove_component, top_left_singular_vectors};
 
@@ -323,7 +323,7 @@ impl WeightSubspaces {
         gates: &[f64],
         factor: f64,
         hyper: &AdamHyper,
-        knowledge: Option<&KnowledgeBasis>,
+        knowledge: Option<&ColumnRemoval>,
     ) -> Tensor<2> {
         let mut present = vec![0];
         let mut coordinates = vec![self.shared.projector.project(merged)];
@@ -335,10 +335,7 @@ impl WeightSubspaces {
         }
         let ranks: Vec<usize> = coordinates.iter().map(|c| c.dims()[0]).collect();
         if let Some(knowledge) = knowledge {
-            coordinates = split_rows(
-                knowledge.remove_from_columns(Tensor::cat(coordinates, 0)),
-                &ranks,
-            );
+            coordinates = split_rows(knowledge.apply(Tensor::cat(coordinates, 0)), &ranks);
         }
         let mut steps = Vec::with_capacity(self.tasks.len() + 1);
         for (&index, coordinates) in present.iter().zip(coordinates) {
@@ -371,7 +368,7 @@ impl WeightSubspaces {
             Tensor::cat(blocks, 0)
         };
         if let Some(knowledge) = knowledge {
-            steps = knowledge.remove_from_columns(steps);
+            steps = knowledge.apply(steps);
         }
         let side = self.shared.projector.side;
         side.original(self.stacked_bases.clone().matmul(steps))
