@@ -11,8 +11,8 @@ use gems_core::host::{thin_svd, to_host};
 use gems_core::projector::Side;
 use gems_core::subspace::{SubspacePlan, WeightSubspaces};
 use gems_core::{
-    CovarianceAccumulator, GateConfig, GemsConfig, GemsError, KnowledgeSelection, Method,
-    MomentTransfer, SvdMethod, TaskGradients,
+    CovarianceAccumulator, GateConfig, GemsConfig, GemsError, KnowledgeBasis, KnowledgeSelection,
+    Method, MomentTransfer, SvdMethod, TaskGradients,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -447,49 +447,73 @@ fn run_two_tasks(
     model
 }
 
+/// Resuming from a saved state continues exactly as the uninterrupted run; with knowledge
+/// bases too, one of them wide enough (30 of 48 input directions) to be removed through its
+/// complement, which is recomputed, not saved.
 #[test]
 fn saved_state_resumes_bit_identically() {
     let device = device();
-    let config = GemsConfig {
-        method: Method::GemsNoNsp,
-        shared_rank: 6,
-        refresh_every: 3,
-        stagger_refresh: true,
-        weight_decay: 0.01,
-        ..GemsConfig::default()
-    };
-    let folder = tempfile::tempdir().unwrap();
-    let straight = {
-        let mut optimizer = config.clone().init().unwrap();
-        let model = run_two_tasks(ToyModel::new(&device), &mut optimizer, 0..8);
-        optimizer
-            .save_state(&folder.path().join("straight.safetensors"))
+    let inner = device.clone().without_autodiff();
+    for method in [Method::GemsNoNsp, Method::Gems] {
+        let config = GemsConfig {
+            method,
+            shared_rank: 6,
+            refresh_every: 3,
+            stagger_refresh: true,
+            weight_decay: 0.01,
+            ..GemsConfig::default()
+        };
+        let mut null_space = gems_core::NullSpace::new();
+        let mut rng = ChaCha8Rng::seed_from_u64(8);
+        for (path, d_in, k) in [("q.weight", 32, 4), ("o.weight", 48, 30)] {
+            let basis = common::random_orthonormal(d_in, k, &mut rng);
+            null_space.insert(
+                path,
+                KnowledgeBasis {
+                    basis: Some(common::tensor(&basis, &inner)),
+                    input_axis: 0,
+                    retained_energy: 0.99,
+                },
+            );
+        }
+        let optimizer = || {
+            let optimizer = config.clone().init().unwrap();
+            match method.null_space() {
+                true => optimizer.with_null_space(null_space.clone()),
+                false => optimizer,
+            }
+        };
+        let folder = tempfile::tempdir().unwrap();
+        let straight = {
+            let mut optimizer = optimizer();
+            let model = run_two_tasks(ToyModel::new(&device), &mut optimizer, 0..8);
+            optimizer
+                .save_state(&folder.path().join("straight.safetensors"))
+                .unwrap();
+            model.values()
+        };
+        let path = folder.path().join("optimizer.safetensors");
+        let halfway = {
+            let mut optimizer = optimizer();
+            let model = run_two_tasks(ToyModel::new(&device), &mut optimizer, 0..4);
+            optimizer.save_state(&path).unwrap();
+            model
+        };
+        let mut resumed = config.clone().init().unwrap();
+        resumed.load_state(&path, &inner).unwrap();
+        assert_eq!(resumed.steps(), 4);
+        let resumed_model = run_two_tasks(halfway, &mut resumed, 4..8);
+        assert_eq!(straight, resumed_model.values(), "{method}");
+        // Every piece of state, floats of the header included, is the same to the bit.
+        resumed
+            .save_state(&folder.path().join("resumed.safetensors"))
             .unwrap();
-        model.values()
-    };
-    let path = folder.path().join("optimizer.safetensors");
-    let halfway = {
-        let mut optimizer = config.clone().init().unwrap();
-        let model = run_two_tasks(ToyModel::new(&device), &mut optimizer, 0..4);
-        optimizer.save_state(&path).unwrap();
-        model
-    };
-    let mut resumed = config.clone().init().unwrap();
-    resumed
-        .load_state(&path, &device.clone().without_autodiff())
-        .unwrap();
-    assert_eq!(resumed.steps(), 4);
-    let resumed_model = run_two_tasks(halfway, &mut resumed, 4..8);
-    assert_eq!(straight, resumed_model.values());
-    // Every piece of state, floats of the header included, is the same to the bit.
-    resumed
-        .save_state(&folder.path().join("resumed.safetensors"))
-        .unwrap();
-    assert!(
-        std::fs::read(folder.path().join("straight.safetensors")).unwrap()
-            == std::fs::read(folder.path().join("resumed.safetensors")).unwrap(),
-        "the resumed optimizer's state file differs from the uninterrupted one's"
-    );
+        assert!(
+            std::fs::read(folder.path().join("straight.safetensors")).unwrap()
+                == std::fs::read(folder.path().join("resumed.safetensors")).unwrap(),
+            "{method}: the resumed optimizer's state file differs from the uninterrupted one's"
+        );
+    }
 }
 
 #[test]
