@@ -29,6 +29,17 @@
 //! statistics in proportion to the share of it inside (see [`adam::AdamMoments::rotate`]).
 //! `keep` leaves moments and masses as they are; `reset` zeroes both.
 //!
+//! ## What a step costs
+//!
+//! Beyond AdamW's element-wise work, an ordinary step of a projected `[m, n]` weight (bases on
+//! the side of length m, R = r_s + T·r_t stacked rows) costs the projections onto the bases and
+//! one product back with the bases stacked at the refresh: about 4·R·m·n FLOPs, the same as
+//! GaLore at rank R. When the knowledge directions lie on the other side (k of n), they are
+//! removed from the R-row coordinates and once from the stacked steps, 8·R·n·min(k, n − k)
+//! FLOPs (through the complement when k > n/2), never from a full-size matrix. The step reads
+//! back from the device once, for its statistics (losses, norms, gate); a refresh adds the
+//! small host problems of the randomized SVDs ([`StepReport::device_reads`] counts them).
+//!
 //! ## Absent tasks and bad steps
 //!
 //! A task with no samples in a step (or no gradient for a weight) leaves its subspaces,
