@@ -288,6 +288,11 @@ fn bench_train_times_two_logical_wgpu_devices() {
     ]);
     assert_eq!(report["machine"]["backend"], "wgpu");
     assert_eq!(report["scaling"]["one_adapter"], true);
+    let devices = &report["scaling"]["devices"];
+    assert_ne!(
+        devices[0], devices[1],
+        "two distinct logical devices: {devices}"
+    );
     check_scaling(&report, &["adamw"], &[1, 2]);
 }
 
