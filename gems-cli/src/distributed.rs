@@ -75,10 +75,18 @@ impl DeviceSet {
     /// several need a backend with more than one device and are checked against the devices
     /// that exist.
     pub fn open(&self, backend: &str) -> Result<DataParallel> {
+        let (devices, exchange) = self.resolve(backend)?;
+        let devices = devices.into_iter().map(Device::autodiff).collect();
+        Ok(DataParallel::new(devices, exchange)?)
+    }
+
+    /// The devices of the set on `backend` (without autodiff), in the set's order, and how they
+    /// exchange gradients, checked as [`open`](Self::open) checks them.
+    pub fn resolve(&self, backend: &str) -> Result<(Vec<Device>, Exchange)> {
         if self.len() == 1 {
             // One replica on the backend's own device: nothing crosses between devices.
-            let device = gems_core::device_from_name(backend)?.autodiff();
-            return Ok(DataParallel::new(vec![device], Exchange::DeviceCopy)?);
+            let device = gems_core::device_from_name(backend)?;
+            return Ok((vec![device], Exchange::DeviceCopy));
         }
         if backend.contains(':') {
             return Err(CliError::Settings(format!(
@@ -99,10 +107,36 @@ impl DeviceSet {
                 }
             )));
         }
-        let devices = (self.indices.iter())
-            .map(|&i| available[i].clone().autodiff())
-            .collect();
-        Ok(DataParallel::new(devices, exchange)?)
+        let devices = self.indices.iter().map(|&i| available[i].clone()).collect();
+        Ok((devices, exchange))
+    }
+
+    /// As many logical devices as the set has, all over the backend's default adapter (`wgpu`
+    /// only: its setup registered once more per further device), exchanging gradients as
+    /// `wgpu` devices do. A rehearsal of the data-parallel path on a machine with one GPU: the
+    /// devices share the adapter, so their figures show the path's overhead, never a speed-up.
+    /// Must come before anything else uses the backend's default device.
+    pub fn on_one_adapter(&self, backend: &str) -> Result<(Vec<Device>, Exchange)> {
+        match backend {
+            #[cfg(feature = "wgpu")]
+            "wgpu" => {
+                let failed = |e: burn::tensor::wgpu::WgpuInitError| {
+                    CliError::Settings(format!(
+                        "cannot open logical wgpu devices over the default adapter: {e}"
+                    ))
+                };
+                let (first, setup) = Device::wgpu_options().init_with_setup().map_err(failed)?;
+                let mut devices = vec![first];
+                for _ in 1..self.len() {
+                    let further = Device::wgpu_options().setup(setup.clone()).init();
+                    devices.push(further.map_err(failed)?);
+                }
+                Ok((devices, Exchange::for_backend(backend)?))
+            }
+            other => Err(CliError::Settings(format!(
+                "logical devices over one adapter need the wgpu backend, not `{other}`"
+            ))),
+        }
     }
 }
 

@@ -139,6 +139,169 @@ fn bench_train_reports_consistent_figures() {
     assert!(adamw["device_reads"]["refresh_step"].is_null());
 }
 
+/// A small, quick `bench train --devices` run: preset compact with one block per stack, 2
+/// requests of 16 + 4 tokens per device, one timed step after none of warm-up.
+fn bench_devices(extra: &[&str]) -> Value {
+    let mut args = vec![
+        "bench",
+        "train",
+        "--preset",
+        "compact",
+        "--layers",
+        "1",
+        "--batch-size",
+        "2",
+        "--prompt-tokens",
+        "16",
+        "--target-tokens",
+        "4",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--matmul-size",
+        "0",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    json(&args)
+}
+
+/// The data-parallel rows of a [`bench_devices`] report: one per method and device count, in
+/// that order, whose figures agree with the window each count runs (2 requests of 20 tokens
+/// per device) and with the single-device rows of the same run.
+fn check_scaling(report: &Value, methods: &[&str], counts: &[u64]) {
+    let scaling = &report["scaling"];
+    let rows = scaling["rows"].as_array().expect("scaling rows");
+    let expected: Vec<(&str, u64)> = methods
+        .iter()
+        .flat_map(|&m| counts.iter().map(move |&c| (m, c)))
+        .collect();
+    let found: Vec<(&str, u64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["method"].as_str().unwrap(),
+                r["devices"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(found, expected, "{scaling}");
+    assert_eq!(
+        scaling["devices"].as_array().map(Vec::len),
+        counts.last().map(|&c| c as usize),
+        "{scaling}"
+    );
+    for row in rows {
+        let devices = number(row, "devices");
+        let method = row["method"].as_str().unwrap();
+        let single = report["methods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["method"] == method)
+            .expect("the method's single-device row");
+        for field in [
+            "step_ms",
+            "effective_step_ms",
+            "samples_per_s",
+            "tokens_per_s",
+            "scaling_efficiency",
+        ] {
+            let value = number(row, field);
+            assert!(value.is_finite() && value > 0.0, "{field}: {row}");
+        }
+        assert_eq!(number(row, "samples_per_step"), 2.0 * devices, "{row}");
+        let effective = number(row, "effective_step_ms");
+        assert!(effective >= number(row, "step_ms"), "{row}");
+        assert!(
+            close(
+                number(row, "samples_per_s"),
+                2.0 * devices / (effective / 1e3)
+            ),
+            "{row}"
+        );
+        assert!(
+            close(
+                number(row, "tokens_per_s"),
+                2.0 * devices * 20.0 / (effective / 1e3)
+            ),
+            "{row}"
+        );
+        let one_device = rows
+            .iter()
+            .find(|r| r["method"] == method && r["devices"] == 1)
+            .unwrap();
+        assert!(
+            close(
+                number(row, "scaling_efficiency"),
+                number(row, "samples_per_s") / (devices * number(one_device, "samples_per_s"))
+            ),
+            "{row}"
+        );
+        if devices == 1.0 {
+            assert!(
+                close(
+                    number(row, "vs_single_device_step"),
+                    number(row, "step_ms") / number(single, "step_ms")
+                ),
+                "{row}"
+            );
+        } else {
+            assert!(row["vs_single_device_step"].is_null(), "{row}");
+        }
+        // Low-rank methods time a refresh step too, on every count of devices.
+        assert_eq!(row["refresh_step_ms"].is_null(), method == "adamw", "{row}");
+    }
+}
+
+/// `--devices 1` on the CPU backend: each method through the data-parallel path on its one
+/// device, beside its ordinary step.
+#[test]
+fn bench_train_times_the_data_parallel_path_on_one_device() {
+    let report = bench_devices(&["--methods", "adamw,gems", "--devices", "1"]);
+    check_machine(&report);
+    assert_eq!(report["scaling"]["one_adapter"], false);
+    assert_eq!(report["scaling"]["exchange"], "DeviceCopy");
+    check_scaling(&report, &["adamw", "gems"], &[1]);
+}
+
+/// Two logical WGPU devices over the one adapter (`--one-adapter`; lavapipe in CI): a row for
+/// 1 and for 2 devices. AdamW only: on the software driver every logical device compiles its
+/// own kernels, and GEMS's knowledge bases and refresh would triple that time (the flex test
+/// above runs GEMS through the same path). Skipped without an adapter unless
+/// `GEMS_REQUIRE_WGPU` is set.
+#[cfg(feature = "wgpu")]
+#[test]
+fn bench_train_times_two_logical_wgpu_devices() {
+    let adapters = burn::tensor::Device::enumerate(burn::tensor::DeviceType::Wgpu).into_vec();
+    if adapters.is_empty() {
+        assert!(
+            std::env::var_os("GEMS_REQUIRE_WGPU").is_none(),
+            "GEMS_REQUIRE_WGPU is set but no WGPU adapter was found"
+        );
+        eprintln!("skipped: no WGPU adapter");
+        return;
+    }
+    let report = bench_devices(&[
+        "--backend",
+        "wgpu",
+        "--methods",
+        "adamw",
+        "--devices",
+        "2",
+        "--one-adapter",
+    ]);
+    assert_eq!(report["machine"]["backend"], "wgpu");
+    assert_eq!(report["scaling"]["one_adapter"], true);
+    let devices = &report["scaling"]["devices"];
+    assert_ne!(
+        devices[0], devices[1],
+        "two distinct logical devices: {devices}"
+    );
+    check_scaling(&report, &["adamw"], &[1, 2]);
+}
+
 #[test]
 fn bench_decode_and_svd_report_every_measure() {
     let report = json(&[
@@ -238,6 +401,28 @@ fn bench_refuses_bad_input_clearly() {
         "/nonexistent/config.json",
     ]);
     assert!(message.contains("/nonexistent/config.json"), "{message}");
+    // `--devices` as `gems train --devices` takes it, with its errors.
+    let message = error(&["bench", "train", "--devices", "2"]);
+    assert!(
+        message.contains("`flex`") && message.contains("GPU backend"),
+        "{message}"
+    );
+    let message = error(&["bench", "train", "--devices", "0,1,1"]);
+    assert!(message.contains("device 1 twice"), "{message}");
+    let message = error(&["bench", "train", "--devices", "2", "--one-adapter"]);
+    assert!(
+        message.contains("wgpu") && message.contains("`flex`"),
+        "{message}"
+    );
+    let message = error(&["bench", "train", "--one-adapter"]);
+    assert!(message.contains("--devices"), "{message}");
+    if cfg!(feature = "wgpu") {
+        let message = error(&["bench", "train", "--backend", "wgpu", "--devices", "64"]);
+        assert!(
+            message.contains("asks for wgpu device") && message.contains("this machine has"),
+            "{message}"
+        );
+    }
     let message = error(&["bench", "decode", "--layers", "2"]);
     assert!(message.contains("--preset"), "{message}");
     let message = error(&["bench", "svd", "--backend", "tpu"]);

@@ -4,6 +4,8 @@
 //!   passes and the optimizer) on fixed-shape batches: the median step, the refresh step and its
 //!   cost amortised over the run's T, samples and tokens per second, optimizer state, peak
 //!   device memory where the backend reports it, and the ratios to AdamW of the same run;
+//!   with `--devices`, the same through the data-parallel path of `gems train --devices` on
+//!   1, 2, 4, … devices: samples/s, scaling efficiency, and the path's cost on one device;
 //! - `decode`: greedy decoding with and without the key-value cache, trie-constrained beam
 //!   search, in requests per second;
 //! - `svd`: randomized against exact bases at the shapes of the model's projected matrices,
@@ -18,7 +20,7 @@ use std::time::{Duration, Instant};
 use burn::tensor::{Device, Distribution, Tensor};
 use clap::{Args, Subcommand, ValueEnum};
 use gems_core::rsvd::{SvdMethod, captured_energy, power_law_matrix, top_left_singular_vectors};
-use gems_core::{GemsConfig, Treatment};
+use gems_core::{DataParallel, Exchange, GemsConfig, Treatment};
 use gems_data::batch::{EncodedExample, ModelLayout, collate_training};
 use gems_models::qwen2::Qwen2Config;
 use gems_models::t5::{FeedForwardProj, T5Config};
@@ -28,9 +30,10 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
+use crate::distributed::{self, DeviceSet, Replicas};
 use crate::error::{CliError, Result};
 use crate::experiment::{Experiment, new_backbone, pretrained_backbone};
-use crate::run_dir::RunDir;
+use crate::run_dir::{self, RunDir};
 use crate::settings::{TrainMethod, TrainSettings};
 use crate::training::{self, Progress, Training};
 
@@ -156,6 +159,15 @@ pub struct TrainBenchArgs {
     /// Side of the square f32 matmul that measures the device's peak rate (0: skip).
     #[arg(long, default_value_t = 1024)]
     matmul_size: usize,
+    /// Also time each method data-parallel, as `gems train --devices` trains (same syntax): on
+    /// the first 1, 2, 4, … and all of these devices, each replica running one micro-batch of
+    /// `--batch-size` requests per step.
+    #[arg(long)]
+    devices: Option<DeviceSet>,
+    /// With `--devices`: that many logical devices over the default adapter (wgpu), to rehearse
+    /// the data-parallel path on one GPU; the figures then show its overhead, not a speed-up.
+    #[arg(long, requires = "devices")]
+    one_adapter: bool,
 }
 
 /// Arguments of `gems bench decode`.
@@ -355,6 +367,8 @@ struct TrainReport {
     steps: usize,
     refresh_every: u64,
     methods: Vec<MethodTiming>,
+    /// The methods through the data-parallel path (`--devices`).
+    scaling: Option<Scaling>,
 }
 
 /// One method's figures.
@@ -396,6 +410,42 @@ struct DeviceReads {
     refresh_step: Option<u64>,
 }
 
+/// The data-parallel figures of `--devices`.
+#[derive(Debug, Serialize)]
+struct Scaling {
+    /// The devices, in the order replicas are placed on them.
+    devices: Vec<String>,
+    /// Whether they are logical devices over one adapter (`--one-adapter`).
+    one_adapter: bool,
+    /// How the replicas sum their gradients.
+    exchange: String,
+    /// One row per method and device count.
+    rows: Vec<ScalingTiming>,
+}
+
+/// One method on one count of devices, each running a micro-batch of `batch_size` requests.
+#[derive(Debug, Serialize)]
+struct ScalingTiming {
+    method: String,
+    devices: usize,
+    /// Requests of the step's window over all devices.
+    samples_per_step: usize,
+    /// Median of the timed steps without a refresh, in ms.
+    step_ms: f64,
+    /// Median of the timed steps with a refresh (low-rank methods), in ms.
+    refresh_step_ms: Option<f64>,
+    /// Step with the refresh amortised over the run's T, in ms.
+    effective_step_ms: f64,
+    /// Requests of every device per second.
+    samples_per_s: f64,
+    tokens_per_s: f64,
+    /// samples/s ÷ (devices × samples/s of the same method on one device).
+    scaling_efficiency: f64,
+    /// One device: this step over the ordinary single-device step (`methods`) on the same
+    /// device, the cost of the data-parallel path itself.
+    vs_single_device_step: Option<f64>,
+}
+
 /// Ratios to AdamW.
 #[derive(Debug, Serialize)]
 struct Ratios {
@@ -421,6 +471,14 @@ fn bench_train(args: &TrainBenchArgs) -> Result<()> {
     if args.methods.is_empty() {
         return Err(CliError::Settings("--methods names no method".into()));
     }
+    // The devices of `--devices` first: logical devices over one adapter must be registered
+    // before anything uses the backend's default device.
+    let backend = &args.model.backend;
+    let parallel_devices = match &args.devices {
+        Some(set) if args.one_adapter => Some(set.on_one_adapter(backend)?),
+        Some(set) => Some(set.resolve(backend)?),
+        None => None,
+    };
     let scratch = Scratch::new()?;
     let (config, model_name) = model_config(&args.model)?;
     let model_config = match (&args.model.model_dir, &args.model.model_config) {
@@ -437,30 +495,38 @@ fn bench_train(args: &TrainBenchArgs) -> Result<()> {
         model_dir: args.model.model_dir.clone(),
         model_config,
         batch_size: args.batch_size,
-        backend: args.model.backend.clone(),
+        backend: backend.clone(),
         refresh_every: args.refresh_every,
+        // The bench measures the set-up itself.
+        no_knowledge_cache: true,
         ..TrainSettings::default()
     };
     base.validate()?;
-    let device = gems_core::device_from_name(&base.backend)?.autodiff();
-    let machine = Machine::of(&base.backend, &device);
+    // With `--devices`, the single-device steps run on the first of them, so that the
+    // data-parallel path's overhead on one device is measured against the same device.
+    let device = match &parallel_devices {
+        Some((devices, _)) => devices[0].clone().autodiff(),
+        None => gems_core::device_from_name(backend)?.autodiff(),
+    };
+    let machine = Machine::of(backend, &device);
     let pretrained = pretrained_backbone(&base, &device)?;
     let experiment = Experiment::prepare(&base, pretrained.as_ref())?;
     let run = RunDir::create(&scratch.0.join("run"))?;
+    let bench = TrainBench {
+        args,
+        base: &base,
+        experiment: &experiment,
+        run: &run,
+    };
 
     let mut methods = Vec::new();
     let mut facts = None;
     for &method in &args.methods {
-        let settings = TrainSettings {
-            method,
-            refresh_every: TIMING_REFRESH_PERIOD,
-            ..base.clone()
-        };
+        let settings = bench.settings(method, 1);
         let started = Instant::now();
         let pretrained = pretrained_backbone(&settings, &device)?;
         let model = new_backbone(&settings, pretrained, &experiment.tokenizer, &device)?;
-        let examples = requests(args, model.vocab_size());
-        let window: Vec<&EncodedExample> = examples.iter().collect();
+        let examples = requests(args, args.batch_size, model.vocab_size());
         facts.get_or_insert_with(|| {
             (
                 burn::module::Module::num_params(&model),
@@ -483,15 +549,7 @@ fn bench_train(args: &TrainBenchArgs) -> Result<()> {
             None
         };
         let optimizer = training::optimizer_for(&settings, d_model, null_space)?;
-        let model = match method {
-            TrainMethod::Lora => training::attach_lora(
-                model,
-                &optimizer,
-                settings.shared_rank(d_model),
-                settings.scale,
-            )?,
-            TrainMethod::Optimizer(_) => model,
-        };
+        let model = with_method(model, &optimizer, &settings)?;
         let mut training = Training {
             settings: &settings,
             experiment: &experiment,
@@ -502,67 +560,29 @@ fn bench_train(args: &TrainBenchArgs) -> Result<()> {
             progress: Progress::start(String::new()),
             replicas: None,
         };
-        device
-            .sync()
-            .map_err(|e| CliError::Settings(format!("the device failed: {e:?}")))?;
+        synchronise(&training)?;
         let setup_s = started.elapsed().as_secs_f64();
-        let low_rank = matches!(method, TrainMethod::Optimizer(m) if m.low_rank());
-        let total = (args.warmup + 3 * args.steps) as u64 + TIMING_REFRESH_PERIOD;
-        let (mut steady, mut refreshes) = (Vec::new(), Vec::new());
-        let mut peak: Option<u64> = None;
-        let mut device_reads = DeviceReads::default();
-        let mut taken = 0;
-        while steady.len() < args.steps || (low_rank && refreshes.is_empty()) {
-            let start = Instant::now();
-            let report = training.step(&window, total)?.ok_or_else(|| {
-                CliError::Settings(
-                    "a step had a non-finite loss or gradient; the figures would be meaningless"
-                        .into(),
-                )
-            })?;
-            device
-                .sync()
-                .map_err(|e| CliError::Settings(format!("the device failed: {e:?}")))?;
-            let elapsed = ms(start.elapsed());
-            if let Some(usage) = device.memory_pool_usage() {
-                peak = Some(peak.unwrap_or(0).max(usage.bytes_reserved));
-            }
-            taken += 1;
-            if taken <= args.warmup {
-                continue;
-            }
-            if report.refreshed > 0 {
-                refreshes.push(elapsed);
-                device_reads.refresh_step = Some(report.device_reads);
-            } else {
-                steady.push(elapsed);
-                device_reads.step = report.device_reads;
-            }
-        }
-        let step_ms = median(steady).expect("steps were timed");
-        let refresh_step_ms = median(refreshes);
-        let amortised_refresh_ms =
-            refresh_step_ms.map(|r| (r - step_ms).max(0.0) / args.refresh_every as f64);
-        let effective_step_ms = step_ms + amortised_refresh_ms.unwrap_or(0.0);
+        let times = bench.time_steps(&mut training, &examples)?;
         let (_, tokens, flops) = facts.expect("set above");
+        let effective_step_ms = times.effective_step_ms(args.refresh_every);
         methods.push(MethodTiming {
             method: method.name().to_string(),
-            step_ms,
-            refresh_step_ms,
-            amortised_refresh_ms,
+            step_ms: times.step_ms,
+            refresh_step_ms: times.refresh_step_ms,
+            amortised_refresh_ms: times.amortised_refresh_ms(args.refresh_every),
             effective_step_ms,
             samples_per_s: args.batch_size as f64 / (effective_step_ms / 1e3),
             tokens_per_s: tokens as f64 / (effective_step_ms / 1e3),
             gflops: flops / (effective_step_ms / 1e3) / 1e9,
             optimizer_state_bytes: training.optimizer.state_bytes(),
             knowledge_basis_bytes: training.optimizer.null_space_bytes(),
-            peak_device_bytes: peak,
-            device_reads,
+            peak_device_bytes: times.peak_device_bytes,
+            device_reads: times.device_reads,
             setup_s,
             vs_adamw: None,
         });
         if !args.model.json {
-            eprintln!("{}: {step_ms:.1} ms per step", method.name());
+            eprintln!("{}: {:.1} ms per step", method.name(), times.step_ms);
         }
     }
     if args.methods[0] == TrainMethod::Optimizer(gems_core::Method::Adamw) {
@@ -580,6 +600,10 @@ fn bench_train(args: &TrainBenchArgs) -> Result<()> {
         }
     }
     let (parameters, tokens_per_step, flops_per_step) = facts.expect("one method at least");
+    let scaling = match parallel_devices {
+        Some((devices, exchange)) => Some(bench.scaling(&devices, exchange, &methods)?),
+        None => None,
+    };
     let inner = device.clone().without_autodiff();
     let report = TrainReport {
         machine,
@@ -593,6 +617,7 @@ fn bench_train(args: &TrainBenchArgs) -> Result<()> {
         steps: args.steps,
         refresh_every: args.refresh_every,
         methods,
+        scaling,
     };
     if args.model.json {
         print_json(&report);
@@ -602,10 +627,220 @@ fn bench_train(args: &TrainBenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// `batch_size` requests of random tokens, the tasks alternating; targets end with the
+/// What every timed training of `gems bench train` shares.
+struct TrainBench<'a> {
+    args: &'a TrainBenchArgs,
+    base: &'a TrainSettings,
+    experiment: &'a Experiment,
+    run: &'a RunDir,
+}
+
+/// The step times of one timed training, in ms.
+struct StepTimes {
+    /// Median of the steps without a refresh.
+    step_ms: f64,
+    /// Median of the steps with a refresh (low-rank methods).
+    refresh_step_ms: Option<f64>,
+    /// Largest memory the (first) device's allocator held after a step, where it reports it.
+    peak_device_bytes: Option<u64>,
+    /// The optimizer's reads back from the device in the last timed steps.
+    device_reads: DeviceReads,
+}
+
+impl StepTimes {
+    /// (refresh step − step) / T.
+    fn amortised_refresh_ms(&self, refresh_every: u64) -> Option<f64> {
+        (self.refresh_step_ms).map(|r| (r - self.step_ms).max(0.0) / refresh_every as f64)
+    }
+
+    /// The step with the refresh amortised over T.
+    fn effective_step_ms(&self, refresh_every: u64) -> f64 {
+        self.step_ms + self.amortised_refresh_ms(refresh_every).unwrap_or(0.0)
+    }
+}
+
+impl TrainBench<'_> {
+    /// The settings of a timed training of `method` whose window is `micro_batches`
+    /// micro-batches of `--batch-size` requests.
+    fn settings(&self, method: TrainMethod, micro_batches: usize) -> TrainSettings {
+        TrainSettings {
+            method,
+            refresh_every: TIMING_REFRESH_PERIOD,
+            gradient_accumulation: micro_batches,
+            ..self.base.clone()
+        }
+    }
+
+    /// Times steps of `training` over the window `examples` until `--steps` steps without a
+    /// refresh (and, for low-rank methods, one with a refresh) follow the `--warmup` ones.
+    fn time_steps(
+        &self,
+        training: &mut Training,
+        examples: &[EncodedExample],
+    ) -> Result<StepTimes> {
+        let args = self.args;
+        let window: Vec<&EncodedExample> = examples.iter().collect();
+        let low_rank =
+            matches!(training.settings.method, TrainMethod::Optimizer(m) if m.low_rank());
+        let total = (args.warmup + 3 * args.steps) as u64 + TIMING_REFRESH_PERIOD;
+        let (mut steady, mut refreshes) = (Vec::new(), Vec::new());
+        let mut peak: Option<u64> = None;
+        let mut device_reads = DeviceReads::default();
+        let mut taken = 0;
+        while steady.len() < args.steps || (low_rank && refreshes.is_empty()) {
+            let start = Instant::now();
+            let report = training.step(&window, total)?.ok_or_else(|| {
+                CliError::Settings(
+                    "a step had a non-finite loss or gradient; the figures would be meaningless"
+                        .into(),
+                )
+            })?;
+            synchronise(training)?;
+            let elapsed = ms(start.elapsed());
+            if let Some(usage) = training.device.memory_pool_usage() {
+                peak = Some(peak.unwrap_or(0).max(usage.bytes_reserved));
+            }
+            taken += 1;
+            if taken <= args.warmup {
+                continue;
+            }
+            if report.refreshed > 0 {
+                refreshes.push(elapsed);
+                device_reads.refresh_step = Some(report.device_reads);
+            } else {
+                steady.push(elapsed);
+                device_reads.step = report.device_reads;
+            }
+        }
+        Ok(StepTimes {
+            step_ms: median(steady).expect("steps were timed"),
+            refresh_step_ms: median(refreshes),
+            peak_device_bytes: peak,
+            device_reads,
+        })
+    }
+
+    /// Every method through the data-parallel path of `gems train --devices` on the first
+    /// [`device_counts`] of `devices`: each replica runs one micro-batch of `--batch-size`
+    /// requests per step (the window grows with the devices), the gradients are summed across
+    /// them, and every replica takes the optimizer step. `single` holds the same methods'
+    /// ordinary single-device steps, measured on `devices[0]`.
+    fn scaling(
+        &self,
+        devices: &[Device],
+        exchange: Exchange,
+        single: &[MethodTiming],
+    ) -> Result<Scaling> {
+        let args = self.args;
+        let mut rows = Vec::new();
+        for (&method, ordinary) in args.methods.iter().zip(single) {
+            let mut one_device_rate = None;
+            for count in device_counts(devices.len()) {
+                let settings = self.settings(method, count);
+                let replica_devices = devices[..count].iter().cloned().map(Device::autodiff);
+                let parallel = DataParallel::new(replica_devices.collect(), exchange)?;
+                let first = parallel.devices()[0].clone().autodiff();
+                let pretrained = pretrained_backbone(&settings, &first)?;
+                let model =
+                    new_backbone(&settings, pretrained, &self.experiment.tokenizer, &first)?;
+                let examples = requests(args, count * args.batch_size, model.vocab_size());
+                let mut optimizers = distributed::optimizers(
+                    &settings,
+                    self.experiment,
+                    &model,
+                    &parallel,
+                    method.needs_null_space(),
+                )?;
+                let optimizer = optimizers.remove(0);
+                let model = with_method(model, &optimizer, &settings)?;
+                let checkpoint = self.run.path(run_dir::CHECKPOINT);
+                let replicas = Replicas::new(parallel, &model, optimizers, checkpoint);
+                let mut training = Training {
+                    settings: &settings,
+                    experiment: self.experiment,
+                    run: self.run,
+                    device: first,
+                    model,
+                    optimizer,
+                    progress: Progress::start(String::new()),
+                    replicas: Some(replicas),
+                };
+                synchronise(&training)?;
+                let times = self.time_steps(&mut training, &examples)?;
+                let effective_step_ms = times.effective_step_ms(args.refresh_every);
+                let samples_per_s = examples.len() as f64 / (effective_step_ms / 1e3);
+                let one_device = *one_device_rate.get_or_insert(samples_per_s);
+                rows.push(ScalingTiming {
+                    method: method.name().to_string(),
+                    devices: count,
+                    samples_per_step: examples.len(),
+                    step_ms: times.step_ms,
+                    refresh_step_ms: times.refresh_step_ms,
+                    effective_step_ms,
+                    samples_per_s,
+                    tokens_per_s: tokens_per_step(&examples, self.experiment) as f64
+                        / (effective_step_ms / 1e3),
+                    scaling_efficiency: samples_per_s / (count as f64 * one_device),
+                    vs_single_device_step: (count == 1).then(|| times.step_ms / ordinary.step_ms),
+                });
+                if !args.model.json {
+                    eprintln!(
+                        "{} on {count} device(s): {:.1} ms per step",
+                        method.name(),
+                        times.step_ms
+                    );
+                }
+            }
+        }
+        Ok(Scaling {
+            devices: devices.iter().map(|d| format!("{d:?}")).collect(),
+            one_adapter: args.one_adapter,
+            exchange: format!("{exchange:?}"),
+            rows,
+        })
+    }
+}
+
+/// The device counts `--devices` with `n` devices times: 1, 2, 4, … below `n`, and `n`.
+fn device_counts(n: usize) -> Vec<usize> {
+    let mut counts: Vec<usize> = std::iter::successors(Some(1_usize), |c| c.checked_mul(2))
+        .take_while(|&c| c < n)
+        .collect();
+    counts.push(n);
+    counts
+}
+
+/// `model` ready for `settings.method`: LoRA adapters attached for `lora`.
+fn with_method(
+    model: Backbone,
+    optimizer: &gems_core::GemsOptimizer,
+    settings: &TrainSettings,
+) -> Result<Backbone> {
+    match settings.method {
+        TrainMethod::Lora => {
+            let rank = settings.shared_rank(model.config().hidden_size());
+            training::attach_lora(model, optimizer, rank, settings.scale)
+        }
+        TrainMethod::Optimizer(_) => Ok(model),
+    }
+}
+
+/// Waits for the work queued on every device of `training` (each replica's).
+fn synchronise(training: &Training) -> Result<()> {
+    let first = training.device.clone().without_autodiff();
+    let others = training.replicas.iter().flat_map(|r| &r.devices()[1..]);
+    for device in std::iter::once(&first).chain(others) {
+        device
+            .sync()
+            .map_err(|e| CliError::Settings(format!("the device {device:?} failed: {e:?}")))?;
+    }
+    Ok(())
+}
+
+/// `count` requests of random tokens, the tasks alternating; targets end with the
 /// end-of-sequence token that collation appends.
-fn requests(args: &TrainBenchArgs, vocab: usize) -> Vec<EncodedExample> {
-    (0..args.batch_size)
+fn requests(args: &TrainBenchArgs, count: usize, vocab: usize) -> Vec<EncodedExample> {
+    (0..count)
         .map(|i| {
             let row = |length: usize, seed: u64| random_prompts(1, length, vocab, seed).remove(0);
             EncodedExample {
@@ -728,6 +963,44 @@ fn print_train_table(report: &TrainReport) {
                 .map_or("—".to_string(), |r| r.to_string()),
             or_dash(m.vs_adamw.as_ref().map(|r| r.effective_step), 2),
             or_dash(m.vs_adamw.as_ref().map(|r| r.optimizer_state), 3),
+        );
+    }
+    if let Some(scaling) = &report.scaling {
+        print_scaling_table(scaling, report.batch_size);
+    }
+}
+
+fn print_scaling_table(scaling: &Scaling, batch_size: usize) {
+    println!();
+    println!(
+        "data-parallel ({} exchange) over {}{}: each device runs {batch_size} requests per step",
+        scaling.exchange,
+        scaling.devices.join(", "),
+        if scaling.one_adapter {
+            " (logical devices sharing one adapter: overhead, not speed-up)"
+        } else {
+            ""
+        }
+    );
+    println!();
+    println!(
+        "| method | devices | samples per step | step (ms) | refresh step (ms) | samples/s | tokens/s | scaling efficiency | vs single-device step |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for row in &scaling.rows {
+        println!(
+            "| {} | {} | {} | {:.1} | {} | {:.1} | {:.0} | {:.2} | {} |",
+            row.method,
+            row.devices,
+            row.samples_per_step,
+            row.step_ms,
+            row.refresh_step_ms
+                .map_or("—".to_string(), |v| format!("{v:.1}")),
+            row.samples_per_s,
+            row.tokens_per_s,
+            row.scaling_efficiency,
+            row.vs_single_device_step
+                .map_or("—".to_string(), |v| format!("{v:.2}×")),
         );
     }
 }
@@ -1036,6 +1309,16 @@ mod tests {
     }
 
     #[test]
+    fn device_counts_double_up_to_every_device() {
+        assert_eq!(device_counts(1), [1]);
+        assert_eq!(device_counts(2), [1, 2]);
+        assert_eq!(device_counts(3), [1, 2, 3]);
+        assert_eq!(device_counts(4), [1, 2, 4]);
+        assert_eq!(device_counts(6), [1, 2, 4, 6]);
+        assert_eq!(device_counts(8), [1, 2, 4, 8]);
+    }
+
+    #[test]
     fn the_flop_estimate_counts_each_weight_once_per_token() {
         // A T5 of known sizes: 6 · (encoder weights · source tokens + decoder weights · target
         // tokens + output head · target tokens), counted here from the architecture by hand.
@@ -1060,8 +1343,10 @@ mod tests {
             warmup: 0,
             refresh_every: 1,
             matmul_size: 0,
+            devices: None,
+            one_adapter: false,
         };
-        let examples = requests(&args, model.vocab_size());
+        let examples = requests(&args, args.batch_size, model.vocab_size());
         // Encoder block: q k v o (8×4, 8×4, 8×4, 4×8: 2 heads of 2) and the MLP (8×16, 16×8);
         // decoder block: self- and cross-attention and the same MLP; the tied head 100×8.
         let attention = 4 * 8 * 4;
