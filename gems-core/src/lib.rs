@@ -67,6 +67,7 @@ pub mod optimizer;
 pub mod projector;
 pub mod rsvd;
 pub mod subspace;
+pub mod trained_slice;
 
 pub use backend::{available_backends, device_from_name};
 pub use config::{GemsConfig, Method, MomentTransfer, OtherParams};
@@ -78,3 +79,4 @@ pub use gate::{GateConfig, TaskSignal};
 pub use null_space::{KnowledgeBasis, KnowledgeSelection, NullSpace};
 pub use optimizer::{GemsOptimizer, ParamPlan, StepError, StepResult, TaskGradients, Treatment};
 pub use rsvd::SvdMethod;
+pub use trained_slice::{TrainedSlice, trim_gradients};
