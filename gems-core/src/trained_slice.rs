@@ -147,7 +147,9 @@ impl ModuleVisitor for Trimmer<'_> {
         // Already trimmed, or a shape the step will refuse: left as it is.
         let trimmed =
             if gradient.dims().as_slice() == shape.as_slice() && slice.misfit(&shape).is_none() {
-                slice.of(gradient)
+                // A slice is a view of the whole buffer on some backends (flex); an elementwise
+                // operation writes it to a buffer of its own, so that the whole one can be freed.
+                slice.of(gradient).mul_scalar(1.0)
             } else {
                 gradient
             };
