@@ -14,7 +14,9 @@
 //! 4. projects the final update, weight decay included, away from the knowledge space again,
 //!    so that `(W + ΔW)·x = W·x` for knowledge inputs x.
 //!
-//! Other parameters get AdamW (or are frozen).
+//! Other parameters get AdamW (or are frozen); AdamW can train a slice of a matrix only, such as
+//! the rows of the tokens a fine-tune adds to a vocabulary, with state for that slice alone
+//! ([`trained_slice`]).
 //!
 //! ## Bias correction across basis refreshes
 //!
