@@ -1157,3 +1157,58 @@ fn an_empty_trained_slice_freezes_its_parameter() {
         weight_values(&ToyModel::new(&device).o.weight)
     );
 }
+
+/// A state file of version 2 (before trained slices were recorded) still loads: its full
+/// moments cover whole weights, so it resumes an optimizer without slices and is refused by one
+/// with a slice.
+#[test]
+fn a_version_2_state_loads_as_whole_weights() {
+    let device = device();
+    let folder = tempfile::tempdir().unwrap();
+    let adamw = || GemsConfig::for_method(Method::Adamw).init().unwrap();
+    let mut optimizer = adamw();
+    run_two_tasks(ToyModel::new(&device), &mut optimizer, 0..1);
+    let current = folder.path().join("v3.safetensors");
+    optimizer.save_state(&current).unwrap();
+    // The same file with the header a version 2 writer made: version 2, no `slice` keys.
+    let bytes = std::fs::read(&current).unwrap();
+    let (_, metadata) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let header = metadata.metadata().as_ref().unwrap()["gems"].clone();
+    assert!(header.contains(r#""version":3"#), "{header}");
+    assert!(!header.contains("slice"), "{header}");
+    let old_header = header.replace(r#""version":3"#, r#""version":2"#);
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let old = safetensors::serialize(
+        file.tensors(),
+        Some(std::collections::HashMap::from([(
+            "gems".to_string(),
+            old_header,
+        )])),
+    )
+    .unwrap();
+    let path = folder.path().join("v2.safetensors");
+    std::fs::write(&path, old).unwrap();
+    let mut resumed = adamw();
+    resumed.load_state(&path, &device).unwrap();
+    assert_eq!(resumed.steps(), 1);
+    assert_eq!(resumed.state_bytes(), optimizer.state_bytes());
+    let mut sliced = adamw().with_trained_slice("q.weight", TrainedSlice::rows(1));
+    let error = sliced.load_state(&path, &device).unwrap_err().to_string();
+    assert!(error.contains("cover the whole weight"), "{error}");
+    // Version 1 (no per-row masses) is refused.
+    let ancient = header.replace(r#""version":3"#, r#""version":1"#);
+    let old = safetensors::serialize(
+        file.tensors(),
+        Some(std::collections::HashMap::from([(
+            "gems".to_string(),
+            ancient,
+        )])),
+    )
+    .unwrap();
+    std::fs::write(&path, old).unwrap();
+    let error = adamw().load_state(&path, &device).unwrap_err().to_string();
+    assert!(
+        error.contains("v1 is not gems-optimizer-state v2 to v3"),
+        "{error}"
+    );
+}
