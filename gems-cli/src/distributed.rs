@@ -417,14 +417,19 @@ mod tests {
             gems_data::Task::ALL.map(|task| window.iter().filter(|e| e.task == task).count());
         let gradients = |micros: &[usize]| {
             let chosen = micros.iter().map(|&m| (m, micro_batches[m]));
+            let (step, slices) = (0, &Default::default());
+            let window = crate::training::Window {
+                step,
+                samples,
+                slices,
+            };
             crate::training::window_gradients(
                 &experiment,
                 &settings,
-                0,
+                &window,
                 &model,
                 &device,
                 chosen,
-                samples,
             )
             .unwrap()
         };

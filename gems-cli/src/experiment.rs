@@ -35,6 +35,9 @@ pub struct Experiment {
     pub identifiers: ItemIdentifiers,
     /// The tokenizer (item identifier tokens added).
     pub tokenizer: Tokenizer,
+    /// The first token the run added to a pre-trained tokenizer (every later one is new too);
+    /// `None` when the tokenizer was trained for the run, or reopened from a saved model.
+    pub first_new_token: Option<usize>,
     /// Prompt templates.
     pub templates: PromptTemplates,
     /// Layout and special tokens of batches.
@@ -70,10 +73,11 @@ impl Experiment {
             }
             _ => ItemIdentifiers::build(&dataset.items, &scheme)?,
         };
-        let tokenizer = match pretrained {
+        let (tokenizer, first_new_token) = match pretrained {
             Some((_, mut tokenizer)) => {
+                let first_new_token = tokenizer.get_vocab_size(true);
                 add_identifier_tokens(&mut tokenizer, &identifiers);
-                tokenizer
+                (tokenizer, Some(first_new_token))
             }
             None => {
                 let mut corpus = tokenizer_corpus(&dataset.items, &dataset.train, &templates);
@@ -81,12 +85,17 @@ impl Experiment {
                     &settings.general_corpus,
                     settings.general_corpus_tokens,
                 )?);
-                train_word_level(&corpus, &identifiers, WordLevelOptions::default())?
+                let tokenizer =
+                    train_word_level(&corpus, &identifiers, WordLevelOptions::default())?;
+                (tokenizer, None)
             }
         };
         let batch_options =
             batch_options(settings.model, settings.model_dir.as_deref(), &tokenizer)?;
-        Self::assemble(dataset, identifiers, tokenizer, templates, batch_options)
+        let mut experiment =
+            Self::assemble(dataset, identifiers, tokenizer, templates, batch_options)?;
+        experiment.first_new_token = first_new_token;
+        Ok(experiment)
     }
 
     /// The experiment of a saved model directory (`tokenizer.json`, `identifiers.json` beside
@@ -126,6 +135,7 @@ impl Experiment {
             dataset,
             identifiers,
             tokenizer,
+            first_new_token: None,
             templates,
             batch_options,
             item_tokens,

@@ -21,6 +21,7 @@ mod settings;
 mod statistics;
 mod training;
 mod tuning;
+mod vocabulary;
 
 use std::process::ExitCode;
 

@@ -29,7 +29,8 @@ pub struct MemoryEstimate {
     pub weights: u64,
     /// Optimizer state: bases and moments (knowledge bases not included).
     pub optimizer_state: u64,
-    /// One full gradient of every trainable parameter per task, all held at the step.
+    /// One gradient of every trained parameter (of its trained slice, for a vocabulary matrix of
+    /// which only the new tokens are trained) per task, all held at the step.
     pub gradients: u64,
     /// Tensors kept for one backward pass at this batch size (estimate).
     pub activations: u64,
@@ -97,32 +98,28 @@ pub fn estimate(
     let trained = plan.iter().filter(|p| p.treatment != Treatment::Frozen);
     let (trainable, adapters, optimizer_state) = match method {
         TrainMethod::Optimizer(_) => (
-            trained
-                .map(|p| p.shape.iter().product::<usize>() as u64)
-                .sum(),
+            trained.map(|p| p.trained_values as u64).sum(),
             0,
             plan.iter().map(|p| p.state_bytes as u64).sum(),
         ),
         // Adapters A (d_in × r) and B (r × d_out) replace the matrices they adapt, which are
-        // frozen; AdamW moments on everything trained.
+        // frozen; AdamW on everything else trained, as the plan says (trained slices included).
         TrainMethod::Lora => {
             let rank = optimizer.config().shared_rank;
-            // Rows of every trained matrix view (leading axes folded into rows): AdamW keeps two
-            // bias-correction masses per row beside its two moments.
-            let (mut trainable, mut adapters, mut rows) = (0, 0, 0);
+            let (mut trainable, mut adapters, mut adapter_rows, mut other_state) = (0, 0, 0, 0);
             for p in trained {
                 if optimizer.is_target(&p.path, &p.shape) {
                     adapters += (rank * (p.shape[0] + p.shape[1])) as u64;
-                    rows += (p.shape[0] + rank) as u64; // A: [d_in, r], B: [r, d_out]
+                    adapter_rows += (p.shape[0] + rank) as u64; // A: [d_in, r], B: [r, d_out]
                 } else {
-                    trainable += p.shape.iter().product::<usize>() as u64;
-                    rows += p.shape[..p.shape.len().saturating_sub(1)]
-                        .iter()
-                        .product::<usize>() as u64;
+                    trainable += p.trained_values as u64;
+                    other_state += p.state_bytes as u64;
                 }
             }
             trainable += adapters;
-            (trainable, adapters, 2 * FLOAT * (trainable + rows))
+            // Two moments and, per row, two bias-correction masses of each adapter.
+            let adapter_state = 2 * FLOAT * (adapters + adapter_rows);
+            (trainable, adapters, adapter_state + other_state)
         }
     };
     MemoryEstimate {

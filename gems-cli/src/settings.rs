@@ -97,6 +97,18 @@ pub enum IdScheme {
     Title,
 }
 
+/// Which tokens' entries of the vocabulary matrices (token embedding, untied output head) are
+/// trained; see `crate::vocabulary`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum VocabularyTraining {
+    /// The tokens the run adds to a pre-trained model (item identifiers), the pre-trained
+    /// tokens frozen; every token of a model trained from scratch.
+    New,
+    /// Every token.
+    All,
+}
+
 /// Learning-rate schedule after warm-up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -127,6 +139,8 @@ pub struct TrainSettings {
     pub id_scheme: IdScheme,
     /// History items in a prompt (the most recent ones).
     pub max_history: usize,
+    /// Which tokens' rows of the vocabulary matrices are trained (every method alike).
+    pub train_vocabulary: VocabularyTraining,
     /// Shared subspace rank r_s (or LoRA rank for `lora`); default: d_model / 4, at most 128.
     pub shared_rank: Option<usize>,
     /// Task subspace rank r_t; default r_s / 2.
@@ -197,6 +211,7 @@ impl Default for TrainSettings {
             method: TrainMethod::Optimizer(Method::Gems),
             id_scheme: IdScheme::Atomic,
             max_history: 10,
+            train_vocabulary: VocabularyTraining::New,
             shared_rank: None,
             task_rank: None,
             refresh_every: 200,
@@ -271,6 +286,11 @@ pub struct TrainArgs {
     #[arg(long, value_parser = toml_integer::<usize>)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_history: Option<usize>,
+    /// Vocabulary rows trained: `new` (default; the tokens added to a pre-trained model, the
+    /// pre-trained ones frozen; all tokens from scratch) or `all`.
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub train_vocabulary: Option<VocabularyTraining>,
     /// Shared subspace rank r_s (LoRA rank for `lora`).
     #[arg(long, value_parser = toml_integer::<usize>)]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -1,13 +1,16 @@
 //! The training loop: per-task backward passes, the optimizer step, learning-rate schedule,
 //! validation with early stopping, checkpoints that resume bit for bit, and Ctrl-C.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::module::{Lora, Module, ParamGroup};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::Device;
-use gems_core::{GemsError, GemsOptimizer, NullSpace, StepReport, TaskGradients};
+use gems_core::{
+    GemsError, GemsOptimizer, NullSpace, StepReport, TaskGradients, TrainedSlice, trim_gradients,
+};
 use gems_data::batch::EncodedExample;
 use gems_data::{Protocol, Task};
 use gems_models::Backbone;
@@ -288,9 +291,15 @@ impl Training<'_> {
             self.settings.schedule,
         );
         let (experiment, settings, step) = (self.experiment, self.settings, self.progress.step);
+        let slices = self.optimizer.trained_slices().clone();
         let gradients = |model: &Backbone, device: &Device, micros: &[usize]| {
             let chosen = micros.iter().map(|&m| (m, micro_batches[m]));
-            window_gradients(experiment, settings, step, model, device, chosen, samples)
+            let window = Window {
+                step,
+                samples,
+                slices: &slices,
+            };
+            window_gradients(experiment, settings, &window, model, device, chosen)
         };
         let stepped = match &mut self.replicas {
             // Data-parallel hook (`--devices`, crate::distributed): every replica steps.
@@ -616,19 +625,33 @@ fn load_weights(model: Backbone, folder: &Path, device: &Device) -> Result<Backb
     Ok(model.load_record(saved.into_record()))
 }
 
+/// One optimizer step's window of examples, as its gradients need it.
+pub(crate) struct Window<'a> {
+    /// The step.
+    pub step: u64,
+    /// Samples of each task in the whole window.
+    pub samples: [usize; 2],
+    /// The trained slices of the optimizer: each backward pass's gradients are cut to them.
+    pub slices: &'a BTreeMap<String, TrainedSlice>,
+}
+
 /// Each task's gradients, loss and samples over the given micro-batches `(index, examples)` of
-/// the window of step `step`, on `device`: every micro-batch's loss weighted by its rows over
-/// the window's `samples` of the task, so that the parts of a window (one per device) add up
-/// to the whole window's.
+/// `window`, on `device`: every micro-batch's loss weighted by its rows over the window's samples
+/// of the task, so that the parts of a window (one per device) add up to the whole window's.
+/// Gradients of parameters with a trained slice hold that slice only.
 pub(crate) fn window_gradients<'a>(
     experiment: &Experiment,
     settings: &TrainSettings,
-    step: u64,
+    window: &Window,
     model: &Backbone,
     device: &Device,
     micro_batches: impl Iterator<Item = (usize, &'a [&'a EncodedExample])>,
-    samples: [usize; 2],
 ) -> Result<Vec<TaskGradients>> {
+    let Window {
+        step,
+        samples,
+        slices,
+    } = *window;
     let mut accumulators: [GradientsAccumulator<Backbone>; 2] = Default::default();
     let mut losses = [0.0f64; 2];
     let mut counts = [0usize; 2];
@@ -651,7 +674,7 @@ pub(crate) fn window_gradients<'a>(
             let loss = model.loss(&batch)?.mul_scalar(weight);
             losses[t] += loss.clone().into_scalar::<f32>() as f64;
             let gradients = GradientsParams::from_grads(loss.backward(), model);
-            accumulators[t].accumulate(model, gradients);
+            accumulators[t].accumulate(model, trim_gradients(slices, model, gradients));
         }
     }
     Ok(accumulators

@@ -249,3 +249,199 @@ fn a_run_that_does_not_fit_stops_and_says_what_to_change() {
         ],
     );
 }
+
+/// The shapes of every tensor of a safetensors file, by name.
+fn shapes(path: &Path) -> BTreeMap<String, Vec<usize>> {
+    let bytes = std::fs::read(path).unwrap();
+    let file = SafeTensors::deserialize(&bytes).unwrap();
+    file.tensors()
+        .into_iter()
+        .map(|(name, view)| (name, view.shape().to_vec()))
+        .collect()
+}
+
+/// The float32 values of one tensor of a safetensors file.
+fn values(path: &Path, name: &str) -> Vec<f32> {
+    let bytes = std::fs::read(path).unwrap();
+    let file = SafeTensors::deserialize(&bytes).unwrap();
+    file.tensor(name)
+        .unwrap()
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+/// With a pre-trained model, only the rows of the added item tokens of the vocabulary matrices
+/// are trained by default: their AdamW moments hold those rows only (one set for a tied
+/// embedding, one more for an untied head), the pre-trained rows come out bit-identical, and
+/// the memory estimate (`memory.json`, and `gems model info --new-tokens`) counts the state and
+/// gradients of those rows only; `--train-vocabulary all` trains, and counts, every row.
+#[test]
+fn a_pre_trained_vocabulary_trains_the_new_tokens_rows_only() {
+    let folder = tempfile::tempdir().unwrap();
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../gems-models/tests/fixtures");
+    for fixture in ["qwen2-tied", "qwen2-untied"] {
+        let directory = fixtures.join(fixture);
+        let pre_trained = 96; // the fixture's vocabulary and tokenizer
+        let width = 32;
+        let run = |name: &str, vocabulary: &str| {
+            let out = folder.path().join(format!("{fixture}-{name}"));
+            let output = Command::new(env!("CARGO_BIN_EXE_gems"))
+                .args([
+                    "train",
+                    "--model",
+                    "qwen2",
+                    "--model-dir",
+                    directory.to_str().unwrap(),
+                    "--method",
+                    "adamw",
+                    "--train-vocabulary",
+                    vocabulary,
+                    "--out",
+                    out.to_str().unwrap(),
+                    "--stop-after",
+                    "1",
+                    "--batch-size",
+                    "8",
+                ])
+                .env("RUST_LOG", "warn")
+                .output()
+                .unwrap();
+            assert!(
+                output.status.success(),
+                "{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            out
+        };
+        let new = run("new", "new");
+        let all = run("all", "all");
+        let model = new.join("checkpoint/model/model.safetensors");
+        let saved = shapes(&model);
+        let vocabulary = saved["model.embed_tokens.weight"][0];
+        let added = vocabulary - pre_trained;
+        assert!(
+            added >= 40,
+            "{fixture}: {vocabulary} tokens after adding the items"
+        );
+        let state = shapes(&new.join("checkpoint/optimizer.safetensors"));
+        assert_eq!(
+            state["weights/model.embed_tokens.weight/first"],
+            [added, width],
+            "{fixture}"
+        );
+        assert_eq!(
+            state["weights/model.embed_tokens.weight/first_mass"],
+            [added, 1]
+        );
+        let tied = fixture == "qwen2-tied";
+        // Burn's Linear head is [hidden, vocabulary]: its new tokens are columns.
+        assert_eq!(
+            state.get("weights/lm_head.weight/first").cloned(),
+            (!tied).then(|| vec![width, added]),
+            "{fixture}: one state for a tied matrix, one more for an untied head"
+        );
+        // The pre-trained rows are bit-identical; the new ones moved.
+        let heads: &[&str] = if tied {
+            &["model.embed_tokens.weight"]
+        } else {
+            &["model.embed_tokens.weight", "lm_head.weight"]
+        };
+        let original = directory.join(if tied {
+            "model.safetensors"
+        } else {
+            "model-00001-of-00002.safetensors"
+        });
+        for name in heads {
+            let source = if shapes(&original).contains_key(*name) {
+                original.clone()
+            } else {
+                directory.join("model-00002-of-00002.safetensors")
+            };
+            let (before, after) = (values(&source, name), values(&model, name));
+            let kept = pre_trained * width;
+            assert!(
+                before[..kept]
+                    .iter()
+                    .zip(&after[..kept])
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{fixture}: pre-trained rows of {name} changed"
+            );
+            // `all` moves pre-trained rows too (those of the tokens the prompts use), and its
+            // new rows as `new` does: AdamW restricted to rows is AdamW on those rows.
+            let everything = values(&all.join("checkpoint/model/model.safetensors"), name);
+            assert!(
+                before[..kept] != everything[..kept],
+                "{fixture}: {name}: `all` kept the pre-trained rows"
+            );
+            assert_eq!(after[kept..], everything[kept..], "{fixture}: {name}");
+            // New rows start at the mean of the pre-trained ones, and have moved from it.
+            let mean: Vec<f64> = (0..width)
+                .map(|j| {
+                    (0..pre_trained)
+                        .map(|i| f64::from(before[i * width + j]))
+                        .sum::<f64>()
+                        / pre_trained as f64
+                })
+                .collect();
+            let moved = (0..added * width)
+                .map(|k| (f64::from(after[kept + k]) - mean[k % width]).abs())
+                .fold(0.0, f64::max);
+            assert!(
+                moved > 1e-4,
+                "{fixture}: {name}: new rows moved by {moved:e}"
+            );
+        }
+        // The estimates count what is held: the state saved, and two tasks' gradients of the
+        // trained values, which differ between `new` and `all` by the pre-trained rows.
+        let (new_estimate, all_estimate) = (estimate(&new), estimate(&all));
+        for (run, estimate) in [(&new, &new_estimate), (&all, &all_estimate)] {
+            assert_eq!(
+                estimate["optimizer_state"].as_u64().unwrap(),
+                state_bytes(&saved_state(run), "weights/"),
+                "{fixture}"
+            );
+        }
+        let matrices = heads.len() as u64;
+        let frozen = (pre_trained * width) as u64;
+        let part = |e: &serde_json::Value, key: &str| e[key].as_u64().unwrap();
+        assert_eq!(
+            part(&all_estimate, "gradients") - part(&new_estimate, "gradients"),
+            2 * 4 * frozen * matrices
+        );
+        // Two moments of the frozen values, and the embedding's two masses per frozen row.
+        assert_eq!(
+            part(&all_estimate, "optimizer_state") - part(&new_estimate, "optimizer_state"),
+            8 * frozen * matrices + 8 * pre_trained as u64
+        );
+        // `gems model info` with the number of added tokens agrees with the run.
+        let info = Command::new(env!("CARGO_BIN_EXE_gems"))
+            .args([
+                "model",
+                "info",
+                "--model-dir",
+                directory.to_str().unwrap(),
+                "--new-tokens",
+                &added.to_string(),
+                "--json",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            info.status.success(),
+            "{}",
+            String::from_utf8_lossy(&info.stderr)
+        );
+        let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+        let adamw = info["memory"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|entry| entry[0] == "adamw")
+            .unwrap();
+        for key in ["optimizer_state", "gradients", "weights"] {
+            assert_eq!(adamw[1][key], new_estimate[key], "{fixture}: {key}");
+        }
+    }
+}

@@ -24,10 +24,14 @@ use crate::null_space::{KnowledgeBasis, NullSpace};
 use crate::optimizer::{GemsOptimizer, OptimizerState, WeightState};
 use crate::projector::{Projector, Side};
 use crate::subspace::{Subspace, WeightSubspaces};
+use crate::trained_slice::TrainedSlice;
 
 const FORMAT: &str = "gems-optimizer-state";
-/// Version 2 added the per-row bias-correction masses of every moment pair.
-const VERSION: u32 = 2;
+/// Version 2 added the per-row bias-correction masses of every moment pair; version 3 the
+/// trained slice of a full-moment weight (a version 2 file, which has none, still loads).
+const VERSION: u32 = 3;
+/// The oldest version that loads.
+const OLDEST_VERSION: u32 = 2;
 const HEADER_KEY: &str = "gems";
 
 #[derive(Serialize, Deserialize)]
@@ -47,6 +51,9 @@ struct Header {
 enum WeightHeader {
     Full {
         steps: u64,
+        /// The slice the moments cover, when only a slice of the weight is trained.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        slice: Option<TrainedSlice>,
     },
     LowRank {
         columns_side: bool,
@@ -99,6 +106,7 @@ impl GemsOptimizer {
                     push(format!("weights/{path}/second_mass"), &moments.second_mass);
                     WeightHeader::Full {
                         steps: moments.steps,
+                        slice: self.trained_slice(path),
                     }
                 }
                 WeightState::LowRank(subspaces) => {
@@ -156,7 +164,7 @@ impl GemsOptimizer {
     pub fn load_state(&mut self, path: &Path, device: &Device) -> Result<()> {
         let bytes = read_file(path)?;
         let (file, header): (_, Header) =
-            read_safetensors(path, &bytes, HEADER_KEY, (FORMAT, VERSION))?;
+            read_safetensors(path, &bytes, HEADER_KEY, (FORMAT, OLDEST_VERSION..=VERSION))?;
         let differing = differing_fields(&header.config, &self.config);
         if !differing.is_empty() {
             return Err(state_error(
@@ -207,7 +215,22 @@ impl GemsOptimizer {
         let mut weights = BTreeMap::new();
         for (name, weight) in header.weights {
             let state = match weight {
-                WeightHeader::Full { steps } => {
+                WeightHeader::Full { steps, slice } => {
+                    let trained = self.trained_slice(&name);
+                    if slice != trained {
+                        let describe = |slice: Option<TrainedSlice>| {
+                            slice.map_or("the whole weight".to_string(), |s| s.to_string())
+                        };
+                        return Err(state_error(
+                            path,
+                            format!(
+                                "the moments of `{name}` cover {} but the optimizer trains {}; \
+                                 resume with the trained slices the run started with",
+                                describe(slice),
+                                describe(trained)
+                            ),
+                        ));
+                    }
                     WeightState::Full(load_moments(&format!("weights/{name}"), steps)?)
                 }
                 WeightHeader::LowRank {
@@ -304,13 +327,13 @@ struct Stamp {
 }
 
 /// The tensors of a safetensors file's `bytes` and its JSON header under the metadata entry
-/// `header_key`, refusing a file whose header is not of format `stamp` (name, version); errors
+/// `header_key`, refusing a file whose header is not of the format and versions given; errors
 /// name `path`.
 pub(crate) fn read_safetensors<'a, H: DeserializeOwned>(
     path: &Path,
     bytes: &'a [u8],
     header_key: &str,
-    (format, version): (&str, u32),
+    (format, versions): (&str, std::ops::RangeInclusive<u32>),
 ) -> Result<(SafeTensors<'a>, H)> {
     let file = SafeTensors::deserialize(bytes)
         .map_err(|e| state_error(path, format!("not a safetensors file: {e}")))?;
@@ -324,11 +347,15 @@ pub(crate) fn read_safetensors<'a, H: DeserializeOwned>(
     let malformed =
         |e: serde_json::Error| state_error(path, format!("malformed `{header_key}` header: {e}"));
     let stamp: Stamp = serde_json::from_str(json).map_err(malformed)?;
-    if stamp.format != format || stamp.version != version {
+    if stamp.format != format || !versions.contains(&stamp.version) {
+        let wanted = match (versions.start(), versions.end()) {
+            (oldest, newest) if oldest == newest => format!("v{newest}"),
+            (oldest, newest) => format!("v{oldest} to v{newest}"),
+        };
         return Err(state_error(
             path,
             format!(
-                "format {} v{} is not {format} v{version}",
+                "format {} v{} is not {format} {wanted}",
                 stamp.format, stamp.version
             ),
         ));
@@ -378,11 +405,8 @@ impl GemsOptimizer {
             let shape = shape_of(path)?;
             match state {
                 WeightState::Full(moments) => {
-                    // The parameter's matrix view: leading axes folded into rows.
-                    let cols = shape.last().copied().unwrap_or(1);
-                    let rows = shape[..shape.len().saturating_sub(1)]
-                        .iter()
-                        .product::<usize>();
+                    // The trained part of the parameter's matrix view.
+                    let [rows, cols] = self.trained_view(path, shape);
                     for (what, tensor) in [
                         ("first moment", &moments.first),
                         ("second moment", &moments.second),

@@ -157,8 +157,12 @@ impl NullSpace {
     /// version, key, checksum, a tensor's shape or type) is an error naming the file.
     pub fn load(path: &Path, key: &str, device: &Device) -> Result<NullSpace> {
         let bytes = read_file(path)?;
-        let (file, header): (_, Header) =
-            read_safetensors(path, &bytes, HEADER_KEY, (FORMAT, FORMAT_VERSION))?;
+        let (file, header): (_, Header) = read_safetensors(
+            path,
+            &bytes,
+            HEADER_KEY,
+            (FORMAT, FORMAT_VERSION..=FORMAT_VERSION),
+        )?;
         if header.key != key {
             return Err(file_error(
                 path,

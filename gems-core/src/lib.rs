@@ -14,7 +14,9 @@
 //! 4. projects the final update, weight decay included, away from the knowledge space again,
 //!    so that `(W + ΔW)·x = W·x` for knowledge inputs x.
 //!
-//! Other parameters get AdamW (or are frozen).
+//! Other parameters get AdamW (or are frozen); AdamW can train a slice of a matrix only, such as
+//! the rows of the tokens a fine-tune adds to a vocabulary, with state for that slice alone
+//! ([`trained_slice`]).
 //!
 //! ## Bias correction across basis refreshes
 //!
@@ -78,6 +80,7 @@ pub mod optimizer;
 pub mod projector;
 pub mod rsvd;
 pub mod subspace;
+pub mod trained_slice;
 
 pub use backend::{available_backends, device_from_name};
 pub use config::{GemsConfig, Method, MomentTransfer, OtherParams};
@@ -89,3 +92,4 @@ pub use gate::{GateConfig, TaskSignal};
 pub use null_space::{ColumnRemoval, KnowledgeBasis, KnowledgeSelection, NullSpace};
 pub use optimizer::{GemsOptimizer, ParamPlan, StepError, StepResult, TaskGradients, Treatment};
 pub use rsvd::SvdMethod;
+pub use trained_slice::{TrainedSlice, trim_gradients};

@@ -24,6 +24,7 @@ use crate::gate::TaskSignal;
 use crate::null_space::{ColumnRemoval, KnowledgeBasis, NullSpace};
 use crate::projector::Side;
 use crate::subspace::{SubspacePlan, WeightSubspaces};
+use crate::trained_slice::TrainedSlice;
 
 /// One task's contribution to a step: the gradients of its own backward pass, its loss and
 /// its number of samples, all over the accumulation window.
@@ -58,6 +59,10 @@ pub struct ParamPlan {
     pub treatment: Treatment,
     /// Float32 bytes of optimizer state it will hold (bases and moments) with `tasks` tasks.
     pub state_bytes: usize,
+    /// Values trained: the whole parameter, its trained slice (see
+    /// [`GemsOptimizer::with_trained_slice`]), or 0 when frozen. One task's gradient holds as
+    /// many once trimmed ([`crate::trained_slice::trim_gradients`]).
+    pub trained_values: usize,
     /// The ranks a projected weight really gets (`None` for the other treatments).
     pub ranks: Option<EffectiveRanks>,
 }
@@ -140,6 +145,8 @@ pub(crate) struct OptimizerState {
 pub struct GemsOptimizer {
     pub(crate) config: GemsConfig,
     filter: Option<ParamFilter>,
+    /// Parameters of which only a slice is trained, by path.
+    slices: BTreeMap<String, TrainedSlice>,
     pub(crate) null_space: NullSpace,
     pub(crate) state: OptimizerState,
     /// Complements of the knowledge bases with more than half their side protected, computed on
@@ -152,6 +159,7 @@ impl GemsOptimizer {
         Self {
             config,
             filter: None,
+            slices: BTreeMap::new(),
             null_space: NullSpace::new(),
             state: OptimizerState::default(),
             complements: BTreeMap::new(),
@@ -173,6 +181,25 @@ impl GemsOptimizer {
     ) -> Self {
         self.filter = Some(Arc::new(filter));
         self
+    }
+
+    /// Trains only `slice` of the 2-D parameter at `path` (AdamW-treated, not projected): its
+    /// moments cover the slice, the entries outside it are never changed (an empty slice
+    /// freezes it), and a saved state records the slice (a resume with another slice is
+    /// refused). See [`crate::trained_slice`].
+    pub fn with_trained_slice(mut self, path: impl Into<String>, slice: TrainedSlice) -> Self {
+        self.slices.insert(path.into(), slice);
+        self
+    }
+
+    /// The trained slice of the parameter at `path`, if only a slice of it is trained.
+    pub fn trained_slice(&self, path: &str) -> Option<TrainedSlice> {
+        self.slices.get(path).copied()
+    }
+
+    /// Every trained slice, by parameter path.
+    pub fn trained_slices(&self) -> &BTreeMap<String, TrainedSlice> {
+        &self.slices
     }
 
     /// The configuration.
@@ -230,9 +257,9 @@ impl GemsOptimizer {
                     Treatment::Frozen => (0, None),
                     Treatment::Adamw => {
                         // Two moments, and the two bias-correction masses of each row of the
-                        // parameter's matrix view (leading axes folded into rows).
-                        let rows: usize = shape[..shape.len().saturating_sub(1)].iter().product();
-                        (8 * shape.iter().product::<usize>() + 8 * rows, None)
+                        // trained part of the parameter's matrix view.
+                        let [rows, cols] = self.trained_view(&path, &shape);
+                        (8 * rows * cols + 8 * rows, None)
                     }
                     Treatment::Projected => {
                         let subspace_tasks = if self.has_task_subspaces(tasks) {
@@ -247,11 +274,17 @@ impl GemsOptimizer {
                         )
                     }
                 };
+                let trained_values = match treatment {
+                    Treatment::Frozen => 0,
+                    Treatment::Adamw => self.trained_view(&path, &shape).iter().product(),
+                    Treatment::Projected => shape.iter().product(),
+                };
                 ParamPlan {
                     path,
                     shape,
                     treatment,
                     state_bytes,
+                    trained_values,
                     ranks,
                 }
             })
@@ -282,8 +315,15 @@ impl GemsOptimizer {
             }
     }
 
-    /// The treatment of a parameter at `path` with `shape`.
+    /// The treatment of a parameter at `path` with `shape` (frozen when its trained slice is
+    /// empty).
     pub fn treatment(&self, path: &str, shape: &[usize]) -> Treatment {
+        if self
+            .trained_slice(path)
+            .is_some_and(|slice| slice.is_empty(shape))
+        {
+            return Treatment::Frozen;
+        }
         let targeted = self.is_target(path, shape);
         match (
             targeted,
@@ -293,6 +333,19 @@ impl GemsOptimizer {
             (true, true, _) => Treatment::Projected,
             (true, false, _) | (false, _, OtherParams::Adamw) => Treatment::Adamw,
             (false, _, OtherParams::Frozen) => Treatment::Frozen,
+        }
+    }
+
+    /// The trained part of a parameter's matrix view (leading axes folded into rows): its
+    /// trained slice when it has one that fits, else the whole view.
+    pub(crate) fn trained_view(&self, path: &str, shape: &[usize]) -> [usize; 2] {
+        match self.trained_slice(path) {
+            Some(slice) if slice.misfit(shape).is_none() => slice.shape([shape[0], shape[1]]),
+            _ => {
+                let cols = shape.last().copied().unwrap_or(1);
+                let rows = shape[..shape.len().saturating_sub(1)].iter().product();
+                [rows, cols]
+            }
         }
     }
 
@@ -611,6 +664,8 @@ struct Survey<'a> {
     missing_knowledge: Vec<String>,
     /// Whether any parameter (frozen ones included) had a gradient.
     any_gradient: bool,
+    /// The parameters met that have a trained slice.
+    sliced: BTreeSet<String>,
 }
 
 /// What the survey read back.
@@ -641,6 +696,7 @@ impl<'a> Survey<'a> {
             problems: Vec::new(),
             missing_knowledge: Vec::new(),
             any_gradient: false,
+            sliced: BTreeSet::new(),
         }
     }
 
@@ -696,6 +752,15 @@ impl<'a> Survey<'a> {
                     tracing::warn!(parameter = path.as_str(), "{warning}");
                 }
             }
+        }
+        if let Some(unknown) = optimizer
+            .slices
+            .keys()
+            .find(|path| !self.sliced.contains(*path))
+        {
+            return Err(GemsError::InvalidConfig(format!(
+                "a trained slice names `{unknown}`, which is no parameter of the model"
+            )));
         }
         if let Some(first) = self.missing_knowledge.first() {
             return Err(GemsError::MissingKnowledgeBasis {
@@ -811,6 +876,21 @@ impl ModuleVisitor for Survey<'_> {
         if treatment == Treatment::Projected {
             self.projected.insert(path.clone(), [shape[0], shape[1]]);
         }
+        let slice = self.optimizer.trained_slice(&path);
+        if let Some(slice) = slice {
+            self.sliced.insert(path.clone());
+            if let Some(misfit) = slice.misfit(&shape) {
+                self.problems.push(format!("`{path}`: {misfit}"));
+                return;
+            }
+            if treatment == Treatment::Projected {
+                self.problems.push(format!(
+                    "`{path}`: has a trained slice but is projected; a slice applies to \
+                     parameters trained with AdamW (take it out of the target modules)"
+                ));
+                return;
+            }
+        }
         if shape.len() == 2
             && let Some(module) = path.rsplit('.').nth(1)
             && self
@@ -835,15 +915,28 @@ impl ModuleVisitor for Survey<'_> {
         if treatment == Treatment::Frozen {
             return;
         }
+        let sliced_shape = slice.map(|s| s.shape([shape[0], shape[1]]).to_vec());
         for gradient in gradients.iter().flatten() {
-            if gradient.dims().as_slice() != shape.as_slice() {
+            let dims = gradient.dims();
+            if dims.as_slice() != shape.as_slice() && Some(dims.to_vec()) != sliced_shape {
+                let trimmed = sliced_shape
+                    .as_ref()
+                    .map(|s| format!(" (or its trained slice's {s:?})"))
+                    .unwrap_or_default();
                 self.problems.push(format!(
-                    "`{path}`: gradient shape {:?} differs from the parameter's {shape:?}",
-                    gradient.dims()
+                    "`{path}`: gradient shape {dims:?} differs from the parameter's {shape:?}{trimmed}"
                 ));
                 return;
             }
         }
+        // Only the trained slice counts: the norms and products below are of what is trained.
+        let gradients: Vec<Option<Tensor<D>>> = match slice {
+            Some(slice) => gradients
+                .into_iter()
+                .map(|g| g.map(|g| slice_gradient(slice, &shape, g)))
+                .collect(),
+            None => gradients,
+        };
         let optimizer = self.optimizer;
         match (optimizer.state.weights.get(&path), treatment) {
             (Some(WeightState::Full(_)), Treatment::Projected)
@@ -952,6 +1045,11 @@ impl UpdateMapper<'_> {
         gradients: Vec<Option<Tensor<2>>>,
     ) -> Tensor<2> {
         let merged = self.merge(&gradients);
+        let slice = self.optimizer.trained_slice(path);
+        let trained = match slice {
+            Some(slice) => slice.of(weight.clone()),
+            None => weight.clone(),
+        };
         let config = &self.optimizer.config;
         let hyper = config.adam();
         let state = self
@@ -965,9 +1063,13 @@ impl UpdateMapper<'_> {
         };
         let mut delta = moments.update(merged, &hyper);
         if config.weight_decay > 0.0 {
-            delta = delta + weight.clone().mul_scalar(config.weight_decay);
+            delta = delta + trained.clone().mul_scalar(config.weight_decay);
         }
-        weight - delta.mul_scalar(self.learning_rate)
+        let updated = trained - delta.mul_scalar(self.learning_rate);
+        match slice {
+            Some(slice) => slice.assign(weight, updated),
+            None => updated,
+        }
     }
 
     /// GEMS / GaLore update of one projected weight:
@@ -1123,14 +1225,21 @@ impl ModuleMapper for UpdateMapper<'_> {
             return param;
         };
         let (id, tensor, param_mapper) = param.consume();
+        let dims = tensor.dims();
+        let slice = self.optimizer.trained_slice(&path);
         let gradients: Vec<Option<Tensor<2>>> = self
             .gradients
             .iter_mut()
             .zip(&self.present)
-            .map(|(g, present)| g.remove::<D>(id).filter(|_| *present).map(matrix_view))
+            .map(|(g, present)| {
+                let gradient = g.remove::<D>(id).filter(|_| *present);
+                match slice {
+                    Some(slice) => gradient.map(|g| matrix_view(slice_gradient(slice, &dims, g))),
+                    None => gradient.map(matrix_view),
+                }
+            })
             .collect();
         let context = AutodiffContext::capture(&tensor);
-        let dims = tensor.dims();
         let weight = matrix_view(tensor.inner());
         let updated = match plan.treatment {
             Treatment::Adamw => self.adamw(&path, weight, gradients),
@@ -1166,6 +1275,23 @@ impl AutodiffContext {
         }
         parameter
     }
+}
+
+/// The gradient of a parameter of shape `shape` that has a trained slice (so is 2-D, as the
+/// survey checks) cut to that slice, unless it already is (trimmed by
+/// [`crate::trained_slice::trim_gradients`]).
+fn slice_gradient<const D: usize>(
+    slice: TrainedSlice,
+    shape: &[usize],
+    gradient: Tensor<D>,
+) -> Tensor<D> {
+    let mut dims = gradient.dims();
+    if dims.as_slice() != shape {
+        return gradient;
+    }
+    let trimmed = slice.of(matrix_view(gradient));
+    dims.copy_from_slice(&trimmed.dims());
+    trimmed.reshape(dims)
 }
 
 /// A tensor of any rank as a matrix: all leading axes folded into rows (`[1, n]` for a vector).

@@ -159,6 +159,21 @@ impl Backbone {
         each!(self, model => model.is_tied())
     }
 
+    /// The parameters that hold one entry per token, each with the axis (in Burn's layout) that
+    /// indexes the tokens: the token embedding (`[vocab, hidden]`, axis 0) and an untied output
+    /// head (a `Linear`, stored `[hidden, vocab]`: axis 1). A tied head is the embedding itself.
+    pub fn vocabulary_parameters(&self) -> Vec<(String, usize)> {
+        let embedding = match self {
+            Self::T5(_) => "shared.weight",
+            Self::Qwen2(_) => "model.embed_tokens.weight",
+        };
+        let mut parameters = vec![(embedding.to_string(), 0)];
+        if !self.is_tied() {
+            parameters.push(("lm_head.weight".to_string(), 1));
+        }
+        parameters
+    }
+
     /// The device of the parameters.
     pub fn device(&self) -> Device {
         self.devices()

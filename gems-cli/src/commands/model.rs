@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use clap::{Args, Subcommand};
-use gems_core::{EffectiveRanks, GemsConfig, Method, Treatment};
+use gems_core::{EffectiveRanks, GemsConfig, Method, TrainedSlice, Treatment};
 use gems_models::t5::T5Config;
 use gems_models::{Backbone, ModelConfig};
 use serde::Serialize;
@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use crate::error::{CliError, Result};
 use crate::memory::{self, BatchShape, MemoryEstimate, human_bytes};
-use crate::settings::TrainMethod;
+use crate::settings::{TrainMethod, VocabularyTraining};
 
 /// Commands on a backbone model.
 #[derive(Debug, Subcommand)]
@@ -75,6 +75,14 @@ pub struct InfoArgs {
     /// Longest target in tokens, for the memory estimate.
     #[arg(long, default_value_t = 8)]
     target_tokens: usize,
+    /// Tokens a fine-tune adds to the model's vocabulary (item identifiers; `gems train` adds
+    /// one per item with atomic identifiers).
+    #[arg(long, default_value_t = 0)]
+    new_tokens: usize,
+    /// Vocabulary rows trained, as `gems train --train-vocabulary`: `new` (of a pre-trained
+    /// `--model-dir`, the added tokens only) or `all`.
+    #[arg(long, value_enum, default_value = "new")]
+    train_vocabulary: VocabularyTraining,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -107,6 +115,8 @@ struct Info {
     /// The ranks each projected matrix gets under GEMS (no knowledge basis: none is computed
     /// here; `gems train` reports them with the knowledge bases in its manifest).
     effective_ranks: BTreeMap<String, EffectiveRanks>,
+    /// The vocabulary matrices of which only the new tokens' slice is trained, with it.
+    trained_vocabulary_slices: BTreeMap<String, TrainedSlice>,
     /// Float32 bytes of optimizer state per method (knowledge bases not included).
     optimizer_state_bytes: Vec<(String, u64)>,
     /// Expected memory of training per method at the batch shape given; knowledge bases at
@@ -115,7 +125,7 @@ struct Info {
 }
 
 fn info(args: &InfoArgs) -> Result<()> {
-    let config = match (&args.model_dir, &args.model_config) {
+    let mut config = match (&args.model_dir, &args.model_config) {
         (Some(directory), _) => ModelConfig::from_file(
             crate::hub::model_directory(directory)?.join(gems_models::CONFIG_FILE),
         )?,
@@ -127,9 +137,24 @@ fn info(args: &InfoArgs) -> Result<()> {
             "--shared-rank, --task-rank and --tasks must be at least 1".into(),
         ));
     }
+    // The vocabulary after the fine-tune's tokens are added; with a pre-trained model, those
+    // are the new tokens whose rows `--train-vocabulary new` trains.
+    let pretrained_tokens = config.vocab_size();
+    let vocab_size = pretrained_tokens
+        .checked_add(args.new_tokens)
+        .ok_or_else(|| CliError::Settings("--new-tokens is too large".into()))?;
+    match &mut config {
+        ModelConfig::T5(config) => config.vocab_size = vocab_size,
+        ModelConfig::Qwen2(config) => config.vocab_size = vocab_size,
+    }
     // Shapes only: a model on the CPU whose parameters are never initialised (Burn does so
     // lazily), so that any size can be described.
     let model = Backbone::new(&config, &Device::flex())?;
+    let slices = crate::vocabulary::trained_slices(
+        args.train_vocabulary,
+        &model,
+        args.model_dir.as_ref().map(|_| pretrained_tokens),
+    );
     let overflow = || {
         CliError::Settings(
             "the sizes overflow 64-bit arithmetic (more than 2^64 values); choose smaller sizes"
@@ -142,13 +167,14 @@ fn info(args: &InfoArgs) -> Result<()> {
         .shared_rank
         .unwrap_or_else(|| crate::settings::default_shared_rank(d_model));
     let optimizer = |method| {
-        GemsConfig {
+        let optimizer = GemsConfig {
             method,
             shared_rank,
             task_rank: args.task_rank,
             ..GemsConfig::default()
         }
-        .init()
+        .init()?;
+        Ok::<_, gems_core::GemsError>(crate::vocabulary::restrict(optimizer, &slices))
     };
     let gems = optimizer(Method::Gems)?;
     let plan = gems.plan(&model, args.tasks);
@@ -213,6 +239,7 @@ fn info(args: &InfoArgs) -> Result<()> {
             .effective_ranks(&model, args.tasks)
             .into_iter()
             .collect(),
+        trained_vocabulary_slices: slices.clone(),
         optimizer_state_bytes: state,
         memory: estimates,
     };
@@ -244,6 +271,9 @@ fn info(args: &InfoArgs) -> Result<()> {
         .iter()
         .find(|(m, _)| m == "adamw")
         .map_or(1, |(_, b)| *b);
+    for (path, slice) in &info.trained_vocabulary_slices {
+        println!("  {path:<60} {slice} trained (the new tokens), the pre-trained ones frozen");
+    }
     println!(
         "optimizer state (float32; r_s = {shared_rank}, {} tasks; knowledge bases not included):",
         args.tasks

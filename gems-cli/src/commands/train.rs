@@ -69,6 +69,8 @@ struct Manifest<'a> {
     skipped_steps: usize,
     /// The ranks each projected weight gets (r_s, r_t) beside its knowledge directions (k).
     effective_ranks: BTreeMap<String, EffectiveRanks>,
+    /// The vocabulary matrices of which only a slice (the new tokens) is trained, with it.
+    trained_vocabulary_slices: &'a BTreeMap<String, gems_core::TrainedSlice>,
 }
 
 impl TrainCommand {
@@ -168,7 +170,7 @@ pub fn train(
         })?;
     }
     let collect_knowledge = settings.method.needs_null_space() && !resume;
-    let mut optimizers = match &parallel {
+    let optimizers = match &parallel {
         Some(parallel) => {
             distributed::optimizers(settings, &experiment, &model, parallel, collect_knowledge)?
         }
@@ -189,6 +191,16 @@ pub fn train(
             vec![training::optimizer_for(settings, d_model, null_space)?]
         }
     };
+    // Every method trains the same vocabulary entries (see crate::vocabulary).
+    let vocabulary_slices = crate::vocabulary::trained_slices(
+        settings.train_vocabulary,
+        &model,
+        experiment.first_new_token,
+    );
+    let mut optimizers: Vec<_> = optimizers
+        .into_iter()
+        .map(|optimizer| crate::vocabulary::restrict(optimizer, &vocabulary_slices))
+        .collect();
     let mut optimizer = optimizers.remove(0);
     let base_model = model.clone();
     let model = match settings.method {
@@ -323,6 +335,7 @@ pub fn train(
             peak_resident_bytes: memory::peak_resident().map_or("n/a".into(), Into::into),
             skipped_steps: training.progress.curves.skipped_steps.len(),
             effective_ranks,
+            trained_vocabulary_slices: &vocabulary_slices,
         },
     )?;
     println!(
@@ -382,7 +395,10 @@ fn check_memory(
                 method,
                 ..settings.clone()
             };
-            let mut optimizer_of = other.optimizer_config(d_model).init()?;
+            let mut optimizer_of = crate::vocabulary::restrict(
+                other.optimizer_config(d_model).init()?,
+                optimizer.trained_slices(),
+            );
             if method.needs_null_space() {
                 optimizer_of = optimizer_of.with_null_space(optimizer.null_space().clone());
             }
