@@ -697,6 +697,21 @@ fn epoch_order(seed: u64, epoch: usize, count: usize) -> Vec<usize> {
     order
 }
 
+/// `model` ready for `settings.method`: LoRA adapters attached for `lora`.
+pub(crate) fn with_method(
+    model: Backbone,
+    optimizer: &GemsOptimizer,
+    settings: &TrainSettings,
+) -> Result<Backbone> {
+    match settings.method {
+        TrainMethod::Lora => {
+            let rank = settings.shared_rank(model.config().hidden_size());
+            attach_lora(model, optimizer, rank, settings.scale)
+        }
+        TrainMethod::Optimizer(_) => Ok(model),
+    }
+}
+
 /// The run's optimizer for a backbone of width `d_model`, with the knowledge bases of
 /// null-space projection when the method uses them.
 pub fn optimizer_for(

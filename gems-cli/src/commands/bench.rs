@@ -549,7 +549,7 @@ fn bench_train(args: &TrainBenchArgs) -> Result<()> {
             None
         };
         let optimizer = training::optimizer_for(&settings, d_model, null_space)?;
-        let model = with_method(model, &optimizer, &settings)?;
+        let model = training::with_method(model, &optimizer, &settings)?;
         let mut training = Training {
             settings: &settings,
             experiment: &experiment,
@@ -752,7 +752,7 @@ impl TrainBench<'_> {
                     method.needs_null_space(),
                 )?;
                 let optimizer = optimizers.remove(0);
-                let model = with_method(model, &optimizer, &settings)?;
+                let model = training::with_method(model, &optimizer, &settings)?;
                 let checkpoint = self.run.path(run_dir::CHECKPOINT);
                 let replicas = Replicas::new(parallel, &model, optimizers, checkpoint);
                 let mut training = Training {
@@ -808,21 +808,6 @@ fn device_counts(n: usize) -> Vec<usize> {
         .collect();
     counts.push(n);
     counts
-}
-
-/// `model` ready for `settings.method`: LoRA adapters attached for `lora`.
-fn with_method(
-    model: Backbone,
-    optimizer: &gems_core::GemsOptimizer,
-    settings: &TrainSettings,
-) -> Result<Backbone> {
-    match settings.method {
-        TrainMethod::Lora => {
-            let rank = settings.shared_rank(model.config().hidden_size());
-            training::attach_lora(model, optimizer, rank, settings.scale)
-        }
-        TrainMethod::Optimizer(_) => Ok(model),
-    }
 }
 
 /// Waits for the work queued on every device of `training` (each replica's).

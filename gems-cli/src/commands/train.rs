@@ -203,15 +203,7 @@ pub fn train(
         .collect();
     let mut optimizer = optimizers.remove(0);
     let base_model = model.clone();
-    let model = match settings.method {
-        TrainMethod::Lora => training::attach_lora(
-            model,
-            &optimizer,
-            settings.shared_rank(d_model),
-            settings.scale,
-        )?,
-        TrainMethod::Optimizer(_) => model,
-    };
+    let model = training::with_method(model, &optimizer, settings)?;
     let examples = training::training_examples(&experiment)?;
     let (model, progress) = if resume {
         let checkpoint = training::Checkpoint {
