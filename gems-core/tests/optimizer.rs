@@ -67,6 +67,42 @@ impl ReferenceAdam {
             (self.first[(i, j)] / c1) / ((self.second[(i, j)] / c2).sqrt() + config.epsilon)
         })
     }
+
+    /// One AdamW step of `weight` on the gradient `0.75·search + 0.25·rec` (the two tasks'
+    /// samples, 6 and 2, of [`search_and_rec`]), with decoupled weight decay.
+    fn step(
+        &mut self,
+        weight: &mut Mat<f64>,
+        search: &Mat<f64>,
+        rec: &Mat<f64>,
+        lr: f64,
+        config: &GemsConfig,
+    ) {
+        let (rows, cols) = (weight.nrows(), weight.ncols());
+        let merged = Mat::from_fn(rows, cols, |i, j| {
+            0.75 * search[(i, j)] + 0.25 * rec[(i, j)]
+        });
+        let direction = self.direction(&merged, config);
+        *weight = Mat::from_fn(rows, cols, |i, j| {
+            weight[(i, j)] - lr * (direction[(i, j)] + config.weight_decay * weight[(i, j)])
+        });
+    }
+}
+
+/// The search task's and the rec task's gradients of one step, with 6 and 2 samples.
+fn search_and_rec(search: GradientsParams, rec: GradientsParams) -> Vec<TaskGradients> {
+    vec![
+        TaskGradients {
+            gradients: search,
+            loss: 1.0,
+            samples: 6,
+        },
+        TaskGradients {
+            gradients: rec,
+            loss: 2.0,
+            samples: 2,
+        },
+    ]
 }
 
 /// One projected weight under GaLore, in float64: basis from the exact SVD of the first
@@ -846,31 +882,14 @@ fn adamw_matches_a_float64_reference_on_the_sample_weighted_gradient() {
             .zip([&model.q.weight, &model.o.weight])
         {
             let (rows, cols) = (weight.nrows(), weight.ncols());
-            let (first, second) = (
-                gradient_values(&search, param),
-                gradient_values(&rec, param),
-            );
-            let merged = Mat::from_fn(rows, cols, |i, j| {
-                0.75 * f64::from(first[i * cols + j]) + 0.25 * f64::from(second[i * cols + j])
-            });
-            let direction = adam.direction(&merged, &config);
-            *weight = Mat::from_fn(rows, cols, |i, j| {
-                weight[(i, j)] - lr * (direction[(i, j)] + config.weight_decay * weight[(i, j)])
-            });
+            let first = host_of(&gradient_values(&search, param), rows, cols);
+            let second = host_of(&gradient_values(&rec, param), rows, cols);
+            adam.step(weight, &first, &second, lr, &config);
         }
-        let tasks = vec![
-            TaskGradients {
-                gradients: search,
-                loss: 1.0,
-                samples: 6,
-            },
-            TaskGradients {
-                gradients: rec,
-                loss: 2.0,
-                samples: 2,
-            },
-        ];
-        model = optimizer.step(lr, model, tasks).unwrap().0;
+        model = optimizer
+            .step(lr, model, search_and_rec(search, rec))
+            .unwrap()
+            .0;
     }
     for ((reference, _), param) in references.iter().zip([&model.q.weight, &model.o.weight]) {
         let error = max_abs_difference(reference, &weight_values(param));
@@ -980,13 +999,7 @@ fn a_trained_slice_follows_float64_adamw_inside_and_leaves_the_rest_bit_identica
         {
             let first = sub(&gradient_values(&search, param), *cols, rows, columns);
             let second = sub(&gradient_values(&rec, param), *cols, rows, columns);
-            let merged = Mat::from_fn(rows.len(), columns.len(), |i, j| {
-                0.75 * first[(i, j)] + 0.25 * second[(i, j)]
-            });
-            let direction = adam.direction(&merged, &config);
-            *weight = Mat::from_fn(rows.len(), columns.len(), |i, j| {
-                weight[(i, j)] - lr * (direction[(i, j)] + config.weight_decay * weight[(i, j)])
-            });
+            adam.step(weight, &first, &second, lr, &config);
         }
         let search = trim_gradients(optimizer.trained_slices(), &model, search);
         assert_eq!(
@@ -994,19 +1007,10 @@ fn a_trained_slice_follows_float64_adamw_inside_and_leaves_the_rest_bit_identica
             [12, 48],
             "trimmed to the slice"
         );
-        let tasks = vec![
-            TaskGradients {
-                gradients: search,
-                loss: 1.0,
-                samples: 6,
-            },
-            TaskGradients {
-                gradients: rec,
-                loss: 2.0,
-                samples: 2,
-            },
-        ];
-        model = optimizer.step(lr, model, tasks).unwrap().0;
+        model = optimizer
+            .step(lr, model, search_and_rec(search, rec))
+            .unwrap()
+            .0;
     }
     for (((_, cols, rows, columns), (reference, _)), (before, after)) in
         slices.iter().zip(&references).zip([
