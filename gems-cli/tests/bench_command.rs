@@ -266,6 +266,12 @@ fn bench_train_times_the_data_parallel_path_on_one_device() {
     check_scaling(&report, &["adamw", "gems"], &[1]);
 }
 
+// Shared with gems-core's tests, which use all of it.
+#[cfg(feature = "wgpu")]
+#[allow(dead_code)]
+#[path = "../../gems-core/tests/common/wgpu.rs"]
+mod wgpu_adapter;
+
 /// Two logical WGPU devices over the one adapter (`--one-adapter`; lavapipe in CI): a row for
 /// 1 and for 2 devices. AdamW only: on the software driver every logical device compiles its
 /// own kernels, and GEMS's knowledge bases and refresh would triple that time (the flex test
@@ -274,13 +280,11 @@ fn bench_train_times_the_data_parallel_path_on_one_device() {
 #[cfg(feature = "wgpu")]
 #[test]
 fn bench_train_times_two_logical_wgpu_devices() {
-    let adapters = burn::tensor::Device::enumerate(burn::tensor::DeviceType::Wgpu).into_vec();
-    if adapters.is_empty() {
-        assert!(
-            std::env::var_os("GEMS_REQUIRE_WGPU").is_none(),
-            "GEMS_REQUIRE_WGPU is set but no WGPU adapter was found"
-        );
-        eprintln!("skipped: no WGPU adapter");
+    let adapter = wgpu_adapter::found_or_skipped("a WGPU adapter", || {
+        let adapters = burn::tensor::Device::enumerate(burn::tensor::DeviceType::Wgpu).into_vec();
+        (!adapters.is_empty()).then_some(())
+    });
+    if adapter.is_none() {
         return;
     }
     let report = bench_devices(&[

@@ -8,6 +8,8 @@
 //! is set.
 #![cfg(feature = "wgpu")]
 
+mod common;
+
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -41,16 +43,13 @@ fn attempt<T: Send + 'static>(
 
 #[test]
 fn wgpu_devices_and_collectives_in_burn_0_22() {
-    let adapters = Device::enumerate(DeviceType::Wgpu).into_vec();
-    println!("Device::enumerate(DeviceType::Wgpu): {adapters:?}");
-    if adapters.is_empty() {
-        assert!(
-            std::env::var_os("GEMS_REQUIRE_WGPU").is_none(),
-            "GEMS_REQUIRE_WGPU is set but no WGPU adapter was found"
-        );
-        eprintln!("skipped: no WGPU adapter");
+    let Some(adapters) = common::wgpu::found_or_skipped("a WGPU adapter", || {
+        let adapters = Device::enumerate(DeviceType::Wgpu).into_vec();
+        (!adapters.is_empty()).then_some(adapters)
+    }) else {
         return;
-    }
+    };
+    println!("Device::enumerate(DeviceType::Wgpu): {adapters:?}");
 
     for kind in [
         DeviceKind::DiscreteGpu(0),
