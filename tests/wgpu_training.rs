@@ -14,6 +14,8 @@
 #[path = "../gems-core/tests/common/wgpu.rs"]
 mod wgpu_adapter;
 
+use std::sync::Mutex;
+
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor};
@@ -123,7 +125,15 @@ struct Trained {
 }
 
 /// The initial weights: drawn on flex (with autodiff, so that forks train) from a fixed seed.
+///
+/// The seed is the flex device's, shared by every thread: the tests of this file run in
+/// parallel, so seeding and drawing happen under one lock, or one test's draws would consume
+/// the other's stream.
 fn initial(config: &ModelConfig) -> Backbone {
+    static SEEDED_DRAW: Mutex<()> = Mutex::new(());
+    let _draw = SEEDED_DRAW
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let flex = Device::flex().autodiff();
     flex.seed(3);
     Backbone::new(config, &flex).unwrap()
