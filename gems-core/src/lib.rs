@@ -42,6 +42,14 @@
 //! back from the device once, for its statistics (losses, norms, gate); a refresh adds the
 //! small host problems of the randomized SVDs ([`StepReport::device_reads`] counts them).
 //!
+//! ## Memory: one task's full gradients at a time
+//!
+//! A step from full task gradients needs every task's gradient of the whole model at once.
+//! [`GemsOptimizer::condense`] cuts a task's gradients of the projected weights to their
+//! low-rank coordinates right after its backward pass, so that only one task's full gradients
+//! are ever held ([`condense`]); the step is the same up to rounding, for one more product with
+//! the shared basis per condensed task.
+//!
 //! ## Absent tasks and bad steps
 //!
 //! A task with no samples in a step (or no gradient for a weight) leaves its subspaces,
@@ -56,6 +64,8 @@
 //! let search = TaskGradients { gradients: GradientsParams::from_grads(search_loss.backward(), &model), loss, samples };
 //! let rec = TaskGradients { /* likewise */ };
 //! let (model, report) = optimizer.step(learning_rate, model, vec![search, rec])?;
+//! // or, holding one task's full gradients at a time:
+//! // let search = optimizer.condense(&model, 0, search); /* then the rec backward pass */
 //! // or, to go on after a rejected step:
 //! // Err(StepError { module, error }) => keep `module`, log `error`, continue
 //! ```
@@ -67,6 +77,7 @@
 pub mod adam;
 pub mod backend;
 pub mod checkpoint;
+pub mod condense;
 pub mod config;
 pub mod covariance;
 pub mod diagnostics;
@@ -83,6 +94,7 @@ pub mod subspace;
 pub mod trained_slice;
 
 pub use backend::{available_backends, device_from_name};
+pub use condense::CondensedTask;
 pub use config::{GemsConfig, Method, MomentTransfer, OtherParams};
 pub use covariance::{CovarianceAccumulator, KnowledgeProgress};
 pub use diagnostics::{EffectiveRanks, LayerCosine, StepReport};

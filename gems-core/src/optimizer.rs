@@ -17,13 +17,14 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::adam::AdamMoments;
+use crate::condense::{CondensedTask, CondensedWeight};
 use crate::config::{GemsConfig, OtherParams, default_target_modules};
 use crate::diagnostics::{EffectiveRanks, LayerCosine, StepReport};
 use crate::error::{GemsError, Result};
 use crate::gate::TaskSignal;
 use crate::null_space::{ColumnRemoval, KnowledgeBasis, NullSpace};
 use crate::projector::Side;
-use crate::subspace::{SubspacePlan, WeightSubspaces};
+use crate::subspace::{Coordinates, SubspacePlan, TaskCoordinates, WeightSubspaces};
 use crate::trained_slice::TrainedSlice;
 
 /// One task's contribution to a step: the gradients of its own backward pass, its loss and
@@ -432,8 +433,9 @@ impl GemsOptimizer {
         self.step(learning_rate, module, vec![task])
     }
 
-    /// One optimizer step from per-task gradients. Tasks are identified by their position,
-    /// which must stay the same from step to step.
+    /// One optimizer step from per-task gradients ([`TaskGradients`], or [`CondensedTask`]s
+    /// from [`condense`](Self::condense)). Tasks are identified by their position, which must
+    /// stay the same from step to step.
     ///
     /// A task with no samples is absent from the step: its subspaces, moments and counters are
     /// left as they are, and the gate is shared by the others. A task without a gradient for
@@ -443,12 +445,13 @@ impl GemsOptimizer {
     /// (consistent tasks, gradient shapes and state, knowledge bases, finite losses and
     /// gradients) all run before any update. A NaN or infinite loss or gradient of a present
     /// task is [`GemsError::NonFinite`], after which the caller can skip the step.
-    pub fn step<M: Module>(
+    pub fn step<M: Module, T: Into<CondensedTask>>(
         &mut self,
         learning_rate: f64,
         module: M,
-        tasks: Vec<TaskGradients>,
+        tasks: Vec<T>,
     ) -> StepResult<M> {
+        let tasks: Vec<CondensedTask> = tasks.into_iter().map(Into::into).collect();
         let reads_before = crate::host::device_reads();
         match self.prepare(learning_rate, &module, &tasks) {
             Ok(prepared) => {
@@ -465,7 +468,7 @@ impl GemsOptimizer {
         &self,
         learning_rate: f64,
         module: &M,
-        tasks: &[TaskGradients],
+        tasks: &[CondensedTask],
     ) -> Result<Prepared> {
         if tasks.is_empty() {
             return Err(GemsError::InvalidStep(
@@ -480,7 +483,7 @@ impl GemsOptimizer {
                 tasks.len()
             )));
         }
-        let total_samples: usize = tasks.iter().map(|t| t.samples).sum();
+        let total_samples: usize = tasks.iter().map(CondensedTask::samples).sum();
         if total_samples == 0 {
             return Err(GemsError::InvalidStep("the tasks hold no samples".into()));
         }
@@ -489,14 +492,22 @@ impl GemsOptimizer {
                 "learning rate must be finite and non-negative, got {learning_rate}"
             )));
         }
-        let present: Vec<bool> = tasks.iter().map(|t| t.samples > 0).collect();
+        let present: Vec<bool> = tasks.iter().map(|t| t.samples() > 0).collect();
         for (task, gradients) in tasks.iter().enumerate() {
-            if present[task] && !gradients.loss.is_finite() {
+            if present[task] && !gradients.loss().is_finite() {
                 return Err(GemsError::NonFinite {
                     task,
                     what: "loss",
-                    value: gradients.loss,
+                    value: gradients.loss(),
                 });
+            }
+            if !gradients.condensed.is_empty() && gradients.for_step != self.state.step {
+                return Err(GemsError::InvalidStep(format!(
+                    "task {task}'s gradients were condensed for step {} of this optimizer, \
+                     which is at step {}: condense them again after the step in between",
+                    gradients.for_step + 1,
+                    self.state.step + 1
+                )));
             }
         }
 
@@ -520,9 +531,9 @@ impl GemsOptimizer {
             .zip(&present)
             .map(|((task, norm), present)| {
                 present.then_some(TaskSignal {
-                    loss: task.loss,
+                    loss: task.loss(),
                     grad_norm: *norm,
-                    samples: task.samples,
+                    samples: task.samples(),
                 })
             })
             .collect();
@@ -533,7 +544,7 @@ impl GemsOptimizer {
         };
         let merge_weights: Vec<f64> = tasks
             .iter()
-            .map(|t| t.samples as f64 / total_samples as f64)
+            .map(|t| t.samples() as f64 / total_samples as f64)
             .collect();
         Ok(Prepared {
             plans: survey.plans,
@@ -549,7 +560,7 @@ impl GemsOptimizer {
         &mut self,
         learning_rate: f64,
         module: M,
-        tasks: Vec<TaskGradients>,
+        tasks: Vec<CondensedTask>,
         prepared: Prepared,
     ) -> (M, StepReport) {
         let Prepared {
@@ -560,10 +571,15 @@ impl GemsOptimizer {
             present,
         } = prepared;
         let num_tasks = tasks.len();
+        let (gradients, condensed) = tasks
+            .into_iter()
+            .map(|t| (t.task.gradients, t.condensed))
+            .unzip();
         let mut mapper = UpdateMapper {
             optimizer: self,
             plans,
-            gradients: tasks.into_iter().map(|t| t.gradients).collect(),
+            gradients,
+            condensed,
             present,
             merge_weights,
             gate: gate.clone(),
@@ -646,7 +662,7 @@ struct PlannedUpdate {
 /// Device-side statistics of one step, before readback.
 struct Survey<'a> {
     optimizer: &'a GemsOptimizer,
-    tasks: &'a [TaskGradients],
+    tasks: &'a [CondensedTask],
     /// Whether each task has samples (an absent task's gradients are ignored).
     present: &'a [bool],
     path: Vec<String>,
@@ -666,6 +682,8 @@ struct Survey<'a> {
     any_gradient: bool,
     /// The parameters met that have a trained slice.
     sliced: BTreeSet<String>,
+    /// The weights some task gives as coordinates ([`GemsOptimizer::condense`]).
+    condensed: BTreeSet<String>,
 }
 
 /// What the survey read back.
@@ -681,7 +699,7 @@ struct SurveyResult {
 }
 
 impl<'a> Survey<'a> {
-    fn new(optimizer: &'a GemsOptimizer, tasks: &'a [TaskGradients], present: &'a [bool]) -> Self {
+    fn new(optimizer: &'a GemsOptimizer, tasks: &'a [CondensedTask], present: &'a [bool]) -> Self {
         Self {
             optimizer,
             tasks,
@@ -697,6 +715,7 @@ impl<'a> Survey<'a> {
             missing_knowledge: Vec::new(),
             any_gradient: false,
             sliced: BTreeSet::new(),
+            condensed: BTreeSet::new(),
         }
     }
 
@@ -787,6 +806,18 @@ impl<'a> Survey<'a> {
                     .get_mut(path)
                     .expect("projected paths are planned");
                 plan.refresh_offset = index as u64 * every / count;
+            }
+        }
+        // Coordinates stand for a gradient only where the bases stay as they are.
+        for path in &self.condensed {
+            let refresh_due = self.plans.get(path).is_none_or(|plan| {
+                (optimizer.state.step + plan.refresh_offset).is_multiple_of(config.refresh_every)
+            });
+            if refresh_due {
+                return Err(GemsError::InvalidStep(format!(
+                    "`{path}`: its gradient was condensed, but this step recomputes its bases, \
+                     which needs the full gradient"
+                )));
             }
         }
         Ok(SurveyResult {
@@ -906,10 +937,29 @@ impl ModuleVisitor for Survey<'_> {
             .tasks
             .iter()
             .zip(self.present)
-            .map(|(t, present)| present.then(|| t.gradients.get::<D>(param.id)).flatten())
+            .map(|(t, present)| {
+                present
+                    .then(|| t.task.gradients.get::<D>(param.id))
+                    .flatten()
+            })
             .collect();
-        if gradients.iter().all(Option::is_none) {
+        let condensed: Vec<Option<&CondensedWeight>> = self
+            .tasks
+            .iter()
+            .zip(self.present)
+            .map(|(t, present)| present.then(|| t.condensed.get(&path)).flatten())
+            .collect();
+        if gradients.iter().all(Option::is_none) && condensed.iter().all(Option::is_none) {
             return;
+        }
+        if condensed.iter().any(Option::is_some) {
+            if treatment != Treatment::Projected {
+                self.problems.push(format!(
+                    "`{path}`: condensed gradients are for projected weights only"
+                ));
+                return;
+            }
+            self.condensed.insert(path.clone());
         }
         self.any_gradient = true;
         if treatment == Treatment::Frozen {
@@ -970,7 +1020,12 @@ impl ModuleVisitor for Survey<'_> {
 
         let squared: Vec<Option<Tensor<1>>> = gradients
             .iter()
-            .map(|g| g.as_ref().map(|g| g.clone().square().sum()))
+            .zip(&condensed)
+            .map(|(g, c)| match (g, c) {
+                (_, Some(condensed)) => Some(condensed.squared_norm.clone()),
+                (Some(g), None) => Some(g.clone().square().sum()),
+                (None, None) => None,
+            })
             .collect();
         for (task, value) in squared.iter().enumerate() {
             if let Some(value) = value {
@@ -1010,6 +1065,8 @@ struct UpdateMapper<'a> {
     optimizer: &'a mut GemsOptimizer,
     plans: BTreeMap<String, PlannedUpdate>,
     gradients: Vec<GradientsParams>,
+    /// Per task, the weights given as coordinates.
+    condensed: Vec<BTreeMap<String, CondensedWeight>>,
     /// Whether each task has samples (an absent task's gradients are ignored).
     present: Vec<bool>,
     merge_weights: Vec<f64>,
@@ -1036,6 +1093,40 @@ impl UpdateMapper<'_> {
             .filter_map(|(g, w)| g.as_ref().map(|g| g.clone().mul_scalar(*w)))
             .reduce(|a, b| a + b)
             .expect("planned parameters have a gradient")
+    }
+
+    /// The coordinates of an update when some task's gradient of the weight is condensed:
+    /// every task's gradient in coordinates (projected here where it is in full), the shared
+    /// ones summed with the merge weights.
+    fn combined_coordinates(
+        &self,
+        subspaces: &WeightSubspaces,
+        gradients: Vec<Option<Tensor<2>>>,
+        condensed: Vec<Option<TaskCoordinates>>,
+        with_task_subspaces: bool,
+    ) -> Coordinates {
+        let per_task: Vec<Option<TaskCoordinates>> = gradients
+            .into_iter()
+            .zip(condensed)
+            .enumerate()
+            .map(|(task, (full, condensed))| {
+                condensed.or_else(|| full.map(|g| subspaces.task_coordinates(task, g)))
+            })
+            .collect();
+        let shared = per_task
+            .iter()
+            .zip(&self.merge_weights)
+            .filter_map(|(c, w)| c.as_ref().map(|c| c.shared.clone().mul_scalar(*w)))
+            .reduce(|a, b| a + b)
+            .expect("a condensed weight has coordinates");
+        let tasks = match with_task_subspaces {
+            true => per_task
+                .into_iter()
+                .map(|c| c.and_then(|c| c.own))
+                .collect(),
+            false => Vec::new(),
+        };
+        Coordinates { shared, tasks }
     }
 
     fn adamw(
@@ -1086,6 +1177,7 @@ impl UpdateMapper<'_> {
         path: &str,
         weight: Tensor<2>,
         gradients: Vec<Option<Tensor<2>>>,
+        condensed: Vec<Option<TaskCoordinates>>,
         refresh_offset: u64,
     ) -> Tensor<2> {
         let weight_shape = weight.dims();
@@ -1101,7 +1193,6 @@ impl UpdateMapper<'_> {
         let previous_weight = weight.clone();
         let mut update = None;
         if plan.shared_rank > 0 {
-            let merged = self.merge(&gradients);
             let step = self.optimizer.state.step;
             let previous = match self.optimizer.state.weights.remove(path) {
                 Some(WeightState::LowRank(subspaces)) => Some(subspaces),
@@ -1113,37 +1204,51 @@ impl UpdateMapper<'_> {
             let due = previous
                 .as_ref()
                 .is_none_or(|_| (step + refresh_offset).is_multiple_of(config.refresh_every));
-            let task_gradients = if plan.task_rank > 0 {
-                gradients
+            let with_task_subspaces = plan.task_rank > 0;
+            let (mut subspaces, coordinates) = if condensed.iter().any(Option::is_some) {
+                let subspaces =
+                    previous.expect("the survey admits condensed weights only between refreshes");
+                let coordinates = self.combined_coordinates(
+                    &subspaces,
+                    gradients,
+                    condensed,
+                    with_task_subspaces,
+                );
+                (subspaces, coordinates)
             } else {
-                Vec::new()
-            };
-            let mut subspaces = if due {
-                let project = |g: &Tensor<2>| match &knowledge {
-                    Some(knowledge) => knowledge.project_out(g.clone()),
-                    None => g.clone(),
+                let merged = self.merge(&gradients);
+                let task_gradients = match with_task_subspaces {
+                    true => gradients,
+                    false => Vec::new(),
                 };
-                let projected: Vec<Option<Tensor<2>>> = task_gradients
-                    .iter()
-                    .map(|g| g.as_ref().map(project))
-                    .collect();
-                self.refresh(
-                    path,
-                    previous,
-                    &project(&merged),
-                    &projected,
-                    &plan,
-                    refresh_offset,
-                    exclude.as_ref(),
-                )
-            } else {
-                previous.expect("not due implies a previous state")
+                let subspaces = if due {
+                    let project = |g: &Tensor<2>| match &knowledge {
+                        Some(knowledge) => knowledge.project_out(g.clone()),
+                        None => g.clone(),
+                    };
+                    let projected: Vec<Option<Tensor<2>>> = task_gradients
+                        .iter()
+                        .map(|g| g.as_ref().map(project))
+                        .collect();
+                    self.refresh(
+                        path,
+                        previous,
+                        &project(&merged),
+                        &projected,
+                        &plan,
+                        refresh_offset,
+                        exclude.as_ref(),
+                    )
+                } else {
+                    previous.expect("not due implies a previous state")
+                };
+                let coordinates = subspaces.coordinates(merged, task_gradients);
+                (subspaces, coordinates)
             };
 
             // Scaled by the learning rate here, on the small coordinate blocks.
             update = Some(subspaces.update(
-                merged,
-                task_gradients,
+                coordinates,
                 &self.gate,
                 config.scale * self.learning_rate,
                 &config.adam(),
@@ -1239,11 +1344,19 @@ impl ModuleMapper for UpdateMapper<'_> {
                 }
             })
             .collect();
+        let condensed: Vec<Option<TaskCoordinates>> = self
+            .condensed
+            .iter_mut()
+            .zip(&self.present)
+            .map(|(c, present)| c.remove(&path).filter(|_| *present).map(|w| w.coordinates))
+            .collect();
         let context = AutodiffContext::capture(&tensor);
         let weight = matrix_view(tensor.inner());
         let updated = match plan.treatment {
             Treatment::Adamw => self.adamw(&path, weight, gradients),
-            Treatment::Projected => self.low_rank(&path, weight, gradients, plan.refresh_offset),
+            Treatment::Projected => {
+                self.low_rank(&path, weight, gradients, condensed, plan.refresh_offset)
+            }
             Treatment::Frozen => unreachable!("frozen parameters are not planned"),
         };
         let updated: Tensor<D> = updated.reshape(dims);
@@ -1295,7 +1408,7 @@ fn slice_gradient<const D: usize>(
 }
 
 /// A tensor of any rank as a matrix: all leading axes folded into rows (`[1, n]` for a vector).
-fn matrix_view<const D: usize>(tensor: Tensor<D>) -> Tensor<2> {
+pub(crate) fn matrix_view<const D: usize>(tensor: Tensor<D>) -> Tensor<2> {
     let dims = tensor.dims();
     let cols = dims[D - 1];
     let rows = dims[..D - 1].iter().product::<usize>();

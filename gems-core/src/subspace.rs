@@ -133,6 +133,27 @@ pub struct WeightSubspaces {
     stacked_bases: Tensor<2>,
 }
 
+/// One task's gradient of a projected weight in low-rank coordinates
+/// ([`WeightSubspaces::task_coordinates`]): what a step needs of it when the bases are not
+/// recomputed.
+#[derive(Clone, Debug)]
+pub struct TaskCoordinates {
+    /// `Q_sᵀG_t` (`[r_s, larger side]`).
+    pub shared: Tensor<2>,
+    /// `Q_tᵀG_t` (`[r_t, larger side]`), `None` without task subspaces.
+    pub own: Option<Tensor<2>>,
+}
+
+/// The low-rank coordinates one update is made from ([`WeightSubspaces::update`]).
+#[derive(Clone, Debug)]
+pub struct Coordinates {
+    /// The merged gradient's on the shared basis, `Q_sᵀ·Σ_t w_t·G_t`.
+    pub shared: Tensor<2>,
+    /// Each task's on its own basis, `Q_tᵀG_t` (`None`: the task is absent); empty without
+    /// task subspaces.
+    pub tasks: Vec<Option<Tensor<2>>>,
+}
+
 /// A basis that could not be recomputed on a refresh, and why.
 #[derive(Clone, Debug)]
 pub struct RefreshFailure {
@@ -300,11 +321,41 @@ impl WeightSubspaces {
         (subspaces, failures)
     }
 
+    /// One task's gradient `gradient` (shaped like the weight) in this weight's coordinates:
+    /// on the shared basis and on task `task`'s own basis (none without task subspaces).
+    pub fn task_coordinates(&self, task: usize, gradient: Tensor<2>) -> TaskCoordinates {
+        TaskCoordinates {
+            own: self
+                .tasks
+                .get(task)
+                .map(|subspace| subspace.projector.project(gradient.clone())),
+            shared: self.shared.projector.project(gradient),
+        }
+    }
+
+    /// The coordinates of an update from full gradients: the merged gradient's on the shared
+    /// basis, each task's on its own basis (`task_gradients` is empty without task subspaces;
+    /// `None` for an absent task).
+    pub fn coordinates(
+        &self,
+        merged: Tensor<2>,
+        task_gradients: Vec<Option<Tensor<2>>>,
+    ) -> Coordinates {
+        Coordinates {
+            shared: self.shared.projector.project(merged),
+            tasks: self
+                .tasks
+                .iter()
+                .zip(task_gradients)
+                .map(|(subspace, gradient)| gradient.map(|g| subspace.projector.project(g)))
+                .collect(),
+        }
+    }
+
     /// The update of one step, shaped like the weight:
-    /// `factor · (Q_s·N_s + Σ_t gate_t·Q_t·N_t)` with N the normalised Adam steps of the merged
-    /// gradient's coordinates Q_sᵀG (shared subspace) and of each task's Q_tᵀG_t (task
-    /// subspaces). A task without a gradient (`None`) is left out and its moments stay as they
-    /// are.
+    /// `factor · (Q_s·N_s + Σ_t gate_t·Q_t·N_t)` with N the normalised Adam steps of the
+    /// `coordinates`: the merged gradient's Q_sᵀG (shared subspace) and each task's Q_tᵀG_t
+    /// (task subspaces). An absent task (`None`) is left out and its moments stay as they are.
     ///
     /// `knowledge`, for a weight whose knowledge directions lie on the side opposite the bases,
     /// is removed from the coordinates (the projected gradient's) and from the normalised steps
@@ -318,27 +369,26 @@ impl WeightSubspaces {
     /// size: one full-size pass instead of one per subspace plus the additions between them.
     pub fn update(
         &mut self,
-        merged: Tensor<2>,
-        task_gradients: Vec<Option<Tensor<2>>>,
+        coordinates: Coordinates,
         gates: &[f64],
         factor: f64,
         hyper: &AdamHyper,
         knowledge: Option<&ColumnRemoval>,
     ) -> Tensor<2> {
         let mut present = vec![0];
-        let mut coordinates = vec![self.shared.projector.project(merged)];
-        for (task, (subspace, gradient)) in self.tasks.iter().zip(task_gradients).enumerate() {
-            if let Some(gradient) = gradient {
+        let mut blocks = vec![coordinates.shared];
+        for (task, task_coordinates) in coordinates.tasks.into_iter().enumerate() {
+            if let Some(task_coordinates) = task_coordinates {
                 present.push(task + 1);
-                coordinates.push(subspace.projector.project(gradient));
+                blocks.push(task_coordinates);
             }
         }
-        let ranks: Vec<usize> = coordinates.iter().map(|c| c.dims()[0]).collect();
+        let ranks: Vec<usize> = blocks.iter().map(|c| c.dims()[0]).collect();
         if let Some(knowledge) = knowledge {
-            coordinates = split_rows(knowledge.apply(Tensor::cat(coordinates, 0)), &ranks);
+            blocks = split_rows(knowledge.apply(Tensor::cat(blocks, 0)), &ranks);
         }
         let mut steps = Vec::with_capacity(self.tasks.len() + 1);
-        for (&index, coordinates) in present.iter().zip(coordinates) {
+        for (&index, coordinates) in present.iter().zip(blocks) {
             let (subspace, scale) = match index {
                 0 => (&mut self.shared, factor),
                 task => (&mut self.tasks[task - 1], factor * gates[task - 1]),

@@ -807,6 +807,103 @@ fn inconsistent_steps_are_rejected_before_any_change() {
     assert!(matches!(error, Err(GemsError::InvalidStep(_))));
 }
 
+/// `condense` keeps coordinates only for the projected weights whose bases the next step keeps
+/// (nothing before the first bases, nothing on a refresh step), leaves the other gradients in
+/// full, and the step refuses coordinates made for another step and non-finite condensed
+/// gradients before any change.
+#[test]
+fn condensed_gradients_hold_coordinates_between_refreshes_and_are_checked() {
+    let device = device();
+    let mut optimizer = GemsConfig {
+        shared_rank: 8,
+        task_rank: Some(4),
+        refresh_every: 3,
+        ..GemsConfig::for_method(Method::GemsNoNsp)
+    }
+    .init()
+    .unwrap();
+    let mut model = ToyModel::new(&device);
+    let parameters = 4; // two weights (projected) and their biases (AdamW)
+    for step in 0..4u64 {
+        let mut tasks = search_and_rec(
+            seeded_gradients(&model, 2 * step, 1.0),
+            seeded_gradients(&model, 2 * step + 1, 1.0),
+        );
+        let rec = tasks.pop().unwrap();
+        let search = optimizer.condense(&model, 0, tasks.pop().unwrap());
+        let expected = if step % 3 == 0 { 0 } else { 2 };
+        assert_eq!(search.condensed_weights(), expected, "step {step}");
+        assert_eq!(
+            search.full_gradients(),
+            parameters - expected,
+            "step {step}"
+        );
+        model = optimizer
+            .step(0.01, model, vec![search, rec.into()])
+            .unwrap()
+            .0;
+    }
+
+    // Coordinates made for step 5, offered after step 5 was taken without them.
+    let stale = optimizer.condense(
+        &model,
+        0,
+        search_and_rec(
+            seeded_gradients(&model, 20, 1.0),
+            seeded_gradients(&model, 21, 1.0),
+        )
+        .remove(0),
+    );
+    assert_eq!(stale.condensed_weights(), 2);
+    let fresh = search_and_rec(
+        seeded_gradients(&model, 22, 1.0),
+        seeded_gradients(&model, 23, 1.0),
+    );
+    model = optimizer.step(0.01, model, fresh).unwrap().0;
+    let before = model.values();
+    let rec = search_and_rec(
+        seeded_gradients(&model, 24, 1.0),
+        seeded_gradients(&model, 25, 1.0),
+    )
+    .remove(1);
+    let (model, error) = optimizer
+        .step(0.01, model, vec![stale, rec.into()])
+        .unwrap_err()
+        .into_parts();
+    assert!(
+        matches!(&error, GemsError::InvalidStep(m) if m.contains("condensed for step 5")),
+        "{error}"
+    );
+    assert_eq!(optimizer.steps(), 5);
+    assert_eq!(model.values(), before);
+
+    // A NaN in a condensed weight's gradient shows in its norm: the step is refused.
+    let mut poisoned = seeded_gradients(&model, 26, 1.0);
+    let mut values = gradient_values(&poisoned, &model.q.weight);
+    values[7] = f32::NAN;
+    poisoned.register(
+        model.q.weight.id,
+        Tensor::<2>::from_data(
+            burn::tensor::TensorData::new(values, [32, 48]),
+            &device.clone().without_autodiff(),
+        ),
+    );
+    let mut tasks = search_and_rec(poisoned, seeded_gradients(&model, 27, 1.0));
+    let rec = tasks.pop().unwrap();
+    let search = optimizer.condense(&model, 0, tasks.pop().unwrap());
+    assert_eq!(search.condensed_weights(), 2);
+    let (model, error) = optimizer
+        .step(0.01, model, vec![search, rec.into()])
+        .unwrap_err()
+        .into_parts();
+    assert!(
+        matches!(error, GemsError::NonFinite { task: 0, .. }),
+        "{error}"
+    );
+    assert_eq!(optimizer.steps(), 5);
+    assert_eq!(model.values(), before);
+}
+
 #[test]
 fn parameter_filters_choose_the_projected_weights() {
     let device = device();

@@ -26,8 +26,8 @@ use gems_core::adam::AdamMoments;
 use gems_core::host::{to_device, to_host};
 use gems_core::projector::{Projector, Side};
 use gems_core::{
-    GemsConfig, GemsOptimizer, KnowledgeBasis, Method, MomentTransfer, NullSpace, SvdMethod,
-    TaskGradients,
+    CondensedTask, GemsConfig, GemsOptimizer, KnowledgeBasis, Method, MomentTransfer, NullSpace,
+    SvdMethod, TaskGradients,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -261,6 +261,27 @@ struct Case {
     /// Two thirds of every input side protected (the optimizer then removes the knowledge
     /// from low-rank coordinates through its complement), instead of a few directions.
     wide_knowledge: bool,
+    /// Which tasks' gradients go through `GemsOptimizer::condense` before the step.
+    condensed: Condensed,
+}
+
+/// Which tasks are condensed to low-rank coordinates before each step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Condensed {
+    None,
+    /// Every task but the last (what a training loop does to hold one task's gradients).
+    AllButLast,
+    All,
+}
+
+impl Condensed {
+    fn applies_to(self, task: usize, tasks: usize) -> bool {
+        match self {
+            Condensed::None => false,
+            Condensed::AllButLast => task + 1 < tasks,
+            Condensed::All => true,
+        }
+    }
 }
 
 impl Case {
@@ -280,7 +301,7 @@ impl Case {
 
     fn name(&self) -> String {
         format!(
-            "{} / {:?} / input axis {} / {} task(s){}",
+            "{} / {:?} / input axis {} / {} task(s){} / condensed: {:?}",
             self.method,
             self.transfer,
             self.input_axis,
@@ -289,7 +310,8 @@ impl Case {
                 " / wide knowledge"
             } else {
                 ""
-            }
+            },
+            self.condensed
         )
     }
 }
@@ -381,15 +403,36 @@ fn compare(case: &Case) -> f64 {
                     .collect()
             })
             .collect();
-        let tasks = gradients
+        let tasks: Vec<CondensedTask> = gradients
             .into_iter()
             .enumerate()
-            .map(|(t, gradients)| TaskGradients {
-                gradients,
-                loss: losses[t],
-                samples: samples[t],
+            .map(|(t, gradients)| {
+                let task = TaskGradients {
+                    gradients,
+                    loss: losses[t],
+                    samples: samples[t],
+                };
+                match case.condensed.applies_to(t, case.tasks) {
+                    true => optimizer.condense(&model, t, task),
+                    false => task.into(),
+                }
             })
             .collect();
+        // Nothing to condense before the first bases exist; afterwards every weight whose
+        // bases the step keeps.
+        for (t, task) in tasks.iter().enumerate() {
+            let refreshing = step % config.refresh_every == 0;
+            let expected = match case.condensed.applies_to(t, case.tasks) && !refreshing {
+                true => SHAPES.len(),
+                false => 0,
+            };
+            assert_eq!(
+                task.condensed_weights(),
+                expected,
+                "{}: step {step}",
+                case.name()
+            );
+        }
         let (next, report) = optimizer.step(lr, model, tasks).unwrap();
         model = next;
 
@@ -544,6 +587,7 @@ fn the_gems_step_matches_a_float64_reference_over_refreshes() {
                         input_axis,
                         tasks: 2,
                         wide_knowledge,
+                        condensed: Condensed::None,
                     };
                     let moved = compare(&case);
                     assert!(
@@ -568,8 +612,34 @@ fn with_one_task_gems_without_null_space_matches_the_galore_reference() {
             input_axis: 0,
             tasks: 1,
             wide_knowledge: false,
+            condensed: Condensed::None,
         };
         assert!(compare(&case) > 1e-2);
+    }
+}
+
+/// Task gradients condensed to low-rank coordinates (`GemsOptimizer::condense`) give the
+/// reference's step: one task condensed or both, knowledge on either side (wide, through the
+/// complement, included), with and without task subspaces.
+#[test]
+fn condensed_task_gradients_give_the_reference_step() {
+    for condensed in [Condensed::AllButLast, Condensed::All] {
+        for (method, input_axis, wide_knowledge, tasks) in [
+            (Method::Gems, 0, false, 2),
+            (Method::Gems, 1, true, 2),
+            (Method::GemsNoNsp, 0, false, 2),
+            (Method::Galore, 0, false, 1),
+        ] {
+            let case = Case {
+                method,
+                transfer: MomentTransfer::Rotate,
+                input_axis,
+                tasks,
+                wide_knowledge,
+                condensed,
+            };
+            assert!(compare(&case) > 1e-2, "{}", case.name());
+        }
     }
 }
 
