@@ -430,6 +430,7 @@ mod tests {
                 &model,
                 &device,
                 chosen,
+                |_, task| task,
             )
             .unwrap()
         };

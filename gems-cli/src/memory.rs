@@ -29,9 +29,14 @@ pub struct MemoryEstimate {
     pub weights: u64,
     /// Optimizer state: bases and moments (knowledge bases not included).
     pub optimizer_state: u64,
-    /// One gradient of every trained parameter (of its trained slice, for a vocabulary matrix of
-    /// which only the new tokens are trained) per task, all held at the step.
+    /// The tasks' gradients held at an ordinary step: one gradient of every trained parameter
+    /// (of its trained slice, for a vocabulary matrix of which only the new tokens are trained)
+    /// per task, or, where every task but the last is condensed (gems-core's `condense`), one
+    /// task's in full and the others' projected weights as low-rank coordinates.
     pub gradients: u64,
+    /// The tasks' gradients held at the first step, which computes the first bases from full
+    /// gradients of every task (and has no optimizer state yet).
+    pub first_step_gradients: u64,
     /// Tensors kept for one backward pass at this batch size (estimate).
     pub activations: u64,
     /// Knowledge bases of null-space projection.
@@ -39,26 +44,30 @@ pub struct MemoryEstimate {
 }
 
 impl MemoryEstimate {
-    /// The sum of the parts.
+    /// The peak: weights, activations and knowledge bases, plus the larger of an ordinary
+    /// step's optimizer state and gradients and the first step's gradients.
     pub fn total(&self) -> u64 {
         self.weights
-            + self.optimizer_state
-            + self.gradients
             + self.activations
             + self.knowledge_bases
+            + (self.optimizer_state + self.gradients).max(self.first_step_gradients)
     }
 
     /// One line per part, and the total.
     pub fn table(&self) -> String {
+        let first_step = (self.first_step_gradients != self.gradients)
+            .then_some(("(step 1)", self.first_step_gradients));
         let rows = [
-            ("weights", self.weights),
-            ("optimizer state", self.optimizer_state),
-            ("task gradients", self.gradients),
-            ("activations", self.activations),
-            ("knowledge bases", self.knowledge_bases),
-            ("total", self.total()),
+            Some(("weights", self.weights)),
+            Some(("optimizer state", self.optimizer_state)),
+            Some(("task gradients", self.gradients)),
+            first_step,
+            Some(("activations", self.activations)),
+            Some(("knowledge bases", self.knowledge_bases)),
+            Some(("total", self.total())),
         ];
         rows.iter()
+            .flatten()
             .map(|(part, bytes)| format!("  {part:<16} {:>9}", human_bytes(*bytes)))
             .collect::<Vec<_>>()
             .join("\n")
@@ -86,15 +95,31 @@ pub struct BatchShape {
 }
 
 /// The expected memory of training `model` (before LoRA adapters are attached) with
-/// `optimizer` (its knowledge bases, if any, counted) on `tasks` tasks.
+/// `optimizer` (its knowledge bases, if any, counted) on `tasks` tasks; `condensed` when every
+/// task's gradients but the last are condensed after their backward pass (`gems train` on one
+/// device, unless `--full-task-gradients`).
 pub fn estimate(
     model: &Backbone,
     method: TrainMethod,
     optimizer: &GemsOptimizer,
     tasks: usize,
     batch: BatchShape,
+    condensed: bool,
 ) -> MemoryEstimate {
     let plan = optimizer.plan(model, tasks);
+    // What a condensed task keeps of its projected weights' gradients: [r_s + r_t, larger side]
+    // instead of the whole matrix.
+    let (projected_values, coordinate_values) = plan
+        .iter()
+        .filter_map(|p| Some((p, p.ranks.as_ref()?)))
+        .filter(|(_, ranks)| ranks.shared > 0)
+        .fold((0u64, 0u64), |(full, coordinates), (p, ranks)| {
+            let larger = p.shape.iter().copied().max().unwrap_or(0);
+            (
+                full + p.trained_values as u64,
+                coordinates + ((ranks.shared + ranks.task) * larger) as u64,
+            )
+        });
     let trained = plan.iter().filter(|p| p.treatment != Treatment::Frozen);
     let (trainable, adapters, optimizer_state) = match method {
         TrainMethod::Optimizer(_) => (
@@ -122,10 +147,20 @@ pub fn estimate(
             (trainable, adapters, adapter_state + other_state)
         }
     };
+    let first_step_gradients = FLOAT * trainable * tasks as u64;
+    let condenses = condensed && tasks > 1 && matches!(method, TrainMethod::Optimizer(_));
+    let gradients = match condenses {
+        true => {
+            let condensed_task = trainable - projected_values + coordinate_values;
+            FLOAT * (trainable + condensed_task * (tasks as u64 - 1))
+        }
+        false => first_step_gradients,
+    };
     MemoryEstimate {
         weights: FLOAT * (model.num_params() as u64 + adapters),
         optimizer_state,
-        gradients: FLOAT * trainable * tasks as u64,
+        gradients,
+        first_step_gradients,
         activations: activations(&model.config(), batch),
         knowledge_bases: optimizer.null_space_bytes() as u64,
     }

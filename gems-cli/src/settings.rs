@@ -197,6 +197,11 @@ pub struct TrainSettings {
     pub memory_limit: Option<u64>,
     /// Start even when the memory estimate exceeds the memory available.
     pub ignore_memory_estimate: bool,
+    /// Hold every task's full gradients until the step, instead of cutting each task's
+    /// gradients of the projected weights to low-rank coordinates after its backward pass
+    /// (gems-core's `condense`): a cheaper optimizer step (one product with the shared basis
+    /// less per task but the last) for one more copy of the trained parameters' gradients.
+    pub full_task_gradients: bool,
     /// Stop after this many consecutive steps skipped for a non-finite loss or gradient.
     pub max_consecutive_skips: usize,
 }
@@ -239,6 +244,7 @@ impl Default for TrainSettings {
             no_knowledge_cache: false,
             memory_limit: None,
             ignore_memory_estimate: false,
+            full_task_gradients: false,
             max_consecutive_skips: 10,
         }
     }
@@ -401,6 +407,11 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub ignore_memory_estimate: bool,
+    /// Hold every task's full gradients until the step (faster optimizer step, more memory)
+    /// instead of cutting them to low-rank coordinates after each task's backward pass.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub full_task_gradients: bool,
     /// Stop after this many consecutive steps skipped for a non-finite loss or gradient.
     #[arg(long, value_parser = toml_integer::<usize>)]
     #[serde(skip_serializing_if = "Option::is_none")]

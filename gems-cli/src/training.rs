@@ -292,14 +292,10 @@ impl Training<'_> {
         );
         let (experiment, settings, step) = (self.experiment, self.settings, self.progress.step);
         let slices = self.optimizer.trained_slices().clone();
-        let gradients = |model: &Backbone, device: &Device, micros: &[usize]| {
-            let chosen = micros.iter().map(|&m| (m, micro_batches[m]));
-            let window = Window {
-                step,
-                samples,
-                slices: &slices,
-            };
-            window_gradients(experiment, settings, &window, model, device, chosen)
+        let window = Window {
+            step,
+            samples,
+            slices: &slices,
         };
         let stepped = match &mut self.replicas {
             // Data-parallel hook (`--devices`, crate::distributed): every replica steps.
@@ -307,12 +303,41 @@ impl Training<'_> {
                 learning_rate,
                 (&mut self.model, &mut self.optimizer),
                 micro_batches.len(),
-                gradients,
+                |model: &Backbone, device: &Device, micros: &[usize]| {
+                    let chosen = micros.iter().map(|&m| (m, micro_batches[m]));
+                    window_gradients(
+                        experiment,
+                        settings,
+                        &window,
+                        model,
+                        device,
+                        chosen,
+                        |_, t| t,
+                    )
+                },
             ),
             None => {
-                let all: Vec<usize> = (0..micro_batches.len()).collect();
-                let tasks = gradients(&self.model, &self.device, &all)?;
-                let losses: Vec<f64> = tasks.iter().map(|t| t.loss).collect();
+                // Every task but the last is condensed once its backward passes end, so that
+                // one task's full gradients are held at a time; not on the steps that record
+                // the per-layer task cosines, which need the full gradients.
+                let records_conflict = (step + 1) % CONFLICT_EVERY == 1;
+                let condense = !settings.full_task_gradients && !records_conflict;
+                let last = Task::ALL.len() - 1;
+                let (model, optimizer) = (&self.model, &self.optimizer);
+                let chosen = micro_batches.iter().copied().enumerate();
+                let tasks = window_gradients(
+                    experiment,
+                    settings,
+                    &window,
+                    model,
+                    &self.device,
+                    chosen,
+                    |t, gradients| match condense && t < last {
+                        true => optimizer.condense(model, t, gradients),
+                        false => gradients.into(),
+                    },
+                )?;
+                let losses: Vec<f64> = tasks.iter().map(|t| t.loss()).collect();
                 let model = self.model.clone();
                 match self.optimizer.step(learning_rate, model, tasks) {
                     Ok((model, report)) => {
@@ -639,24 +664,31 @@ pub(crate) struct Window<'a> {
 /// `window`, on `device`: every micro-batch's loss weighted by its rows over the window's samples
 /// of the task, so that the parts of a window (one per device) add up to the whole window's.
 /// Gradients of parameters with a trained slice hold that slice only.
-pub(crate) fn window_gradients<'a>(
+///
+/// The tasks are taken one after the other, and each task's gradients go through
+/// `finish(task, gradients)` as soon as its last backward pass ends, before the next task's
+/// first: that is where a caller condenses them ([`GemsOptimizer::condense`]) to hold one
+/// task's full gradients at a time.
+pub(crate) fn window_gradients<'a, T>(
     experiment: &Experiment,
     settings: &TrainSettings,
     window: &Window,
     model: &Backbone,
     device: &Device,
     micro_batches: impl Iterator<Item = (usize, &'a [&'a EncodedExample])>,
-) -> Result<Vec<TaskGradients>> {
+    mut finish: impl FnMut(usize, TaskGradients) -> T,
+) -> Result<Vec<T>> {
     let Window {
         step,
         samples,
         slices,
     } = *window;
-    let mut accumulators: [GradientsAccumulator<Backbone>; 2] = Default::default();
-    let mut losses = [0.0f64; 2];
-    let mut counts = [0usize; 2];
-    for (micro, batch) in micro_batches {
-        for (t, task) in Task::ALL.iter().enumerate() {
+    let micro_batches: Vec<_> = micro_batches.collect();
+    let mut finished = Vec::with_capacity(Task::ALL.len());
+    for (t, task) in Task::ALL.iter().enumerate() {
+        let mut accumulator = GradientsAccumulator::<Backbone>::default();
+        let (mut loss_sum, mut count) = (0.0f64, 0usize);
+        for &(micro, batch) in &micro_batches {
             let rows: Vec<EncodedExample> = batch
                 .iter()
                 .filter(|e| e.task == *task)
@@ -669,23 +701,21 @@ pub(crate) fn window_gradients<'a>(
             // the uninterrupted one, on any number of devices.
             device.seed(settings.seed ^ (step << 8) ^ ((micro as u64) << 2) ^ t as u64);
             let weight = rows.len() as f64 / samples[t] as f64;
-            counts[t] += rows.len();
+            count += rows.len();
             let batch = experiment.training_batch(&rows, device)?;
             let loss = model.loss(&batch)?.mul_scalar(weight);
-            losses[t] += loss.clone().into_scalar::<f32>() as f64;
+            loss_sum += loss.clone().into_scalar::<f32>() as f64;
             let gradients = GradientsParams::from_grads(loss.backward(), model);
-            accumulators[t].accumulate(model, trim_gradients(slices, model, gradients));
+            accumulator.accumulate(model, trim_gradients(slices, model, gradients));
         }
-    }
-    Ok(accumulators
-        .iter_mut()
-        .zip(losses.iter().zip(counts))
-        .map(|(accumulator, (loss, samples))| TaskGradients {
+        let gradients = TaskGradients {
             gradients: accumulator.grads(),
-            loss: *loss,
-            samples,
-        })
-        .collect())
+            loss: loss_sum,
+            samples: count,
+        };
+        finished.push(finish(t, gradients));
+    }
+    Ok(finished)
 }
 
 /// The example order of `epoch`: a permutation seeded by the run's seed and the epoch.

@@ -213,7 +213,9 @@ fn info(args: &InfoArgs) -> Result<()> {
             TrainMethod::Optimizer(method) => method,
             TrainMethod::Lora => Method::Adamw,
         };
-        let mut estimate = memory::estimate(&model, method, &optimizer(core)?, args.tasks, batch);
+        // As `gems train` on one device: every task's gradients but the last condensed.
+        let mut estimate =
+            memory::estimate(&model, method, &optimizer(core)?, args.tasks, batch, true);
         if method.needs_null_space() {
             estimate.knowledge_bases = knowledge_bound;
         }

@@ -243,7 +243,15 @@ pub fn train(
         }
         None => None,
     };
-    let memory_estimate = check_memory(settings, run, &base_model, &optimizer, &examples)?;
+    let single_device = replicas.is_none();
+    let memory_estimate = check_memory(
+        settings,
+        run,
+        &base_model,
+        &optimizer,
+        &examples,
+        single_device,
+    )?;
     drop(base_model);
     let mut training = Training {
         settings,
@@ -356,6 +364,7 @@ fn check_memory(
     model: &Backbone,
     optimizer: &gems_core::GemsOptimizer,
     examples: &[EncodedExample],
+    single_device: bool,
 ) -> Result<MemoryEstimate> {
     let batch = BatchShape {
         batch_size: settings.batch_size,
@@ -366,7 +375,15 @@ fn check_memory(
             .max()
             .unwrap_or(0),
     };
-    let estimate = memory::estimate(model, settings.method, optimizer, Task::ALL.len(), batch);
+    let condensed = !settings.full_task_gradients && single_device;
+    let estimate = memory::estimate(
+        model,
+        settings.method,
+        optimizer,
+        Task::ALL.len(),
+        batch,
+        condensed,
+    );
     let available = memory::available(settings.memory_limit);
     run.write_json(run_dir::MEMORY_ESTIMATE, &estimate)?;
     println!(
@@ -394,7 +411,14 @@ fn check_memory(
             if method.needs_null_space() {
                 optimizer_of = optimizer_of.with_null_space(optimizer.null_space().clone());
             }
-            let estimate = memory::estimate(model, method, &optimizer_of, Task::ALL.len(), batch);
+            let estimate = memory::estimate(
+                model,
+                method,
+                &optimizer_of,
+                Task::ALL.len(),
+                batch,
+                condensed,
+            );
             alternatives.push((method.name().to_string(), estimate));
         }
         memory::check_fits(&estimate, settings.batch_size, available, &alternatives)?;
