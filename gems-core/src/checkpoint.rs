@@ -309,9 +309,12 @@ pub(crate) fn write_safetensors(
             (name.clone(), view)
         })
         .collect::<Vec<_>>();
-    let bytes = safetensors::serialize(views, Some(HashMap::from([(header_key.into(), header)])))
-        .map_err(|e| state_error(path, format!("could not serialise: {e}")))?;
-    write_file_atomically(path, &bytes)
+    // Streamed to the file: the state is not copied a second time into one buffer.
+    let metadata = Some(HashMap::from([(header_key.into(), header)]));
+    write_atomically(path, |temporary| {
+        safetensors::serialize_to_file(views, metadata, temporary)
+            .map_err(|e| std::io::Error::other(format!("could not serialise: {e}")))
+    })
 }
 
 /// The bytes of the file at `path`; the error names it.
@@ -484,6 +487,14 @@ impl GemsOptimizer {
 /// Writes `bytes` to `path` through a temporary file in the same folder, flushed to disk and
 /// renamed into place, so that a crash never leaves a half-written file under `path`.
 pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomically(path, |temporary| {
+        fs::File::create(temporary)?.write_all(bytes)
+    })
+}
+
+/// Has `write` create the file it is given (a temporary sibling of `path`), then flushes it to
+/// disk and renames it to `path`; the temporary is removed on failure.
+fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> std::io::Result<()>) -> Result<()> {
     let file_name = path
         .file_name()
         .ok_or_else(|| state_error(path, "not a file path".into()))?;
@@ -492,13 +503,12 @@ pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         file_name.to_string_lossy(),
         std::process::id()
     ));
-    let write = || -> std::io::Result<()> {
-        let mut file = fs::File::create(&temporary)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
+    let written = || -> std::io::Result<()> {
+        write(&temporary)?;
+        fs::File::open(&temporary)?.sync_all()?;
         fs::rename(&temporary, path)
     };
-    write().map_err(|e| {
+    written().map_err(|e| {
         let _ = fs::remove_file(&temporary);
         state_error(path, format!("cannot write: {e}"))
     })

@@ -2,24 +2,44 @@
 //! tensor names, Linear weights transposed back to PyTorch's `[out, in]`), which `transformers`'
 //! `from_pretrained` opens. Tied weights are written once (`shared.weight`, `model.embed_tokens.weight`).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;
 use safetensors::Dtype;
-use safetensors::tensor::TensorView;
 
 use crate::backbone::Backbone;
 use crate::error::ModelError;
 use crate::loading::WEIGHTS_FILE;
 use crate::paths::{PathTracker, checkpoint_shape};
 
-/// One tensor ready to write: HF name, PyTorch-layout shape, little-endian f32 bytes.
+/// One tensor to write: HF name, PyTorch-layout shape, and its little-endian f32 bytes, read
+/// back from the device only when the file writer reaches it, so that saving holds one tensor's
+/// bytes at a time rather than a copy of the whole model.
 struct Stored {
     name: String,
     shape: Vec<usize>,
-    bytes: Vec<u8>,
+    bytes: Box<dyn Fn() -> Vec<u8>>,
+}
+
+impl safetensors::View for &Stored {
+    fn dtype(&self) -> Dtype {
+        Dtype::F32
+    }
+
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Owned((self.bytes)())
+    }
+
+    fn data_len(&self) -> usize {
+        4 * self.shape.iter().product::<usize>()
+    }
 }
 
 /// Collects every parameter in the checkpoint layout.
@@ -40,20 +60,20 @@ impl ModuleVisitor for Collector {
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let linear_weight = self.tracker.in_linear_weight(D);
-        // Transposing on the device gives the `[out, in]` order on read-back.
         let tensor = param.val();
-        let tensor = if linear_weight {
-            tensor.swap_dims(0, 1)
-        } else {
-            tensor
-        };
         let dims = param.lazy_shape().to_vec();
-        let values: Vec<f32> = tensor.into_data().iter::<f32>().collect();
-        let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         self.stored.push(Stored {
             name: self.tracker.path(),
             shape: checkpoint_shape(&dims, linear_weight),
-            bytes,
+            bytes: Box::new(move || {
+                // Transposing on the device gives the `[out, in]` order on read-back.
+                let tensor = match linear_weight {
+                    true => tensor.clone().swap_dims(0, 1),
+                    false => tensor.clone(),
+                };
+                let data = tensor.into_data();
+                data.iter::<f32>().flat_map(f32::to_le_bytes).collect()
+            }),
         });
     }
 }
@@ -69,18 +89,7 @@ impl Backbone {
         let mut collector = Collector::default();
         self.visit(&mut collector);
         let path = directory.join(WEIGHTS_FILE);
-        let views = collector
-            .stored
-            .iter()
-            .map(|s| {
-                TensorView::new(Dtype::F32, s.shape.clone(), &s.bytes)
-                    .map(|view| (s.name.clone(), view))
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ModelError::Safetensors {
-                path: path.clone(),
-                message: e.to_string(),
-            })?;
+        let views = collector.stored.iter().map(|s| (s.name.clone(), s));
         let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
         safetensors::serialize_to_file(views, Some(metadata), &path).map_err(|e| {
             ModelError::Safetensors {
