@@ -159,6 +159,10 @@ pub struct TrainBenchArgs {
     /// Side of the square f32 matmul that measures the device's peak rate (0: skip).
     #[arg(long, default_value_t = 1024)]
     matmul_size: usize,
+    /// Hold every task's full gradients until the step, as `gems train --full-task-gradients`
+    /// (by default the first task's are condensed to low-rank coordinates).
+    #[arg(long)]
+    full_task_gradients: bool,
     /// Also time each method data-parallel, as `gems train --devices` trains (same syntax): on
     /// the first 1, 2, 4, … and all of these devices, each replica running one micro-batch of
     /// `--batch-size` requests per step.
@@ -497,6 +501,7 @@ fn bench_train(args: &TrainBenchArgs) -> Result<()> {
         batch_size: args.batch_size,
         backend: backend.clone(),
         refresh_every: args.refresh_every,
+        full_task_gradients: args.full_task_gradients,
         // The bench measures the set-up itself.
         no_knowledge_cache: true,
         ..TrainSettings::default()
