@@ -1333,6 +1333,7 @@ mod tests {
             warmup: 0,
             refresh_every: 1,
             matmul_size: 0,
+            full_task_gradients: false,
             devices: None,
             one_adapter: false,
         };
