@@ -33,6 +33,12 @@ pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 /// Per-layer task-gradient cosines are recorded every this many steps.
 const CONFLICT_EVERY: u64 = 5;
 
+/// Whether step `number` (1-based) records the per-layer task-gradient cosines, which need
+/// every task's full gradients.
+fn records_conflict(number: u64) -> bool {
+    number % CONFLICT_EVERY == 1
+}
+
 /// One optimizer step, as recorded.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct StepRecord {
@@ -320,8 +326,7 @@ impl Training<'_> {
                 // Every task but the last is condensed once its backward passes end, so that
                 // one task's full gradients are held at a time; not on the steps that record
                 // the per-layer task cosines, which need the full gradients.
-                let records_conflict = (step + 1) % CONFLICT_EVERY == 1;
-                let condense = !settings.full_task_gradients && !records_conflict;
+                let condense = !settings.full_task_gradients && !records_conflict(step + 1);
                 let last = Task::ALL.len() - 1;
                 let (model, optimizer) = (&self.model, &self.optimizer);
                 let chosen = micro_batches.iter().copied().enumerate();
@@ -387,7 +392,7 @@ impl Training<'_> {
             samples,
             gate: report.gate.clone(),
         });
-        if self.progress.step % CONFLICT_EVERY == 1 && !report.layer_cosines.is_empty() {
+        if records_conflict(self.progress.step) && !report.layer_cosines.is_empty() {
             self.progress.curves.conflict.push(ConflictRecord {
                 step: self.progress.step,
                 layers: report

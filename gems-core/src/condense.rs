@@ -136,8 +136,7 @@ impl ModuleVisitor for Condenser<'_> {
         let Some(WeightState::LowRank(subspaces)) = optimizer.state.weights.get(&path) else {
             return;
         };
-        let refresh_due = (optimizer.state.step + subspaces.refresh_offset)
-            .is_multiple_of(optimizer.config.refresh_every);
+        let refresh_due = optimizer.refresh_due(subspaces.refresh_offset);
         let has_own_basis = subspaces.tasks.is_empty() || self.task < subspaces.tasks.len();
         if refresh_due || !has_own_basis {
             return;

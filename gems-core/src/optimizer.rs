@@ -350,6 +350,12 @@ impl GemsOptimizer {
         }
     }
 
+    /// Whether the next step recomputes the bases of a weight whose refreshes are offset by
+    /// `refresh_offset` steps (the rule of the step, of the survey and of `condense`).
+    pub(crate) fn refresh_due(&self, refresh_offset: u64) -> bool {
+        (self.state.step + refresh_offset).is_multiple_of(self.config.refresh_every)
+    }
+
     fn has_task_subspaces(&self, tasks: usize) -> bool {
         self.config.method.multi_subspace() && tasks > 1
     }
@@ -810,9 +816,10 @@ impl<'a> Survey<'a> {
         }
         // Coordinates stand for a gradient only where the bases stay as they are.
         for path in &self.condensed {
-            let refresh_due = self.plans.get(path).is_none_or(|plan| {
-                (optimizer.state.step + plan.refresh_offset).is_multiple_of(config.refresh_every)
-            });
+            let refresh_due = self
+                .plans
+                .get(path)
+                .is_none_or(|plan| optimizer.refresh_due(plan.refresh_offset));
             if refresh_due {
                 return Err(GemsError::InvalidStep(format!(
                     "`{path}`: its gradient was condensed, but this step recomputes its bases, \
@@ -1113,12 +1120,11 @@ impl UpdateMapper<'_> {
                 condensed.or_else(|| full.map(|g| subspaces.task_coordinates(task, g)))
             })
             .collect();
-        let shared = per_task
+        let shared_per_task: Vec<Option<Tensor<2>>> = per_task
             .iter()
-            .zip(&self.merge_weights)
-            .filter_map(|(c, w)| c.as_ref().map(|c| c.shared.clone().mul_scalar(*w)))
-            .reduce(|a, b| a + b)
-            .expect("a condensed weight has coordinates");
+            .map(|c| c.as_ref().map(|c| c.shared.clone()))
+            .collect();
+        let shared = self.merge(&shared_per_task);
         let tasks = match with_task_subspaces {
             true => per_task
                 .into_iter()
@@ -1193,7 +1199,6 @@ impl UpdateMapper<'_> {
         let previous_weight = weight.clone();
         let mut update = None;
         if plan.shared_rank > 0 {
-            let step = self.optimizer.state.step;
             let previous = match self.optimizer.state.weights.remove(path) {
                 Some(WeightState::LowRank(subspaces)) => Some(subspaces),
                 Some(WeightState::Full(_)) => {
@@ -1203,7 +1208,7 @@ impl UpdateMapper<'_> {
             };
             let due = previous
                 .as_ref()
-                .is_none_or(|_| (step + refresh_offset).is_multiple_of(config.refresh_every));
+                .is_none_or(|_| self.optimizer.refresh_due(refresh_offset));
             let with_task_subspaces = plan.task_rank > 0;
             let (mut subspaces, coordinates) = if condensed.iter().any(Option::is_some) {
                 let subspaces =
