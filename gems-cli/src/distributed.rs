@@ -417,12 +417,7 @@ mod tests {
             gems_data::Task::ALL.map(|task| window.iter().filter(|e| e.task == task).count());
         let gradients = |micros: &[usize]| {
             let chosen = micros.iter().map(|&m| (m, micro_batches[m]));
-            let (step, slices) = (0, &Default::default());
-            let window = crate::training::Window {
-                step,
-                samples,
-                slices,
-            };
+            let window = crate::training::Window { step: 0, samples };
             crate::training::window_gradients(
                 &experiment,
                 &settings,

@@ -30,7 +30,7 @@ pub struct MemoryEstimate {
     /// Optimizer state: bases and moments (knowledge bases not included).
     pub optimizer_state: u64,
     /// The tasks' gradients held at an ordinary step: one gradient of every trained parameter
-    /// (of its trained slice, for a vocabulary matrix of which only the new tokens are trained)
+    /// (of the new tokens' rows only, for a vocabulary matrix whose pre-trained rows are frozen)
     /// per task, or, where every task but the last is condensed (gems-core's `condense`), one
     /// task's in full and the others' projected weights as low-rank coordinates.
     pub gradients: u64,

@@ -1,7 +1,6 @@
 //! The training loop: per-task backward passes, the optimizer step, learning-rate schedule,
 //! validation with early stopping, checkpoints that resume bit for bit, and Ctrl-C.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -9,7 +8,7 @@ use burn::module::{Lora, Module, ParamGroup};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::Device;
 use gems_core::{
-    GemsError, GemsOptimizer, NullSpace, StepReport, TaskGradients, TrainedSlice, trim_gradients,
+    GemsError, GemsOptimizer, NullSpace, StepReport, TaskGradients,
 };
 use gems_data::batch::EncodedExample;
 use gems_data::{Protocol, Task};
@@ -159,7 +158,8 @@ pub fn training_examples(experiment: &Experiment) -> Result<Vec<EncodedExample>>
 }
 
 /// Attaches LoRA adapters (rank, α = scale·rank) to the projected matrices; the rest of the
-/// model (embeddings, norms) stays trainable, as GEMS trains it. Adapters that would not fit in
+/// model (embeddings, norms) stays trainable, as GEMS trains it, but for the frozen pre-trained
+/// vocabulary rows. Adapters that would not fit in
 /// memory are refused before any is allocated.
 pub fn attach_lora(
     model: Backbone,
@@ -181,9 +181,10 @@ pub fn attach_lora(
         "lower shared_rank (the LoRA rank)",
     )?;
     let bases = ParamGroup::from_paths(targets);
+    let frozen = ParamGroup::from_paths(model.frozen_parameters());
     Ok(model
         .apply_lora(Lora::new(rank, scale * rank as f64).set_param_group(bases.clone()))
-        .unfreeze_group(ParamGroup::all().exclude(bases)))
+        .unfreeze_group(ParamGroup::all().exclude(bases).exclude(frozen)))
 }
 
 /// Optimizer steps of a whole run over `examples` training examples.
@@ -297,12 +298,7 @@ impl Training<'_> {
             self.settings.schedule,
         );
         let (experiment, settings, step) = (self.experiment, self.settings, self.progress.step);
-        let slices = self.optimizer.trained_slices().clone();
-        let window = Window {
-            step,
-            samples,
-            slices: &slices,
-        };
+        let window = Window { step, samples };
         let stepped = match &mut self.replicas {
             // Data-parallel hook (`--devices`, crate::distributed): every replica steps.
             Some(replicas) => replicas.step(
@@ -630,6 +626,11 @@ pub fn restore_optimizer(
 /// the module's parameter identities and autodiff settings.
 fn load_weights(model: Backbone, folder: &Path, device: &Device) -> Result<Backbone> {
     let saved = Backbone::load(folder, device)?;
+    // The checkpoint holds whole vocabulary matrices: hold their added rows apart as `model` does.
+    let saved = match model.first_added_token() {
+        Some(first) => saved.freeze_pretrained_tokens(first)?,
+        None => saved,
+    };
     let (expected, found) = (
         gems_models::parameter_paths(&model),
         gems_models::parameter_paths(&saved),
@@ -656,19 +657,16 @@ fn load_weights(model: Backbone, folder: &Path, device: &Device) -> Result<Backb
 }
 
 /// One optimizer step's window of examples, as its gradients need it.
-pub(crate) struct Window<'a> {
+pub(crate) struct Window {
     /// The step.
     pub step: u64,
     /// Samples of each task in the whole window.
     pub samples: [usize; 2],
-    /// The trained slices of the optimizer: each backward pass's gradients are cut to them.
-    pub slices: &'a BTreeMap<String, TrainedSlice>,
 }
 
 /// Each task's gradients, loss and samples over the given micro-batches `(index, examples)` of
 /// `window`, on `device`: every micro-batch's loss weighted by its rows over the window's samples
 /// of the task, so that the parts of a window (one per device) add up to the whole window's.
-/// Gradients of parameters with a trained slice hold that slice only.
 ///
 /// The tasks are taken one after the other, and each task's gradients go through
 /// `finish(task, gradients)` as soon as its last backward pass ends, before the next task's
@@ -683,11 +681,7 @@ pub(crate) fn window_gradients<'a, T>(
     micro_batches: impl Iterator<Item = (usize, &'a [&'a EncodedExample])>,
     mut finish: impl FnMut(usize, TaskGradients) -> T,
 ) -> Result<Vec<T>> {
-    let Window {
-        step,
-        samples,
-        slices,
-    } = *window;
+    let Window { step, samples } = *window;
     let micro_batches: Vec<_> = micro_batches.collect();
     let mut finished = Vec::with_capacity(Task::ALL.len());
     for (t, task) in Task::ALL.iter().enumerate() {
@@ -711,7 +705,7 @@ pub(crate) fn window_gradients<'a, T>(
             let loss = model.loss(&batch)?.mul_scalar(weight);
             loss_sum += loss.clone().into_scalar::<f32>() as f64;
             let gradients = GradientsParams::from_grads(loss.backward(), model);
-            accumulator.accumulate(model, trim_gradients(slices, model, gradients));
+            accumulator.accumulate(model, gradients);
         }
         let gradients = TaskGradients {
             gradients: accumulator.grads(),

@@ -24,11 +24,11 @@ use crate::null_space::{KnowledgeBasis, NullSpace};
 use crate::optimizer::{GemsOptimizer, OptimizerState, WeightState};
 use crate::projector::{Projector, Side};
 use crate::subspace::{Subspace, WeightSubspaces};
-use crate::trained_slice::TrainedSlice;
 
 const FORMAT: &str = "gems-optimizer-state";
-/// Version 2 added the per-row bias-correction masses of every moment pair; version 3 the
-/// trained slice of a full-moment weight (a version 2 file, which has none, still loads).
+/// Version 2 added the per-row bias-correction masses of every moment pair; version 3 a trained
+/// slice of a full-moment weight, no longer written: the trained rows of a vocabulary matrix are
+/// now a parameter of their own, so a file with a slice fails the shape check of its moments.
 const VERSION: u32 = 3;
 /// The oldest version that loads.
 const OLDEST_VERSION: u32 = 2;
@@ -49,12 +49,7 @@ struct Header {
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 enum WeightHeader {
-    Full {
-        steps: u64,
-        /// The slice the moments cover, when only a slice of the weight is trained.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        slice: Option<TrainedSlice>,
-    },
+    Full { steps: u64 },
     LowRank {
         columns_side: bool,
         refreshes: u64,
@@ -106,7 +101,6 @@ impl GemsOptimizer {
                     push(format!("weights/{path}/second_mass"), &moments.second_mass);
                     WeightHeader::Full {
                         steps: moments.steps,
-                        slice: self.trained_slice(path),
                     }
                 }
                 WeightState::LowRank(subspaces) => {
@@ -215,22 +209,7 @@ impl GemsOptimizer {
         let mut weights = BTreeMap::new();
         for (name, weight) in header.weights {
             let state = match weight {
-                WeightHeader::Full { steps, slice } => {
-                    let trained = self.trained_slice(&name);
-                    if slice != trained {
-                        let describe = |slice: Option<TrainedSlice>| {
-                            slice.map_or("the whole weight".to_string(), |s| s.to_string())
-                        };
-                        return Err(state_error(
-                            path,
-                            format!(
-                                "the moments of `{name}` cover {} but the optimizer trains {}; \
-                                 resume with the trained slices the run started with",
-                                describe(slice),
-                                describe(trained)
-                            ),
-                        ));
-                    }
+                WeightHeader::Full { steps } => {
                     WeightState::Full(load_moments(&format!("weights/{name}"), steps)?)
                 }
                 WeightHeader::LowRank {
@@ -406,10 +385,15 @@ impl GemsOptimizer {
         };
         for (path, state) in &self.state.weights {
             let shape = shape_of(path)?;
+            if self.frozen().contains(path) {
+                return Err(state_error(
+                    file,
+                    format!("holds the state of `{path}`, which is frozen in this run"),
+                ));
+            }
             match state {
                 WeightState::Full(moments) => {
-                    // The trained part of the parameter's matrix view.
-                    let [rows, cols] = self.trained_view(path, shape);
+                    let [rows, cols] = crate::optimizer::matrix_shape(shape);
                     for (what, tensor) in [
                         ("first moment", &moments.first),
                         ("second moment", &moments.second),

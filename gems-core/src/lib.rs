@@ -14,9 +14,9 @@
 //! 4. projects the final update, weight decay included, away from the knowledge space again,
 //!    so that `(W + ΔW)·x = W·x` for knowledge inputs x.
 //!
-//! Other parameters get AdamW (or are frozen); AdamW can train a slice of a matrix only, such as
-//! the rows of the tokens a fine-tune adds to a vocabulary, with state for that slice alone
-//! ([`trained_slice`]).
+//! Other parameters get AdamW, or are frozen ([`GemsOptimizer::with_frozen`]: no state, never
+//! changed), such as the pre-trained rows of a vocabulary matrix whose added tokens alone are
+//! trained.
 //!
 //! ## Bias correction across basis refreshes
 //!
@@ -91,7 +91,6 @@ pub mod optimizer;
 pub mod projector;
 pub mod rsvd;
 pub mod subspace;
-pub mod trained_slice;
 
 pub use backend::{available_backends, device_from_name};
 pub use condense::CondensedTask;
@@ -104,4 +103,3 @@ pub use gate::{GateConfig, TaskSignal};
 pub use null_space::{ColumnRemoval, KnowledgeBasis, KnowledgeSelection, NullSpace};
 pub use optimizer::{GemsOptimizer, ParamPlan, StepError, StepResult, TaskGradients, Treatment};
 pub use rsvd::SvdMethod;
-pub use trained_slice::{TrainedSlice, trim_gradients};

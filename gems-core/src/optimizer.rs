@@ -25,7 +25,6 @@ use crate::gate::TaskSignal;
 use crate::null_space::{ColumnRemoval, KnowledgeBasis, NullSpace};
 use crate::projector::Side;
 use crate::subspace::{Coordinates, SubspacePlan, TaskCoordinates, WeightSubspaces};
-use crate::trained_slice::TrainedSlice;
 
 /// One task's contribution to a step: the gradients of its own backward pass, its loss and
 /// its number of samples, all over the accumulation window.
@@ -60,9 +59,7 @@ pub struct ParamPlan {
     pub treatment: Treatment,
     /// Float32 bytes of optimizer state it will hold (bases and moments) with `tasks` tasks.
     pub state_bytes: usize,
-    /// Values trained: the whole parameter, its trained slice (see
-    /// [`GemsOptimizer::with_trained_slice`]), or 0 when frozen. One task's gradient holds as
-    /// many once trimmed ([`crate::trained_slice::trim_gradients`]).
+    /// Values trained: the whole parameter, or 0 when frozen.
     pub trained_values: usize,
     /// The ranks a projected weight really gets (`None` for the other treatments).
     pub ranks: Option<EffectiveRanks>,
@@ -146,8 +143,8 @@ pub(crate) struct OptimizerState {
 pub struct GemsOptimizer {
     pub(crate) config: GemsConfig,
     filter: Option<ParamFilter>,
-    /// Parameters of which only a slice is trained, by path.
-    slices: BTreeMap<String, TrainedSlice>,
+    /// Parameters left frozen, by path ([`GemsOptimizer::with_frozen`]).
+    frozen: BTreeSet<String>,
     pub(crate) null_space: NullSpace,
     pub(crate) state: OptimizerState,
     /// Complements of the knowledge bases with more than half their side protected, computed on
@@ -160,7 +157,7 @@ impl GemsOptimizer {
         Self {
             config,
             filter: None,
-            slices: BTreeMap::new(),
+            frozen: BTreeSet::new(),
             null_space: NullSpace::new(),
             state: OptimizerState::default(),
             complements: BTreeMap::new(),
@@ -184,23 +181,19 @@ impl GemsOptimizer {
         self
     }
 
-    /// Trains only `slice` of the 2-D parameter at `path` (AdamW-treated, not projected): its
-    /// moments cover the slice, the entries outside it are never changed (an empty slice
-    /// freezes it), and a saved state records the slice (a resume with another slice is
-    /// refused). See [`crate::trained_slice`].
-    pub fn with_trained_slice(mut self, path: impl Into<String>, slice: TrainedSlice) -> Self {
-        self.slices.insert(path.into(), slice);
+    /// Leaves the parameter at `path` frozen: never changed, no state, its gradient (if one is
+    /// given) ignored. In Burn a frozen parameter is one that requires no gradient (such as the
+    /// pre-trained vocabulary rows of a `gems_models::TokenMatrix`); the optimizer is told its
+    /// path so that its plans and memory figures count it out. A step refuses a path that names
+    /// no parameter of the model.
+    pub fn with_frozen(mut self, path: impl Into<String>) -> Self {
+        self.frozen.insert(path.into());
         self
     }
 
-    /// The trained slice of the parameter at `path`, if only a slice of it is trained.
-    pub fn trained_slice(&self, path: &str) -> Option<TrainedSlice> {
-        self.slices.get(path).copied()
-    }
-
-    /// Every trained slice, by parameter path.
-    pub fn trained_slices(&self) -> &BTreeMap<String, TrainedSlice> {
-        &self.slices
+    /// The paths given to [`GemsOptimizer::with_frozen`].
+    pub fn frozen(&self) -> &BTreeSet<String> {
+        &self.frozen
     }
 
     /// The configuration.
@@ -258,8 +251,8 @@ impl GemsOptimizer {
                     Treatment::Frozen => (0, None),
                     Treatment::Adamw => {
                         // Two moments, and the two bias-correction masses of each row of the
-                        // trained part of the parameter's matrix view.
-                        let [rows, cols] = self.trained_view(&path, &shape);
+                        // parameter's matrix view.
+                        let [rows, cols] = matrix_shape(&shape);
                         (8 * rows * cols + 8 * rows, None)
                     }
                     Treatment::Projected => {
@@ -277,8 +270,7 @@ impl GemsOptimizer {
                 };
                 let trained_values = match treatment {
                     Treatment::Frozen => 0,
-                    Treatment::Adamw => self.trained_view(&path, &shape).iter().product(),
-                    Treatment::Projected => shape.iter().product(),
+                    Treatment::Adamw | Treatment::Projected => shape.iter().product(),
                 };
                 ParamPlan {
                     path,
@@ -316,13 +308,9 @@ impl GemsOptimizer {
             }
     }
 
-    /// The treatment of a parameter at `path` with `shape` (frozen when its trained slice is
-    /// empty).
+    /// The treatment of a parameter at `path` with `shape`.
     pub fn treatment(&self, path: &str, shape: &[usize]) -> Treatment {
-        if self
-            .trained_slice(path)
-            .is_some_and(|slice| slice.is_empty(shape))
-        {
+        if self.frozen.contains(path) {
             return Treatment::Frozen;
         }
         let targeted = self.is_target(path, shape);
@@ -334,19 +322,6 @@ impl GemsOptimizer {
             (true, true, _) => Treatment::Projected,
             (true, false, _) | (false, _, OtherParams::Adamw) => Treatment::Adamw,
             (false, _, OtherParams::Frozen) => Treatment::Frozen,
-        }
-    }
-
-    /// The trained part of a parameter's matrix view (leading axes folded into rows): its
-    /// trained slice when it has one that fits, else the whole view.
-    pub(crate) fn trained_view(&self, path: &str, shape: &[usize]) -> [usize; 2] {
-        match self.trained_slice(path) {
-            Some(slice) if slice.misfit(shape).is_none() => slice.shape([shape[0], shape[1]]),
-            _ => {
-                let cols = shape.last().copied().unwrap_or(1);
-                let rows = shape[..shape.len().saturating_sub(1)].iter().product();
-                [rows, cols]
-            }
         }
     }
 
@@ -686,8 +661,8 @@ struct Survey<'a> {
     missing_knowledge: Vec<String>,
     /// Whether any parameter (frozen ones included) had a gradient.
     any_gradient: bool,
-    /// The parameters met that have a trained slice.
-    sliced: BTreeSet<String>,
+    /// The frozen parameters met.
+    frozen_met: BTreeSet<String>,
     /// The weights some task gives as coordinates ([`GemsOptimizer::condense`]).
     condensed: BTreeSet<String>,
 }
@@ -720,7 +695,7 @@ impl<'a> Survey<'a> {
             problems: Vec::new(),
             missing_knowledge: Vec::new(),
             any_gradient: false,
-            sliced: BTreeSet::new(),
+            frozen_met: BTreeSet::new(),
             condensed: BTreeSet::new(),
         }
     }
@@ -779,12 +754,12 @@ impl<'a> Survey<'a> {
             }
         }
         if let Some(unknown) = optimizer
-            .slices
-            .keys()
-            .find(|path| !self.sliced.contains(*path))
+            .frozen
+            .iter()
+            .find(|path| !self.frozen_met.contains(*path))
         {
             return Err(GemsError::InvalidConfig(format!(
-                "a trained slice names `{unknown}`, which is no parameter of the model"
+                "a frozen parameter is named `{unknown}`, which is no parameter of the model"
             )));
         }
         if let Some(first) = self.missing_knowledge.first() {
@@ -914,20 +889,8 @@ impl ModuleVisitor for Survey<'_> {
         if treatment == Treatment::Projected {
             self.projected.insert(path.clone(), [shape[0], shape[1]]);
         }
-        let slice = self.optimizer.trained_slice(&path);
-        if let Some(slice) = slice {
-            self.sliced.insert(path.clone());
-            if let Some(misfit) = slice.misfit(&shape) {
-                self.problems.push(format!("`{path}`: {misfit}"));
-                return;
-            }
-            if treatment == Treatment::Projected {
-                self.problems.push(format!(
-                    "`{path}`: has a trained slice but is projected; a slice applies to \
-                     parameters trained with AdamW (take it out of the target modules)"
-                ));
-                return;
-            }
+        if self.optimizer.frozen.contains(&path) {
+            self.frozen_met.insert(path.clone());
         }
         if shape.len() == 2
             && let Some(module) = path.rsplit('.').nth(1)
@@ -972,28 +935,15 @@ impl ModuleVisitor for Survey<'_> {
         if treatment == Treatment::Frozen {
             return;
         }
-        let sliced_shape = slice.map(|s| s.shape([shape[0], shape[1]]).to_vec());
         for gradient in gradients.iter().flatten() {
             let dims = gradient.dims();
-            if dims.as_slice() != shape.as_slice() && Some(dims.to_vec()) != sliced_shape {
-                let trimmed = sliced_shape
-                    .as_ref()
-                    .map(|s| format!(" (or its trained slice's {s:?})"))
-                    .unwrap_or_default();
+            if dims.as_slice() != shape.as_slice() {
                 self.problems.push(format!(
-                    "`{path}`: gradient shape {dims:?} differs from the parameter's {shape:?}{trimmed}"
+                    "`{path}`: gradient shape {dims:?} differs from the parameter's {shape:?}"
                 ));
                 return;
             }
         }
-        // Only the trained slice counts: the norms and products below are of what is trained.
-        let gradients: Vec<Option<Tensor<D>>> = match slice {
-            Some(slice) => gradients
-                .into_iter()
-                .map(|g| g.map(|g| slice_gradient(slice, &shape, g)))
-                .collect(),
-            None => gradients,
-        };
         let optimizer = self.optimizer;
         match (optimizer.state.weights.get(&path), treatment) {
             (Some(WeightState::Full(_)), Treatment::Projected)
@@ -1142,11 +1092,6 @@ impl UpdateMapper<'_> {
         gradients: Vec<Option<Tensor<2>>>,
     ) -> Tensor<2> {
         let merged = self.merge(&gradients);
-        let slice = self.optimizer.trained_slice(path);
-        let trained = match slice {
-            Some(slice) => slice.of(weight.clone()),
-            None => weight.clone(),
-        };
         let config = &self.optimizer.config;
         let hyper = config.adam();
         let state = self
@@ -1160,13 +1105,9 @@ impl UpdateMapper<'_> {
         };
         let mut delta = moments.update(merged, &hyper);
         if config.weight_decay > 0.0 {
-            delta = delta + trained.clone().mul_scalar(config.weight_decay);
+            delta = delta + weight.clone().mul_scalar(config.weight_decay);
         }
-        let updated = trained - delta.mul_scalar(self.learning_rate);
-        match slice {
-            Some(slice) => slice.assign(weight, updated),
-            None => updated,
-        }
+        weight - delta.mul_scalar(self.learning_rate)
     }
 
     /// GEMS / GaLore update of one projected weight:
@@ -1336,17 +1277,12 @@ impl ModuleMapper for UpdateMapper<'_> {
         };
         let (id, tensor, param_mapper) = param.consume();
         let dims = tensor.dims();
-        let slice = self.optimizer.trained_slice(&path);
         let gradients: Vec<Option<Tensor<2>>> = self
             .gradients
             .iter_mut()
             .zip(&self.present)
             .map(|(g, present)| {
-                let gradient = g.remove::<D>(id).filter(|_| *present);
-                match slice {
-                    Some(slice) => gradient.map(|g| matrix_view(slice_gradient(slice, &dims, g))),
-                    None => gradient.map(matrix_view),
-                }
+                g.remove::<D>(id).filter(|_| *present).map(matrix_view)
             })
             .collect();
         let condensed: Vec<Option<TaskCoordinates>> = self
@@ -1395,29 +1331,17 @@ impl AutodiffContext {
     }
 }
 
-/// The gradient of a parameter of shape `shape` that has a trained slice (so is 2-D, as the
-/// survey checks) cut to that slice, unless it already is (trimmed by
-/// [`crate::trained_slice::trim_gradients`]).
-fn slice_gradient<const D: usize>(
-    slice: TrainedSlice,
-    shape: &[usize],
-    gradient: Tensor<D>,
-) -> Tensor<D> {
-    let mut dims = gradient.dims();
-    if dims.as_slice() != shape {
-        return gradient;
-    }
-    let trimmed = slice.of(matrix_view(gradient));
-    dims.copy_from_slice(&trimmed.dims());
-    trimmed.reshape(dims)
-}
-
 /// A tensor of any rank as a matrix: all leading axes folded into rows (`[1, n]` for a vector).
 pub(crate) fn matrix_view<const D: usize>(tensor: Tensor<D>) -> Tensor<2> {
-    let dims = tensor.dims();
-    let cols = dims[D - 1];
-    let rows = dims[..D - 1].iter().product::<usize>();
+    let [rows, cols] = matrix_shape(&tensor.dims());
     tensor.reshape([rows, cols])
+}
+
+/// The shape of a tensor of shape `shape` seen as a matrix (see [`matrix_view`]).
+pub(crate) fn matrix_shape(shape: &[usize]) -> [usize; 2] {
+    let cols = shape.last().copied().unwrap_or(1);
+    let rows = shape[..shape.len().saturating_sub(1)].iter().product();
+    [rows, cols]
 }
 
 /// The `refreshes` value whose random stream draws a weight's knowledge complement (no weight

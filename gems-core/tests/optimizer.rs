@@ -12,7 +12,7 @@ use gems_core::projector::Side;
 use gems_core::subspace::{SubspacePlan, WeightSubspaces};
 use gems_core::{
     CovarianceAccumulator, GateConfig, GemsConfig, GemsError, KnowledgeBasis, KnowledgeSelection,
-    Method, MomentTransfer, SvdMethod, TaskGradients, TrainedSlice, trim_gradients,
+    Method, MomentTransfer, SvdMethod, TaskGradients,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -1039,253 +1039,87 @@ fn an_ordinary_step_reads_back_from_the_device_once() {
     }
 }
 
-/// The optimizer training rows 20.. of `q.weight` and columns 10.. of `o.weight` with AdamW.
-fn sliced_adamw() -> gems_core::GemsOptimizer {
-    GemsConfig {
-        method: Method::Adamw,
-        weight_decay: 0.1,
-        ..GemsConfig::default()
-    }
-    .init()
-    .unwrap()
-    .with_trained_slice("q.weight", TrainedSlice::rows(20))
-    .with_trained_slice("o.weight", TrainedSlice::columns(10))
-}
-
-/// A trained slice: the entries outside it never change, the entries inside follow a float64
-/// AdamW restricted to them (on the sample-weighted gradient, one task's gradients trimmed to
-/// the slice beforehand, the other's whole), and the state holds moments of the slice only.
+/// A frozen parameter never changes (no weight decay either) and holds no state, under AdamW
+/// and under GEMS without null space (where it would be projected), while the others train; the
+/// plans count it out.
 #[test]
-fn a_trained_slice_follows_float64_adamw_inside_and_leaves_the_rest_bit_identical() {
+fn a_frozen_parameter_is_left_alone_and_holds_no_state() {
     let device = device();
-    let config = GemsConfig {
-        weight_decay: 0.1,
-        ..GemsConfig::default()
-    };
-    let lr = 0.02;
-    let initial = ToyModel::new(&device);
-    let mut model = ToyModel::new(&device);
-    let mut optimizer = sliced_adamw();
-    // (parameter, shape, trained rows, trained columns)
-    let slices = [(32, 48, 20..32, 0..48), (48, 24, 0..48, 10..24)];
-    let sub = |values: &[f32],
-               cols: usize,
-               rows: &std::ops::Range<usize>,
-               columns: &std::ops::Range<usize>| {
-        Mat::from_fn(rows.len(), columns.len(), |i, j| {
-            f64::from(values[(rows.start + i) * cols + columns.start + j])
-        })
-    };
-    let mut references: Vec<(Mat<f64>, ReferenceAdam)> = slices
-        .iter()
-        .zip([&model.q.weight, &model.o.weight])
-        .map(|((_, cols, rows, columns), param)| {
-            (
-                sub(&weight_values(param), *cols, rows, columns),
-                ReferenceAdam::new(rows.len(), columns.len()),
-            )
-        })
-        .collect();
-    for step in 0..3 {
-        let search = seeded_gradients(&model, 200 + step, 1.0);
-        let rec = seeded_gradients(&model, 300 + step, 0.5);
-        for (((_, cols, rows, columns), (weight, adam)), param) in slices
-            .iter()
-            .zip(references.iter_mut())
-            .zip([&model.q.weight, &model.o.weight])
-        {
-            let first = sub(&gradient_values(&search, param), *cols, rows, columns);
-            let second = sub(&gradient_values(&rec, param), *cols, rows, columns);
-            adam.step(weight, &first, &second, lr, &config);
-        }
-        let search = trim_gradients(optimizer.trained_slices(), &model, search);
+    for method in [Method::Adamw, Method::GemsNoNsp] {
+        let config = GemsConfig {
+            method,
+            weight_decay: 0.1,
+            ..GemsConfig::for_method(method)
+        };
+        let mut optimizer = config.clone().init().unwrap().with_frozen("q.weight");
+        let mut plain = config.init().unwrap();
         assert_eq!(
-            search.get::<2>(model.q.weight.id).unwrap().dims(),
-            [12, 48],
-            "trimmed to the slice"
+            optimizer.treatment("q.weight", &[32, 48]),
+            gems_core::Treatment::Frozen
         );
-        model = optimizer
-            .step(lr, model, search_and_rec(search, rec))
-            .unwrap()
-            .0;
-    }
-    for (((_, cols, rows, columns), (reference, _)), (before, after)) in
-        slices.iter().zip(&references).zip([
-            (&initial.q.weight, &model.q.weight),
-            (&initial.o.weight, &model.o.weight),
-        ])
-    {
-        let (before, after) = (weight_values(before), weight_values(after));
-        let trained = sub(&after, *cols, rows, columns);
-        let mut error: f64 = 0.0;
-        for i in 0..trained.nrows() {
-            for j in 0..trained.ncols() {
-                error = error.max((trained[(i, j)] - reference[(i, j)]).abs());
-            }
-        }
-        assert!(
-            error <= 1e-5,
-            "the slice differs from the reference by {error:e}"
-        );
-        let outside = (0..after.len())
-            .filter(|&k| !(rows.contains(&(k / cols)) && columns.contains(&(k % cols))))
-            .filter(|&k| after[k].to_bits() != before[k].to_bits())
-            .count();
-        assert_eq!(outside, 0, "entries outside the slice changed");
-        let moved = (0..after.len()).filter(|&k| after[k] != before[k]).count();
-        assert_eq!(
-            moved,
-            rows.len() * columns.len(),
-            "every trained entry moves"
-        );
-    }
-    // Moments [12, 48] and [48, 14] with two masses per row; the biases' whole ([1, 48], [1, 24]).
-    let expected = 4 * (2 * 12 * 48 + 2 * 12)
-        + 4 * (2 * 48 * 14 + 2 * 48)
-        + 4 * (2 * 48 + 2)
-        + 4 * (2 * 24 + 2);
-    assert_eq!(optimizer.state_bytes(), expected);
-    let plan = optimizer.plan(&model, 2);
-    assert_eq!(plan.iter().map(|p| p.state_bytes).sum::<usize>(), expected);
-    let trained: Vec<(&str, usize)> = plan
-        .iter()
-        .map(|p| (p.path.as_str(), p.trained_values))
-        .collect();
-    assert_eq!(
-        trained,
-        [
-            ("q.weight", 12 * 48),
-            ("q.bias", 48),
-            ("o.weight", 48 * 14),
-            ("o.bias", 24)
-        ]
-    );
-}
-
-#[test]
-fn a_sliced_state_resumes_bit_identically_and_refuses_another_slice() {
-    let device = device();
-    let folder = tempfile::tempdir().unwrap();
-    let straight = {
-        let mut optimizer = sliced_adamw();
-        run_two_tasks(ToyModel::new(&device), &mut optimizer, 0..6).values()
-    };
-    let path = folder.path().join("optimizer.safetensors");
-    let halfway = {
-        let mut optimizer = sliced_adamw();
         let model = run_two_tasks(ToyModel::new(&device), &mut optimizer, 0..3);
-        optimizer.save_state(&path).unwrap();
-        model
-    };
-    let mut resumed = sliced_adamw();
-    resumed
-        .load_state(&path, &device.clone().without_autodiff())
-        .unwrap();
-    resumed.check_state_fits(&halfway, &path).unwrap();
-    assert_eq!(
-        straight,
-        run_two_tasks(halfway, &mut resumed, 3..6).values()
-    );
-
-    let config = GemsConfig {
-        method: Method::Adamw,
-        weight_decay: 0.1,
-        ..GemsConfig::default()
-    };
-    for (other, covers) in [
-        (
-            config.clone().init().unwrap(),
-            "`o.weight` cover columns 10.. but the optimizer trains the whole weight",
-        ),
-        (
-            sliced_adamw().with_trained_slice("q.weight", TrainedSlice::rows(16)),
-            "`q.weight` cover rows 20.. but the optimizer trains rows 16..",
-        ),
-    ] {
-        let mut other = other;
-        let error = other.load_state(&path, &device).unwrap_err().to_string();
-        assert!(
-            error.contains(covers) && error.contains("optimizer.safetensors"),
-            "{error}"
+        let trained = run_two_tasks(ToyModel::new(&device), &mut plain, 0..3);
+        let initial = ToyModel::new(&device);
+        assert_eq!(
+            weight_values(&model.q.weight),
+            weight_values(&initial.q.weight),
+            "{method:?}: the frozen weight changed"
+        );
+        assert_ne!(
+            weight_values(&model.o.weight),
+            weight_values(&initial.o.weight),
+            "{method:?}: the other weights train"
+        );
+        let plan = optimizer.plan(&model, 2);
+        let frozen = plan.iter().find(|p| p.path == "q.weight").unwrap();
+        assert_eq!((frozen.state_bytes, frozen.trained_values), (0, 0));
+        let q_state = plain
+            .plan(&trained, 2)
+            .into_iter()
+            .find(|p| p.path == "q.weight")
+            .unwrap()
+            .state_bytes;
+        assert!(q_state > 0);
+        assert_eq!(
+            optimizer.state_bytes() + q_state,
+            plain.state_bytes(),
+            "{method:?}: the state is the plain one's less the frozen weight's"
         );
     }
-    // The other way round: a whole-weight state into a sliced optimizer.
-    let whole = folder.path().join("whole.safetensors");
-    let mut optimizer = config.init().unwrap();
-    run_two_tasks(ToyModel::new(&device), &mut optimizer, 0..1);
-    optimizer.save_state(&whole).unwrap();
-    let error = sliced_adamw()
-        .load_state(&whole, &device)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        error.contains("cover the whole weight but the optimizer trains"),
-        "{error}"
-    );
 }
 
+/// Freezing a path that is no parameter of the model is refused before anything changes, and a
+/// saved state that holds moments of a parameter frozen now does not fit.
 #[test]
-fn trained_slices_that_do_not_fit_are_refused_before_any_change() {
+fn frozen_paths_are_checked() {
     let device = device();
     let adamw = || GemsConfig::for_method(Method::Adamw).init().unwrap();
-    let cases = [
-        (
-            adamw().with_trained_slice("q.weight", TrainedSlice::rows(33)),
-            "starts at 33 but axis 0 has 32 entries",
-        ),
-        (
-            adamw().with_trained_slice("q.bias", TrainedSlice::rows(1)),
-            "needs a 2-D parameter",
-        ),
-        (
-            adamw().with_trained_slice("k.weight", TrainedSlice::rows(1)),
-            "`k.weight`, which is no parameter of the model",
-        ),
-        (
-            GemsConfig::for_method(Method::Galore)
-                .init()
-                .unwrap()
-                .with_trained_slice("q.weight", TrainedSlice::rows(1)),
-            "is projected",
-        ),
-    ];
-    for (mut optimizer, expected) in cases {
-        let model = ToyModel::new(&device);
-        let gradients = seeded_gradients(&model, 1, 1.0);
-        let error = optimizer.step_single(0.1, model, gradients).unwrap_err();
-        assert_eq!(error.module.values(), ToyModel::new(&device).values());
-        assert!(error.to_string().contains(expected), "{error}");
-        assert_eq!(optimizer.steps(), 0);
-    }
-}
-
-#[test]
-fn an_empty_trained_slice_freezes_its_parameter() {
-    let device = device();
-    let mut optimizer = GemsConfig::for_method(Method::Adamw)
-        .init()
-        .unwrap()
-        .with_trained_slice("q.weight", TrainedSlice::columns(48));
+    let mut optimizer = adamw().with_frozen("k.weight");
     let model = ToyModel::new(&device);
-    assert_eq!(
-        optimizer.treatment("q.weight", &[32, 48]),
-        gems_core::Treatment::Frozen
-    );
     let gradients = seeded_gradients(&model, 1, 1.0);
-    let model = optimizer.step_single(0.1, model, gradients).unwrap().0;
-    assert_eq!(
-        weight_values(&model.q.weight),
-        weight_values(&ToyModel::new(&device).q.weight)
+    let error = optimizer.step_single(0.1, model, gradients).unwrap_err();
+    assert_eq!(error.module.values(), ToyModel::new(&device).values());
+    assert!(
+        error
+            .to_string()
+            .contains("`k.weight`, which is no parameter of the model"),
+        "{error}"
     );
-    assert_ne!(
-        weight_values(&model.o.weight),
-        weight_values(&ToyModel::new(&device).o.weight)
-    );
+    assert_eq!(optimizer.steps(), 0);
+
+    let folder = tempfile::tempdir().unwrap();
+    let path = folder.path().join("optimizer.safetensors");
+    let mut optimizer = adamw();
+    let model = run_two_tasks(ToyModel::new(&device), &mut optimizer, 0..1);
+    optimizer.save_state(&path).unwrap();
+    let mut frozen = adamw().with_frozen("q.weight");
+    frozen.load_state(&path, &device).unwrap();
+    let error = frozen.check_state_fits(&model, &path).unwrap_err().to_string();
+    assert!(error.contains("`q.weight`, which is frozen"), "{error}");
 }
 
-/// A state file of version 2 (before trained slices were recorded) still loads: its full
-/// moments cover whole weights, so it resumes an optimizer without slices and is refused by one
-/// with a slice.
+/// A state file of version 2 (before the per-weight headers could record a trained slice) still
+/// loads.
 #[test]
 fn a_version_2_state_loads_as_whole_weights() {
     let device = device();
@@ -1317,9 +1151,6 @@ fn a_version_2_state_loads_as_whole_weights() {
     resumed.load_state(&path, &device).unwrap();
     assert_eq!(resumed.steps(), 1);
     assert_eq!(resumed.state_bytes(), optimizer.state_bytes());
-    let mut sliced = adamw().with_trained_slice("q.weight", TrainedSlice::rows(1));
-    let error = sliced.load_state(&path, &device).unwrap_err().to_string();
-    assert!(error.contains("cover the whole weight"), "{error}");
     // Version 1 (no per-row masses) is refused.
     let ancient = header.replace(r#""version":3"#, r#""version":1"#);
     let old = safetensors::serialize(

@@ -20,6 +20,7 @@ use crate::observer::{LinearInputObserver, Probe, TokenRows};
 use crate::padding::{Side, int_matrix, pad};
 use crate::qwen2::Qwen2ForCausalLM;
 use crate::t5::T5ForConditionalGeneration;
+use crate::vocab::TokenMatrix;
 
 /// Label value that the loss ignores (PyTorch's `ignore_index`).
 pub const IGNORE_INDEX: i64 = -100;
@@ -159,19 +160,49 @@ impl Backbone {
         each!(self, model => model.is_tied())
     }
 
-    /// The parameters that hold one entry per token, each with the axis (in Burn's layout) that
-    /// indexes the tokens: the token embedding (`[vocab, hidden]`, axis 0) and an untied output
-    /// head (a `Linear`, stored `[hidden, vocab]`: axis 1). A tied head is the embedding itself.
-    pub fn vocabulary_parameters(&self) -> Vec<(String, usize)> {
-        let embedding = match self {
-            Self::T5(_) => "shared.weight",
-            Self::Qwen2(_) => "model.embed_tokens.weight",
-        };
-        let mut parameters = vec![(embedding.to_string(), 0)];
-        if !self.is_tied() {
-            parameters.push(("lm_head.weight".to_string(), 1));
+    /// The vocabulary matrices, each with its path (without the parameter name): the token
+    /// embedding and an untied output head (a tied head is the embedding itself).
+    pub fn token_matrices(&self) -> Vec<(&'static str, &TokenMatrix)> {
+        each!(self, model => model.token_matrices())
+    }
+
+    /// The model with the rows of tokens `0..first_added` of its vocabulary matrices frozen and
+    /// the rows of the tokens from `first_added` on (those a fine-tune added) held apart and
+    /// trained: see [`TokenMatrix`]. The values, the logits and the saved checkpoint are
+    /// unchanged; the backward pass forms gradients of the added rows only. Errors if
+    /// `first_added` is 0 or past the vocabulary, or if the rows are frozen already.
+    pub fn freeze_pretrained_tokens(self, first_added: usize) -> Result<Self, ModelError> {
+        let vocab = self.vocab_size();
+        if first_added == 0 || first_added > vocab {
+            return Err(ModelError::InvalidInput(format!(
+                "the first added token must lie in 1..={vocab}, not {first_added}"
+            )));
         }
-        parameters
+        if self.token_matrices().iter().any(|(_, m)| m.is_frozen()) {
+            return Err(ModelError::InvalidInput(
+                "the pre-trained tokens' rows are frozen already".into(),
+            ));
+        }
+        Ok(each_into!(self, model => model.freeze_pretrained_tokens(first_added)))
+    }
+
+    /// The first token whose rows are held apart and trained, when the pre-trained rows are
+    /// frozen ([`Backbone::freeze_pretrained_tokens`]).
+    pub fn first_added_token(&self) -> Option<usize> {
+        let (_, embedding) = self.token_matrices()[0];
+        embedding
+            .is_frozen()
+            .then(|| embedding.weight.lazy_shape().dims::<2>()[0])
+    }
+
+    /// Paths of the parameters that are frozen (the pre-trained rows of the vocabulary
+    /// matrices after [`Backbone::freeze_pretrained_tokens`]), for the optimizer to leave alone.
+    pub fn frozen_parameters(&self) -> Vec<String> {
+        self.token_matrices()
+            .into_iter()
+            .filter(|(_, matrix)| matrix.is_frozen())
+            .map(|(path, _)| format!("{path}.weight"))
+            .collect()
     }
 
     /// The device of the parameters.

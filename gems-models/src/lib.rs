@@ -33,3 +33,4 @@ pub use nn::RmsNorm;
 pub use observer::LinearInputObserver;
 pub use paths::parameter_paths;
 pub use tokenizer::load_tokenizer;
+pub use vocab::TokenMatrix;

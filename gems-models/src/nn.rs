@@ -68,19 +68,6 @@ pub(crate) fn on_rows<const D: usize>(
     out.reshape(dims)
 }
 
-/// Logits of hidden states `[..., width]`: the output head, or the transposed token embedding
-/// when the head is tied to it.
-pub(crate) fn output_logits<const D: usize>(
-    hidden: Tensor<D>,
-    head: Option<&Linear>,
-    embedding: &Embedding,
-) -> Tensor<D> {
-    on_rows(hidden, |rows| match head {
-        Some(head) => head.forward(rows),
-        None => rows.matmul(embedding.weight.val().transpose()),
-    })
-}
-
 /// An embedding table with rows ~ N(0, std²).
 pub(crate) fn embedding(rows: usize, width: usize, std: f64, device: &Device) -> Embedding {
     Embedding {

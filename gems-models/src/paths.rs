@@ -10,6 +10,8 @@ use burn::tensor::Tensor;
 
 /// The container type Burn reports when entering a field of `burn::nn::Linear`.
 const LINEAR: &str = "Struct:Linear";
+/// The container type Burn reports when entering a field of [`crate::TokenMatrix`].
+const TOKEN_MATRIX: &str = "Struct:TokenMatrix";
 
 /// The path stack of a module traversal.
 #[derive(Debug, Default)]
@@ -32,6 +34,13 @@ impl PathTracker {
     /// The HF name of the parameter being visited.
     pub(crate) fn path(&self) -> String {
         self.names.join(".")
+    }
+
+    /// Whether the parameter being visited holds the added rows of a vocabulary matrix, which
+    /// the checkpoint stores after its other rows, as one tensor.
+    pub(crate) fn in_added_rows(&self) -> bool {
+        self.containers.last().is_some_and(|c| c == TOKEN_MATRIX)
+            && self.names.last().is_some_and(|n| n == "added")
     }
 
     /// Whether the parameter being visited is the weight of a `Linear`, stored transposed in Burn.

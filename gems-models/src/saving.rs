@@ -1,6 +1,7 @@
 //! Saving a model as a Hugging Face directory: `config.json` and `model.safetensors` (f32, HF
 //! tensor names, Linear weights transposed back to PyTorch's `[out, in]`), which `transformers`'
-//! `from_pretrained` opens. Tied weights are written once (`shared.weight`, `model.embed_tokens.weight`).
+//! `from_pretrained` opens. Tied weights are written once (`shared.weight`, `model.embed_tokens.weight`),
+//! and a vocabulary matrix whose added rows are held apart ([`crate::TokenMatrix`]) whole.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -62,18 +63,36 @@ impl ModuleVisitor for Collector {
         let linear_weight = self.tracker.in_linear_weight(D);
         let tensor = param.val();
         let dims = param.lazy_shape().to_vec();
+        let bytes = move || {
+            // Transposing on the device gives the `[out, in]` order on read-back.
+            let tensor = match linear_weight {
+                true => tensor.clone().swap_dims(0, 1),
+                false => tensor.clone(),
+            };
+            let data = tensor.into_data();
+            data.iter::<f32>().flat_map(f32::to_le_bytes).collect::<Vec<u8>>()
+        };
+        let name = self.tracker.path();
+        if self.tracker.in_added_rows() {
+            // The rows of added tokens held apart follow the matrix's other rows (visited just
+            // before): the checkpoint has the whole matrix under the `weight` name.
+            let whole = self
+                .stored
+                .last_mut()
+                .expect("a vocabulary matrix visits its other rows first");
+            let other_rows = std::mem::replace(&mut whole.bytes, Box::new(Vec::new));
+            whole.bytes = Box::new(move || {
+                let mut all = other_rows();
+                all.extend(bytes());
+                all
+            });
+            whole.shape[0] += dims[0];
+            return;
+        }
         self.stored.push(Stored {
-            name: self.tracker.path(),
+            name,
             shape: checkpoint_shape(&dims, linear_weight),
-            bytes: Box::new(move || {
-                // Transposing on the device gives the `[out, in]` order on read-back.
-                let tensor = match linear_weight {
-                    true => tensor.clone().swap_dims(0, 1),
-                    false => tensor.clone(),
-                };
-                let data = tensor.into_data();
-                data.iter::<f32>().flat_map(f32::to_le_bytes).collect()
-            }),
+            bytes: Box::new(bytes),
         });
     }
 }

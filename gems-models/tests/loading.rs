@@ -74,53 +74,27 @@ fn tying_follows_the_checkpoint() {
     assert!(!load("qwen2-untied").is_tied());
 }
 
-/// The vocabulary parameters are the embedding, and the head when it is untied, each with the
-/// axis of its Burn shape (`Linear` stored `[d_in, d_out]`) that has one entry per token.
+/// The vocabulary matrices are the embedding, and the head when it is untied, each stored
+/// `[vocab, width]` as in the checkpoint.
 #[test]
-fn vocabulary_parameters_name_the_axis_of_the_tokens() {
-    use burn::module::{Module, ModuleVisitor, Param};
-    use burn::tensor::Tensor;
-    #[derive(Default)]
-    struct Shapes {
-        path: Vec<String>,
-        shapes: BTreeMap<String, Vec<usize>>,
-    }
-    impl ModuleVisitor for Shapes {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.path.push(name.into());
-        }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.path.pop();
-        }
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            let shape = param.lazy_shape().to_vec();
-            self.shapes.insert(self.path.join("."), shape);
-        }
-    }
+fn token_matrices_are_the_embedding_and_an_untied_head() {
     let expected = [
-        ("t5-v1_0", vec!["shared.weight"]),
-        ("t5-v1_1", vec!["shared.weight", "lm_head.weight"]),
-        ("qwen2-tied", vec!["model.embed_tokens.weight"]),
-        (
-            "qwen2-untied",
-            vec!["model.embed_tokens.weight", "lm_head.weight"],
-        ),
+        ("t5-v1_0", vec!["shared"]),
+        ("t5-v1_1", vec!["shared", "lm_head"]),
+        ("qwen2-tied", vec!["model.embed_tokens"]),
+        ("qwen2-untied", vec!["model.embed_tokens", "lm_head"]),
     ];
     for (name, paths) in expected {
         let model = load(name);
-        let mut shapes = Shapes::default();
-        model.visit(&mut shapes);
-        let listed = model.vocabulary_parameters();
-        let listed_paths: Vec<&str> = listed.iter().map(|(p, _)| p.as_str()).collect();
-        assert_eq!(listed_paths, paths, "{name}");
-        for (path, axis) in &listed {
-            let shape = &shapes.shapes[path];
-            assert_eq!(shape[*axis], model.vocab_size(), "{name}: {path} {shape:?}");
-            assert_ne!(
-                shape[1 - axis],
-                model.vocab_size(),
-                "{name}: {path} {shape:?}"
-            );
+        let shapes: BTreeMap<String, Vec<usize>> = parameter_paths(&model).into_iter().collect();
+        let matrices = model.token_matrices();
+        let listed: Vec<&str> = matrices.iter().map(|(p, _)| *p).collect();
+        assert_eq!(listed, paths, "{name}");
+        let hidden = model.config().hidden_size();
+        for (path, matrix) in matrices {
+            assert_eq!(matrix.vocab_size(), model.vocab_size(), "{name}: {path}");
+            let shape = &shapes[&format!("{path}.weight")];
+            assert_eq!(shape, &vec![model.vocab_size(), hidden], "{name}: {path}");
         }
     }
 }

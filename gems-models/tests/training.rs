@@ -1,5 +1,5 @@
-//! What training code relies on: gradients for every parameter, vocabulary growth, the
-//! linear-input observer, and random initialisation.
+//! What training code relies on: gradients for every parameter, vocabulary growth, frozen
+//! pre-trained vocabulary rows, the linear-input observer, and random initialisation.
 
 mod common;
 
@@ -11,7 +11,9 @@ use burn::tensor::{Device, Tensor};
 use common::*;
 use gems_models::qwen2::Qwen2Config;
 use gems_models::t5::T5Config;
-use gems_models::{Backbone, LinearInputObserver, ModelConfig, ModelKind, parameter_paths};
+use gems_models::{
+    Backbone, IGNORE_INDEX, LinearInputObserver, LmBatch, ModelConfig, ModelKind, parameter_paths,
+};
 
 /// Checks, for every parameter, that a gradient exists and is finite and not all zero.
 struct GradientCheck<'a> {
@@ -449,5 +451,154 @@ fn mean_hidden_states_average_real_tokens_only() {
             model.embed_token_rows(&[vec![5], vec![]]).is_err(),
             "{name}: an empty row is an error"
         );
+    }
+}
+
+/// Every float parameter's id, by path.
+fn parameter_ids(model: &Backbone) -> BTreeMap<String, burn::module::ParamId> {
+    #[derive(Default)]
+    struct Ids {
+        path: Vec<String>,
+        ids: BTreeMap<String, burn::module::ParamId>,
+    }
+    impl ModuleVisitor for Ids {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.ids.insert(self.path.join("."), param.id);
+        }
+    }
+    let mut ids = Ids::default();
+    model.visit(&mut ids);
+    ids.ids
+}
+
+/// `batch` with some input tokens and labels replaced by the tokens `first..first + 5`.
+fn with_added_tokens(batch: &LmBatch, first: usize, device: &Device) -> LmBatch {
+    let rows = |tensor: &Tensor<2, burn::tensor::Int>| -> Vec<Vec<i64>> {
+        let [_, width] = tensor.dims();
+        let flat: Vec<i64> = tensor.to_data().iter::<i64>().collect();
+        flat.chunks(width).map(<[i64]>::to_vec).collect()
+    };
+    let mask = rows(&batch.attention_mask);
+    let replace = |ids: Vec<Vec<i64>>, every: usize, keep: &dyn Fn(usize, usize, i64) -> bool| {
+        let mut n = 0;
+        ids.into_iter()
+            .enumerate()
+            .map(|(r, row)| {
+                row.into_iter()
+                    .enumerate()
+                    .map(|(c, id)| {
+                        if !keep(r, c, id) {
+                            return id;
+                        }
+                        n += 1;
+                        match n % every {
+                            0 => (first + n % 5) as i64,
+                            _ => id,
+                        }
+                    })
+                    .collect()
+            })
+            .collect::<Vec<Vec<i64>>>()
+    };
+    let input_ids = replace(rows(&batch.input_ids), 3, &|r, c, _| mask[r][c] == 1);
+    let labels = replace(rows(&batch.labels), 2, &|_, _, id| id != IGNORE_INDEX);
+    LmBatch::from_rows(&input_ids, &mask, &labels, device).unwrap()
+}
+
+/// Freezing the pre-trained tokens' rows changes nothing the model computes and saves, and its
+/// backward pass gives gradients of the added rows only, equal to those rows of the whole
+/// matrices' gradients: for the tied and untied T5 and Qwen2, with the added tokens used both
+/// as inputs and as labels.
+#[test]
+fn frozen_pretrained_tokens_compute_the_same_and_train_the_added_rows_only() {
+    let device = Device::flex().autodiff();
+    for name in ["t5-v1_0", "t5-v1_1", "qwen2-tied", "qwen2-untied"] {
+        let loaded = Backbone::load(fixture(name), &device).unwrap();
+        let pretrained = loaded.vocab_size();
+        let whole = loaded.resize_token_embeddings(pretrained + 5);
+        let batch = with_added_tokens(&Reference::load(name).batch(&device), pretrained, &device);
+        let split = whole.clone().freeze_pretrained_tokens(pretrained).unwrap();
+        assert_eq!(split.vocab_size(), pretrained + 5, "{name}");
+        assert_eq!(split.first_added_token(), Some(pretrained), "{name}");
+
+        let matrices: Vec<String> = whole
+            .token_matrices()
+            .iter()
+            .map(|(path, _)| path.to_string())
+            .collect();
+        let frozen: Vec<String> = matrices.iter().map(|m| format!("{m}.weight")).collect();
+        assert_eq!(split.frozen_parameters(), frozen, "{name}");
+        assert!(whole.frozen_parameters().is_empty(), "{name}");
+
+        let (whole_loss, split_loss) = (whole.loss(&batch).unwrap(), split.loss(&batch).unwrap());
+        let (a, b) = (
+            whole_loss.clone().into_scalar::<f32>(),
+            split_loss.clone().into_scalar::<f32>(),
+        );
+        assert!((a - b).abs() <= 1e-5 * a.abs(), "{name}: loss {a} vs {b}");
+        let logits_error = max_abs_diff(
+            &values(whole.logits(&batch).unwrap()),
+            &values(split.logits(&batch).unwrap()),
+            |_| true,
+        );
+        assert!(logits_error < 1e-5, "{name}: logits differ by {logits_error}");
+
+        let whole_grads = burn::optim::GradientsParams::from_grads(whole_loss.backward(), &whole);
+        let mut split_grads =
+            burn::optim::GradientsParams::from_grads(split_loss.backward(), &split);
+        let (whole_ids, split_ids) = (parameter_ids(&whole), parameter_ids(&split));
+        for matrix in &matrices {
+            let weight = format!("{matrix}.weight");
+            assert!(
+                split_grads.get::<2>(split_ids[&weight]).is_none(),
+                "{name}: the frozen rows of {matrix} got a gradient"
+            );
+            let expected = whole_grads
+                .get::<2>(whole_ids[&weight])
+                .unwrap()
+                .narrow(0, pretrained, 5);
+            let added = split_grads
+                .remove::<2>(split_ids[&format!("{matrix}.added")])
+                .unwrap_or_else(|| panic!("{name}: no gradient for the added rows of {matrix}"));
+            assert_eq!(added.dims(), expected.dims(), "{name}: {matrix}");
+            let (expected, added) = (values(expected), values(added));
+            assert!(
+                expected.iter().any(|v| *v != 0.0),
+                "{name}: the batch must use the added tokens"
+            );
+            let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let error = max_abs_diff(&added, &expected, |_| true);
+            assert!(error <= 1e-5 * scale, "{name}: {matrix}: {error} of {scale}");
+        }
+        // The other parameters' gradients are untouched by the split.
+        let path = if whole.kind() == ModelKind::T5 {
+            "decoder.block.0.layer.0.SelfAttention.q.weight"
+        } else {
+            "model.layers.0.self_attn.q_proj.weight"
+        };
+        let error = max_abs_diff(
+            &values(whole_grads.get::<2>(whole_ids[path]).unwrap()),
+            &values(split_grads.get::<2>(split_ids[path]).unwrap()),
+            |_| true,
+        );
+        assert!(error < 1e-5, "{name}: {path} gradient differs by {error}");
+
+        // Saved, the split model is the whole one: same names, shapes and values.
+        let (whole_dir, split_dir) = (scratch(&format!("{name}-whole")), scratch(&format!("{name}-split")));
+        whole.save(&whole_dir).unwrap();
+        split.save(&split_dir).unwrap();
+        let read = |dir: &std::path::Path| std::fs::read(dir.join(gems_models::WEIGHTS_FILE)).unwrap();
+        assert!(read(&whole_dir) == read(&split_dir), "{name}: the saved checkpoints differ");
+
+        // Refused: freezing twice, or at a token outside 1..=vocab.
+        assert!(split.clone().freeze_pretrained_tokens(pretrained).is_err());
+        assert!(whole.clone().freeze_pretrained_tokens(0).is_err());
+        assert!(whole.clone().freeze_pretrained_tokens(pretrained + 6).is_err());
     }
 }

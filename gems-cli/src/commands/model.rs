@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use clap::{Args, Subcommand};
-use gems_core::{EffectiveRanks, GemsConfig, Method, TrainedSlice, Treatment};
+use gems_core::{EffectiveRanks, GemsConfig, Method, Treatment};
 use gems_models::t5::T5Config;
 use gems_models::{Backbone, ModelConfig};
 use serde::Serialize;
@@ -115,8 +115,9 @@ struct Info {
     /// The ranks each projected matrix gets under GEMS (no knowledge basis: none is computed
     /// here; `gems train` reports them with the knowledge bases in its manifest).
     effective_ranks: BTreeMap<String, EffectiveRanks>,
-    /// The vocabulary matrices of which only the new tokens' slice is trained, with it.
-    trained_vocabulary_slices: BTreeMap<String, TrainedSlice>,
+    /// The frozen parameters: the pre-trained rows of the vocabulary matrices, when only the
+    /// new tokens' rows are trained (those rows are then parameters `….added`).
+    frozen_parameters: Vec<String>,
     /// Float32 bytes of optimizer state per method (knowledge bases not included).
     optimizer_state_bytes: Vec<(String, u64)>,
     /// Expected memory of training per method at the batch shape given; knowledge bases at
@@ -149,12 +150,11 @@ fn info(args: &InfoArgs) -> Result<()> {
     }
     // Shapes only: a model on the CPU whose parameters are never initialised (Burn does so
     // lazily), so that any size can be described.
-    let model = Backbone::new(&config, &Device::flex())?;
-    let slices = crate::vocabulary::trained_slices(
+    let model = crate::vocabulary::train_rows(
         args.train_vocabulary,
-        &model,
+        Backbone::new(&config, &Device::flex())?,
         args.model_dir.as_ref().map(|_| pretrained_tokens),
-    );
+    )?;
     let overflow = || {
         CliError::Settings(
             "the sizes overflow 64-bit arithmetic (more than 2^64 values); choose smaller sizes"
@@ -174,7 +174,7 @@ fn info(args: &InfoArgs) -> Result<()> {
             ..GemsConfig::default()
         }
         .init()?;
-        Ok::<_, gems_core::GemsError>(crate::vocabulary::restrict(optimizer, &slices))
+        Ok::<_, gems_core::GemsError>(crate::vocabulary::restrict(optimizer, &model))
     };
     let gems = optimizer(Method::Gems)?;
     let plan = gems.plan(&model, args.tasks);
@@ -241,7 +241,7 @@ fn info(args: &InfoArgs) -> Result<()> {
             .effective_ranks(&model, args.tasks)
             .into_iter()
             .collect(),
-        trained_vocabulary_slices: slices.clone(),
+        frozen_parameters: model.frozen_parameters(),
         optimizer_state_bytes: state,
         memory: estimates,
     };
@@ -273,8 +273,13 @@ fn info(args: &InfoArgs) -> Result<()> {
         .iter()
         .find(|(m, _)| m == "adamw")
         .map_or(1, |(_, b)| *b);
-    for (path, slice) in &info.trained_vocabulary_slices {
-        println!("  {path:<60} {slice} trained (the new tokens), the pre-trained ones frozen");
+    if let Some(first) = model.first_added_token() {
+        for path in &info.frozen_parameters {
+            println!(
+                "  {path:<60} frozen (the pre-trained tokens 0..{first}; the rows of the new \
+                 tokens are trained apart)"
+            );
+        }
     }
     println!(
         "optimizer state (float32; r_s = {shared_rank}, {} tasks; knowledge bases not included):",

@@ -69,8 +69,9 @@ struct Manifest<'a> {
     skipped_steps: usize,
     /// The ranks each projected weight gets (r_s, r_t) beside its knowledge directions (k).
     effective_ranks: BTreeMap<String, EffectiveRanks>,
-    /// The vocabulary matrices of which only a slice (the new tokens) is trained, with it.
-    trained_vocabulary_slices: &'a BTreeMap<String, gems_core::TrainedSlice>,
+    /// The frozen parameters: the pre-trained rows of the vocabulary matrices, when only the
+    /// new tokens' rows are trained.
+    frozen_parameters: Vec<String>,
 }
 
 impl TrainCommand {
@@ -192,14 +193,14 @@ pub fn train(
         }
     };
     // Every method trains the same vocabulary entries (see crate::vocabulary).
-    let vocabulary_slices = crate::vocabulary::trained_slices(
+    let model = crate::vocabulary::train_rows(
         settings.train_vocabulary,
-        &model,
+        model,
         experiment.first_new_token,
-    );
+    )?;
     let mut optimizers: Vec<_> = optimizers
         .into_iter()
-        .map(|optimizer| crate::vocabulary::restrict(optimizer, &vocabulary_slices))
+        .map(|optimizer| crate::vocabulary::restrict(optimizer, &model))
         .collect();
     let mut optimizer = optimizers.remove(0);
     let base_model = model.clone();
@@ -335,7 +336,7 @@ pub fn train(
             peak_resident_bytes: memory::peak_resident().map_or("n/a".into(), Into::into),
             skipped_steps: training.progress.curves.skipped_steps.len(),
             effective_ranks,
-            trained_vocabulary_slices: &vocabulary_slices,
+            frozen_parameters: training.model.frozen_parameters(),
         },
     )?;
     println!(
@@ -404,10 +405,8 @@ fn check_memory(
                 method,
                 ..settings.clone()
             };
-            let mut optimizer_of = crate::vocabulary::restrict(
-                other.optimizer_config(d_model).init()?,
-                optimizer.trained_slices(),
-            );
+            let mut optimizer_of =
+                crate::vocabulary::restrict(other.optimizer_config(d_model).init()?, model);
             if method.needs_null_space() {
                 optimizer_of = optimizer_of.with_null_space(optimizer.null_space().clone());
             }

@@ -5,17 +5,18 @@
 //! left-padded row computes exactly what it would unpadded; right padding works too.
 
 use burn::module::Module;
-use burn::nn::{Embedding, Linear};
+use burn::nn::Linear;
 use burn::tensor::activation::silu;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::cache::{KeyValue, row_index};
 use crate::nn::{
-    RmsNorm, attention, causal_bias, embedding, linear, merge_heads, output_logits, padding_bias,
+    RmsNorm, attention, causal_bias, linear, merge_heads, on_rows, padding_bias,
     split_heads,
 };
 use crate::observer::{Probe, observed};
 use crate::qwen2::Qwen2Config;
+use crate::vocab::TokenMatrix;
 
 /// Rotary embedding tables for the positions of a forward pass: `cos` and `sin`, `[batch, 1, length, head_dim]`.
 struct Rotary {
@@ -207,7 +208,7 @@ impl Qwen2DecoderLayer {
 /// HF `Qwen2Model`: embedding, decoder layers, final norm.
 #[derive(Module, Debug)]
 struct Qwen2Model {
-    embed_tokens: Embedding,
+    embed_tokens: TokenMatrix,
     layers: Vec<Qwen2DecoderLayer>,
     norm: RmsNorm,
 }
@@ -252,7 +253,7 @@ impl Qwen2Cache {
 #[derive(Module, Debug)]
 pub struct Qwen2ForCausalLM {
     model: Qwen2Model,
-    lm_head: Option<Linear>,
+    lm_head: Option<TokenMatrix>,
     #[module(skip)]
     config: Qwen2Config,
 }
@@ -272,13 +273,13 @@ impl Qwen2ForCausalLM {
         );
         Self {
             model: Qwen2Model {
-                embed_tokens: embedding(vocab, hidden, std, device),
+                embed_tokens: TokenMatrix::new(vocab, hidden, std, device),
                 layers: (0..config.num_hidden_layers)
                     .map(|_| Qwen2DecoderLayer::new(config, device))
                     .collect(),
                 norm: RmsNorm::new(hidden, config.rms_norm_eps, 1.0, device),
             },
-            lm_head: lm_head.then(|| linear(hidden, vocab, false, std, device)),
+            lm_head: lm_head.then(|| TokenMatrix::new(vocab, hidden, std, device)),
             config: config.clone(),
         }
     }
@@ -316,7 +317,7 @@ impl Qwen2ForCausalLM {
         let bias = causal_bias(length, offset, &device) + padding_bias(attention_mask);
         let mut past = past.map(Vec::into_iter);
         let mut cache = Vec::with_capacity(self.model.layers.len());
-        let mut x = self.model.embed_tokens.forward(input_ids);
+        let mut x = self.model.embed_tokens.embed(input_ids);
         for (i, layer) in self.model.layers.iter().enumerate() {
             let mut probe = probe
                 .as_deref_mut()
@@ -344,7 +345,8 @@ impl Qwen2ForCausalLM {
 
     /// Logits over the vocabulary of hidden states `[..., hidden]`.
     pub fn lm_logits<const D: usize>(&self, hidden: Tensor<D>) -> Tensor<D> {
-        output_logits(hidden, self.lm_head.as_ref(), &self.model.embed_tokens)
+        let head = self.lm_head.as_ref().unwrap_or(&self.model.embed_tokens);
+        on_rows(hidden, |rows| head.logits(rows))
     }
 
     /// Logits `[batch, length, vocab]` of a padded batch (left or right padding).
@@ -400,14 +402,25 @@ impl Qwen2ForCausalLM {
 
     /// Grows (or shrinks) the vocabulary to `vocab_size` rows; see [`crate::Backbone::resize_token_embeddings`].
     pub(crate) fn resize_token_embeddings(mut self, vocab_size: usize) -> Self {
-        self.model.embed_tokens.weight =
-            crate::vocab::resize_rows(self.model.embed_tokens.weight, vocab_size);
-        self.lm_head = self.lm_head.map(|head| Linear {
-            weight: crate::vocab::resize_columns(head.weight, vocab_size),
-            bias: None,
-        });
+        self.model.embed_tokens = self.model.embed_tokens.resize(vocab_size);
+        self.lm_head = self.lm_head.map(|head| head.resize(vocab_size));
         self.config.vocab_size = vocab_size;
         self
+    }
+
+    /// Freezes the rows of tokens `0..first_added` of the vocabulary matrices; see
+    /// [`crate::Backbone::freeze_pretrained_tokens`].
+    pub(crate) fn freeze_pretrained_tokens(mut self, first_added: usize) -> Self {
+        self.model.embed_tokens = self.model.embed_tokens.freeze_pretrained(first_added);
+        self.lm_head = self.lm_head.map(|head| head.freeze_pretrained(first_added));
+        self
+    }
+
+    /// The vocabulary matrices with their paths: the token embedding and an untied head.
+    pub(crate) fn token_matrices(&self) -> Vec<(&'static str, &TokenMatrix)> {
+        let mut matrices = vec![("model.embed_tokens", &self.model.embed_tokens)];
+        matrices.extend(self.lm_head.as_ref().map(|head| ("lm_head", head)));
+        matrices
     }
 
     /// Records in the config whether the output head is tied, for saving.

@@ -8,15 +8,16 @@
 #![allow(non_snake_case)]
 
 use burn::module::Module;
-use burn::nn::{Dropout, Embedding, Linear};
+use burn::nn::{Dropout, Linear};
 use burn::tensor::activation::{gelu, gelu_approximate, relu, silu};
 use burn::tensor::{Device, Int, Tensor};
 
 use crate::cache::{KeyValue, row_index};
-use crate::nn::{RmsNorm, causal_bias, dropout, embedding, linear, output_logits, padding_bias};
+use crate::nn::{RmsNorm, causal_bias, dropout, linear, on_rows, padding_bias};
 use crate::observer::{Probe, observed};
 use crate::t5::attention::T5Attention;
 use crate::t5::{Activation, T5Config};
+use crate::vocab::TokenMatrix;
 
 #[derive(Module, Debug)]
 struct T5LayerSelfAttention {
@@ -352,10 +353,10 @@ impl T5Decoder {
 /// tied to `shared`).
 #[derive(Module, Debug)]
 pub struct T5ForConditionalGeneration {
-    shared: Embedding,
+    shared: TokenMatrix,
     encoder: T5Encoder,
     decoder: T5Decoder,
-    lm_head: Option<Linear>,
+    lm_head: Option<TokenMatrix>,
     #[module(skip)]
     config: T5Config,
 }
@@ -442,11 +443,11 @@ impl T5ForConditionalGeneration {
     pub(crate) fn with_lm_head(config: &T5Config, lm_head: bool, device: &Device) -> Self {
         let factor = config.initializer_factor;
         Self {
-            shared: embedding(config.vocab_size, config.d_model, factor, device),
+            shared: TokenMatrix::new(config.vocab_size, config.d_model, factor, device),
             encoder: T5Encoder::new(config, device),
             decoder: T5Decoder::new(config, device),
             lm_head: lm_head
-                .then(|| linear(config.d_model, config.vocab_size, false, factor, device)),
+                .then(|| TokenMatrix::new(config.vocab_size, config.d_model, factor, device)),
             config: config.clone(),
         }
     }
@@ -476,7 +477,7 @@ impl T5ForConditionalGeneration {
         let mut probe = probe.map(Probe::on_memory);
         let mut probe = probe.as_mut().map(|p| p.child("encoder"));
         self.encoder.forward(
-            self.shared.forward(input_ids),
+            self.shared.embed(input_ids),
             attention_mask,
             probe.as_mut(),
         )
@@ -492,7 +493,7 @@ impl T5ForConditionalGeneration {
     ) -> Tensor<3> {
         let mut probe = probe.map(|p| p.child("decoder"));
         let memory = self.decoder.memory(encoder_hidden, probe.as_mut());
-        let embeds = self.shared.forward(decoder_input_ids);
+        let embeds = self.shared.embed(decoder_input_ids);
         self.decoder
             .forward(
                 embeds,
@@ -511,7 +512,8 @@ impl T5ForConditionalGeneration {
             true => hidden.mul_scalar((self.config.d_model as f64).powf(-0.5)),
             false => hidden,
         };
-        output_logits(hidden, self.lm_head.as_ref(), &self.shared)
+        let head = self.lm_head.as_ref().unwrap_or(&self.shared);
+        on_rows(hidden, |rows| head.logits(rows))
     }
 
     /// Logits `[batch, target, vocab]` of the full forward pass (HF `forward` with `decoder_input_ids`).
@@ -580,7 +582,7 @@ impl T5ForConditionalGeneration {
         decoder_input_ids: Tensor<2, Int>,
         cache: &mut T5Cache,
     ) -> Tensor<3> {
-        let embeds = self.shared.forward(decoder_input_ids);
+        let embeds = self.shared.embed(decoder_input_ids);
         let (hidden, past) = self.decoder.forward(
             embeds,
             &cache.rows.keys_values,
@@ -594,13 +596,25 @@ impl T5ForConditionalGeneration {
 
     /// Grows (or shrinks) the vocabulary to `vocab_size` rows; see [`crate::Backbone::resize_token_embeddings`].
     pub(crate) fn resize_token_embeddings(mut self, vocab_size: usize) -> Self {
-        self.shared.weight = crate::vocab::resize_rows(self.shared.weight, vocab_size);
-        self.lm_head = self.lm_head.map(|head| Linear {
-            weight: crate::vocab::resize_columns(head.weight, vocab_size),
-            bias: None,
-        });
+        self.shared = self.shared.resize(vocab_size);
+        self.lm_head = self.lm_head.map(|head| head.resize(vocab_size));
         self.config.vocab_size = vocab_size;
         self
+    }
+
+    /// Freezes the rows of tokens `0..first_added` of the vocabulary matrices; see
+    /// [`crate::Backbone::freeze_pretrained_tokens`].
+    pub(crate) fn freeze_pretrained_tokens(mut self, first_added: usize) -> Self {
+        self.shared = self.shared.freeze_pretrained(first_added);
+        self.lm_head = self.lm_head.map(|head| head.freeze_pretrained(first_added));
+        self
+    }
+
+    /// The vocabulary matrices with their paths: the shared embedding and an untied head.
+    pub(crate) fn token_matrices(&self) -> Vec<(&'static str, &TokenMatrix)> {
+        let mut matrices = vec![("shared", &self.shared)];
+        matrices.extend(self.lm_head.as_ref().map(|head| ("lm_head", head)));
+        matrices
     }
 
     /// Records in the config how the output head is tied, for saving (both transformers styles).
