@@ -128,7 +128,7 @@ pub fn estimate(
             plan.iter().map(|p| p.state_bytes as u64).sum(),
         ),
         // Adapters A (d_in × r) and B (r × d_out) replace the matrices they adapt, which are
-        // frozen; AdamW on everything else trained, as the plan says (trained slices included).
+        // frozen; AdamW on everything else trained, as the plan says (frozen vocabulary rows excluded).
         TrainMethod::Lora => {
             let rank = optimizer.config().shared_rank;
             let (mut trainable, mut adapters, mut adapter_rows, mut other_state) = (0, 0, 0, 0);

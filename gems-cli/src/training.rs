@@ -7,9 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use burn::module::{Lora, Module, ParamGroup};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::Device;
-use gems_core::{
-    GemsError, GemsOptimizer, NullSpace, StepReport, TaskGradients,
-};
+use gems_core::{GemsError, GemsOptimizer, NullSpace, StepReport, TaskGradients};
 use gems_data::batch::EncodedExample;
 use gems_data::{Protocol, Task};
 use gems_models::Backbone;

@@ -387,7 +387,10 @@ fn a_pre_trained_vocabulary_trains_the_new_tokens_rows_only() {
                 .zip(&everything[kept..])
                 .map(|(a, b)| (a - b).abs())
                 .fold(0f32, f32::max);
-            assert!(error <= 1e-7, "{fixture}: {name}: new rows differ by {error:e}");
+            assert!(
+                error <= 1e-7,
+                "{fixture}: {name}: new rows differ by {error:e}"
+            );
             // New rows start at the mean of the pre-trained ones, and have moved from it.
             let mean: Vec<f64> = (0..width)
                 .map(|j| {

@@ -49,7 +49,9 @@ struct Header {
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 enum WeightHeader {
-    Full { steps: u64 },
+    Full {
+        steps: u64,
+    },
     LowRank {
         columns_side: bool,
         refreshes: u64,

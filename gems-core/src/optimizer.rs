@@ -1281,9 +1281,7 @@ impl ModuleMapper for UpdateMapper<'_> {
             .gradients
             .iter_mut()
             .zip(&self.present)
-            .map(|(g, present)| {
-                g.remove::<D>(id).filter(|_| *present).map(matrix_view)
-            })
+            .map(|(g, present)| g.remove::<D>(id).filter(|_| *present).map(matrix_view))
             .collect();
         let condensed: Vec<Option<TaskCoordinates>> = self
             .condensed

@@ -1114,7 +1114,10 @@ fn frozen_paths_are_checked() {
     optimizer.save_state(&path).unwrap();
     let mut frozen = adamw().with_frozen("q.weight");
     frozen.load_state(&path, &device).unwrap();
-    let error = frozen.check_state_fits(&model, &path).unwrap_err().to_string();
+    let error = frozen
+        .check_state_fits(&model, &path)
+        .unwrap_err()
+        .to_string();
     assert!(error.contains("`q.weight`, which is frozen"), "{error}");
 }
 

@@ -16,13 +16,16 @@ use crate::error::ModelError;
 use crate::loading::WEIGHTS_FILE;
 use crate::paths::{PathTracker, checkpoint_shape};
 
-/// One tensor to write: HF name, PyTorch-layout shape, and its little-endian f32 bytes, read
-/// back from the device only when the file writer reaches it, so that saving holds one tensor's
+/// Appends a tensor's little-endian f32 bytes to a buffer.
+type Append = Box<dyn Fn(&mut Vec<u8>)>;
+
+/// One tensor to write: HF name, PyTorch-layout shape, and what appends its bytes, read back
+/// from the device only when the file writer reaches it, so that saving holds one tensor's
 /// bytes at a time rather than a copy of the whole model.
 struct Stored {
     name: String,
     shape: Vec<usize>,
-    bytes: Box<dyn Fn() -> Vec<u8>>,
+    append: Append,
 }
 
 impl safetensors::View for &Stored {
@@ -35,7 +38,9 @@ impl safetensors::View for &Stored {
     }
 
     fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Owned((self.bytes)())
+        let mut bytes = Vec::with_capacity(self.data_len());
+        (self.append)(&mut bytes);
+        Cow::Owned(bytes)
     }
 
     fn data_len(&self) -> usize {
@@ -63,14 +68,13 @@ impl ModuleVisitor for Collector {
         let linear_weight = self.tracker.in_linear_weight(D);
         let tensor = param.val();
         let dims = param.lazy_shape().to_vec();
-        let bytes = move || {
+        let append = move |bytes: &mut Vec<u8>| {
             // Transposing on the device gives the `[out, in]` order on read-back.
             let tensor = match linear_weight {
                 true => tensor.clone().swap_dims(0, 1),
                 false => tensor.clone(),
             };
-            let data = tensor.into_data();
-            data.iter::<f32>().flat_map(f32::to_le_bytes).collect::<Vec<u8>>()
+            append_in_blocks(tensor, bytes);
         };
         let name = self.tracker.path();
         if self.tracker.in_added_rows() {
@@ -80,11 +84,10 @@ impl ModuleVisitor for Collector {
                 .stored
                 .last_mut()
                 .expect("a vocabulary matrix visits its other rows first");
-            let other_rows = std::mem::replace(&mut whole.bytes, Box::new(Vec::new));
-            whole.bytes = Box::new(move || {
-                let mut all = other_rows();
-                all.extend(bytes());
-                all
+            let other_rows = std::mem::replace(&mut whole.append, Box::new(|_| ()));
+            whole.append = Box::new(move |bytes| {
+                other_rows(bytes);
+                append(bytes);
             });
             whole.shape[0] += dims[0];
             return;
@@ -92,8 +95,22 @@ impl ModuleVisitor for Collector {
         self.stored.push(Stored {
             name,
             shape: checkpoint_shape(&dims, linear_weight),
-            bytes: Box::new(bytes),
+            append: Box::new(append),
         });
+    }
+}
+
+/// Appends the little-endian f32 bytes of `tensor` to `bytes`, read back from the device a block
+/// of about 4 MB of leading-axis slices at a time, so that a large tensor (a 545 MB vocabulary
+/// matrix) is never on the host twice, as its values and as its bytes.
+fn append_in_blocks<const D: usize>(tensor: Tensor<D>, bytes: &mut Vec<u8>) {
+    let dims = tensor.dims();
+    let slice_values: usize = dims[1..].iter().product();
+    let block = ((1 << 20) / slice_values.max(1)).max(1);
+    for start in (0..dims[0]).step_by(block) {
+        let length = block.min(dims[0] - start);
+        let data = tensor.clone().narrow(0, start, length).into_data();
+        bytes.extend(data.iter::<f32>().flat_map(f32::to_le_bytes));
     }
 }
 

@@ -74,10 +74,7 @@ impl TokenMatrix {
         let pretrained = hidden.clone().matmul(self.weight.val().transpose());
         match &self.added {
             None => pretrained,
-            Some(added) => Tensor::cat(
-                vec![pretrained, hidden.matmul(added.val().transpose())],
-                1,
-            ),
+            Some(added) => Tensor::cat(vec![pretrained, hidden.matmul(added.val().transpose())], 1),
         }
     }
 

@@ -547,7 +547,10 @@ fn frozen_pretrained_tokens_compute_the_same_and_train_the_added_rows_only() {
             &values(split.logits(&batch).unwrap()),
             |_| true,
         );
-        assert!(logits_error < 1e-5, "{name}: logits differ by {logits_error}");
+        assert!(
+            logits_error < 1e-5,
+            "{name}: logits differ by {logits_error}"
+        );
 
         let whole_grads = burn::optim::GradientsParams::from_grads(whole_loss.backward(), &whole);
         let mut split_grads =
@@ -574,7 +577,10 @@ fn frozen_pretrained_tokens_compute_the_same_and_train_the_added_rows_only() {
             );
             let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
             let error = max_abs_diff(&added, &expected, |_| true);
-            assert!(error <= 1e-5 * scale, "{name}: {matrix}: {error} of {scale}");
+            assert!(
+                error <= 1e-5 * scale,
+                "{name}: {matrix}: {error} of {scale}"
+            );
         }
         // The other parameters' gradients are untouched by the split.
         let path = if whole.kind() == ModelKind::T5 {
@@ -590,15 +596,27 @@ fn frozen_pretrained_tokens_compute_the_same_and_train_the_added_rows_only() {
         assert!(error < 1e-5, "{name}: {path} gradient differs by {error}");
 
         // Saved, the split model is the whole one: same names, shapes and values.
-        let (whole_dir, split_dir) = (scratch(&format!("{name}-whole")), scratch(&format!("{name}-split")));
+        let (whole_dir, split_dir) = (
+            scratch(&format!("{name}-whole")),
+            scratch(&format!("{name}-split")),
+        );
         whole.save(&whole_dir).unwrap();
         split.save(&split_dir).unwrap();
-        let read = |dir: &std::path::Path| std::fs::read(dir.join(gems_models::WEIGHTS_FILE)).unwrap();
-        assert!(read(&whole_dir) == read(&split_dir), "{name}: the saved checkpoints differ");
+        let read =
+            |dir: &std::path::Path| std::fs::read(dir.join(gems_models::WEIGHTS_FILE)).unwrap();
+        assert!(
+            read(&whole_dir) == read(&split_dir),
+            "{name}: the saved checkpoints differ"
+        );
 
         // Refused: freezing twice, or at a token outside 1..=vocab.
         assert!(split.clone().freeze_pretrained_tokens(pretrained).is_err());
         assert!(whole.clone().freeze_pretrained_tokens(0).is_err());
-        assert!(whole.clone().freeze_pretrained_tokens(pretrained + 6).is_err());
+        assert!(
+            whole
+                .clone()
+                .freeze_pretrained_tokens(pretrained + 6)
+                .is_err()
+        );
     }
 }

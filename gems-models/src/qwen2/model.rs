@@ -11,8 +11,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::cache::{KeyValue, row_index};
 use crate::nn::{
-    RmsNorm, attention, causal_bias, linear, merge_heads, on_rows, padding_bias,
-    split_heads,
+    RmsNorm, attention, causal_bias, linear, merge_heads, on_rows, padding_bias, split_heads,
 };
 use crate::observer::{Probe, observed};
 use crate::qwen2::Qwen2Config;

@@ -476,11 +476,8 @@ impl T5ForConditionalGeneration {
         // The probe's memory rows are the encoder's tokens.
         let mut probe = probe.map(Probe::on_memory);
         let mut probe = probe.as_mut().map(|p| p.child("encoder"));
-        self.encoder.forward(
-            self.shared.embed(input_ids),
-            attention_mask,
-            probe.as_mut(),
-        )
+        self.encoder
+            .forward(self.shared.embed(input_ids), attention_mask, probe.as_mut())
     }
 
     /// Decoder output `[batch, target, d_model]` (before the output scaling and `lm_head`).
