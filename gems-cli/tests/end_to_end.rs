@@ -171,8 +171,23 @@ fn train_eval_recommend_and_search_on_the_synthetic_data() {
     assert!(conflict.contains("mean over layers"), "{conflict}");
     assert!(analysis.join("conflict.svg").is_file());
     let retention = succeed(&["analyze", "retention", run_arg, "--out", out]);
-    assert!(retention.contains("general-text LM loss"), "{retention}");
-    assert!(analysis.join("retention.json").is_file());
+    assert!(
+        retention.contains("general-text LM loss") && retention.contains("pre-trained tokens only"),
+        "{retention}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(analysis.join("retention.json")).unwrap())
+            .unwrap();
+    let (_, run) = report.as_object().unwrap().iter().next().unwrap();
+    // A model from scratch: its tokenizer holds the item tokens, so none were added and the
+    // losses within the pre-trained tokens are the losses.
+    for when in ["before", "after"] {
+        assert_eq!(
+            run[format!("general_loss_{when}_within_pretrained_tokens")],
+            run[format!("general_loss_{when}")],
+            "{run}"
+        );
+    }
 
     // A run directory is not overwritten by accident.
     fail(

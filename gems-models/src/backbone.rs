@@ -265,7 +265,25 @@ impl Backbone {
     /// Mean cross-entropy over the label tokens (those not -100), as `transformers` computes it.
     /// Logits are computed only at labelled positions. Errors if the batch has no label.
     pub fn loss(&self, batch: &LmBatch) -> Result<Tensor<1>, ModelError> {
-        self.loss_probed(batch, None)
+        self.loss_probed(batch, None, None)
+    }
+
+    /// [`Backbone::loss`] with the softmax over the tokens `0..tokens` only: how well the model
+    /// predicts text in its first `tokens` tokens (a pre-trained vocabulary, the tokens a
+    /// fine-tune added left out), whatever probability the other tokens take. Errors if a label
+    /// lies outside `0..tokens` or `tokens` exceeds the vocabulary.
+    pub fn loss_within_first_tokens(
+        &self,
+        batch: &LmBatch,
+        tokens: usize,
+    ) -> Result<Tensor<1>, ModelError> {
+        if tokens == 0 || tokens > self.vocab_size() {
+            return Err(ModelError::InvalidInput(format!(
+                "cannot restrict the softmax to the first {tokens} of {} tokens",
+                self.vocab_size()
+            )));
+        }
+        self.loss_probed(batch, None, Some(tokens))
     }
 
     /// [`Backbone::loss`] that also reports, for every attention q/k/v/o and MLP linear layer,
@@ -291,13 +309,16 @@ impl Backbone {
             }
             Self::Qwen2(_) => Probe::new(observer, "", tokens, None),
         };
-        self.loss_probed(batch, Some(&mut probe))
+        self.loss_probed(batch, Some(&mut probe), None)
     }
 
+    /// The loss, `probe` seeing the linear inputs, the softmax over the first `tokens` tokens
+    /// when given (else the whole vocabulary).
     fn loss_probed(
         &self,
         batch: &LmBatch,
         probe: Option<&mut Probe>,
+        tokens: Option<usize>,
     ) -> Result<Tensor<1>, ModelError> {
         check_batch(self.kind(), batch)?;
         let (hidden, targets) = match self {
@@ -343,7 +364,7 @@ impl Backbone {
         let count = labelled.len();
         let device = hidden.device();
         let target_ids: Vec<i64> = labelled.iter().map(|&i| targets[i as usize]).collect();
-        let vocab = self.vocab_size() as i64;
+        let vocab = tokens.unwrap_or(self.vocab_size()) as i64;
         if let Some(bad) = target_ids.iter().find(|&&t| t < 0 || t >= vocab) {
             return Err(ModelError::InvalidInput(format!(
                 "label {bad} is outside the vocabulary of {vocab} tokens"
@@ -352,6 +373,10 @@ impl Backbone {
         let index = Tensor::<1, Int>::from_data(TensorData::new(labelled, [count]), &device);
         let selected = hidden.reshape([rows * length, width]).select(0, index);
         let logits = each!(self, model => model.lm_logits(selected));
+        let logits = match tokens {
+            Some(tokens) => logits.narrow(1, 0, tokens),
+            None => logits,
+        };
         let target_ids =
             Tensor::<2, Int>::from_data(TensorData::new(target_ids, [count, 1]), &device);
         let picked = log_softmax(logits, 1).gather(1, target_ids);

@@ -45,6 +45,38 @@ fn loss_matches_transformers() {
     }
 }
 
+/// With tokens added, the loss with the softmax over the original vocabulary is the original
+/// model's loss as `transformers` computes it (growth keeps the old logits); over the grown
+/// vocabulary it is higher, the added tokens taking some probability. Sizes outside the
+/// vocabulary and labels outside the kept tokens are refused.
+#[test]
+fn loss_within_the_first_tokens_is_the_original_vocabularys() {
+    for name in FIXTURES {
+        let model = load(name);
+        let vocab = model.vocab_size();
+        let reference = Reference::load(name);
+        let batch = reference.batch(&device());
+        let grown = model.resize_token_embeddings(vocab + 5);
+        let within = grown
+            .loss_within_first_tokens(&batch, vocab)
+            .unwrap()
+            .into_scalar::<f32>();
+        let expected = reference.0["loss"].as_f64().unwrap() as f32;
+        assert!(
+            (within - expected).abs() <= 1e-5 * expected.abs().max(1.0),
+            "{name}: loss within the first {vocab} tokens {within} vs {expected}"
+        );
+        let whole = grown.loss(&batch).unwrap().into_scalar::<f32>();
+        assert!(whole > within, "{name}: {whole} vs {within}");
+        for tokens in [0, 1, vocab + 6] {
+            assert!(
+                grown.loss_within_first_tokens(&batch, tokens).is_err(),
+                "{name}: {tokens} tokens"
+            );
+        }
+    }
+}
+
 /// Decodes the reference's greedy steps with `decoder`, checking every step's logits and token.
 fn check_greedy<D: StepDecoder>(name: &str, decoder: &D, model: &Backbone) {
     let reference = Reference::load(name);

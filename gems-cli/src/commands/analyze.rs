@@ -178,6 +178,12 @@ fn conflict(args: ConflictArgs) -> Result<()> {
 struct RunRetention {
     general_loss_before: f64,
     general_loss_after: f64,
+    /// Tokens of the model before the fine-tune added its own (item tokens).
+    pretrained_tokens: usize,
+    /// The losses with the softmax over those tokens only: what is left of language modelling
+    /// when the added tokens take no probability.
+    general_loss_before_within_pretrained_tokens: f64,
+    general_loss_after_within_pretrained_tokens: f64,
     /// (layer, ‖ΔW·x‖/‖W·x‖ over the held-out tokens).
     layers: Vec<(String, f64)>,
 }
@@ -243,7 +249,7 @@ fn retention(args: RetentionArgs) -> Result<()> {
             .model_dir
             .clone()
             .unwrap_or_else(|| run.path(run_dir::BASE_MODEL));
-        let base = load_base(&base_folder, &saved.model, &device)?;
+        let (base, pretrained_tokens) = load_base(&base_folder, &saved.model, &device)?;
         let files = args
             .general_corpus
             .clone()
@@ -253,12 +259,21 @@ fn retention(args: RetentionArgs) -> Result<()> {
             saved.settings.general_corpus_tokens,
         )?);
         let examples = saved.experiment.lm_examples(&held_out, 128)?;
-        let retention =
-            measure_retention(&saved.experiment, &base, &saved.model, &examples, &device)?;
+        let models = Models {
+            base: &base,
+            trained: &saved.model,
+            pretrained_tokens,
+        };
+        let retention = measure_retention(&saved.experiment, &models, &examples, &device)?;
         let name = run_name(&run);
         println!(
-            "{name}: general-text LM loss {:.4} before, {:.4} after",
-            retention.general_loss_before, retention.general_loss_after
+            "{name}: general-text LM loss {:.4} before, {:.4} after; over the {} pre-trained \
+             tokens only (the added ones left out of the softmax): {:.4} before, {:.4} after",
+            retention.general_loss_before,
+            retention.general_loss_after,
+            pretrained_tokens,
+            retention.general_loss_before_within_pretrained_tokens,
+            retention.general_loss_after_within_pretrained_tokens
         );
         let mean = retention.layers.iter().map(|(_, d)| d).sum::<f64>()
             / retention.layers.len().max(1) as f64;
@@ -292,7 +307,13 @@ fn retention(args: RetentionArgs) -> Result<()> {
     Ok(())
 }
 
-fn load_base(folder: &std::path::Path, trained: &Backbone, device: &Device) -> Result<Backbone> {
+/// The run's initial model, grown to the trained model's vocabulary, with the number of tokens
+/// it had before.
+fn load_base(
+    folder: &std::path::Path,
+    trained: &Backbone,
+    device: &Device,
+) -> Result<(Backbone, usize)> {
     if !folder.join(run_dir::MODEL_CONFIG).is_file() {
         return Err(CliError::run(
             folder,
@@ -300,31 +321,51 @@ fn load_base(folder: &std::path::Path, trained: &Backbone, device: &Device) -> R
         ));
     }
     let base = Backbone::load(folder, device)?;
+    let pretrained_tokens = base.vocab_size().min(trained.vocab_size());
     // The trained model's vocabulary includes the item tokens.
-    Ok(if base.vocab_size() < trained.vocab_size() {
+    let base = if base.vocab_size() < trained.vocab_size() {
         base.resize_token_embeddings(trained.vocab_size())
     } else {
         base
-    })
+    };
+    Ok((base, pretrained_tokens))
+}
+
+/// The models a retention analysis compares.
+struct Models<'a> {
+    base: &'a Backbone,
+    trained: &'a Backbone,
+    /// Tokens of the base before the fine-tune's were added.
+    pretrained_tokens: usize,
 }
 
 fn measure_retention(
     experiment: &Experiment,
-    base: &Backbone,
-    trained: &Backbone,
+    models: &Models,
     examples: &[gems_data::batch::EncodedExample],
     device: &Device,
 ) -> Result<RunRetention> {
+    let Models {
+        base,
+        trained,
+        pretrained_tokens,
+    } = *models;
     let mut inputs = InputCollector::default();
-    let (mut before, mut after) = (0.0, 0.0);
+    // Loss sums: before, after, and both within the pre-trained tokens.
+    let mut sums = [0.0f64; 4];
     for chunk in examples.chunks(8) {
         let batch = experiment.training_batch(chunk, device)?;
-        before += base
-            .forward_observed(&batch, &mut inputs)?
-            .into_scalar::<f32>() as f64
-            * chunk.len() as f64;
-        after += trained.loss(&batch)?.into_scalar::<f32>() as f64 * chunk.len() as f64;
+        let losses = [
+            base.forward_observed(&batch, &mut inputs)?,
+            trained.loss(&batch)?,
+            base.loss_within_first_tokens(&batch, pretrained_tokens)?,
+            trained.loss_within_first_tokens(&batch, pretrained_tokens)?,
+        ];
+        for (sum, loss) in sums.iter_mut().zip(losses) {
+            *sum += loss.into_scalar::<f32>() as f64 * chunk.len() as f64;
+        }
     }
+    let [before, after, before_within, after_within] = sums;
     let count = examples.len() as f64;
     let base_weights = weights_of(base);
     let trained_weights = weights_of(trained);
@@ -349,6 +390,9 @@ fn measure_retention(
     Ok(RunRetention {
         general_loss_before: before / count,
         general_loss_after: after / count,
+        pretrained_tokens,
+        general_loss_before_within_pretrained_tokens: before_within / count,
+        general_loss_after_within_pretrained_tokens: after_within / count,
         layers,
     })
 }
