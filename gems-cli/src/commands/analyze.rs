@@ -178,7 +178,7 @@ fn conflict(args: ConflictArgs) -> Result<()> {
 struct RunRetention {
     general_loss_before: f64,
     general_loss_after: f64,
-    /// Tokens of the model before the fine-tune added its own (item tokens).
+    /// Tokens of the model before the fine-tune added its own (item tokens): its tokenizer's.
     pretrained_tokens: usize,
     /// The losses with the softmax over those tokens only: what is left of language modelling
     /// when the added tokens take no probability.
@@ -249,7 +249,14 @@ fn retention(args: RetentionArgs) -> Result<()> {
             .model_dir
             .clone()
             .unwrap_or_else(|| run.path(run_dir::BASE_MODEL));
-        let (base, pretrained_tokens) = load_base(&base_folder, &saved.model, &device)?;
+        let base = load_base(&base_folder, &saved.model, &device)?;
+        // A pre-trained model's own tokens are its tokenizer's; a model from scratch has no
+        // tokens added to a vocabulary of its own.
+        let pretrained_tokens = match &saved.settings.model_dir {
+            Some(_) => gems_models::load_tokenizer(base_folder.join(run_dir::TOKENIZER))?
+                .get_vocab_size(true),
+            None => saved.model.vocab_size(),
+        };
         let files = args
             .general_corpus
             .clone()
@@ -307,13 +314,8 @@ fn retention(args: RetentionArgs) -> Result<()> {
     Ok(())
 }
 
-/// The run's initial model, grown to the trained model's vocabulary, with the number of tokens
-/// it had before.
-fn load_base(
-    folder: &std::path::Path,
-    trained: &Backbone,
-    device: &Device,
-) -> Result<(Backbone, usize)> {
+/// The run's initial model, grown to the trained model's vocabulary.
+fn load_base(folder: &std::path::Path, trained: &Backbone, device: &Device) -> Result<Backbone> {
     if !folder.join(run_dir::MODEL_CONFIG).is_file() {
         return Err(CliError::run(
             folder,
@@ -321,21 +323,19 @@ fn load_base(
         ));
     }
     let base = Backbone::load(folder, device)?;
-    let pretrained_tokens = base.vocab_size().min(trained.vocab_size());
     // The trained model's vocabulary includes the item tokens.
-    let base = if base.vocab_size() < trained.vocab_size() {
+    Ok(if base.vocab_size() < trained.vocab_size() {
         base.resize_token_embeddings(trained.vocab_size())
     } else {
         base
-    };
-    Ok((base, pretrained_tokens))
+    })
 }
 
 /// The models a retention analysis compares.
 struct Models<'a> {
     base: &'a Backbone,
     trained: &'a Backbone,
-    /// Tokens of the base before the fine-tune's were added.
+    /// Tokens of the base's tokenizer, before the fine-tune's were added.
     pretrained_tokens: usize,
 }
 
