@@ -325,13 +325,8 @@ impl ModuleVisitor for GradientSummer<'_> {
             return;
         }
         // A replica without this gradient (no sample of the task in its share) adds zeros: a
-        // collective needs every rank. Shaped like the others' (a trimmed gradient is smaller
-        // than its parameter).
-        let shape = parts
-            .iter()
-            .flatten()
-            .next()
-            .map_or_else(|| param.lazy_shape(), |part| part.shape());
+        // collective needs every rank.
+        let shape = param.lazy_shape();
         let parts = parts
             .into_iter()
             .zip(self.parallel.devices())
