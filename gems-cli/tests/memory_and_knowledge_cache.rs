@@ -509,3 +509,62 @@ fn frozen_vocabulary_rows_resume_bit_identically() {
         "the resumed run differs from the uninterrupted one"
     );
 }
+
+/// `gems model info --new-tokens N` places the new tokens as `gems train` does: after the
+/// tokenizer's tokens, taking first the rows a config reserves beyond them (Qwen2.5 pads its
+/// vocabulary), so the model has max(config, tokenizer + N) tokens and trains the rows from the
+/// tokenizer's size on. The fixture's config reserves 4 rows beyond its 96-token tokenizer here.
+#[test]
+fn model_info_adds_tokens_after_the_tokenizers() {
+    let folder = tempfile::tempdir().unwrap();
+    let fixture =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../gems-models/tests/fixtures/qwen2-tied");
+    std::fs::copy(
+        fixture.join("tokenizer.json"),
+        folder.path().join("tokenizer.json"),
+    )
+    .unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture.join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["vocab_size"], 96);
+    config["vocab_size"] = 100.into();
+    std::fs::write(folder.path().join("config.json"), config.to_string()).unwrap();
+    let info = |new_tokens: usize| -> serde_json::Value {
+        let output = Command::new(env!("CARGO_BIN_EXE_gems"))
+            .args(["model", "info", "--model-dir"])
+            .arg(folder.path())
+            .args(["--new-tokens", &new_tokens.to_string(), "--json"])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).unwrap()
+    };
+    let (few, many) = (info(2), info(10));
+    assert_eq!(
+        few["vocab_size"], 100,
+        "2 new tokens fit in the reserved rows"
+    );
+    assert_eq!(many["vocab_size"], 106);
+    assert_eq!(
+        few["frozen_parameters"],
+        serde_json::json!(["model.embed_tokens.weight"])
+    );
+    // AdamW state of the trained rows (96.. of one tied matrix, 32 wide): two moments and two
+    // masses per row; 4 rows with 2 new tokens, 10 with 10.
+    let adamw = |info: &serde_json::Value| {
+        info["optimizer_state_bytes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|entry| entry[0] == "adamw")
+            .unwrap()[1]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(adamw(&many) - adamw(&few), (10 - 4) * (8 * 32 + 8));
+}

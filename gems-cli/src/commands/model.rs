@@ -126,10 +126,13 @@ struct Info {
 }
 
 fn info(args: &InfoArgs) -> Result<()> {
-    let mut config = match (&args.model_dir, &args.model_config) {
-        (Some(directory), _) => ModelConfig::from_file(
-            crate::hub::model_directory(directory)?.join(gems_models::CONFIG_FILE),
-        )?,
+    let directory = args
+        .model_dir
+        .as_deref()
+        .map(crate::hub::model_directory)
+        .transpose()?;
+    let mut config = match (&directory, &args.model_config) {
+        (Some(directory), _) => ModelConfig::from_file(directory.join(gems_models::CONFIG_FILE))?,
         (None, Some(path)) => ModelConfig::from_file(path)?,
         (None, None) => ModelConfig::T5(T5Config::compact(args.vocab_size)),
     };
@@ -138,12 +141,22 @@ fn info(args: &InfoArgs) -> Result<()> {
             "--shared-rank, --task-rank and --tasks must be at least 1".into(),
         ));
     }
-    // The vocabulary after the fine-tune's tokens are added; with a pre-trained model, those
-    // are the new tokens whose rows `--train-vocabulary new` trains.
-    let pretrained_tokens = config.vocab_size();
+    // The vocabulary after the fine-tune's tokens are added, as `gems train` adds them: after
+    // the pre-trained tokenizer's tokens, taking first any rows the config reserves beyond them
+    // (Qwen2.5's vocabulary is padded); with a pre-trained model, those are the new tokens
+    // whose rows `--train-vocabulary new` trains.
+    let tokenizer = directory
+        .as_ref()
+        .map(|d| d.join(crate::run_dir::TOKENIZER))
+        .filter(|path| path.is_file());
+    let pretrained_tokens = match tokenizer {
+        Some(path) => gems_models::load_tokenizer(path)?.get_vocab_size(true),
+        None => config.vocab_size(),
+    };
     let vocab_size = pretrained_tokens
         .checked_add(args.new_tokens)
-        .ok_or_else(|| CliError::Settings("--new-tokens is too large".into()))?;
+        .ok_or_else(|| CliError::Settings("--new-tokens is too large".into()))?
+        .max(config.vocab_size());
     match &mut config {
         ModelConfig::T5(config) => config.vocab_size = vocab_size,
         ModelConfig::Qwen2(config) => config.vocab_size = vocab_size,
@@ -153,7 +166,7 @@ fn info(args: &InfoArgs) -> Result<()> {
     let model = crate::vocabulary::train_rows(
         args.train_vocabulary,
         Backbone::new(&config, &Device::flex())?,
-        args.model_dir.as_ref().map(|_| pretrained_tokens),
+        directory.as_ref().map(|_| pretrained_tokens),
     )?;
     let overflow = || {
         CliError::Settings(
