@@ -19,7 +19,7 @@
 //! A model trained from scratch has no pre-trained rows: every row is random, so `new` trains
 //! them all, as does `all` on any model. Every method (GEMS, its baselines, LoRA) trains the same
 //! entries, so that `gems compare` compares the update rules on the same trainable set. A tied
-//! head is the embedding itself (one parameter in Burn), so it has one slice and one state.
+//! head is the embedding itself (one parameter in Burn), so its added rows have one state.
 
 use gems_core::GemsOptimizer;
 use gems_models::Backbone;

@@ -2,15 +2,24 @@
 //! when the corpus or energy changes, a corrupt file recomputed), the memory estimate against
 //! the optimizer state actually saved, and the refusal of a run that will not fit.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use safetensors::SafeTensors;
 
-fn fixture_config() -> String {
+/// The directory of one of gems-models' fixture models.
+fn model_fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../gems-models/tests/fixtures/t5-v1_0/config.json")
+        .join("../gems-models/tests/fixtures")
+        .join(name)
+}
+
+fn fixture_config() -> String {
+    model_fixture("t5-v1_0")
+        .join("config.json")
         .to_string_lossy()
         .into_owned()
 }
@@ -30,11 +39,7 @@ fn train(out: &Path, extra: &[&str]) -> Output {
         "8",
     ];
     args.extend_from_slice(extra);
-    Command::new(env!("CARGO_BIN_EXE_gems"))
-        .args(&args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("the gems binary runs")
+    common::gems(&args)
 }
 
 fn succeed(out: &Path, extra: &[&str]) -> (String, String) {
@@ -280,39 +285,29 @@ fn values(path: &Path, name: &str) -> Vec<f32> {
 #[test]
 fn a_pre_trained_vocabulary_trains_the_new_tokens_rows_only() {
     let folder = tempfile::tempdir().unwrap();
-    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../gems-models/tests/fixtures");
     for fixture in ["qwen2-tied", "qwen2-untied"] {
-        let directory = fixtures.join(fixture);
+        let directory = model_fixture(fixture);
         let pre_trained = 96; // the fixture's vocabulary and tokenizer
         let width = 32;
         let run = |name: &str, vocabulary: &str| {
             let out = folder.path().join(format!("{fixture}-{name}"));
-            let output = Command::new(env!("CARGO_BIN_EXE_gems"))
-                .args([
-                    "train",
-                    "--model",
-                    "qwen2",
-                    "--model-dir",
-                    directory.to_str().unwrap(),
-                    "--method",
-                    "adamw",
-                    "--train-vocabulary",
-                    vocabulary,
-                    "--out",
-                    out.to_str().unwrap(),
-                    "--stop-after",
-                    "1",
-                    "--batch-size",
-                    "8",
-                ])
-                .env("RUST_LOG", "warn")
-                .output()
-                .unwrap();
-            assert!(
-                output.status.success(),
-                "{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
+            common::succeed(&[
+                "train",
+                "--model",
+                "qwen2",
+                "--model-dir",
+                directory.to_str().unwrap(),
+                "--method",
+                "adamw",
+                "--train-vocabulary",
+                vocabulary,
+                "--out",
+                out.to_str().unwrap(),
+                "--stop-after",
+                "1",
+                "--batch-size",
+                "8",
+            ]);
             out
         };
         let new = run("new", "new");
@@ -431,24 +426,16 @@ fn a_pre_trained_vocabulary_trains_the_new_tokens_rows_only() {
             (8 * frozen + 8 * pre_trained as u64) * matrices
         );
         // `gems model info` with the number of added tokens agrees with the run.
-        let info = Command::new(env!("CARGO_BIN_EXE_gems"))
-            .args([
-                "model",
-                "info",
-                "--model-dir",
-                directory.to_str().unwrap(),
-                "--new-tokens",
-                &added.to_string(),
-                "--json",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            info.status.success(),
-            "{}",
-            String::from_utf8_lossy(&info.stderr)
-        );
-        let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+        let info = common::succeed(&[
+            "model",
+            "info",
+            "--model-dir",
+            directory.to_str().unwrap(),
+            "--new-tokens",
+            &added.to_string(),
+            "--json",
+        ]);
+        let info: serde_json::Value = serde_json::from_str(&info).unwrap();
         let adamw = info["memory"]
             .as_array()
             .unwrap()
@@ -467,20 +454,7 @@ fn a_pre_trained_vocabulary_trains_the_new_tokens_rows_only() {
 #[test]
 fn frozen_vocabulary_rows_resume_bit_identically() {
     let folder = tempfile::tempdir().unwrap();
-    let directory = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../gems-models/tests/fixtures/qwen2-untied");
-    let gems = |args: &[&str]| {
-        let output = Command::new(env!("CARGO_BIN_EXE_gems"))
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    };
+    let directory = model_fixture("qwen2-untied");
     let run = |name: &str, extra: &[&str]| {
         let out = folder.path().join(name);
         let mut args = vec![
@@ -497,12 +471,12 @@ fn frozen_vocabulary_rows_resume_bit_identically() {
             out.to_str().unwrap(),
         ];
         args.extend_from_slice(extra);
-        gems(&args);
+        common::succeed(&args);
         out
     };
     let straight = run("straight", &[]);
     let paused = run("paused", &["--stop-after", "2"]);
-    gems(&["train", "--resume", paused.to_str().unwrap()]);
+    common::succeed(&["train", "--resume", paused.to_str().unwrap()]);
     let read = |run: &Path| std::fs::read(run.join("model/model.safetensors")).unwrap();
     assert!(
         read(&straight) == read(&paused),
@@ -517,8 +491,7 @@ fn frozen_vocabulary_rows_resume_bit_identically() {
 #[test]
 fn model_info_adds_tokens_after_the_tokenizers() {
     let folder = tempfile::tempdir().unwrap();
-    let fixture =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../gems-models/tests/fixtures/qwen2-tied");
+    let fixture = model_fixture("qwen2-tied");
     std::fs::copy(
         fixture.join("tokenizer.json"),
         folder.path().join("tokenizer.json"),
@@ -531,18 +504,16 @@ fn model_info_adds_tokens_after_the_tokenizers() {
     config["vocab_size"] = 100.into();
     std::fs::write(folder.path().join("config.json"), config.to_string()).unwrap();
     let info = |new_tokens: usize| -> serde_json::Value {
-        let output = Command::new(env!("CARGO_BIN_EXE_gems"))
-            .args(["model", "info", "--model-dir"])
-            .arg(folder.path())
-            .args(["--new-tokens", &new_tokens.to_string(), "--json"])
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        serde_json::from_slice(&output.stdout).unwrap()
+        let output = common::succeed(&[
+            "model",
+            "info",
+            "--model-dir",
+            folder.path().to_str().unwrap(),
+            "--new-tokens",
+            &new_tokens.to_string(),
+            "--json",
+        ]);
+        serde_json::from_str(&output).unwrap()
     };
     let (few, many) = (info(2), info(10));
     assert_eq!(

@@ -178,7 +178,7 @@ impl Backbone {
                 "the first added token must lie in 1..={vocab}, not {first_added}"
             )));
         }
-        if self.token_matrices().iter().any(|(_, m)| m.is_frozen()) {
+        if self.first_added_token().is_some() {
             return Err(ModelError::InvalidInput(
                 "the pre-trained tokens' rows are frozen already".into(),
             ));
@@ -189,10 +189,9 @@ impl Backbone {
     /// The first token whose rows are held apart and trained, when the pre-trained rows are
     /// frozen ([`Backbone::freeze_pretrained_tokens`]).
     pub fn first_added_token(&self) -> Option<usize> {
+        // Every vocabulary matrix is frozen at the same token, or none is.
         let (_, embedding) = self.token_matrices()[0];
-        embedding
-            .is_frozen()
-            .then(|| embedding.weight.lazy_shape().dims::<2>()[0])
+        embedding.first_added_token()
     }
 
     /// Paths of the parameters that are frozen (the pre-trained rows of the vocabulary
@@ -200,7 +199,7 @@ impl Backbone {
     pub fn frozen_parameters(&self) -> Vec<String> {
         self.token_matrices()
             .into_iter()
-            .filter(|(_, matrix)| matrix.is_frozen())
+            .filter(|(_, matrix)| matrix.first_added_token().is_some())
             .map(|(path, _)| format!("{path}.weight"))
             .collect()
     }

@@ -19,8 +19,8 @@ use burn::tensor::{Device, Int, Tensor};
 /// the output head): the lookup table of the token embedding, or the output head whose logits are
 /// `hidden · weightᵀ`.
 ///
-/// Once [`TokenMatrix::freeze_pretrained`] has run, `weight` holds the pre-trained tokens' rows,
-/// frozen, and `added` the rows of the tokens after them, trained.
+/// Once [`crate::Backbone::freeze_pretrained_tokens`] has run, `weight` holds the pre-trained
+/// tokens' rows, frozen, and `added` the rows of the tokens after them, trained.
 #[derive(Module, Debug)]
 pub struct TokenMatrix {
     /// Every token's row, or, once the pre-trained rows are frozen, those rows only.
@@ -47,9 +47,10 @@ impl TokenMatrix {
         rows(&self.weight) + self.added.as_ref().map_or(0, rows)
     }
 
-    /// Whether the pre-trained rows are frozen (so `weight` is not trained).
-    pub fn is_frozen(&self) -> bool {
-        self.frozen
+    /// The first token whose row is held apart and trained, once the rows before it are
+    /// frozen ([`crate::Backbone::freeze_pretrained_tokens`]); `None` while every row is trained.
+    pub fn first_added_token(&self) -> Option<usize> {
+        self.frozen.then(|| rows(&self.weight))
     }
 
     /// Embeddings `[batch, length, width]` of token ids `[batch, length]`.
