@@ -128,7 +128,8 @@ struct Trained {
 ///
 /// The seed is the flex device's, shared by every thread: the tests of this file run in
 /// parallel, so seeding and drawing happen under one lock, or one test's draws would consume
-/// the other's stream.
+/// the other's stream. Parameters are initialised lazily, drawing when first read, so every
+/// one is read before the lock is released.
 fn initial(config: &ModelConfig) -> Backbone {
     static SEEDED_DRAW: Mutex<()> = Mutex::new(());
     let _draw = SEEDED_DRAW
@@ -136,7 +137,9 @@ fn initial(config: &ModelConfig) -> Backbone {
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let flex = Device::flex().autodiff();
     flex.seed(3);
-    Backbone::new(config, &flex).unwrap()
+    let model = Backbone::new(config, &flex).unwrap();
+    values(&model);
+    model
 }
 
 fn values(model: &Backbone) -> Vec<(String, Vec<f32>)> {
