@@ -370,16 +370,24 @@ impl GemsOptimizer {
     /// ranks with `tasks` tasks.
     fn layout(&self, path: &str, weight_shape: [usize; 2], tasks: usize) -> Layout<'_> {
         let knowledge = self.knowledge_of(path).filter(|k| k.basis.is_some());
-        let side = Side::for_weight(weight_shape, knowledge.map(|k| k.input_axis));
-        let (basis_side, coordinate_side) = match knowledge {
-            Some(k) if k.input_axis == side.axis() => (Some(k), None),
-            Some(k) => (None, Some(k)),
-            None => (None, None),
-        };
         let task_rank = if self.has_task_subspaces(tasks) {
             self.config.effective_task_rank()
         } else {
             0
+        };
+        // Subspaces made already keep their side (a state saved before the rule changed).
+        let side = match self.state.weights.get(path) {
+            Some(WeightState::LowRank(subspaces)) => subspaces.shared.projector.side,
+            _ => Side::for_weight(
+                weight_shape,
+                knowledge.map(|k| (k.input_axis, k.rank())),
+                self.config.shared_rank + tasks * task_rank,
+            ),
+        };
+        let (basis_side, coordinate_side) = match knowledge {
+            Some(k) if k.input_axis == side.axis() => (Some(k), None),
+            Some(k) => (None, Some(k)),
+            None => (None, None),
         };
         let plan = SubspacePlan::new(
             weight_shape,

@@ -27,14 +27,34 @@ impl Side {
         }
     }
 
-    /// The side that carries the bases of a weight whose knowledge directions (if any) lie on
-    /// axis `knowledge_axis`: the smaller side, and on a square weight the side away from the
-    /// knowledge directions, which would otherwise take their rank from the subspaces.
-    pub fn for_weight(shape: [usize; 2], knowledge_axis: Option<usize>) -> Self {
-        match (shape[0] == shape[1], knowledge_axis) {
-            (true, Some(0)) => Side::Columns,
-            (true, Some(_)) => Side::Rows,
+    /// The side that carries the bases of a weight whose knowledge directions (if any) are
+    /// `knowledge = (axis, k)`, for subspaces of `needed_rank` directions in all: the smaller
+    /// side. A square weight has two; its bases go on the knowledge side when the directions
+    /// left there (d − k) hold every subspace, since bases that avoid the knowledge directions
+    /// need no removal at each step, and on the other side otherwise, where the knowledge
+    /// directions would take rank from the subspaces.
+    pub fn for_weight(
+        shape: [usize; 2],
+        knowledge: Option<(usize, usize)>,
+        needed_rank: usize,
+    ) -> Self {
+        match knowledge {
+            Some((axis, k)) if shape[0] == shape[1] => {
+                let knowledge_side = if axis == 0 { Side::Rows } else { Side::Columns };
+                match shape[0] - k.min(shape[0]) >= needed_rank {
+                    true => knowledge_side,
+                    false => knowledge_side.other(),
+                }
+            }
             _ => Side::smaller_of(shape),
+        }
+    }
+
+    /// The other side.
+    pub fn other(self) -> Self {
+        match self {
+            Side::Rows => Side::Columns,
+            Side::Columns => Side::Rows,
         }
     }
 

@@ -11,6 +11,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use common::{ToyModel, device, seeded_gradients};
 use faer::Mat;
 use gems_core::host::to_host;
+use gems_core::projector::Side;
 use gems_core::{
     GateConfig, GemsConfig, GemsError, GemsOptimizer, KnowledgeBasis, Method, MomentTransfer,
     NullSpace, SvdMethod, TaskGradients,
@@ -252,15 +253,17 @@ fn square_gradients(model: &SquareModel, seed: u64) -> GradientsParams {
     gradients
 }
 
-/// Fault 3: a square weight's bases go on the side away from its knowledge directions, so
-/// both layouts keep their full ranks, and the update still leaves knowledge inputs alone.
+/// Fault 3: a square weight's bases go on the side where they keep their full ranks in both
+/// layouts: away from its knowledge directions when these leave too little room (10 of 16
+/// against 4 + 2·2 subspace directions), on their side otherwise (4 of 16: no removal at each
+/// step); the update leaves knowledge inputs alone either way.
 #[test]
 fn square_weights_keep_their_ranks_in_either_layout() {
     let device = device();
     let inner = device.clone().without_autodiff();
     let mut rng = ChaCha8Rng::seed_from_u64(12);
-    let knowledge = common::tensor(&common::random_orthonormal(16, 10, &mut rng), &inner);
-    for input_axis in [0, 1] {
+    for (k, input_axis) in [(10, 0), (10, 1), (4, 0), (4, 1)] {
+        let knowledge = common::tensor(&common::random_orthonormal(16, k, &mut rng), &inner);
         let mut null_space = NullSpace::new();
         null_space.insert(
             "q.weight",
@@ -283,36 +286,109 @@ fn square_weights_keep_their_ranks_in_either_layout() {
         assert_eq!(path, "q.weight");
         assert_eq!(
             (ranks.shared, ranks.task, ranks.knowledge),
-            (4, 2, 10),
+            (4, 2, k),
             "input axis {input_axis}"
         );
-        assert!(!ranks.knowledge_on_basis_side && ranks.warning().is_none());
+        assert_eq!(ranks.knowledge_on_basis_side, k == 4);
+        assert!(ranks.warning().is_none());
 
         let start = model.q.weight.val().inner();
-        let mut model = model;
-        for step in 0..4 {
-            let tasks = (0..2)
-                .map(|t| TaskGradients {
-                    gradients: square_gradients(&model, 10 * step + t),
-                    loss: 1.0,
-                    samples: 2,
-                })
-                .collect();
-            model = optimizer.step(0.05, model, tasks).unwrap().0;
-        }
+        let model = square_steps(&mut optimizer, model, 0..4);
         let subspaces = optimizer.subspaces("q.weight").unwrap();
         assert_eq!(subspaces.shared.projector.rank(), 4);
         assert!(subspaces.tasks.iter().all(|t| t.projector.rank() == 2));
-        let change = model.q.weight.val().inner() - start;
-        let oriented = if input_axis == 0 {
-            change
-        } else {
-            change.transpose()
-        };
-        let leak = to_host(knowledge.clone().transpose().matmul(oriented.clone())).norm_l2()
-            / to_host(oriented).norm_l2();
-        assert!(leak <= 1e-4, "input axis {input_axis}: leak {leak:e}");
+        let leak = knowledge_leak(&knowledge, input_axis, model.q.weight.val().inner() - start);
+        assert!(
+            leak <= 1e-4,
+            "k = {k}, input axis {input_axis}: leak {leak:e}"
+        );
     }
+}
+
+/// Two-task steps `steps` of the square model.
+fn square_steps(
+    optimizer: &mut GemsOptimizer,
+    mut model: SquareModel,
+    steps: std::ops::Range<u64>,
+) -> SquareModel {
+    for step in steps {
+        let tasks = (0..2)
+            .map(|t| TaskGradients {
+                gradients: square_gradients(&model, 10 * step + t),
+                loss: 1.0,
+                samples: 2,
+            })
+            .collect();
+        model = optimizer.step(0.05, model, tasks).unwrap().0;
+    }
+    model
+}
+
+/// ‖Uᵀ·ΔW‖ / ‖ΔW‖ with ΔW turned so that its rows index the input side.
+fn knowledge_leak(knowledge: &Tensor<2>, input_axis: usize, change: Tensor<2>) -> f64 {
+    let oriented = if input_axis == 0 {
+        change
+    } else {
+        change.transpose()
+    };
+    to_host(knowledge.clone().transpose().matmul(oriented.clone())).norm_l2()
+        / to_host(oriented).norm_l2()
+}
+
+/// Subspaces keep the side they were made on, through saving, loading and refreshes, even
+/// where the knowledge basis now in place would put new ones on the other side (a state saved
+/// before the side rule changed): the update still avoids the knowledge directions.
+#[test]
+fn subspaces_keep_the_side_they_were_made_on() {
+    let device = device();
+    let inner = device.clone().without_autodiff();
+    let mut rng = ChaCha8Rng::seed_from_u64(13);
+    let config = GemsConfig {
+        shared_rank: 4,
+        task_rank: Some(2),
+        refresh_every: 2,
+        ..GemsConfig::default()
+    };
+    let knowledge = |k: usize, rng: &mut ChaCha8Rng| {
+        let basis = common::tensor(&common::random_orthonormal(16, k, rng), &inner);
+        let mut null_space = NullSpace::new();
+        null_space.insert(
+            "q.weight",
+            KnowledgeBasis {
+                basis: Some(basis.clone()),
+                input_axis: 0,
+                retained_energy: 0.99,
+            },
+        );
+        (null_space, basis)
+    };
+    // 10 of 16 input directions: the bases go to the output side.
+    let mut first = config.clone().init().unwrap();
+    first = first.with_null_space(knowledge(10, &mut rng).0);
+    let model = square_steps(&mut first, square_model(&device), 0..2);
+    assert_eq!(
+        first.subspaces("q.weight").unwrap().shared.projector.side,
+        Side::Columns
+    );
+    let folder = tempfile::tempdir().unwrap();
+    let path = folder.path().join("optimizer.safetensors");
+    first.save_state(&path).unwrap();
+
+    // The state loaded, 4 of 16 directions in place of its basis: new bases would go to the
+    // input side, these stay where they are.
+    let mut resumed = config.init().unwrap();
+    resumed.load_state(&path, &inner).unwrap();
+    let (null_space, protected) = knowledge(4, &mut rng);
+    let mut resumed = resumed.with_null_space(null_space);
+    let ranks = resumed.effective_ranks(&model, 2);
+    assert!(!ranks[0].1.knowledge_on_basis_side);
+    let start = model.q.weight.val().inner();
+    let model = square_steps(&mut resumed, model, 2..7);
+    let subspaces = resumed.subspaces("q.weight").unwrap();
+    assert_eq!(subspaces.shared.projector.side, Side::Columns);
+    assert!(subspaces.refreshes > 1, "{}", subspaces.refreshes);
+    let leak = knowledge_leak(&protected, 0, model.q.weight.val().inner() - start);
+    assert!(leak <= 1e-4, "leak {leak:e}");
 }
 
 /// The data of every tensor of one task subspace, and its step count.

@@ -5,8 +5,9 @@
 //!
 //! The reference, for every projected weight W and tasks t with gradients G_t, n_t samples:
 //! - merged gradient G = Σ_t (n_t/n)·G_t; gate g_t = (α·L_t/ΣL + β·‖G_t‖/Σ‖G‖ + γ·n_t/Σn)/(α+β+γ);
-//! - the bases lie on the smaller side of W (a square W: the side away from its knowledge
-//!   basis U); P removes U from the input side;
+//! - the bases lie on the smaller side of W (a square W: the side of its knowledge basis U when
+//!   the d − k directions left there hold every subspace, else the other side); P removes U
+//!   from the input side;
 //! - every T steps: Q_s = top-r_s left singular vectors of P·G (canonical orientation),
 //!   Q_t = top-r_t of (I − Q_sQ_sᵀ)·P·G_t; moments carried over by the transfer policy
 //!   (rotate: C = Q_newᵀQ_old, m ← diag(ρ)·C·m with ρᵢ = ‖Cᵢ‖, v ← (C∘C)·v, masses ← (C∘C)·masses);
@@ -75,12 +76,12 @@ fn host(tensor: Tensor<2>) -> Mat<f64> {
     to_host(tensor)
 }
 
-/// The weight's side that carries the bases: true for rows.
-fn basis_on_rows(shape: [usize; 2], knowledge_axis: Option<usize>) -> bool {
-    if shape[0] == shape[1] {
-        knowledge_axis != Some(0)
-    } else {
-        shape[0] < shape[1]
+/// The weight's side that carries the bases (true for rows) for subspaces of `needed`
+/// directions in all, its knowledge basis (if any) being `(axis, k)`.
+fn basis_on_rows(shape: [usize; 2], knowledge: Option<(usize, usize)>, needed: usize) -> bool {
+    match knowledge {
+        Some((axis, k)) if shape[0] == shape[1] => (axis == 0) == (shape[0] - k >= needed),
+        _ => shape[0] <= shape[1],
     }
 }
 
@@ -340,6 +341,13 @@ fn compare(case: &Case) -> f64 {
     let samples = [6usize, 2];
     let losses = [1.5f64, 0.7];
     let mut rng = ChaCha8Rng::seed_from_u64(77);
+    let task_subspaces = case.method.multi_subspace() && case.tasks > 1;
+    let needed = config.shared_rank
+        + if task_subspaces {
+            config.effective_task_rank() * case.tasks
+        } else {
+            0
+        };
     let mut null_space = NullSpace::new();
     let mut model = ThreeWeights::new(&device);
     let start: Vec<Mat<f64>> = model
@@ -353,11 +361,12 @@ fn compare(case: &Case) -> f64 {
         .map(|((path, shape), weight)| {
             let knowledge = case.method.null_space().then(|| {
                 let d_in = shape[case.input_axis];
-                // Wide knowledge only where it lies opposite the bases (where the optimizer
-                // removes it from coordinates), so that the bases keep their full ranks.
-                let opposite =
-                    basis_on_rows(*shape, Some(case.input_axis)) == (case.input_axis == 1);
-                let k = match (case.wide_knowledge && opposite, d_in > 16) {
+                // Wide knowledge only where the bases keep their full ranks: on the larger side
+                // of a wide or tall weight (the optimizer removes it from coordinates), or on a
+                // square one (whose bases go to the side where they fit).
+                let fits = shape[0] == shape[1]
+                    || basis_on_rows(*shape, None, needed) == (case.input_axis == 1);
+                let k = match (case.wide_knowledge && fits, d_in > 16) {
                     (true, _) => 2 * d_in / 3,
                     (false, true) => 5,
                     (false, false) => 3,
@@ -379,7 +388,11 @@ fn compare(case: &Case) -> f64 {
             ReferenceWeight {
                 path,
                 weight: weight.clone(),
-                rows: basis_on_rows(*shape, knowledge.as_ref().map(|k| k.axis)),
+                rows: basis_on_rows(
+                    *shape,
+                    knowledge.as_ref().map(|k| (k.axis, k.basis.ncols())),
+                    needed,
+                ),
                 knowledge,
                 shared: None,
                 tasks: Vec::new(),
@@ -387,7 +400,6 @@ fn compare(case: &Case) -> f64 {
         })
         .collect();
     let mut optimizer: GemsOptimizer = config.clone().init().unwrap().with_null_space(null_space);
-    let task_subspaces = case.method.multi_subspace() && case.tasks > 1;
 
     for step in 0..10u64 {
         let gradients: Vec<GradientsParams> = (0..case.tasks)

@@ -3,7 +3,8 @@
 //! - `train`: per method, training steps of `gems train` (its own step: per-task backward
 //!   passes and the optimizer) on fixed-shape batches: the median step, the refresh step and its
 //!   cost amortised over the run's T, samples and tokens per second, optimizer state, peak
-//!   device memory where the backend reports it, and the ratios to AdamW of the same run;
+//!   device memory where the backend reports it, and the ratios to AdamW of the same run
+//!   (the methods take their steps in turn, so that the machine's load falls on all alike);
 //!   with `--devices`, the same through the data-parallel path of `gems train --devices` on
 //!   1, 2, 4, … devices: samples/s, scaling efficiency, and the path's cost on one device;
 //! - `decode`: greedy decoding with and without the key-value cache, trie-constrained beam
@@ -159,6 +160,11 @@ pub struct TrainBenchArgs {
     /// Side of the square f32 matmul that measures the device's peak rate (0: skip).
     #[arg(long, default_value_t = 1024)]
     matmul_size: usize,
+    /// Time one method after the other, holding one model at a time (by default every
+    /// method's model is set up first and they step in turn, which compares them under the same
+    /// machine load).
+    #[arg(long)]
+    sequential: bool,
     /// Hold every task's full gradients until the step, as `gems train --full-task-gradients`
     /// (by default the first task's are condensed to low-rank coordinates).
     #[arg(long)]
@@ -524,13 +530,18 @@ fn bench_train(args: &TrainBenchArgs) -> Result<()> {
         run: &run,
     };
 
-    let mut methods = Vec::new();
+    // Every method's training is set up first and they then step in turn, so that the shared
+    // machine's slow and fast moments fall on all of them alike; `--sequential` holds one
+    // method's model at a time instead.
+    let all_settings: Vec<TrainSettings> =
+        args.methods.iter().map(|&m| bench.settings(m, 1)).collect();
     let mut facts = None;
-    for &method in &args.methods {
-        let settings = bench.settings(method, 1);
+    let mut timed = Vec::new();
+    let mut done = Vec::new();
+    for settings in &all_settings {
         let started = Instant::now();
-        let pretrained = pretrained_backbone(&settings, &device)?;
-        let model = new_backbone(&settings, pretrained, &experiment.tokenizer, &device)?;
+        let pretrained = pretrained_backbone(settings, &device)?;
+        let model = new_backbone(settings, pretrained, &experiment.tokenizer, &device)?;
         let examples = requests(args, args.batch_size, model.vocab_size());
         facts.get_or_insert_with(|| {
             (
@@ -540,7 +551,7 @@ fn bench_train(args: &TrainBenchArgs) -> Result<()> {
             )
         });
         let d_model = model.config().hidden_size();
-        let null_space = if method.needs_null_space() {
+        let null_space = if settings.method.needs_null_space() {
             Some(crate::knowledge::collect(
                 &model,
                 &experiment,
@@ -553,10 +564,10 @@ fn bench_train(args: &TrainBenchArgs) -> Result<()> {
         } else {
             None
         };
-        let optimizer = training::optimizer_for(&settings, d_model, null_space)?;
-        let model = training::with_method(model, &optimizer, &settings)?;
-        let mut training = Training {
-            settings: &settings,
+        let optimizer = training::optimizer_for(settings, d_model, null_space)?;
+        let model = training::with_method(model, &optimizer, settings)?;
+        let training = Training {
+            settings,
             experiment: &experiment,
             run: &run,
             device: device.clone(),
@@ -567,11 +578,35 @@ fn bench_train(args: &TrainBenchArgs) -> Result<()> {
         };
         synchronise(&training)?;
         let setup_s = started.elapsed().as_secs_f64();
-        let times = bench.time_steps(&mut training, &examples)?;
+        let timer = StepTimer::new(&training);
+        timed.push((training, examples, setup_s, timer));
+        if args.sequential {
+            let (mut training, examples, setup_s, mut timer) = timed.pop().expect("just pushed");
+            while !timer.is_done(args) {
+                timer.step(args, &mut training, &examples)?;
+            }
+            done.push((training, setup_s, timer));
+        }
+    }
+    while timed.iter().any(|(_, _, _, timer)| !timer.is_done(args)) {
+        for (training, examples, _, timer) in &mut timed {
+            if !timer.is_done(args) {
+                timer.step(args, training, examples)?;
+            }
+        }
+    }
+    done.extend(
+        timed
+            .into_iter()
+            .map(|(t, _, setup_s, timer)| (t, setup_s, timer)),
+    );
+    let mut methods = Vec::new();
+    for (training, setup_s, timer) in done {
+        let times = timer.finish();
         let (_, tokens, flops) = facts.expect("set above");
         let effective_step_ms = times.effective_step_ms(args.refresh_every);
         methods.push(MethodTiming {
-            method: method.name().to_string(),
+            method: training.settings.method.name().to_string(),
             step_ms: times.step_ms,
             refresh_step_ms: times.refresh_step_ms,
             amortised_refresh_ms: times.amortised_refresh_ms(args.refresh_every),
@@ -587,7 +622,11 @@ fn bench_train(args: &TrainBenchArgs) -> Result<()> {
             vs_adamw: None,
         });
         if !args.model.json {
-            eprintln!("{}: {:.1} ms per step", method.name(), times.step_ms);
+            eprintln!(
+                "{}: {:.1} ms per step",
+                training.settings.method.name(),
+                times.step_ms
+            );
         }
     }
     if args.methods[0] == TrainMethod::Optimizer(gems_core::Method::Adamw) {
@@ -664,6 +703,78 @@ impl StepTimes {
     }
 }
 
+/// The step times of one timed training, gathered a step at a time.
+struct StepTimer {
+    low_rank: bool,
+    taken: usize,
+    steady: Vec<f64>,
+    refreshes: Vec<f64>,
+    peak: Option<u64>,
+    device_reads: DeviceReads,
+}
+
+impl StepTimer {
+    fn new(training: &Training) -> Self {
+        Self {
+            low_rank: matches!(training.settings.method, TrainMethod::Optimizer(m) if m.low_rank()),
+            taken: 0,
+            steady: Vec::new(),
+            refreshes: Vec::new(),
+            peak: None,
+            device_reads: DeviceReads::default(),
+        }
+    }
+
+    /// Whether `--steps` steps without a refresh (and, for a low-rank method, one with a
+    /// refresh) followed the `--warmup` ones.
+    fn is_done(&self, args: &TrainBenchArgs) -> bool {
+        self.steady.len() >= args.steps && (!self.low_rank || !self.refreshes.is_empty())
+    }
+
+    /// Takes and times one step of `training` over the window `examples`.
+    fn step(
+        &mut self,
+        args: &TrainBenchArgs,
+        training: &mut Training,
+        examples: &[EncodedExample],
+    ) -> Result<()> {
+        let window: Vec<&EncodedExample> = examples.iter().collect();
+        let total = (args.warmup + 3 * args.steps) as u64 + TIMING_REFRESH_PERIOD;
+        let start = Instant::now();
+        let report = training.step(&window, total)?.ok_or_else(|| {
+            CliError::Settings(
+                "a step had a non-finite loss or gradient; the figures would be meaningless".into(),
+            )
+        })?;
+        synchronise(training)?;
+        let elapsed = ms(start.elapsed());
+        if let Some(usage) = training.device.memory_pool_usage() {
+            self.peak = Some(self.peak.unwrap_or(0).max(usage.bytes_reserved));
+        }
+        self.taken += 1;
+        if self.taken <= args.warmup {
+            return Ok(());
+        }
+        if report.refreshed > 0 {
+            self.refreshes.push(elapsed);
+            self.device_reads.refresh_step = Some(report.device_reads);
+        } else {
+            self.steady.push(elapsed);
+            self.device_reads.step = report.device_reads;
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> StepTimes {
+        StepTimes {
+            step_ms: median(self.steady).expect("steps were timed"),
+            refresh_step_ms: median(self.refreshes),
+            peak_device_bytes: self.peak,
+            device_reads: self.device_reads,
+        }
+    }
+}
+
 impl TrainBench<'_> {
     /// The settings of a timed training of `method` whose window is `micro_batches`
     /// micro-batches of `--batch-size` requests.
@@ -683,46 +794,11 @@ impl TrainBench<'_> {
         training: &mut Training,
         examples: &[EncodedExample],
     ) -> Result<StepTimes> {
-        let args = self.args;
-        let window: Vec<&EncodedExample> = examples.iter().collect();
-        let low_rank =
-            matches!(training.settings.method, TrainMethod::Optimizer(m) if m.low_rank());
-        let total = (args.warmup + 3 * args.steps) as u64 + TIMING_REFRESH_PERIOD;
-        let (mut steady, mut refreshes) = (Vec::new(), Vec::new());
-        let mut peak: Option<u64> = None;
-        let mut device_reads = DeviceReads::default();
-        let mut taken = 0;
-        while steady.len() < args.steps || (low_rank && refreshes.is_empty()) {
-            let start = Instant::now();
-            let report = training.step(&window, total)?.ok_or_else(|| {
-                CliError::Settings(
-                    "a step had a non-finite loss or gradient; the figures would be meaningless"
-                        .into(),
-                )
-            })?;
-            synchronise(training)?;
-            let elapsed = ms(start.elapsed());
-            if let Some(usage) = training.device.memory_pool_usage() {
-                peak = Some(peak.unwrap_or(0).max(usage.bytes_reserved));
-            }
-            taken += 1;
-            if taken <= args.warmup {
-                continue;
-            }
-            if report.refreshed > 0 {
-                refreshes.push(elapsed);
-                device_reads.refresh_step = Some(report.device_reads);
-            } else {
-                steady.push(elapsed);
-                device_reads.step = report.device_reads;
-            }
+        let mut timer = StepTimer::new(training);
+        while !timer.is_done(self.args) {
+            timer.step(self.args, training, examples)?;
         }
-        Ok(StepTimes {
-            step_ms: median(steady).expect("steps were timed"),
-            refresh_step_ms: median(refreshes),
-            peak_device_bytes: peak,
-            device_reads,
-        })
+        Ok(timer.finish())
     }
 
     /// Every method through the data-parallel path of `gems train --devices` on the first
