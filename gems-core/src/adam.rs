@@ -50,7 +50,6 @@ impl AdamMoments {
     }
 
     /// Folds `gradient` into the moments and returns the bias-corrected Adam direction
-    /// m̂ / (√v̂ + ε).
     /// m̂ / (√v̂ + ε), with m̂ and v̂ each row's moment divided by that row's mass.
     pub fn update(&mut self, gradient: Tensor<2>, hyper: &AdamHyper) -> Tensor<2> {
         self.steps += 1;

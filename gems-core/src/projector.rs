@@ -4,7 +4,9 @@
 //! rows ≤ cols (the weight itself, or its transpose). The basis spans directions of the row
 //! space of the canonical gradient, so the low-rank coordinates have shape `[rank, max(a, b)]`.
 //! Because the smaller side is chosen by shape alone, the same weight stored as `[in, out]`
-//! (Burn) or `[out, in]` (PyTorch) gets the same subspace, transposed.
+//! (Burn) or `[out, in]` (PyTorch) gets the same subspace, transposed. A square weight's side
+//! follows its knowledge directions ([`Side::for_weight`]), which are on its input side in
+//! either layout, so it too gets the same subspace in both.
 
 use burn::tensor::Tensor;
 

@@ -1409,6 +1409,7 @@ mod tests {
             warmup: 0,
             refresh_every: 1,
             matmul_size: 0,
+            sequential: false,
             full_task_gradients: false,
             devices: None,
             one_adapter: false,
