@@ -42,6 +42,24 @@ fn train(out: &Path, extra: &[&str]) -> Output {
     common::gems(&args)
 }
 
+/// `gems train` of the Qwen2 fixture model in `directory` (pre-trained weights and tokenizer)
+/// into `out`, batches of 8, with `extra` flags; it must succeed.
+fn train_pretrained(directory: &Path, out: &Path, extra: &[&str]) {
+    let mut args = vec![
+        "train",
+        "--model",
+        "qwen2",
+        "--model-dir",
+        directory.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--batch-size",
+        "8",
+    ];
+    args.extend_from_slice(extra);
+    common::succeed(&args);
+}
+
 fn succeed(out: &Path, extra: &[&str]) -> (String, String) {
     let output = train(out, extra);
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -291,23 +309,18 @@ fn a_pre_trained_vocabulary_trains_the_new_tokens_rows_only() {
         let width = 32;
         let run = |name: &str, vocabulary: &str| {
             let out = folder.path().join(format!("{fixture}-{name}"));
-            common::succeed(&[
-                "train",
-                "--model",
-                "qwen2",
-                "--model-dir",
-                directory.to_str().unwrap(),
-                "--method",
-                "adamw",
-                "--train-vocabulary",
-                vocabulary,
-                "--out",
-                out.to_str().unwrap(),
-                "--stop-after",
-                "1",
-                "--batch-size",
-                "8",
-            ]);
+            train_pretrained(
+                &directory,
+                &out,
+                &[
+                    "--method",
+                    "adamw",
+                    "--train-vocabulary",
+                    vocabulary,
+                    "--stop-after",
+                    "1",
+                ],
+            );
             out
         };
         let new = run("new", "new");
@@ -457,21 +470,7 @@ fn frozen_vocabulary_rows_resume_bit_identically() {
     let directory = model_fixture("qwen2-untied");
     let run = |name: &str, extra: &[&str]| {
         let out = folder.path().join(name);
-        let mut args = vec![
-            "train",
-            "--model",
-            "qwen2",
-            "--model-dir",
-            directory.to_str().unwrap(),
-            "--max-steps",
-            "4",
-            "--batch-size",
-            "8",
-            "--out",
-            out.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        common::succeed(&args);
+        train_pretrained(&directory, &out, &[&["--max-steps", "4"], extra].concat());
         out
     };
     let straight = run("straight", &[]);

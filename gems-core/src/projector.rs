@@ -43,7 +43,7 @@ impl Side {
         match knowledge {
             Some((axis, k)) if shape[0] == shape[1] => {
                 let knowledge_side = if axis == 0 { Side::Rows } else { Side::Columns };
-                match shape[0] - k.min(shape[0]) >= needed_rank {
+                match shape[0].saturating_sub(k) >= needed_rank {
                     true => knowledge_side,
                     false => knowledge_side.other(),
                 }

@@ -253,6 +253,27 @@ fn square_gradients(model: &SquareModel, seed: u64) -> GradientsParams {
     gradients
 }
 
+/// `k` random orthonormal knowledge directions of the square model's weight on axis
+/// `input_axis`, as a null space and as the basis itself.
+fn square_knowledge(
+    k: usize,
+    input_axis: usize,
+    rng: &mut ChaCha8Rng,
+    device: &Device,
+) -> (NullSpace, Tensor<2>) {
+    let basis = common::tensor(&common::random_orthonormal(16, k, rng), device);
+    let mut null_space = NullSpace::new();
+    null_space.insert(
+        "q.weight",
+        KnowledgeBasis {
+            basis: Some(basis.clone()),
+            input_axis,
+            retained_energy: 0.99,
+        },
+    );
+    (null_space, basis)
+}
+
 /// Fault 3: a square weight's bases go on the side where they keep their full ranks in both
 /// layouts: away from its knowledge directions when these leave too little room (10 of 16
 /// against 4 + 2·2 subspace directions), on their side otherwise (4 of 16: no removal at each
@@ -263,16 +284,7 @@ fn square_weights_keep_their_ranks_in_either_layout() {
     let inner = device.clone().without_autodiff();
     let mut rng = ChaCha8Rng::seed_from_u64(12);
     for (k, input_axis) in [(10, 0), (10, 1), (4, 0), (4, 1)] {
-        let knowledge = common::tensor(&common::random_orthonormal(16, k, &mut rng), &inner);
-        let mut null_space = NullSpace::new();
-        null_space.insert(
-            "q.weight",
-            KnowledgeBasis {
-                basis: Some(knowledge.clone()),
-                input_axis,
-                retained_energy: 0.99,
-            },
-        );
+        let (null_space, knowledge) = square_knowledge(k, input_axis, &mut rng, &inner);
         let config = GemsConfig {
             shared_rank: 4,
             task_rank: Some(2),
@@ -349,22 +361,9 @@ fn subspaces_keep_the_side_they_were_made_on() {
         refresh_every: 2,
         ..GemsConfig::default()
     };
-    let knowledge = |k: usize, rng: &mut ChaCha8Rng| {
-        let basis = common::tensor(&common::random_orthonormal(16, k, rng), &inner);
-        let mut null_space = NullSpace::new();
-        null_space.insert(
-            "q.weight",
-            KnowledgeBasis {
-                basis: Some(basis.clone()),
-                input_axis: 0,
-                retained_energy: 0.99,
-            },
-        );
-        (null_space, basis)
-    };
     // 10 of 16 input directions: the bases go to the output side.
-    let mut first = config.clone().init().unwrap();
-    first = first.with_null_space(knowledge(10, &mut rng).0);
+    let (null_space, _) = square_knowledge(10, 0, &mut rng, &inner);
+    let mut first = config.clone().init().unwrap().with_null_space(null_space);
     let model = square_steps(&mut first, square_model(&device), 0..2);
     assert_eq!(
         first.subspaces("q.weight").unwrap().shared.projector.side,
@@ -378,7 +377,7 @@ fn subspaces_keep_the_side_they_were_made_on() {
     // input side, these stay where they are.
     let mut resumed = config.init().unwrap();
     resumed.load_state(&path, &inner).unwrap();
-    let (null_space, protected) = knowledge(4, &mut rng);
+    let (null_space, protected) = square_knowledge(4, 0, &mut rng, &inner);
     let mut resumed = resumed.with_null_space(null_space);
     let ranks = resumed.effective_ranks(&model, 2);
     assert!(!ranks[0].1.knowledge_on_basis_side);

@@ -537,7 +537,7 @@ fn bench_train(args: &TrainBenchArgs) -> Result<()> {
         args.methods.iter().map(|&m| bench.settings(m, 1)).collect();
     let mut facts = None;
     let mut timed = Vec::new();
-    let mut done = Vec::new();
+    let mut methods = Vec::new();
     for settings in &all_settings {
         let started = Instant::now();
         let pretrained = pretrained_backbone(settings, &device)?;
@@ -577,58 +577,22 @@ fn bench_train(args: &TrainBenchArgs) -> Result<()> {
             replicas: None,
         };
         synchronise(&training)?;
-        let setup_s = started.elapsed().as_secs_f64();
-        let timer = StepTimer::new(&training);
-        timed.push((training, examples, setup_s, timer));
-        if args.sequential {
-            let (mut training, examples, setup_s, mut timer) = timed.pop().expect("just pushed");
-            while !timer.is_done(args) {
-                timer.step(args, &mut training, &examples)?;
-            }
-            done.push((training, setup_s, timer));
-        }
-    }
-    while timed.iter().any(|(_, _, _, timer)| !timer.is_done(args)) {
-        for (training, examples, _, timer) in &mut timed {
-            if !timer.is_done(args) {
-                timer.step(args, training, examples)?;
-            }
-        }
-    }
-    done.extend(
-        timed
-            .into_iter()
-            .map(|(t, _, setup_s, timer)| (t, setup_s, timer)),
-    );
-    let mut methods = Vec::new();
-    for (training, setup_s, timer) in done {
-        let times = timer.finish();
-        let (_, tokens, flops) = facts.expect("set above");
-        let effective_step_ms = times.effective_step_ms(args.refresh_every);
-        methods.push(MethodTiming {
-            method: training.settings.method.name().to_string(),
-            step_ms: times.step_ms,
-            refresh_step_ms: times.refresh_step_ms,
-            amortised_refresh_ms: times.amortised_refresh_ms(args.refresh_every),
-            effective_step_ms,
-            samples_per_s: args.batch_size as f64 / (effective_step_ms / 1e3),
-            tokens_per_s: tokens as f64 / (effective_step_ms / 1e3),
-            gflops: flops / (effective_step_ms / 1e3) / 1e9,
-            optimizer_state_bytes: training.optimizer.state_bytes(),
-            knowledge_basis_bytes: training.optimizer.null_space_bytes(),
-            peak_device_bytes: times.peak_device_bytes,
-            device_reads: times.device_reads,
-            setup_s,
-            vs_adamw: None,
+        timed.push(TimedTraining {
+            timer: StepTimer::new(&training),
+            setup_s: started.elapsed().as_secs_f64(),
+            training,
+            examples,
         });
-        if !args.model.json {
-            eprintln!(
-                "{}: {:.1} ms per step",
-                training.settings.method.name(),
-                times.step_ms
-            );
+        if args.sequential {
+            time_in_turn(args, &mut timed, facts.expect("set above"), &mut methods)?;
         }
     }
+    time_in_turn(
+        args,
+        &mut timed,
+        facts.expect("one method at least"),
+        &mut methods,
+    )?;
     if args.methods[0] == TrainMethod::Optimizer(gems_core::Method::Adamw) {
         let (step, effective, state) = (
             methods[0].step_ms,
@@ -667,6 +631,61 @@ fn bench_train(args: &TrainBenchArgs) -> Result<()> {
         print_json(&report);
     } else {
         print_train_table(&report);
+    }
+    Ok(())
+}
+
+/// A training set up for `gems bench train`, with its window, set-up time and step times.
+struct TimedTraining<'a> {
+    training: Training<'a>,
+    examples: Vec<EncodedExample>,
+    setup_s: f64,
+    timer: StepTimer,
+}
+
+/// Steps the `timed` trainings in turn until each has its steps, then appends each one's
+/// figures to `methods` and drops it; `facts` are the model's (parameters, tokens,
+/// operations) per step.
+fn time_in_turn(
+    args: &TrainBenchArgs,
+    timed: &mut Vec<TimedTraining>,
+    (_, tokens, flops): (usize, usize, f64),
+    methods: &mut Vec<MethodTiming>,
+) -> Result<()> {
+    while timed.iter().any(|t| !t.timer.is_done(args)) {
+        for t in timed.iter_mut().filter(|t| !t.timer.is_done(args)) {
+            t.timer.step(args, &mut t.training, &t.examples)?;
+        }
+    }
+    for TimedTraining {
+        training,
+        setup_s,
+        timer,
+        ..
+    } in timed.drain(..)
+    {
+        let times = timer.finish();
+        let method = training.settings.method.name();
+        if !args.model.json {
+            eprintln!("{method}: {:.1} ms per step", times.step_ms);
+        }
+        let effective_step_ms = times.effective_step_ms(args.refresh_every);
+        methods.push(MethodTiming {
+            method: method.to_string(),
+            step_ms: times.step_ms,
+            refresh_step_ms: times.refresh_step_ms,
+            amortised_refresh_ms: times.amortised_refresh_ms(args.refresh_every),
+            effective_step_ms,
+            samples_per_s: args.batch_size as f64 / (effective_step_ms / 1e3),
+            tokens_per_s: tokens as f64 / (effective_step_ms / 1e3),
+            gflops: flops / (effective_step_ms / 1e3) / 1e9,
+            optimizer_state_bytes: training.optimizer.state_bytes(),
+            knowledge_basis_bytes: training.optimizer.null_space_bytes(),
+            peak_device_bytes: times.peak_device_bytes,
+            device_reads: times.device_reads,
+            setup_s,
+            vs_adamw: None,
+        });
     }
     Ok(())
 }
