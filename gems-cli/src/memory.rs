@@ -107,17 +107,15 @@ pub fn estimate(
     condensed: bool,
 ) -> MemoryEstimate {
     let plan = optimizer.plan(model, tasks);
-    // What a condensed task keeps of its projected weights' gradients: [r_s + r_t, larger side]
-    // instead of the whole matrix.
+    // What a condensed task keeps of its projected weights' gradients: their coordinates
+    // instead of the whole matrices.
     let (projected_values, coordinate_values) = plan
         .iter()
-        .filter_map(|p| Some((p, p.ranks.as_ref()?)))
-        .filter(|(_, ranks)| ranks.shared > 0)
-        .fold((0u64, 0u64), |(full, coordinates), (p, ranks)| {
-            let larger = p.shape.iter().copied().max().unwrap_or(0);
+        .filter(|p| p.ranks.as_ref().is_some_and(|ranks| ranks.shared > 0))
+        .fold((0u64, 0u64), |(full, coordinates), p| {
             (
                 full + p.trained_values as u64,
-                coordinates + ((ranks.shared + ranks.task) * larger) as u64,
+                coordinates + p.condensed_values as u64,
             )
         });
     let trained = plan.iter().filter(|p| p.treatment != Treatment::Frozen);

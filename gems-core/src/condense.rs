@@ -78,7 +78,7 @@ impl From<TaskGradients> for CondensedTask {
 impl GemsOptimizer {
     /// Condenses task `task`'s gradients for the next [`step`](Self::step): every projected
     /// weight whose bases that step keeps (no refresh due) is replaced by its coordinates on
-    /// the shared basis and on the task's own (`[r_s + r_t, max side]` instead of the full
+    /// the shared basis and on the task's own (`[r_s + r_t, coordinate side]` instead of the full
     /// matrix), with its squared norm. See the [module docs](crate::condense) for what this
     /// saves and costs.
     ///

@@ -63,6 +63,9 @@ pub struct ParamPlan {
     pub trained_values: usize,
     /// The ranks a projected weight really gets (`None` for the other treatments).
     pub ranks: Option<EffectiveRanks>,
+    /// Values a task's gradient of this weight keeps once condensed: its coordinates on the
+    /// shared basis and on its own, `(r_s + r_t) × coordinate side` (0 unless projected).
+    pub condensed_values: usize,
 }
 
 /// A rejected step: why, and the module, handed back unchanged (the optimizer's state is
@@ -247,13 +250,13 @@ impl GemsOptimizer {
             .into_iter()
             .map(|(path, shape)| {
                 let treatment = self.treatment(&path, &shape);
-                let (state_bytes, ranks) = match treatment {
-                    Treatment::Frozen => (0, None),
+                let (state_bytes, ranks, condensed_values) = match treatment {
+                    Treatment::Frozen => (0, None, 0),
                     Treatment::Adamw => {
                         // Two moments, and the two bias-correction masses of each row of the
                         // parameter's matrix view.
                         let [rows, cols] = matrix_shape(&shape);
-                        (8 * rows * cols + 8 * rows, None)
+                        (8 * rows * cols + 8 * rows, None, 0)
                     }
                     Treatment::Projected => {
                         let subspace_tasks = if self.has_task_subspaces(tasks) {
@@ -262,9 +265,12 @@ impl GemsOptimizer {
                             0
                         };
                         let layout = self.layout(&path, [shape[0], shape[1]], tasks);
+                        let plan = &layout.plan;
+                        let width = plan.side.coordinate_dim(plan.weight_shape);
                         (
-                            layout.plan.state_bytes(subspace_tasks),
+                            plan.state_bytes(subspace_tasks),
                             Some(layout.ranks()),
+                            (plan.shared_rank + plan.task_rank) * width,
                         )
                     }
                 };
@@ -279,6 +285,7 @@ impl GemsOptimizer {
                     state_bytes,
                     trained_values,
                     ranks,
+                    condensed_values,
                 }
             })
             .collect()

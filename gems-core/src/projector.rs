@@ -1,21 +1,23 @@
-//! Projection of a 2-D gradient onto a low-rank basis on its smaller side.
+//! Projection of a 2-D gradient onto a low-rank basis on one side of the weight.
 //!
-//! A weight of shape `[a, b]` is handled in its *canonical* orientation, the one with
-//! rows ≤ cols (the weight itself, or its transpose). The basis spans directions of the row
-//! space of the canonical gradient, so the low-rank coordinates have shape `[rank, max(a, b)]`.
-//! Because the smaller side is chosen by shape alone, the same weight stored as `[in, out]`
-//! (Burn) or `[out, in]` (PyTorch) gets the same subspace, transposed. A square weight's side
-//! follows its knowledge directions ([`Side::for_weight`]), which are on its input side in
-//! either layout, so it too gets the same subspace in both.
+//! A weight of shape `[a, b]` carries its bases on one side ([`Side`]); the low-rank coordinates
+//! span the other side (`[rank, other side]`). The side follows the weight's knowledge
+//! directions, which are on its input side in either layout ([`Side::for_weight`]): the
+//! knowledge side when the directions left there hold every subspace, so that bases avoiding
+//! them make every update null-space safe with nothing removed at each step; otherwise the
+//! smaller side (GaLore's choice; a square weight: the side away from the knowledge). Without
+//! knowledge directions it is the smaller side, chosen by shape alone. Either way the same
+//! weight stored as `[in, out]` (Burn) or `[out, in]` (PyTorch) gets the same subspace,
+//! transposed.
 
 use burn::tensor::Tensor;
 
 /// Which side of a `[rows, cols]` weight carries the basis.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Side {
-    /// Basis over the rows (`rows ≤ cols`): coordinates are `Qᵀ·G`.
+    /// Basis over the rows: coordinates are `Qᵀ·G`.
     Rows,
-    /// Basis over the columns (`rows > cols`): coordinates are `Qᵀ·Gᵀ`.
+    /// Basis over the columns: coordinates are `Qᵀ·Gᵀ`.
     Columns,
 }
 
@@ -30,25 +32,29 @@ impl Side {
     }
 
     /// The side that carries the bases of a weight whose knowledge directions (if any) are
-    /// `knowledge = (axis, k)`, for subspaces of `needed_rank` directions in all: the smaller
-    /// side. A square weight has two; its bases go on the knowledge side when the directions
-    /// left there (d − k) hold every subspace, since bases that avoid the knowledge directions
-    /// need no removal at each step, and on the other side otherwise, where the knowledge
-    /// directions would take rank from the subspaces.
+    /// `knowledge = (axis, k)`, for subspaces of `needed_rank` directions in all.
+    ///
+    /// The knowledge side when the directions left there (d − k) hold every subspace: bases
+    /// that avoid the knowledge directions need no removal at each step, and on a weight whose
+    /// input side is the larger (an MLP's down projection) they also hold less state, since
+    /// the moments then span the smaller side. Otherwise the smaller side, and for a square
+    /// weight the side away from the knowledge, where those directions take no rank from the
+    /// subspaces. Without knowledge directions: the smaller side.
     pub fn for_weight(
         shape: [usize; 2],
         knowledge: Option<(usize, usize)>,
         needed_rank: usize,
     ) -> Self {
-        match knowledge {
-            Some((axis, k)) if shape[0] == shape[1] => {
-                let knowledge_side = if axis == 0 { Side::Rows } else { Side::Columns };
-                match shape[0].saturating_sub(k) >= needed_rank {
-                    true => knowledge_side,
-                    false => knowledge_side.other(),
-                }
-            }
-            _ => Side::smaller_of(shape),
+        let Some((axis, k)) = knowledge else {
+            return Side::smaller_of(shape);
+        };
+        let knowledge_side = if axis == 0 { Side::Rows } else { Side::Columns };
+        if shape[axis].saturating_sub(k) >= needed_rank {
+            knowledge_side
+        } else if shape[0] == shape[1] {
+            knowledge_side.other()
+        } else {
+            Side::smaller_of(shape)
         }
     }
 
@@ -70,11 +76,15 @@ impl Side {
 
     /// Length of the side that carries the basis.
     pub fn basis_dim(self, shape: [usize; 2]) -> usize {
-        shape[0].min(shape[1])
+        shape[self.axis()]
     }
 
-    /// The matrix in canonical orientation (basis side first: rows ≤ cols except on a square
-    /// weight).
+    /// Length of the side the coordinates span (the width of the low-rank coordinates).
+    pub fn coordinate_dim(self, shape: [usize; 2]) -> usize {
+        shape[1 - self.axis()]
+    }
+
+    /// The matrix in canonical orientation (basis side first).
     pub fn canonical(self, matrix: Tensor<2>) -> Tensor<2> {
         match self {
             Side::Rows => matrix,
@@ -105,7 +115,7 @@ impl Projector {
     }
 
     /// Low-rank coordinates of a gradient shaped like the weight: `Qᵀ·canonical(G)`,
-    /// shape `[rank, max side]`.
+    /// shape `[rank, coordinate side]`.
     pub fn project(&self, gradient: Tensor<2>) -> Tensor<2> {
         self.basis
             .clone()

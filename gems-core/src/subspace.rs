@@ -20,15 +20,15 @@ use crate::rsvd::{SvdMethod, fallback_basis, remove_component, top_left_singular
 pub struct Subspace {
     /// The basis.
     pub projector: Projector,
-    /// Adam moments of the low-rank coordinates (`[rank, larger side]`).
+    /// Adam moments of the low-rank coordinates (`[rank, coordinate side]`).
     pub moments: AdamMoments,
 }
 
 impl Subspace {
     /// A subspace with zero moments.
     fn fresh(projector: Projector, weight_shape: [usize; 2]) -> Self {
-        let larger = weight_shape[0].max(weight_shape[1]);
-        let coordinates = Tensor::zeros([projector.rank(), larger], &projector.basis.device());
+        let width = projector.side.coordinate_dim(weight_shape);
+        let coordinates = Tensor::zeros([projector.rank(), width], &projector.basis.device());
         Self {
             moments: AdamMoments::zeros_like(&coordinates),
             projector,
@@ -70,7 +70,7 @@ pub struct SubspacePlan {
     pub weight_shape: [usize; 2],
     /// The side of the weight that carries the bases.
     pub side: Side,
-    /// Effective shared rank (at most the smaller side minus the knowledge directions on it;
+    /// Effective shared rank (at most the basis side minus the knowledge directions on it;
     /// 0 when those fill it and the weight cannot move).
     pub shared_rank: usize,
     /// Effective task rank, 0 when the weight has no task subspaces.
@@ -83,7 +83,7 @@ pub struct SubspacePlan {
 
 impl SubspacePlan {
     /// Ranks clipped to what the weight can hold: with `reserved` knowledge directions on the
-    /// basis side, r_s ≤ min side − reserved and r_t ≤ min side − reserved − r_s.
+    /// basis side, r_s ≤ basis side − reserved and r_t ≤ basis side − reserved − r_s.
     pub fn new(
         weight_shape: [usize; 2],
         side: Side,
@@ -93,9 +93,7 @@ impl SubspacePlan {
         svd: SvdMethod,
         transfer: MomentTransfer,
     ) -> Self {
-        let free = weight_shape[0]
-            .min(weight_shape[1])
-            .saturating_sub(reserved);
+        let free = side.basis_dim(weight_shape).saturating_sub(reserved);
         let shared_rank = shared_rank.min(free);
         Self {
             weight_shape,
@@ -109,10 +107,10 @@ impl SubspacePlan {
 
     /// Float32 bytes of the state this plan creates for `tasks` task subspaces.
     pub fn state_bytes(&self, tasks: usize) -> usize {
-        let side = self.weight_shape[0].min(self.weight_shape[1]);
-        let larger = self.weight_shape[0].max(self.weight_shape[1]);
+        let basis = self.side.basis_dim(self.weight_shape);
+        let width = self.side.coordinate_dim(self.weight_shape);
         // basis column + two moment rows + the two bias-correction masses of those rows
-        let per_rank = side + 2 * larger + 2;
+        let per_rank = basis + 2 * width + 2;
         4 * per_rank * (self.shared_rank + tasks * self.task_rank)
     }
 }
@@ -138,9 +136,9 @@ pub struct WeightSubspaces {
 /// recomputed.
 #[derive(Clone, Debug)]
 pub struct TaskCoordinates {
-    /// `Q_sᵀG_t` (`[r_s, larger side]`).
+    /// `Q_sᵀG_t` (`[r_s, coordinate side]`).
     pub shared: Tensor<2>,
-    /// `Q_tᵀG_t` (`[r_t, larger side]`), `None` without task subspaces.
+    /// `Q_tᵀG_t` (`[r_t, coordinate side]`), `None` without task subspaces.
     pub own: Option<Tensor<2>>,
 }
 
@@ -404,7 +402,7 @@ impl WeightSubspaces {
             Tensor::cat(steps, 0)
         } else {
             // An absent task's block is zero: the stacked bases stay as they are.
-            let larger = self.shared.moments.first.dims()[1];
+            let width = self.shared.moments.first.dims()[1];
             let device = self.stacked_bases.device();
             let mut steps = steps.into_iter();
             let blocks = std::iter::once(&self.shared)
@@ -412,7 +410,7 @@ impl WeightSubspaces {
                 .enumerate()
                 .map(|(index, subspace)| match present.contains(&index) {
                     true => steps.next().expect("one step per present subspace"),
-                    false => Tensor::zeros([subspace.projector.rank(), larger], &device),
+                    false => Tensor::zeros([subspace.projector.rank(), width], &device),
                 })
                 .collect();
             Tensor::cat(blocks, 0)

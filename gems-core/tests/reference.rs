@@ -5,9 +5,9 @@
 //!
 //! The reference, for every projected weight W and tasks t with gradients G_t, n_t samples:
 //! - merged gradient G = Σ_t (n_t/n)·G_t; gate g_t = (α·L_t/ΣL + β·‖G_t‖/Σ‖G‖ + γ·n_t/Σn)/(α+β+γ);
-//! - the bases lie on the smaller side of W (a square W: the side of its knowledge basis U when
-//!   the d − k directions left there hold every subspace, else the other side); P removes U
-//!   from the input side;
+//! - the bases lie on the side of W's knowledge basis U when the d − k directions left there
+//!   hold every subspace, else on the smaller side of W (a square W: the side away from U);
+//!   without U on the smaller side; P removes U from the input side;
 //! - every T steps: Q_s = top-r_s left singular vectors of P·G (canonical orientation),
 //!   Q_t = top-r_t of (I − Q_sQ_sᵀ)·P·G_t; moments carried over by the transfer policy
 //!   (rotate: C = Q_newᵀQ_old, m ← diag(ρ)·C·m with ρᵢ = ‖Cᵢ‖, v ← (C∘C)·v, masses ← (C∘C)·masses);
@@ -79,9 +79,13 @@ fn host(tensor: Tensor<2>) -> Mat<f64> {
 /// The weight's side that carries the bases (true for rows) for subspaces of `needed`
 /// directions in all, its knowledge basis (if any) being `(axis, k)`.
 fn basis_on_rows(shape: [usize; 2], knowledge: Option<(usize, usize)>, needed: usize) -> bool {
+    let smaller_is_rows = shape[0] <= shape[1];
     match knowledge {
-        Some((axis, k)) if shape[0] == shape[1] => (axis == 0) == (shape[0] - k >= needed),
-        _ => shape[0] <= shape[1],
+        // The knowledge side, when the directions left there hold every subspace.
+        Some((axis, k)) if k + needed <= shape[axis] => axis == 0,
+        // Else a square weight's side away from the knowledge, another's smaller side.
+        Some((axis, _)) if shape[0] == shape[1] => axis == 1,
+        _ => smaller_is_rows,
     }
 }
 
@@ -364,11 +368,19 @@ fn compare(case: &Case) -> f64 {
                 // Wide knowledge only where the bases keep their full ranks: on the larger side
                 // of a wide or tall weight (the optimizer removes it from coordinates), or on a
                 // square one (whose bases go to the side where they fit).
-                let fits = shape[0] == shape[1]
-                    || basis_on_rows(*shape, None, needed) == (case.input_axis == 1);
+                let square = shape[0] == shape[1];
+                let fits = square || basis_on_rows(*shape, None, needed) == (case.input_axis == 1);
+                // Sizes that make every layout occur: bases on the knowledge side (the smaller
+                // side, the larger, a square weight's), and away from it with U removed from the
+                // coordinates, as protected directions (the square weight on axis 0) or through
+                // their complement (wide knowledge: k > d/2, and d − k below the 8 directions
+                // every subspace needs, so that a wide or tall weight's bases leave the
+                // knowledge side).
                 let k = match (case.wide_knowledge && fits, d_in > 16) {
-                    (true, _) => 2 * d_in / 3,
+                    (true, _) if square => 2 * d_in / 3,
+                    (true, _) => 3 * d_in / 4,
                     (false, true) => 5,
+                    (false, false) if square && case.input_axis == 0 => 5,
                     (false, false) => 3,
                 };
                 let basis = common::random_orthonormal(d_in, k, &mut rng);

@@ -190,11 +190,20 @@ pub fn device() -> Device {
 
 /// Singular value decomposition by one-sided Jacobi rotations (Hestenes), written here so that
 /// the references do not depend on the crate's own linear algebra: the left singular vectors
-/// of `matrix` (`[rows, cols]`, rows ≤ cols) as the columns of a `[rows, rows]` matrix, and the
+/// of `matrix` (`[rows, cols]`) as the columns of a `[rows, min(rows, cols)]` matrix, and the
 /// singular values, both in non-increasing order.
 pub fn jacobi_svd(matrix: &Mat<f64>) -> (Mat<f64>, Vec<f64>) {
     let (rows, cols) = (matrix.nrows(), matrix.ncols());
-    assert!(rows <= cols, "jacobi_svd expects rows ≤ cols");
+    if rows > cols {
+        // M = U·Σ·Vᵀ with V the left singular vectors of Mᵀ: U = M·V·Σ⁻¹ (0 where σ = 0).
+        let (right, values) = jacobi_svd(&matrix.transpose().to_owned());
+        let product = matrix * &right;
+        let left = Mat::from_fn(rows, cols, |i, j| match values[j] > 0.0 {
+            true => product[(i, j)] / values[j],
+            false => 0.0,
+        });
+        return (left, values);
+    }
     // Rotating the columns of X = Mᵀ until they are orthogonal gives Mᵀ·V = Ũ·Σ, so M = V·Σ·Ũᵀ:
     // the accumulated rotations V are the left singular vectors of M.
     let mut x = matrix.transpose().to_owned();
