@@ -225,16 +225,21 @@ fn non_finite_steps_are_rejected_with_the_module_and_state_untouched() {
     assert_eq!(model.values(), clean);
 }
 
-/// A model with one square linear layer named like a T5 query.
+/// A model with one linear layer named like a T5 query.
 #[derive(Module, Debug)]
-struct SquareModel {
+struct OneWeight {
     q: Linear,
 }
 
-fn square_model(device: &Device) -> SquareModel {
+/// The 16 × 16 model of the square-weight tests.
+fn square_model(device: &Device) -> OneWeight {
+    one_weight([16, 16], device)
+}
+
+fn one_weight(shape: [usize; 2], device: &Device) -> OneWeight {
     let mut rng = ChaCha8Rng::seed_from_u64(11);
-    let weight = common::gaussian(16, 16, &mut rng);
-    SquareModel {
+    let weight = common::gaussian(shape[0], shape[1], &mut rng);
+    OneWeight {
         q: Linear {
             weight: Param::from_tensor(common::tensor(&weight, device).mul_scalar(0.25)),
             bias: None,
@@ -242,13 +247,15 @@ fn square_model(device: &Device) -> SquareModel {
     }
 }
 
-fn square_gradients(model: &SquareModel, seed: u64) -> GradientsParams {
+fn one_weight_gradients(model: &OneWeight, seed: u64) -> GradientsParams {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let inner = model.q.weight.val().device().without_autodiff();
+    let weight = model.q.weight.val();
+    let inner = weight.device().without_autodiff();
+    let [rows, cols] = weight.dims();
     let mut gradients = GradientsParams::new();
     gradients.register(
         model.q.weight.id,
-        common::tensor(&common::gaussian(16, 16, &mut rng), &inner),
+        common::tensor(&common::gaussian(rows, cols, &mut rng), &inner),
     );
     gradients
 }
@@ -261,7 +268,19 @@ fn square_knowledge(
     rng: &mut ChaCha8Rng,
     device: &Device,
 ) -> (NullSpace, Tensor<2>) {
-    let basis = common::tensor(&common::random_orthonormal(16, k, rng), device);
+    knowledge_of(16, k, input_axis, rng, device)
+}
+
+/// `k` random orthonormal directions of a `d`-wide input side on axis `input_axis`, as the
+/// null space of the one-weight model and as the basis itself.
+fn knowledge_of(
+    d: usize,
+    k: usize,
+    input_axis: usize,
+    rng: &mut ChaCha8Rng,
+    device: &Device,
+) -> (NullSpace, Tensor<2>) {
+    let basis = common::tensor(&common::random_orthonormal(d, k, rng), device);
     let mut null_space = NullSpace::new();
     null_space.insert(
         "q.weight",
@@ -305,7 +324,7 @@ fn square_weights_keep_their_ranks_in_either_layout() {
         assert!(ranks.warning().is_none());
 
         let start = model.q.weight.val().inner();
-        let model = square_steps(&mut optimizer, model, 0..4);
+        let model = two_task_steps(&mut optimizer, model, 0..4);
         let subspaces = optimizer.subspaces("q.weight").unwrap();
         assert_eq!(subspaces.shared.projector.rank(), 4);
         assert!(subspaces.tasks.iter().all(|t| t.projector.rank() == 2));
@@ -317,16 +336,63 @@ fn square_weights_keep_their_ranks_in_either_layout() {
     }
 }
 
-/// Two-task steps `steps` of the square model.
-fn square_steps(
+/// A weight whose knowledge directions lie on its larger side (an MLP's down projection,
+/// `[24 in, 8 out]` in Burn's layout and `[8, 24]` in PyTorch's) carries its bases there when
+/// the directions left hold every subspace (24 − 6 ≥ 4 + 2·2): full ranks, coordinates and
+/// moments over the smaller side, less state than on the smaller side, nothing removed at each
+/// step, and the update leaves knowledge inputs alone. With too little room left (18 of 24)
+/// the bases stay on the smaller side and the knowledge is removed from the coordinates.
+#[test]
+fn wide_input_weights_carry_their_bases_on_the_knowledge_side_when_it_has_room() {
+    let device = device();
+    let inner = device.clone().without_autodiff();
+    let mut rng = ChaCha8Rng::seed_from_u64(14);
+    let config = GemsConfig {
+        shared_rank: 4,
+        task_rank: Some(2),
+        refresh_every: 2,
+        ..GemsConfig::default()
+    };
+    for (k, input_axis) in [(6, 0), (6, 1), (18, 0), (18, 1)] {
+        let shape = if input_axis == 0 { [24, 8] } else { [8, 24] };
+        let (null_space, knowledge) = knowledge_of(24, k, input_axis, &mut rng, &inner);
+        let mut optimizer = config.clone().init().unwrap().with_null_space(null_space);
+        let model = one_weight(shape, &device);
+        let on_knowledge_side = k == 6;
+        let plan = optimizer.plan(&model, 2);
+        let ranks = plan[0].ranks.clone().unwrap();
+        assert_eq!((ranks.shared, ranks.task, ranks.knowledge), (4, 2, k));
+        assert_eq!(ranks.knowledge_on_basis_side, on_knowledge_side);
+        // Per subspace direction: a basis column, two moment rows and their two masses.
+        let (basis, width) = if on_knowledge_side { (24, 8) } else { (8, 24) };
+        assert_eq!(plan[0].state_bytes, 4 * 8 * (basis + 2 * width + 2));
+
+        let start = model.q.weight.val().inner();
+        let model = two_task_steps(&mut optimizer, model, 0..5);
+        assert_eq!(optimizer.state_bytes(), plan[0].state_bytes);
+        let subspaces = optimizer.subspaces("q.weight").unwrap();
+        let side = subspaces.shared.projector.side;
+        assert_eq!(side.axis() == input_axis, on_knowledge_side, "k = {k}");
+        assert_eq!(subspaces.shared.projector.basis.dims(), [basis, 4]);
+        assert_eq!(subspaces.shared.moments.first.dims(), [4, width]);
+        let leak = knowledge_leak(&knowledge, input_axis, model.q.weight.val().inner() - start);
+        assert!(
+            leak <= 1e-4,
+            "k = {k}, input axis {input_axis}: leak {leak:e}"
+        );
+    }
+}
+
+/// Two-task steps `steps` of the one-weight model.
+fn two_task_steps(
     optimizer: &mut GemsOptimizer,
-    mut model: SquareModel,
+    mut model: OneWeight,
     steps: std::ops::Range<u64>,
-) -> SquareModel {
+) -> OneWeight {
     for step in steps {
         let tasks = (0..2)
             .map(|t| TaskGradients {
-                gradients: square_gradients(&model, 10 * step + t),
+                gradients: one_weight_gradients(&model, 10 * step + t),
                 loss: 1.0,
                 samples: 2,
             })
@@ -364,7 +430,7 @@ fn subspaces_keep_the_side_they_were_made_on() {
     // 10 of 16 input directions: the bases go to the output side.
     let (null_space, _) = square_knowledge(10, 0, &mut rng, &inner);
     let mut first = config.clone().init().unwrap().with_null_space(null_space);
-    let model = square_steps(&mut first, square_model(&device), 0..2);
+    let model = two_task_steps(&mut first, square_model(&device), 0..2);
     assert_eq!(
         first.subspaces("q.weight").unwrap().shared.projector.side,
         Side::Columns
@@ -382,7 +448,7 @@ fn subspaces_keep_the_side_they_were_made_on() {
     let ranks = resumed.effective_ranks(&model, 2);
     assert!(!ranks[0].1.knowledge_on_basis_side);
     let start = model.q.weight.val().inner();
-    let model = square_steps(&mut resumed, model, 2..7);
+    let model = two_task_steps(&mut resumed, model, 2..7);
     let subspaces = resumed.subspaces("q.weight").unwrap();
     assert_eq!(subspaces.shared.projector.side, Side::Columns);
     assert!(subspaces.refreshes > 1, "{}", subspaces.refreshes);
