@@ -6,8 +6,9 @@
 //! The reference, for every projected weight W and tasks t with gradients G_t, n_t samples:
 //! - merged gradient G = Σ_t (n_t/n)·G_t; gate g_t = (α·L_t/ΣL + β·‖G_t‖/Σ‖G‖ + γ·n_t/Σn)/(α+β+γ);
 //! - the bases lie on the side of W's knowledge basis U when the d − k directions left there
-//!   hold every subspace, else on the smaller side of W (a square W: the side away from U);
-//!   without U on the smaller side; P removes U from the input side;
+//!   hold every subspace and are no more than the other side's, else on the smaller side of W
+//!   (a square W: the side away from U); without U on the smaller side; P removes U from the
+//!   input side;
 //! - every T steps: Q_s = top-r_s left singular vectors of P·G (canonical orientation),
 //!   Q_t = top-r_t of (I − Q_sQ_sᵀ)·P·G_t; moments carried over by the transfer policy
 //!   (rotate: C = Q_newᵀQ_old, m ← diag(ρ)·C·m with ρᵢ = ‖Cᵢ‖, v ← (C∘C)·v, masses ← (C∘C)·masses);
@@ -81,8 +82,11 @@ fn host(tensor: Tensor<2>) -> Mat<f64> {
 fn basis_on_rows(shape: [usize; 2], knowledge: Option<(usize, usize)>, needed: usize) -> bool {
     let smaller_is_rows = shape[0] <= shape[1];
     match knowledge {
-        // The knowledge side, when the directions left there hold every subspace.
-        Some((axis, k)) if k + needed <= shape[axis] => axis == 0,
+        // The knowledge side, when the directions left there hold every subspace and are no
+        // more than the other side's.
+        Some((axis, k)) if k + needed <= shape[axis] && shape[axis] - k <= shape[1 - axis] => {
+            axis == 0
+        }
         // Else a square weight's side away from the knowledge, another's smaller side.
         Some((axis, _)) if shape[0] == shape[1] => axis == 1,
         _ => smaller_is_rows,
@@ -372,13 +376,19 @@ fn compare(case: &Case) -> f64 {
                 let fits = square || basis_on_rows(*shape, None, needed) == (case.input_axis == 1);
                 // Sizes that make every layout occur: bases on the knowledge side (the smaller
                 // side, the larger, a square weight's), and away from it with U removed from the
-                // coordinates, as protected directions (the square weight on axis 0) or through
+                // coordinates, as protected directions (the square weight on axis 0, the 24-wide
+                // input side on axis 1) or through
                 // their complement (wide knowledge: k > d/2, and d − k below the 8 directions
                 // every subspace needs, so that a wide or tall weight's bases leave the
                 // knowledge side).
+                // On axis 0 the 24-wide input side keeps 10 of its directions free (no more
+                // than the other side's 12, at least the 8 every subspace needs): the bases lie
+                // there. On axis 1 it keeps 19 free, more than the other side's 16: the bases lie
+                // on the smaller side and U is removed from the coordinates.
                 let k = match (case.wide_knowledge && fits, d_in > 16) {
                     (true, _) if square => 2 * d_in / 3,
                     (true, _) => 3 * d_in / 4,
+                    (false, true) if case.input_axis == 0 => 14,
                     (false, true) => 5,
                     (false, false) if square && case.input_axis == 0 => 5,
                     (false, false) => 3,
