@@ -39,10 +39,9 @@
 //! GaLore at rank R. The bases go on the knowledge directions' side when the directions left
 //! there hold every subspace and are no more than the other side's
 //! ([`projector::Side::for_weight`]): they avoid the knowledge directions, and nothing more is
-//! done at each step. When the knowledge directions lie on the
-//! other side (k of n), they are removed from the R-row coordinates and once from the stacked
-//! steps, 8·R·n·min(k, n − k) FLOPs (through the complement when k > n/2), never from a
-//! full-size matrix. The step reads
+//! done at each step. When the knowledge directions lie on the other side (k of n), they are
+//! removed from the R-row coordinates and once from the stacked steps, 8·R·n·min(k, n − k)
+//! FLOPs (through the complement when k > n/2), never from a full-size matrix. The step reads
 //! back from the device once, for its statistics (losses, norms, gate); a refresh adds the
 //! small host problems of the randomized SVDs ([`StepReport::device_reads`] counts them).
 //!
