@@ -362,7 +362,7 @@ fn wide_input_weights_carry_their_bases_on_the_knowledge_side_when_it_is_the_sma
         let model = one_weight(shape, &device);
         let on_knowledge_side = k == 16;
         let plan = optimizer.plan(&model, 2);
-        let ranks = plan[0].ranks.clone().unwrap();
+        let ranks = plan[0].ranks.unwrap();
         assert_eq!((ranks.shared, ranks.task, ranks.knowledge), (4, 2, k));
         assert_eq!(ranks.knowledge_on_basis_side, on_knowledge_side);
         // Per subspace direction: a basis column, two moment rows and their two masses.
