@@ -36,7 +36,9 @@
 //! Beyond AdamW's element-wise work, an ordinary step of a projected `[m, n]` weight (bases on
 //! the side of length m, R = r_s + T·r_t stacked rows) costs the projections onto the bases and
 //! one product back with the bases stacked at the refresh: about 4·R·m·n FLOPs, the same as
-//! GaLore at rank R. The bases go on the knowledge directions' side when the directions left
+//! GaLore at rank R. The stack puts the shared rows between the first two tasks' rows, so that
+//! either task's gradient meets its shared and own bases in one product, and the product back
+//! is formed in the weight's own layout, never as a transposed view to add. The bases go on the knowledge directions' side when the directions left
 //! there hold every subspace and are no more than the other side's
 //! ([`projector::Side::for_weight`]): they avoid the knowledge directions, and nothing more is
 //! done at each step. When the knowledge directions lie on the other side (k of n), they are

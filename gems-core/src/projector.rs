@@ -98,10 +98,16 @@ impl Side {
         }
     }
 
-    /// Back from canonical orientation to the weight's own.
-    pub fn original(self, canonical: Tensor<2>) -> Tensor<2> {
-        // Transposition is its own inverse.
-        self.canonical(canonical)
+    /// `basis·coordinates` (`[basis side, rank]·[rank, coordinate side]`) in the weight's own
+    /// orientation. For [`Side::Columns`] it is formed as `coordinatesᵀ·basisᵀ`, a product of
+    /// transposed operands, so that the result is laid out like the weight and subtracting it
+    /// from the weight is one contiguous pass (a transposed view costs several times more to
+    /// add on the CPU).
+    pub fn expand(self, basis: Tensor<2>, coordinates: Tensor<2>) -> Tensor<2> {
+        match self {
+            Side::Rows => basis.matmul(coordinates),
+            Side::Columns => coordinates.transpose().matmul(basis.transpose()),
+        }
     }
 }
 
@@ -129,9 +135,10 @@ impl Projector {
             .matmul(self.side.canonical(gradient))
     }
 
-    /// Full-size matrix, shaped like the weight, from low-rank coordinates: `original(Q·R)`.
+    /// Full-size matrix, shaped like the weight, from low-rank coordinates: `Q·R` in the
+    /// weight's orientation.
     pub fn project_back(&self, coordinates: Tensor<2>) -> Tensor<2> {
-        self.side.original(self.basis.clone().matmul(coordinates))
+        self.side.expand(self.basis.clone(), coordinates)
     }
 
     /// `Q_selfᵀ·Q_other` (`[rank_self, rank_other]`): how the coordinates of `other` map into

@@ -6,6 +6,8 @@
 //! subspace keeps Adam moments in its low-rank coordinates. With a single task there is nothing
 //! task-specific to separate and the decomposition is the shared subspace alone, i.e. GaLore.
 
+use std::ops::Range;
+
 use burn::tensor::Tensor;
 use rand_chacha::ChaCha8Rng;
 
@@ -126,9 +128,15 @@ pub struct WeightSubspaces {
     pub refreshes: u64,
     /// Step offset of this weight's refreshes when they are staggered.
     pub refresh_offset: u64,
-    /// `[Q_s, Q_1, …, Q_T]` side by side (`[basis side, r_s + T·r_t]`), built when the bases
-    /// change rather than at every step.
-    stacked_bases: Tensor<2>,
+    /// Every basis vector as a row, `[Q_1, Q_s, Q_2, …, Q_T]ᵀ` (`[r_s + T·r_t, basis side]`),
+    /// built when the bases change rather than at every step. The first task's rows come
+    /// before the shared ones and the second's after them, so that `[Q_s, Q_t]ᵀ` is one
+    /// contiguous block for either of two tasks: a task's gradient is projected onto both its
+    /// bases with one product.
+    stacked_rows: Tensor<2>,
+    /// The rows of `stacked_rows` that hold each subspace (index 0: the shared one, t + 1:
+    /// task t's).
+    block_rows: Vec<Range<usize>>,
 }
 
 /// One task's gradient of a projected weight in low-rank coordinates
@@ -169,19 +177,25 @@ impl WeightSubspaces {
         refreshes: u64,
         refresh_offset: u64,
     ) -> Self {
-        let stacked_bases = Tensor::cat(
-            std::iter::once(&shared)
-                .chain(&tasks)
-                .map(|subspace| subspace.projector.basis.clone())
-                .collect(),
-            1,
-        );
+        let mut block_rows = vec![0..0; tasks.len() + 1];
+        let mut rows = Vec::with_capacity(tasks.len() + 1);
+        let mut start = 0;
+        for index in stacking_order(tasks.len()) {
+            let subspace = match index {
+                0 => &shared,
+                task => &tasks[task - 1],
+            };
+            block_rows[index] = start..start + subspace.projector.rank();
+            start += subspace.projector.rank();
+            rows.push(subspace.projector.basis.clone().transpose());
+        }
         Self {
             shared,
             tasks,
             refreshes,
             refresh_offset,
-            stacked_bases,
+            stacked_rows: Tensor::cat(rows, 0),
+            block_rows,
         }
     }
 
@@ -320,15 +334,44 @@ impl WeightSubspaces {
     }
 
     /// One task's gradient `gradient` (shaped like the weight) in this weight's coordinates:
-    /// on the shared basis and on task `task`'s own basis (none without task subspaces).
+    /// on the shared basis and on task `task`'s own basis (none without task subspaces). With
+    /// the two bases' rows adjacent in the stack (the first two tasks), one product gives both.
     pub fn task_coordinates(&self, task: usize, gradient: Tensor<2>) -> TaskCoordinates {
-        TaskCoordinates {
-            own: self
-                .tasks
-                .get(task)
-                .map(|subspace| subspace.projector.project(gradient.clone())),
-            shared: self.shared.projector.project(gradient),
+        let gradient = self.shared.projector.side.canonical(gradient);
+        let shared = self.block_rows[0].clone();
+        let Some(own) = self.block_rows.get(task + 1).cloned() else {
+            return TaskCoordinates {
+                shared: self.project_rows(shared, gradient),
+                own: None,
+            };
+        };
+        if own.end != shared.start && shared.end != own.start {
+            return TaskCoordinates {
+                shared: self.project_rows(shared, gradient.clone()),
+                own: Some(self.project_rows(own, gradient)),
+            };
         }
+        let both = own.start.min(shared.start)..own.end.max(shared.end);
+        let coordinates = self.project_rows(both.clone(), gradient);
+        let width = coordinates.dims()[1];
+        let rows_of = |block: Range<usize>| {
+            let rows = block.start - both.start..block.end - both.start;
+            coordinates.clone().slice([rows, 0..width])
+        };
+        TaskCoordinates {
+            shared: rows_of(shared),
+            own: Some(rows_of(own)),
+        }
+    }
+
+    /// `B·G` for the basis vectors `rows` of the stack (`B`) and a gradient in canonical
+    /// orientation.
+    fn project_rows(&self, rows: Range<usize>, canonical_gradient: Tensor<2>) -> Tensor<2> {
+        let basis_dim = self.stacked_rows.dims()[1];
+        self.stacked_rows
+            .clone()
+            .slice([rows, 0..basis_dim])
+            .matmul(canonical_gradient)
     }
 
     /// The coordinates of an update from full gradients: the merged gradient's on the shared
@@ -364,7 +407,8 @@ impl WeightSubspaces {
     ///
     /// The scalars multiply the small coordinate blocks, which are stacked so that a single
     /// product with the stacked bases (kept from the refresh) brings everything back to full
-    /// size: one full-size pass instead of one per subspace plus the additions between them.
+    /// size, in the weight's own layout ([`Side::expand`]): one full-size pass instead of one
+    /// per subspace plus the additions between them.
     pub fn update(
         &mut self,
         coordinates: Coordinates,
@@ -385,46 +429,51 @@ impl WeightSubspaces {
         if let Some(knowledge) = knowledge {
             blocks = split_rows(knowledge.apply(Tensor::cat(blocks, 0)), &ranks);
         }
-        let mut steps = Vec::with_capacity(self.tasks.len() + 1);
+        let mut steps: Vec<Option<Tensor<2>>> = vec![None; self.tasks.len() + 1];
         for (&index, coordinates) in present.iter().zip(blocks) {
             let (subspace, scale) = match index {
                 0 => (&mut self.shared, factor),
                 task => (&mut self.tasks[task - 1], factor * gates[task - 1]),
             };
-            steps.push(
+            steps[index] = Some(
                 subspace
                     .moments
                     .update(coordinates, hyper)
                     .mul_scalar(scale),
             );
         }
-        let mut steps = if present.len() == self.tasks.len() + 1 {
-            Tensor::cat(steps, 0)
-        } else {
-            // An absent task's block is zero: the stacked bases stay as they are.
-            let width = self.shared.moments.first.dims()[1];
-            let device = self.stacked_bases.device();
-            let mut steps = steps.into_iter();
-            let blocks = std::iter::once(&self.shared)
-                .chain(&self.tasks)
-                .enumerate()
-                .map(|(index, subspace)| match present.contains(&index) {
-                    true => steps.next().expect("one step per present subspace"),
-                    false => Tensor::zeros([subspace.projector.rank(), width], &device),
+        // In the order of the stacked rows; an absent task's block is zero, so that the
+        // stacked bases serve every step.
+        let width = self.shared.moments.first.dims()[1];
+        let device = self.stacked_rows.device();
+        let stacked = stacking_order(self.tasks.len())
+            .into_iter()
+            .map(|index| {
+                steps[index].take().unwrap_or_else(|| {
+                    Tensor::zeros([self.block_rows[index].len(), width], &device)
                 })
-                .collect();
-            Tensor::cat(blocks, 0)
-        };
+            })
+            .collect();
+        let mut steps = Tensor::cat(stacked, 0);
         if let Some(knowledge) = knowledge {
             steps = knowledge.apply(steps);
         }
         let side = self.shared.projector.side;
-        side.original(self.stacked_bases.clone().matmul(steps))
+        side.expand(self.stacked_rows.clone().transpose(), steps)
     }
 
     /// Bytes held by every basis and moment (float32).
     pub fn bytes(&self) -> usize {
         self.shared.bytes() + self.tasks.iter().map(Subspace::bytes).sum::<usize>()
+    }
+}
+
+/// Subspace indices (0: the shared one, t + 1: task t's) in the order of the stacked rows:
+/// the first task's, the shared one, then the other tasks'.
+fn stacking_order(tasks: usize) -> Vec<usize> {
+    match tasks {
+        0 => vec![0],
+        _ => [1, 0].into_iter().chain(2..=tasks).collect(),
     }
 }
 

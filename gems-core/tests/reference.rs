@@ -346,8 +346,8 @@ fn compare(case: &Case) -> f64 {
     let inner = device.clone().without_autodiff();
     let config = case.config();
     let lr = 0.02;
-    let samples = [6usize, 2];
-    let losses = [1.5f64, 0.7];
+    let samples = [6usize, 2, 4];
+    let losses = [1.5f64, 0.7, 1.1];
     let mut rng = ChaCha8Rng::seed_from_u64(77);
     let task_subspaces = case.method.multi_subspace() && case.tasks > 1;
     let needed = config.shared_rank
@@ -653,14 +653,16 @@ fn with_one_task_gems_without_null_space_matches_the_galore_reference() {
 }
 
 /// Task gradients condensed to low-rank coordinates (`GemsOptimizer::condense`) give the
-/// reference's step: one task condensed or both, knowledge on either side (wide, through the
-/// complement, included), with and without task subspaces.
+/// reference's step: one task condensed or every one, knowledge on either side (wide, through
+/// the complement, included), with and without task subspaces, and a third task (whose bases
+/// are not adjacent in the optimizer's stack, unlike the first two tasks').
 #[test]
 fn condensed_task_gradients_give_the_reference_step() {
     for condensed in [Condensed::AllButLast, Condensed::All] {
         for (method, input_axis, wide_knowledge, tasks) in [
             (Method::Gems, 0, false, 2),
             (Method::Gems, 1, true, 2),
+            (Method::Gems, 0, false, 3),
             (Method::GemsNoNsp, 0, false, 2),
             (Method::Galore, 0, false, 1),
         ] {
