@@ -95,11 +95,49 @@ fn bench_train_reports_consistent_figures() {
             method["peak_device_bytes"].is_null() || number(method, "peak_device_bytes") > 0.0,
             "{method}"
         );
+        // The step ratio pairs each method's steps with AdamW's of the same round: the
+        // median (upper, as the step times') of the per-round ratios, between their quartiles.
+        let by_round = |m: &Value| -> Vec<(u64, f64)> {
+            m["steps_by_round"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|pair| (pair[0].as_u64().unwrap(), pair[1].as_f64().unwrap()))
+                .collect()
+        };
+        let times = by_round(method);
+        assert!(times.len() >= 2, "{method}");
+        let mut ms: Vec<f64> = times.iter().map(|(_, ms)| *ms).collect();
+        ms.sort_by(f64::total_cmp);
+        assert!(close(ms[ms.len() / 2], step), "{method}");
+        let reference = by_round(adamw);
+        let mut paired: Vec<f64> = times
+            .iter()
+            .filter_map(|(round, ms)| {
+                let (_, adamw_ms) = reference.iter().find(|(r, _)| r == round)?;
+                Some(ms / adamw_ms)
+            })
+            .collect();
+        assert_eq!(
+            paired.len(),
+            times.len(),
+            "every method steps in every round"
+        );
+        paired.sort_by(f64::total_cmp);
+        let median = paired[paired.len() / 2];
         let ratios = &method["vs_adamw"];
-        assert!(close(
-            number(ratios, "step"),
-            step / number(adamw, "step_ms")
-        ));
+        assert!(close(number(ratios, "step"), median), "{method}");
+        let effective = median * number(method, "effective_step_ms") / step;
+        assert!(
+            close(number(ratios, "effective_step"), effective),
+            "{method}"
+        );
+        let quartiles = &ratios["effective_step_quartiles"];
+        let (q1, q3) = (
+            quartiles[0].as_f64().unwrap(),
+            quartiles[1].as_f64().unwrap(),
+        );
+        assert!(q1 <= effective * (1.0 + 1e-9) && effective <= q3 * (1.0 + 1e-9));
         assert!(close(
             number(ratios, "optimizer_state"),
             number(method, "optimizer_state_bytes") / number(adamw, "optimizer_state_bytes")

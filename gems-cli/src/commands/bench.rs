@@ -411,6 +411,8 @@ struct MethodTiming {
     setup_s: f64,
     /// Ratios to the first method of the run when it is AdamW: effective step, state.
     vs_adamw: Option<Ratios>,
+    /// The timed steps without a refresh, `(round, ms)`: the n-th step of every method.
+    steps_by_round: Vec<(usize, f64)>,
 }
 
 /// The optimizer's reads back from the device, per step.
@@ -459,8 +461,14 @@ struct ScalingTiming {
 /// Ratios to AdamW.
 #[derive(Debug, Serialize)]
 struct Ratios {
+    /// Median over the rounds of this method's step over AdamW's step of the same round
+    /// (methods stepping in turn); the ratio of the medians with `--sequential`.
     step: f64,
+    /// `step` with each method's refresh amortised over T.
     effective_step: f64,
+    /// First and third quartiles of the rounds' ratios behind `effective_step` (`None` with
+    /// `--sequential`): how much the machine's load moved them.
+    effective_step_quartiles: Option<[f64; 2]>,
     optimizer_state: f64,
 }
 
@@ -594,16 +602,23 @@ fn bench_train(args: &TrainBenchArgs) -> Result<()> {
         &mut methods,
     )?;
     if args.methods[0] == TrainMethod::Optimizer(gems_core::Method::Adamw) {
-        let (step, effective, state) = (
+        let adamw = (
             methods[0].step_ms,
-            methods[0].effective_step_ms,
+            methods[0].steps_by_round.clone(),
             methods[0].optimizer_state_bytes as f64,
         );
         for timing in &mut methods {
+            let paired = (!args.sequential)
+                .then(|| paired_ratios(&timing.steps_by_round, &adamw.1))
+                .flatten();
+            let step = paired.map_or(timing.step_ms / adamw.0, |[_, median, _]| median);
+            let amortised = timing.effective_step_ms / timing.step_ms;
             timing.vs_adamw = Some(Ratios {
-                step: timing.step_ms / step,
-                effective_step: timing.effective_step_ms / effective,
-                optimizer_state: timing.optimizer_state_bytes as f64 / state,
+                step,
+                effective_step: step * amortised,
+                effective_step_quartiles: paired
+                    .map(|[q1, _, q3]| [q1 * amortised, q3 * amortised]),
+                optimizer_state: timing.optimizer_state_bytes as f64 / adamw.2,
             });
         }
     }
@@ -635,6 +650,22 @@ fn bench_train(args: &TrainBenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// First quartile, median and third quartile over the rounds both have of `steps`' time over
+/// `reference`'s: steps taken side by side share the machine's load of the moment, which each
+/// ratio cancels in part.
+fn paired_ratios(steps: &[(usize, f64)], reference: &[(usize, f64)]) -> Option<[f64; 3]> {
+    let mut ratios: Vec<f64> = steps
+        .iter()
+        .filter_map(|(round, ms)| {
+            let (_, reference_ms) = reference.iter().find(|(r, _)| r == round)?;
+            Some(ms / reference_ms)
+        })
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    let n = ratios.len();
+    (n > 0).then(|| [ratios[n / 4], ratios[n / 2], ratios[3 * n / 4]])
+}
+
 /// A training set up for `gems bench train`, with its window, set-up time and step times.
 struct TimedTraining<'a> {
     training: Training<'a>,
@@ -652,8 +683,10 @@ fn time_in_turn(
     (_, tokens, flops): (usize, usize, f64),
     methods: &mut Vec<MethodTiming>,
 ) -> Result<()> {
+    // Every training steps in every round until all are done, so that each round pairs
+    // every method's step with AdamW's (the ratios are medians over rounds).
     while timed.iter().any(|t| !t.timer.is_done(args)) {
-        for t in timed.iter_mut().filter(|t| !t.timer.is_done(args)) {
+        for t in timed.iter_mut() {
             t.timer.step(args, &mut t.training, &t.examples)?;
         }
     }
@@ -685,6 +718,7 @@ fn time_in_turn(
             device_reads: times.device_reads,
             setup_s,
             vs_adamw: None,
+            steps_by_round: times.steps_by_round,
         });
     }
     Ok(())
@@ -702,6 +736,8 @@ struct TrainBench<'a> {
 struct StepTimes {
     /// Median of the steps without a refresh.
     step_ms: f64,
+    /// The steps without a refresh, by round.
+    steps_by_round: Vec<(usize, f64)>,
     /// Median of the steps with a refresh (low-rank methods).
     refresh_step_ms: Option<f64>,
     /// Largest memory the (first) device's allocator held after a step, where it reports it.
@@ -726,7 +762,8 @@ impl StepTimes {
 struct StepTimer {
     low_rank: bool,
     taken: usize,
-    steady: Vec<f64>,
+    /// (round, ms) of the timed steps without a refresh.
+    steady: Vec<(usize, f64)>,
     refreshes: Vec<f64>,
     peak: Option<u64>,
     device_reads: DeviceReads,
@@ -778,7 +815,7 @@ impl StepTimer {
             self.refreshes.push(elapsed);
             self.device_reads.refresh_step = Some(report.device_reads);
         } else {
-            self.steady.push(elapsed);
+            self.steady.push((self.taken, elapsed));
             self.device_reads.step = report.device_reads;
         }
         Ok(())
@@ -786,7 +823,9 @@ impl StepTimer {
 
     fn finish(self) -> StepTimes {
         StepTimes {
-            step_ms: median(self.steady).expect("steps were timed"),
+            step_ms: median(self.steady.iter().map(|(_, ms)| *ms).collect())
+                .expect("steps were timed"),
+            steps_by_round: self.steady,
             refresh_step_ms: median(self.refreshes),
             peak_device_bytes: self.peak,
             device_reads: self.device_reads,
@@ -1023,7 +1062,7 @@ fn print_train_table(report: &TrainReport) {
     }
     println!();
     println!(
-        "| method | step (ms) | refresh step (ms) | amortised at T (ms) | samples/s | tokens/s | GFLOP/s | state (MB) | peak memory (MB) | device reads: step / refresh | step vs AdamW | state vs AdamW |"
+        "| method | step (ms) | refresh step (ms) | amortised at T (ms) | samples/s | tokens/s | GFLOP/s | state (MB) | peak memory (MB) | device reads: step / refresh | step vs AdamW (quartiles) | state vs AdamW |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let or_dash = |value: Option<f64>, digits: usize| {
@@ -1046,7 +1085,12 @@ fn print_train_table(report: &TrainReport) {
             m.device_reads
                 .refresh_step
                 .map_or("—".to_string(), |r| r.to_string()),
-            or_dash(m.vs_adamw.as_ref().map(|r| r.effective_step), 2),
+            m.vs_adamw
+                .as_ref()
+                .map_or("—".to_string(), |r| match r.effective_step_quartiles {
+                    Some([q1, q3]) => format!("{:.2} ({q1:.2}–{q3:.2})", r.effective_step),
+                    None => format!("{:.2}", r.effective_step),
+                }),
             or_dash(m.vs_adamw.as_ref().map(|r| r.optimizer_state), 3),
         );
     }
