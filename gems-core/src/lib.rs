@@ -38,10 +38,10 @@
 //! one product back with the bases stacked at the refresh: about 4·R·m·n FLOPs, the same as
 //! GaLore at rank R. The stack puts the shared rows between the first two tasks' rows, so that
 //! either task's gradient meets its shared and own bases in one product, and the product back
-//! is formed in the weight's own layout, never as a transposed view to add. The bases go on the knowledge directions' side when the directions left
-//! there hold every subspace and are no more than the other side's
-//! ([`projector::Side::for_weight`]): they avoid the knowledge directions, and nothing more is
-//! done at each step. When the knowledge directions lie on the other side (k of n), they are
+//! is formed in the weight's own layout, never as a transposed view to add. The bases go on
+//! the knowledge directions' side when the directions left there hold every subspace and are
+//! no more than the other side's ([`projector::Side::for_weight`]): they avoid the knowledge
+//! directions, and nothing more is done at each step. When the knowledge directions lie on the other side (k of n), they are
 //! removed from the R-row coordinates and once from the stacked steps, 8·R·n·min(k, n − k)
 //! FLOPs (through the complement when k > n/2), never from a full-size matrix. The step reads
 //! back from the device once, for its statistics (losses, norms, gate); a refresh adds the

@@ -602,23 +602,23 @@ fn bench_train(args: &TrainBenchArgs) -> Result<()> {
         &mut methods,
     )?;
     if args.methods[0] == TrainMethod::Optimizer(gems_core::Method::Adamw) {
-        let adamw = (
+        let (adamw_step_ms, adamw_rounds, adamw_state) = (
             methods[0].step_ms,
             methods[0].steps_by_round.clone(),
             methods[0].optimizer_state_bytes as f64,
         );
         for timing in &mut methods {
             let paired = (!args.sequential)
-                .then(|| paired_ratios(&timing.steps_by_round, &adamw.1))
+                .then(|| paired_ratios(&timing.steps_by_round, &adamw_rounds))
                 .flatten();
-            let step = paired.map_or(timing.step_ms / adamw.0, |[_, median, _]| median);
+            let step = paired.map_or(timing.step_ms / adamw_step_ms, |[_, median, _]| median);
             let amortised = timing.effective_step_ms / timing.step_ms;
             timing.vs_adamw = Some(Ratios {
                 step,
                 effective_step: step * amortised,
                 effective_step_quartiles: paired
                     .map(|[q1, _, q3]| [q1 * amortised, q3 * amortised]),
-                optimizer_state: timing.optimizer_state_bytes as f64 / adamw.2,
+                optimizer_state: timing.optimizer_state_bytes as f64 / adamw_state,
             });
         }
     }
