@@ -1,6 +1,7 @@
 //! `cargo bench -p gems-core`: randomized vs exact SVD, the cost of one optimizer step for
-//! GEMS, GaLore and AdamW on T5-base-shaped matrices (and of a refresh, amortised), and the
-//! optimizer state of each method for the whole of T5-base. Every comparison is measured side
+//! GEMS, GaLore and AdamW on T5-base-shaped matrices (and of a refresh, amortised), that of
+//! weight decay kept out of the knowledge directions, and the optimizer state of each method
+//! for the whole of T5-base. Every comparison is measured side
 //! by side in this one run; ratios are what to read, the machine being shared and noisy.
 //!
 //! `GEMS_BENCH_BACKEND=wgpu` (with `--features wgpu`) runs it on another backend.
@@ -122,6 +123,22 @@ fn gradients_for(bank: &Bank, seed: u64, device: &Device) -> GradientsParams {
     gradients
 }
 
+/// The block's weights on the plain device (no autodiff), drawn as a trained weight's.
+fn block_bank(device: &Device) -> Bank {
+    Bank {
+        weights: t5_base_block_shapes()
+            .iter()
+            .map(|shape| {
+                Param::from_tensor(Tensor::random(
+                    *shape,
+                    Distribution::Normal(0.0, 0.02),
+                    device,
+                ))
+            })
+            .collect(),
+    }
+}
+
 /// Random knowledge bases of `width(d_in)` directions for every weight of `bank`.
 fn knowledge_bases(bank: &Bank, device: &Device, width: impl Fn(usize) -> usize) -> NullSpace {
     let mut null_space = NullSpace::new();
@@ -148,19 +165,7 @@ fn knowledge_bases(bank: &Bank, device: &Device, width: impl Fn(usize) -> usize)
 fn step_comparison(device: &Device) {
     let shapes = t5_base_block_shapes();
     let inner = device.clone();
-    let autodiff = device.clone().autodiff();
-    let bank = Bank {
-        weights: shapes
-            .iter()
-            .map(|shape| {
-                Param::from_tensor(Tensor::random(
-                    *shape,
-                    Distribution::Normal(0.0, 0.02),
-                    &autodiff,
-                ))
-            })
-            .collect(),
-    };
+    let bank = block_bank(&device.clone().autodiff());
     let null_space = knowledge_bases(&bank, &inner, |_| KNOWLEDGE_RANK);
     // Most of every input side protected, as on the default run (3,858 of 5,632 directions):
     // the removal from coordinates then goes through the complement.
@@ -178,12 +183,19 @@ fn step_comparison(device: &Device) {
     );
     println!("|---|---:|---:|---:|---:|---:|");
     let mut adamw_ms = None;
-    for (label, method, null_space) in [
-        ("adamw", Method::Adamw, &null_space),
-        ("galore", Method::Galore, &null_space),
-        ("gems-no-nsp", Method::GemsNoNsp, &null_space),
-        ("gems", Method::Gems, &null_space),
-        ("gems, k = 3/4 of d_in", Method::Gems, &wide),
+    for (label, method, null_space, weight_decay) in [
+        ("adamw", Method::Adamw, &null_space, 0.0),
+        ("galore", Method::Galore, &null_space, 0.0),
+        ("gems-no-nsp", Method::GemsNoNsp, &null_space, 0.0),
+        ("gems", Method::Gems, &null_space, 0.0),
+        ("gems, weight decay 0.01", Method::Gems, &null_space, 0.01),
+        ("gems, k = 3/4 of d_in", Method::Gems, &wide, 0.0),
+        (
+            "gems, k = 3/4 of d_in, weight decay 0.01",
+            Method::Gems,
+            &wide,
+            0.01,
+        ),
     ] {
         let optimizer = |refresh_every| {
             GemsConfig {
@@ -191,6 +203,7 @@ fn step_comparison(device: &Device) {
                 shared_rank: RANK,
                 task_rank: Some(TASK_RANK),
                 refresh_every,
+                weight_decay,
                 ..GemsConfig::default()
             }
             .init()
@@ -245,6 +258,87 @@ fn step_comparison(device: &Device) {
             "| {label} | {step_ms:.0} | {:.2}× | {refresh} | {amortised} | {:.1} |",
             step_ms / adamw,
             steady.state_bytes() as f64 / 1e6
+        );
+    }
+}
+
+/// Weight decay kept out of the knowledge directions, per step, on the block's matrices: the
+/// projection of the whole weight, `W − U(UᵀW)` (4·k·d·n FLOPs per matrix), against the
+/// optimizer's form, which subtracts the knowledge part kept from the first decay,
+/// `W − U·(UᵀW₀)` (2·k·d·n), or goes through the complement, `V(VᵀW)`, when k > 2d/3.
+fn decay_comparison(device: &Device) {
+    let bank = block_bank(device);
+    println!("\n## Weight decay with null-space projection, one T5-base encoder + decoder block\n");
+    println!("| knowledge | W − U(UᵀW) (ms) | optimizer's form (ms) | speed-up | kept (MB) |");
+    println!("|---|---:|---:|---:|---:|");
+    let widths: [(&str, fn(usize) -> usize); 3] = [
+        ("k = 256", |_| KNOWLEDGE_RANK),
+        ("k = 2/3 of d_in", |d_in| 2 * d_in / 3),
+        ("k = 3/4 of d_in", |d_in| 3 * d_in / 4),
+    ];
+    for (label, width) in widths {
+        let null_space = knowledge_bases(&bank, device, width);
+        let pairs: Vec<(Tensor<2>, KnowledgeBasis)> = bank
+            .weights
+            .iter()
+            .zip(null_space.iter())
+            .map(|(weight, (_, knowledge))| (weight.val(), knowledge.clone()))
+            .collect();
+        let projection_ms = median_ms(
+            5,
+            device,
+            || (),
+            |()| {
+                let decayed: Vec<Tensor<2>> = pairs
+                    .iter()
+                    .map(|(weight, knowledge)| knowledge.project_out(weight.clone()))
+                    .collect();
+                // Held until the work is done (a fusing backend would skip what is dropped).
+                device.sync().expect("device synchronises");
+                drop(decayed);
+            },
+        );
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let kept: Vec<(Option<Tensor<2>>, Option<Tensor<2>>)> = pairs
+            .iter()
+            .map(
+                |(weight, knowledge)| match knowledge.decays_through_complement() {
+                    true => (None, knowledge.complement(&mut rng)),
+                    false => (knowledge.knowledge_part(weight.clone()), None),
+                },
+            )
+            .collect();
+        let ours_ms = median_ms(
+            5,
+            device,
+            || (),
+            |()| {
+                let decayed: Vec<Tensor<2>> = pairs
+                    .iter()
+                    .zip(&kept)
+                    .map(|((weight, knowledge), kept)| match kept {
+                        (Some(part), _) => {
+                            knowledge.without_knowledge_part(weight.clone(), part.clone())
+                        }
+                        (None, Some(complement)) => {
+                            knowledge.within_complement(weight.clone(), complement)
+                        }
+                        (None, None) => unreachable!("every basis has a part or a complement"),
+                    })
+                    .collect();
+                device.sync().expect("device synchronises");
+                drop(decayed);
+            },
+        );
+        let kept_bytes: usize = kept
+            .iter()
+            .filter_map(|(part, _)| part.as_ref())
+            .map(|part| 4 * part.shape().num_elements())
+            .sum();
+        println!(
+            "| {label} | {projection_ms:.1} | {ours_ms:.1} | {:.2}× | {:.1} |",
+            projection_ms / ours_ms,
+            kept_bytes as f64 / 1e6
         );
     }
 }
@@ -311,5 +405,6 @@ fn main() {
     println!("# gems-core benchmark on `{backend}`");
     svd_comparison(&device);
     step_comparison(&device);
+    decay_comparison(&device);
     state_comparison();
 }

@@ -29,7 +29,9 @@ const FORMAT: &str = "gems-optimizer-state";
 /// Version 2 added the per-row bias-correction masses of every moment pair; version 3 a trained
 /// slice of a full-moment weight, no longer written: the trained rows of a vocabulary matrix are
 /// now a parameter of their own, so a file with a slice fails the shape check of its moments.
-const VERSION: u32 = 3;
+/// Version 4 added the knowledge parts weight decay keeps (an older file has none: they are
+/// taken again from the weights at the next decay).
+const VERSION: u32 = 4;
 /// The oldest version that loads.
 const OLDEST_VERSION: u32 = 2;
 const HEADER_KEY: &str = "gems";
@@ -44,6 +46,9 @@ struct Header {
     gate_sums: Vec<f64>,
     weights: BTreeMap<String, WeightHeader>,
     null_space: BTreeMap<String, KnowledgeHeader>,
+    /// Paths of the weights whose knowledge part is saved (`knowledge_parts/<path>`).
+    #[serde(default)]
+    knowledge_parts: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -140,6 +145,10 @@ impl GemsOptimizer {
             );
         }
 
+        for (path, part) in &self.state.knowledge_parts {
+            push(format!("knowledge_parts/{path}"), part);
+        }
+
         let header = Header {
             format: FORMAT.into(),
             version: VERSION,
@@ -149,6 +158,7 @@ impl GemsOptimizer {
             gate_sums: self.state.gate_sums.clone(),
             weights,
             null_space,
+            knowledge_parts: self.state.knowledge_parts.keys().cloned().collect(),
         };
         let header = serde_json::to_string(&header).expect("the state header serialises");
         write_safetensors(path, &tensors, HEADER_KEY, header)
@@ -262,11 +272,18 @@ impl GemsOptimizer {
             );
         }
 
+        let knowledge_parts = header
+            .knowledge_parts
+            .into_iter()
+            .map(|name| Ok((name.clone(), load(&format!("knowledge_parts/{name}"))?)))
+            .collect::<Result<BTreeMap<_, _>>>()?;
+
         self.state = OptimizerState {
             step: header.step,
             num_tasks: header.num_tasks,
             gate_sums: header.gate_sums,
             weights,
+            knowledge_parts,
         };
         self.null_space = null_space;
         self.complements.clear();
@@ -464,6 +481,28 @@ impl GemsOptimizer {
                         format!("[{inputs}, k]"),
                     );
                 }
+            }
+        }
+        for (path, part) in &self.state.knowledge_parts {
+            let shape = shape_of(path)?;
+            let expected = self.null_space.get(path).and_then(|knowledge| {
+                let k = knowledge.rank();
+                let outputs = *shape.get(1 - knowledge.input_axis.min(1))?;
+                Some(match knowledge.input_axis {
+                    0 => [k, outputs],
+                    _ => [outputs, k],
+                })
+            });
+            if expected != Some(part.dims()) {
+                return mismatch(
+                    path,
+                    "the knowledge part kept for weight decay",
+                    part.dims(),
+                    match expected {
+                        Some(expected) => format!("{expected:?}"),
+                        None => "none (the weight has no knowledge basis)".into(),
+                    },
+                );
             }
         }
         Ok(())

@@ -41,9 +41,13 @@
 //! is formed in the weight's own layout, never as a transposed view to add. The bases go on
 //! the knowledge directions' side when the directions left there hold every subspace and are
 //! no more than the other side's ([`projector::Side::for_weight`]): they avoid the knowledge
-//! directions, and nothing more is done at each step. When the knowledge directions lie on the other side (k of n), they are
-//! removed from the R-row coordinates and once from the stacked steps, 8·R·n·min(k, n − k)
-//! FLOPs (through the complement when k > n/2), never from a full-size matrix. The step reads
+//! directions, and nothing more is done at each step. When the knowledge directions lie on
+//! the other side (k of n), they are removed from the R-row coordinates and once from the
+//! stacked steps, 8·R·n·min(k, n − k) FLOPs (through the complement when k > n/2), never from
+//! a full-size matrix. Weight decay acts on the whole weight, so with k of a weight's d inputs
+//! protected it costs one full-size product: `W − U·(UᵀW₀)`, `UᵀW₀` kept from the first decay
+//! since null-space updates never change it (2·k·d·n FLOPs, k·n values held), or `V(VᵀW)`
+//! through the complement when k > 2d/3 (4·(d − k)·d·n FLOPs, nothing held). The step reads
 //! back from the device once, for its statistics (losses, norms, gate); a refresh adds the
 //! small host problems of the randomized SVDs ([`StepReport::device_reads`] counts them).
 //!

@@ -150,6 +150,49 @@ impl KnowledgeBasis {
             .as_ref()
             .map_or(0, |b| 4 * b.shape().num_elements())
     }
+
+    /// Whether weight decay keeps a weight to its free directions through their complement V
+    /// (`V(VᵀW)`, 4·(d − k)·d·n operations on a weight with a d-wide input side) rather than by
+    /// subtracting its knowledge part kept from the first step (`W − U·(UᵀW₀)`, 2·k·d·n
+    /// operations and k·n values kept): the complement when it costs less, k > 2d/3.
+    pub fn decays_through_complement(&self) -> bool {
+        self.basis.as_ref().is_some_and(|basis| {
+            let [d, k] = basis.dims();
+            3 * k > 2 * d
+        })
+    }
+
+    /// The knowledge part of `weight`: `UᵀW` (`[k, n]`) when rows index the input, `W·U`
+    /// (`[m, k]`) when columns do. Updates projected away from U never change it, so it is
+    /// computed once and kept ([`KnowledgeBasis::without_knowledge_part`]).
+    pub fn knowledge_part(&self, weight: Tensor<2>) -> Option<Tensor<2>> {
+        let basis = self.basis.clone()?;
+        Some(match self.input_axis {
+            0 => basis.transpose().matmul(weight),
+            _ => weight.matmul(basis),
+        })
+    }
+
+    /// `weight` less its knowledge part `part` (from [`KnowledgeBasis::knowledge_part`]):
+    /// `W − U·part` or `W − part·Uᵀ`, which is `project_out(W)` while `part` is current.
+    pub fn without_knowledge_part(&self, weight: Tensor<2>, part: Tensor<2>) -> Tensor<2> {
+        match &self.basis {
+            Some(basis) if self.input_axis == 0 => weight - basis.clone().matmul(part),
+            Some(basis) => weight - part.matmul(basis.clone().transpose()),
+            None => weight,
+        }
+    }
+
+    /// `weight` kept to the free directions `complement` (V, from
+    /// [`KnowledgeBasis::complement`]): `V(VᵀW)` or `(WV)Vᵀ`, which is `project_out(W)`.
+    pub fn within_complement(&self, weight: Tensor<2>, complement: &Tensor<2>) -> Tensor<2> {
+        match self.input_axis {
+            0 => complement
+                .clone()
+                .matmul(complement.clone().transpose().matmul(weight)),
+            _ => ColumnRemoval::Complement(complement.clone()).apply(weight),
+        }
+    }
 }
 
 /// Null-space removal from matrices whose columns index a weight's input dimension (low-rank

@@ -483,14 +483,22 @@ fn run_two_tasks(
     model
 }
 
-/// Resuming from a saved state continues exactly as the uninterrupted run; with knowledge
-/// bases too, one of them wide enough (30 of 48 input directions) to be removed through its
-/// complement, which is recomputed, not saved.
+/// Resuming from a saved state continues exactly as the uninterrupted run, weight decay on;
+/// with knowledge bases too: one wide enough (30 of 48 input directions) to be removed from
+/// coordinates through its complement, which is recomputed, not saved, while decay subtracts
+/// the knowledge part it kept from the first step, which is saved; then both so wide (24 of 32,
+/// 40 of 48) that decay goes through the complement as well.
 #[test]
 fn saved_state_resumes_bit_identically() {
     let device = device();
     let inner = device.clone().without_autodiff();
-    for method in [Method::GemsNoNsp, Method::Gems] {
+    let narrow = [("q.weight", 32, 4), ("o.weight", 48, 30)];
+    let wide = [("q.weight", 32, 24), ("o.weight", 48, 40)];
+    for (method, knowledge) in [
+        (Method::GemsNoNsp, narrow),
+        (Method::Gems, narrow),
+        (Method::Gems, wide),
+    ] {
         let config = GemsConfig {
             method,
             shared_rank: 6,
@@ -501,7 +509,7 @@ fn saved_state_resumes_bit_identically() {
         };
         let mut null_space = gems_core::NullSpace::new();
         let mut rng = ChaCha8Rng::seed_from_u64(8);
-        for (path, d_in, k) in [("q.weight", 32, 4), ("o.weight", 48, 30)] {
+        for (path, d_in, k) in knowledge {
             let basis = common::random_orthonormal(d_in, k, &mut rng);
             null_space.insert(
                 path,
@@ -519,6 +527,7 @@ fn saved_state_resumes_bit_identically() {
                 false => optimizer,
             }
         };
+        let case = format!("{method}, knowledge {knowledge:?}");
         let folder = tempfile::tempdir().unwrap();
         let straight = {
             let mut optimizer = optimizer();
@@ -537,9 +546,10 @@ fn saved_state_resumes_bit_identically() {
         };
         let mut resumed = config.clone().init().unwrap();
         resumed.load_state(&path, &inner).unwrap();
+        resumed.check_state_fits(&halfway, &path).unwrap();
         assert_eq!(resumed.steps(), 4);
         let resumed_model = run_two_tasks(halfway, &mut resumed, 4..8);
-        assert_eq!(straight, resumed_model.values(), "{method}");
+        assert_eq!(straight, resumed_model.values(), "{case}");
         // Every piece of state, floats of the header included, is the same to the bit.
         resumed
             .save_state(&folder.path().join("resumed.safetensors"))
@@ -547,7 +557,7 @@ fn saved_state_resumes_bit_identically() {
         assert!(
             std::fs::read(folder.path().join("straight.safetensors")).unwrap()
                 == std::fs::read(folder.path().join("resumed.safetensors")).unwrap(),
-            "{method}: the resumed optimizer's state file differs from the uninterrupted one's"
+            "{case}: the resumed optimizer's state file differs from the uninterrupted one's"
         );
     }
 }
@@ -1121,53 +1131,52 @@ fn frozen_paths_are_checked() {
     assert!(error.contains("`q.weight`, which is frozen"), "{error}");
 }
 
-/// A state file of version 2 (before the per-weight headers could record a trained slice) still
-/// loads.
+/// State files of versions 2 and 3 (before the per-weight headers could record a trained
+/// slice; before the knowledge parts of weight decay) still load.
 #[test]
-fn a_version_2_state_loads_as_whole_weights() {
+fn version_2_and_3_states_load() {
     let device = device();
     let folder = tempfile::tempdir().unwrap();
     let adamw = || GemsConfig::for_method(Method::Adamw).init().unwrap();
     let mut optimizer = adamw();
     run_two_tasks(ToyModel::new(&device), &mut optimizer, 0..1);
-    let current = folder.path().join("v3.safetensors");
+    let current = folder.path().join("v4.safetensors");
     optimizer.save_state(&current).unwrap();
-    // The same file with the header a version 2 writer made: version 2, no `slice` keys.
     let bytes = std::fs::read(&current).unwrap();
     let (_, metadata) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
     let header = metadata.metadata().as_ref().unwrap()["gems"].clone();
-    assert!(header.contains(r#""version":3"#), "{header}");
+    assert!(header.contains(r#""version":4"#), "{header}");
     assert!(!header.contains("slice"), "{header}");
-    let old_header = header.replace(r#""version":3"#, r#""version":2"#);
     let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let old = safetensors::serialize(
-        file.tensors(),
-        Some(std::collections::HashMap::from([(
-            "gems".to_string(),
-            old_header,
-        )])),
-    )
-    .unwrap();
-    let path = folder.path().join("v2.safetensors");
-    std::fs::write(&path, old).unwrap();
-    let mut resumed = adamw();
-    resumed.load_state(&path, &device).unwrap();
-    assert_eq!(resumed.steps(), 1);
-    assert_eq!(resumed.state_bytes(), optimizer.state_bytes());
+    let with_header = |header: String| {
+        safetensors::serialize(
+            file.tensors(),
+            Some(std::collections::HashMap::from([(
+                "gems".to_string(),
+                header,
+            )])),
+        )
+        .unwrap()
+    };
+    let path = folder.path().join("old.safetensors");
+    // The header an older writer made: its version, no `slice` keys, no knowledge parts.
+    let without_parts = header.replace(r#","knowledge_parts":[]"#, "");
+    assert_ne!(without_parts, header);
+    for version in [2, 3] {
+        let old_header =
+            without_parts.replace(r#""version":4"#, &format!(r#""version":{version}"#));
+        std::fs::write(&path, with_header(old_header)).unwrap();
+        let mut resumed = adamw();
+        resumed.load_state(&path, &device).unwrap();
+        assert_eq!(resumed.steps(), 1);
+        assert_eq!(resumed.state_bytes(), optimizer.state_bytes());
+    }
     // Version 1 (no per-row masses) is refused.
-    let ancient = header.replace(r#""version":3"#, r#""version":1"#);
-    let old = safetensors::serialize(
-        file.tensors(),
-        Some(std::collections::HashMap::from([(
-            "gems".to_string(),
-            ancient,
-        )])),
-    )
-    .unwrap();
-    std::fs::write(&path, old).unwrap();
+    let ancient = header.replace(r#""version":4"#, r#""version":1"#);
+    std::fs::write(&path, with_header(ancient)).unwrap();
     let error = adamw().load_state(&path, &device).unwrap_err().to_string();
     assert!(
-        error.contains("v1 is not gems-optimizer-state v2 to v3"),
+        error.contains("v1 is not gems-optimizer-state v2 to v4"),
         "{error}"
     );
 }

@@ -169,6 +169,10 @@ pub struct TrainBenchArgs {
     /// (by default the first task's are condensed to low-rank coordinates).
     #[arg(long)]
     full_task_gradients: bool,
+    /// Decoupled weight decay, as `gems train --weight-decay` (with null-space projection it
+    /// costs a full-size product per projected weight and step).
+    #[arg(long, default_value_t = TrainSettings::default().weight_decay)]
+    weight_decay: f64,
     /// Also time each method data-parallel, as `gems train --devices` trains (same syntax): on
     /// the first 1, 2, 4, … and all of these devices, each replica running one micro-batch of
     /// `--batch-size` requests per step.
@@ -516,6 +520,7 @@ fn bench_train(args: &TrainBenchArgs) -> Result<()> {
         backend: backend.clone(),
         refresh_every: args.refresh_every,
         full_task_gradients: args.full_task_gradients,
+        weight_decay: args.weight_decay,
         // The bench measures the set-up itself.
         no_knowledge_cache: true,
         ..TrainSettings::default()
@@ -1474,6 +1479,7 @@ mod tests {
             matmul_size: 0,
             sequential: false,
             full_task_gradients: false,
+            weight_decay: 0.0,
             devices: None,
             one_adapter: false,
         };
