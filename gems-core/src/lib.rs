@@ -47,7 +47,7 @@
 //! a full-size matrix. Weight decay acts on the whole weight, so with k of a weight's d inputs
 //! protected it costs one full-size product: `W − U·(UᵀW₀)`, `UᵀW₀` kept from the first decay
 //! since null-space updates never change it (2·k·d·n FLOPs, k·n values held), or `V(VᵀW)`
-//! through the complement when k > 2d/3 (4·(d − k)·d·n FLOPs, nothing held). The step reads
+//! through the complement when k > d/2 (4·(d − k)·d·n FLOPs, nothing held). The step reads
 //! back from the device once, for its statistics (losses, norms, gate); a refresh adds the
 //! small host problems of the randomized SVDs ([`StepReport::device_reads`] counts them).
 //!

@@ -404,8 +404,8 @@ impl GemsOptimizer {
     /// without its components along the knowledge directions, `(I − UUᵀ)W` on the input side.
     /// Null-space updates leave `UᵀW` as it was, so it is taken at the weight's first decay
     /// and kept, and each step subtracts `U·(UᵀW₀)`: one product (2·k·d·n operations) instead
-    /// of two. When most of the side is protected (k > 2d/3), the complement V does it in
-    /// fewer, `V(VᵀW)`, with nothing kept.
+    /// of two. When most of the side is protected (k > d/2), the complement V does it with
+    /// nothing kept, `V(VᵀW)` (4·(d − k)·d·n).
     fn decayed_part(
         &mut self,
         path: &str,

@@ -484,21 +484,16 @@ fn run_two_tasks(
 }
 
 /// Resuming from a saved state continues exactly as the uninterrupted run, weight decay on;
-/// with knowledge bases too: one wide enough (30 of 48 input directions) to be removed from
-/// coordinates through its complement, which is recomputed, not saved, while decay subtracts
-/// the knowledge part it kept from the first step, which is saved; then both so wide (24 of 32,
-/// 40 of 48) that decay goes through the complement as well.
+/// with knowledge bases too: a narrow one (4 of 32 input directions), whose knowledge part
+/// weight decay keeps from the first step (saved), and one wide enough (30 of 48) to be
+/// removed from coordinates and from the decay through its complement (recomputed, not
+/// saved).
 #[test]
 fn saved_state_resumes_bit_identically() {
     let device = device();
     let inner = device.clone().without_autodiff();
-    let narrow = [("q.weight", 32, 4), ("o.weight", 48, 30)];
-    let wide = [("q.weight", 32, 24), ("o.weight", 48, 40)];
-    for (method, knowledge) in [
-        (Method::GemsNoNsp, narrow),
-        (Method::Gems, narrow),
-        (Method::Gems, wide),
-    ] {
+    let knowledge = [("q.weight", 32, 4), ("o.weight", 48, 30)];
+    for method in [Method::GemsNoNsp, Method::Gems] {
         let config = GemsConfig {
             method,
             shared_rank: 6,
@@ -527,7 +522,6 @@ fn saved_state_resumes_bit_identically() {
                 false => optimizer,
             }
         };
-        let case = format!("{method}, knowledge {knowledge:?}");
         let folder = tempfile::tempdir().unwrap();
         let straight = {
             let mut optimizer = optimizer();
@@ -549,7 +543,7 @@ fn saved_state_resumes_bit_identically() {
         resumed.check_state_fits(&halfway, &path).unwrap();
         assert_eq!(resumed.steps(), 4);
         let resumed_model = run_two_tasks(halfway, &mut resumed, 4..8);
-        assert_eq!(straight, resumed_model.values(), "{case}");
+        assert_eq!(straight, resumed_model.values(), "{method}");
         // Every piece of state, floats of the header included, is the same to the bit.
         resumed
             .save_state(&folder.path().join("resumed.safetensors"))
@@ -557,7 +551,7 @@ fn saved_state_resumes_bit_identically() {
         assert!(
             std::fs::read(folder.path().join("straight.safetensors")).unwrap()
                 == std::fs::read(folder.path().join("resumed.safetensors")).unwrap(),
-            "{case}: the resumed optimizer's state file differs from the uninterrupted one's"
+            "{method}: the resumed optimizer's state file differs from the uninterrupted one's"
         );
     }
 }
