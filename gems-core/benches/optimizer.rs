@@ -271,7 +271,8 @@ fn decay_comparison(device: &Device) {
     println!("\n## Weight decay with null-space projection, one T5-base encoder + decoder block\n");
     println!("| knowledge | W − U(UᵀW) (ms) | optimizer's form (ms) | speed-up | kept (MB) |");
     println!("|---|---:|---:|---:|---:|");
-    let widths: [(&str, fn(usize) -> usize); 3] = [
+    type Width = fn(usize) -> usize;
+    let widths: [(&str, Width); 3] = [
         ("k = 256", |_| KNOWLEDGE_RANK),
         ("k = 1/2 of d_in", |d_in| d_in / 2),
         ("k = 3/4 of d_in", |d_in| 3 * d_in / 4),
