@@ -291,20 +291,25 @@ fn decay_comparison(device: &Device) {
                 )
             })
             .collect();
-        let projection_ms = median_ms(
-            5,
-            device,
-            || (),
-            |()| {
-                let decayed: Vec<Tensor<2>> = pairs
-                    .iter()
-                    .map(|(weight, knowledge)| knowledge.project_out(weight.clone()))
-                    .collect();
-                // Held until the work is done (a fusing backend would skip what is dropped).
-                device.sync().expect("device synchronises");
-                drop(decayed);
-            },
-        );
+        // Median milliseconds of `decay` applied to every weight (index, weight, basis).
+        let time = |decay: &dyn Fn(usize, &Tensor<2>, &KnowledgeBasis) -> Tensor<2>| {
+            median_ms(
+                5,
+                device,
+                || (),
+                |()| {
+                    let decayed: Vec<Tensor<2>> = pairs
+                        .iter()
+                        .enumerate()
+                        .map(|(index, (weight, knowledge))| decay(index, weight, knowledge))
+                        .collect();
+                    // Held until the work is done (a fusing backend would skip what is dropped).
+                    device.sync().expect("device synchronises");
+                    drop(decayed);
+                },
+            )
+        };
+        let projection_ms = time(&|_, weight, knowledge| knowledge.project_out(weight.clone()));
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         let kept: Vec<(Option<Tensor<2>>, Option<Tensor<2>>)> = pairs
             .iter()
@@ -315,28 +320,11 @@ fn decay_comparison(device: &Device) {
                 },
             )
             .collect();
-        let ours_ms = median_ms(
-            5,
-            device,
-            || (),
-            |()| {
-                let decayed: Vec<Tensor<2>> = pairs
-                    .iter()
-                    .zip(&kept)
-                    .map(|((weight, knowledge), kept)| match kept {
-                        (Some(part), _) => {
-                            knowledge.without_knowledge_part(weight.clone(), part.clone())
-                        }
-                        (None, Some(complement)) => {
-                            knowledge.within_complement(weight.clone(), complement)
-                        }
-                        (None, None) => unreachable!("every basis has a part or a complement"),
-                    })
-                    .collect();
-                device.sync().expect("device synchronises");
-                drop(decayed);
-            },
-        );
+        let ours_ms = time(&|index, weight, knowledge| match &kept[index] {
+            (Some(part), _) => knowledge.without_knowledge_part(weight.clone(), part.clone()),
+            (None, Some(complement)) => knowledge.within_complement(weight.clone(), complement),
+            (None, None) => unreachable!("every basis has a part or a complement"),
+        });
         let kept_bytes: usize = kept
             .iter()
             .filter_map(|(part, _)| part.as_ref())
