@@ -51,12 +51,17 @@ impl AdamMoments {
 
     /// Folds `gradient` into the moments and returns the bias-corrected Adam direction
     /// m̂ / (√v̂ + ε), with m̂ and v̂ each row's moment divided by that row's mass.
+    ///
+    /// The moments are taken out of `self` while they are updated, so that a backend which
+    /// reuses the buffer of a tensor nothing else holds (flex) updates them in place.
     pub fn update(&mut self, gradient: Tensor<2>, hyper: &AdamHyper) -> Tensor<2> {
         self.steps += 1;
-        self.first = self.first.clone().mul_scalar(hyper.beta1)
-            + gradient.clone().mul_scalar(1.0 - hyper.beta1);
-        self.second = self.second.clone().mul_scalar(hyper.beta2)
-            + gradient.square().mul_scalar(1.0 - hyper.beta2);
+        let empty = || Tensor::empty([0, 0], &gradient.device());
+        let first = std::mem::replace(&mut self.first, empty());
+        let second = std::mem::replace(&mut self.second, empty());
+        let first = first.mul_scalar(hyper.beta1) + gradient.clone().mul_scalar(1.0 - hyper.beta1);
+        let second =
+            second.mul_scalar(hyper.beta2) + gradient.square().mul_scalar(1.0 - hyper.beta2);
         self.first_mass = self
             .first_mass
             .clone()
@@ -67,10 +72,13 @@ impl AdamMoments {
             .clone()
             .mul_scalar(hyper.beta2)
             .add_scalar(1.0 - hyper.beta2);
-        let denominator = (self.second.clone() / self.second_mass.clone())
+        let denominator = (second.clone() / self.second_mass.clone())
             .sqrt()
             .add_scalar(hyper.epsilon);
-        (self.first.clone() / self.first_mass.clone()) / denominator
+        let direction = (first.clone() / self.first_mass.clone()) / denominator;
+        self.first = first;
+        self.second = second;
+        direction
     }
 
     /// Carries the moments into a new basis, `transition = C = Q_newᵀ·Q_old`
