@@ -56,9 +56,9 @@ impl AdamMoments {
     /// reuses the buffer of a tensor nothing else holds (flex) updates them in place.
     pub fn update(&mut self, gradient: Tensor<2>, hyper: &AdamHyper) -> Tensor<2> {
         self.steps += 1;
-        let empty = || Tensor::empty([0, 0], &gradient.device());
-        let first = std::mem::replace(&mut self.first, empty());
-        let second = std::mem::replace(&mut self.second, empty());
+        // The masses stand in meanwhile: a clone shares their buffer, so nothing is allocated.
+        let first = std::mem::replace(&mut self.first, self.first_mass.clone());
+        let second = std::mem::replace(&mut self.second, self.second_mass.clone());
         let first = first.mul_scalar(hyper.beta1) + gradient.clone().mul_scalar(1.0 - hyper.beta1);
         let second =
             second.mul_scalar(hyper.beta2) + gradient.square().mul_scalar(1.0 - hyper.beta2);
