@@ -286,7 +286,7 @@ impl GemsOptimizer {
                                 if self.config.weight_decay > 0.0
                                     && !k.decays_through_complement() =>
                             {
-                                4 * k.rank() * shape[1 - k.input_axis]
+                                4 * k.rank() * shape[1 - k.input_axis.min(1)]
                             }
                             _ => 0,
                         };
