@@ -485,14 +485,10 @@ impl GemsOptimizer {
         }
         for (path, part) in &self.state.knowledge_parts {
             let shape = shape_of(path)?;
-            let expected = self.null_space.get(path).and_then(|knowledge| {
-                let k = knowledge.rank();
-                let outputs = *shape.get(1 - knowledge.input_axis.min(1))?;
-                Some(match knowledge.input_axis {
-                    0 => [k, outputs],
-                    _ => [outputs, k],
-                })
-            });
+            let expected = match (self.null_space.get(path), shape.as_slice()) {
+                (Some(knowledge), &[rows, cols]) => knowledge.knowledge_part_shape([rows, cols]),
+                _ => None,
+            };
             if expected != Some(part.dims()) {
                 return mismatch(
                     path,

@@ -103,33 +103,11 @@ impl KnowledgeBasis {
     }
 
     /// Removes from `matrix` (shaped like the weight) every component along the knowledge
-    /// directions of its input side.
+    /// directions of its input side: `M − U(UᵀM)` when rows index the input, `M − (MU)Uᵀ`
+    /// when columns do, i.e. `matrix` less its current knowledge part.
     pub fn project_out(&self, matrix: Tensor<2>) -> Tensor<2> {
-        if self.input_axis == 0 {
-            self.remove_from_rows(matrix)
-        } else {
-            self.remove_from_columns(matrix)
-        }
-    }
-
-    /// `M − U(UᵀM)`, for a matrix whose rows index the input dimension.
-    pub fn remove_from_rows(&self, matrix: Tensor<2>) -> Tensor<2> {
-        match &self.basis {
-            Some(basis) => {
-                matrix.clone()
-                    - basis
-                        .clone()
-                        .matmul(basis.clone().transpose().matmul(matrix))
-            }
-            None => matrix,
-        }
-    }
-
-    /// `M − (MU)Uᵀ`, for a matrix whose columns index the input dimension (such as low-rank
-    /// coordinates of a basis on the output side).
-    pub fn remove_from_columns(&self, matrix: Tensor<2>) -> Tensor<2> {
-        match &self.basis {
-            Some(basis) => ColumnRemoval::Protected(basis.clone()).apply(matrix),
+        match self.knowledge_part(matrix.clone()) {
+            Some(part) => self.without_knowledge_part(matrix, part),
             None => matrix,
         }
     }
@@ -162,6 +140,16 @@ impl KnowledgeBasis {
         self.basis.as_ref().is_some_and(|basis| {
             let [d, k] = basis.dims();
             2 * k > d
+        })
+    }
+
+    /// The shape of the knowledge part of a weight shaped `weight_shape`
+    /// ([`KnowledgeBasis::knowledge_part`]); `None` without a basis.
+    pub fn knowledge_part_shape(&self, weight_shape: [usize; 2]) -> Option<[usize; 2]> {
+        let k = self.basis.as_ref()?.dims()[1];
+        Some(match self.input_axis {
+            0 => [k, weight_shape[1]],
+            _ => [weight_shape[0], k],
         })
     }
 

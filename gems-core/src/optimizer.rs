@@ -286,7 +286,8 @@ impl GemsOptimizer {
                                 if self.config.weight_decay > 0.0
                                     && !k.decays_through_complement() =>
                             {
-                                4 * k.rank() * shape[1 - k.input_axis.min(1)]
+                                k.knowledge_part_shape(plan.weight_shape)
+                                    .map_or(0, |[rows, cols]| 4 * rows * cols)
                             }
                             _ => 0,
                         };
