@@ -20,12 +20,13 @@
 use std::collections::{BTreeMap, HashMap};
 
 use burn::tensor::Tensor;
-use faer::{Mat, Par};
+use faer::Mat;
 use rayon::prelude::*;
 
 use crate::error::{GemsError, Result};
 use crate::host::{symmetric_eigen_descending, to_device, to_host};
 use crate::null_space::{KnowledgeBasis, KnowledgeSelection, NullSpace};
+use crate::rsvd::cholesky_orthonormalize;
 
 /// Relative size below which an eigenvalue of the rows' Gram matrix is rounding noise.
 const ROWS_NOISE_FLOOR: f64 = 1e-6;
@@ -339,7 +340,14 @@ impl Problem {
                     spectrum.vectors[(i, j)] / (n * spectrum.values[j]).sqrt()
                 });
                 let lifted = rows.clone().transpose().matmul(to_device(&scaled, &device));
-                orthonormalize(lifted).map(Some)
+                // Cholesky QR, repeated, brings the columns to orthonormality at float32
+                // precision even when the lifted columns of small eigenvalues carry rounding
+                // error.
+                cholesky_orthonormalize(lifted).map(Some).ok_or_else(|| {
+                    GemsError::Decomposition(
+                        "lifted knowledge directions are linearly dependent".into(),
+                    )
+                })
             }
         }
     }
@@ -373,28 +381,4 @@ impl Spectrum {
             retained_energy,
         })
     }
-}
-
-/// `U·L⁻ᵀ` where `UᵀU = L·Lᵀ` (Cholesky QR): the products on the device, the k×k
-/// factorization on the host in float64. Repeated once, which brings the columns to
-/// orthonormality at float32 precision even when the lifted columns of small eigenvalues
-/// carry rounding error.
-fn orthonormalize(mut columns: Tensor<2>) -> Result<Tensor<2>> {
-    let device = columns.device();
-    for _ in 0..2 {
-        let gram = to_host(columns.clone().transpose().matmul(columns.clone()));
-        let cholesky = gram.llt(faer::Side::Lower).map_err(|e| {
-            GemsError::Decomposition(format!(
-                "lifted knowledge directions are linearly dependent ({e:?})"
-            ))
-        })?;
-        let mut inverse = Mat::<f64>::identity(gram.nrows(), gram.ncols());
-        faer::linalg::triangular_solve::solve_lower_triangular_in_place(
-            cholesky.L(),
-            inverse.as_mut(),
-            Par::Seq,
-        );
-        columns = columns.matmul(to_device(&inverse.transpose().to_owned(), &device));
-    }
-    Ok(columns)
 }

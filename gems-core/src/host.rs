@@ -5,7 +5,10 @@
 //! SVD used as a reference. Everything of the size of a weight matrix stays on the device.
 
 use burn::tensor::{Device, Tensor, TensorData};
-use faer::{Mat, Side};
+use faer::diag::Diag;
+use faer::dyn_stack::{MemBuffer, MemStack};
+use faer::linalg::evd::{ComputeEigenvectors, self_adjoint_evd, self_adjoint_evd_scratch};
+use faer::{Mat, Par};
 
 use crate::error::{GemsError, Result};
 
@@ -50,6 +53,11 @@ pub fn to_device(matrix: &Mat<f64>, device: &Device) -> Tensor<2> {
     Tensor::from_data(TensorData::new(values, [rows, cols]), device)
 }
 
+/// Symmetric matrices up to this size are decomposed on one thread: splitting so little work
+/// costs more than it saves (a 136×136 Gram matrix: 0.9 ms on one thread against 1.1 ms on two;
+/// 72×72: 0.3 ms against 0.8 ms).
+const SEQUENTIAL_EIGEN_MAX: usize = 256;
+
 /// Eigen-decomposition of a symmetric matrix, eigenvalues in non-increasing order.
 ///
 /// Returns the eigenvalues and the matrix whose columns are the matching unit eigenvectors.
@@ -61,11 +69,24 @@ pub fn symmetric_eigen_descending(matrix: &Mat<f64>) -> Result<(Vec<f64>, Mat<f6
             "matrix has non-finite entries (NaN or infinite gradient?)".into(),
         ));
     }
-    let eigen = matrix
-        .self_adjoint_eigen(Side::Lower)
-        .map_err(|e| GemsError::Decomposition(format!("symmetric eigen-decomposition: {e:?}")))?;
-    let values = eigen.S().column_vector();
-    let vectors = eigen.U();
+    let par = match n <= SEQUENTIAL_EIGEN_MAX {
+        true => Par::Seq,
+        false => faer::get_global_parallelism(),
+    };
+    let mut values = Diag::<f64>::zeros(n);
+    let mut vectors = Mat::<f64>::zeros(n, n);
+    let scratch =
+        self_adjoint_evd_scratch::<f64>(n, ComputeEigenvectors::Yes, par, Default::default());
+    self_adjoint_evd(
+        matrix.as_ref(),
+        values.as_mut(),
+        Some(vectors.as_mut()),
+        par,
+        MemStack::new(&mut MemBuffer::new(scratch)),
+        Default::default(),
+    )
+    .map_err(|e| GemsError::Decomposition(format!("symmetric eigen-decomposition: {e:?}")))?;
+    let values = values.column_vector();
     // faer returns ascending order; reverse it.
     let descending_values = (0..n).rev().map(|i| values[i]).collect();
     let descending_vectors = Mat::from_fn(n, n, |i, j| vectors[(i, n - 1 - j)]);

@@ -6,20 +6,24 @@
 //! eigen-decomposition of BBᵀ on the host in float64, U = Q·Ũ[:, :rank].
 //!
 //! Every product with G runs on the device through Burn; only (r + p)-sized matrices travel to
-//! the host. Orthonormalisation uses the Gram matrix (SVQB: Q ← Y·V·Λ^-½ from YᵀY = VΛVᵀ),
-//! repeated until QᵀQ = I to float32 precision, because Householder QR builds an m×m factor
-//! and is unusably slow for tall sketches (see PLATFORM.md). Columns that the sketch cannot
-//! support (rank-deficient G) are replaced by random directions orthogonal to the rest, so a
-//! basis always has exactly the requested width.
+//! the host. Orthonormalisation works from the Gram matrix, repeated until QᵀQ = I to float32
+//! precision, because Householder QR builds an m×m factor and is unusably slow for tall sketches
+//! (see PLATFORM.md). A sketch, whose orientation within its span does not matter, takes
+//! Cholesky QR (Q ← Y·R⁻¹ from YᵀY = RᵀR: a factorisation some hundred times cheaper than an
+//! eigen-decomposition at these sizes); a basis whose columns must keep their directions takes
+//! the symmetric orthonormalisation Y·(YᵀY)^-½ through the Gram's eigen-decomposition. Columns
+//! that the sketch cannot support (rank-deficient G) are replaced by random directions
+//! orthogonal to the rest, so a basis always has exactly the requested width.
 
 use burn::tensor::{Device, Tensor, TensorData};
 use faer::Mat;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{GemsError, Result};
-use crate::host::{symmetric_eigen_descending, thin_svd, to_device, to_host};
+use crate::host::{read_values, symmetric_eigen_descending, thin_svd, to_device, to_host};
 
 /// How bases are computed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -132,10 +136,11 @@ fn randomized_left_singular_vectors(
     let zero = || GemsError::Decomposition("the matrix is zero or not finite".into());
 
     let omega = gaussian_matrix(cols, width, rng, &device);
-    let mut range = orthonormalize(matrix.clone().matmul(omega)).ok_or_else(zero)?;
+    let mut range = orthonormalize_span(matrix.clone().matmul(omega)).ok_or_else(zero)?;
     for _ in 0..power_iterations {
-        let co_range = orthonormalize(matrix.clone().transpose().matmul(range)).ok_or_else(zero)?;
-        range = orthonormalize(matrix.clone().matmul(co_range)).ok_or_else(zero)?;
+        let co_range =
+            orthonormalize_span(matrix.clone().transpose().matmul(range)).ok_or_else(zero)?;
+        range = orthonormalize_span(matrix.clone().matmul(co_range)).ok_or_else(zero)?;
     }
     let projected = range.clone().transpose().matmul(matrix);
     let small = to_host(projected.clone().matmul(projected.transpose()));
@@ -148,25 +153,45 @@ fn randomized_left_singular_vectors(
     Ok(range.matmul(to_device(&rotation, &device)))
 }
 
+/// Normal pairs drawn by one thread at a time in [`gaussian_matrix`].
+const PAIRS_PER_CHUNK: usize = 4096;
+
 /// A `[rows, cols]` matrix of independent standard normal entries, drawn on the host from `rng`
 /// (so that the same seed gives the same sketch on every backend).
+///
+/// Box–Muller turns two uniforms, four words of the stream, into two normals, so pair `i` comes
+/// from words `4i..4i + 4` past the stream's position: chunks of pairs are drawn on several
+/// threads, each from its own position, giving exactly the values and the final stream
+/// position of drawing them one after the other.
 pub fn gaussian_matrix(
     rows: usize,
     cols: usize,
     rng: &mut ChaCha8Rng,
     device: &Device,
 ) -> Tensor<2> {
-    let mut values = Vec::with_capacity(rows * cols);
-    while values.len() < rows * cols {
-        // Box–Muller: two uniforms in (0, 1] give two independent normals.
-        let u1: f64 = 1.0 - rng.random::<f64>();
-        let u2: f64 = rng.random::<f64>();
-        let radius = (-2.0 * u1.ln()).sqrt();
-        let angle = std::f64::consts::TAU * u2;
-        values.push((radius * angle.cos()) as f32);
-        values.push((radius * angle.sin()) as f32);
-    }
-    values.truncate(rows * cols);
+    let count = rows * cols;
+    let pairs = count.div_ceil(2);
+    let start = rng.get_word_pos();
+    let origin = rng.clone();
+    let mut values = vec![0f32; 2 * pairs];
+    values
+        .par_chunks_mut(2 * PAIRS_PER_CHUNK)
+        .enumerate()
+        .for_each(|(chunk, out)| {
+            let mut stream = origin.clone();
+            stream.set_word_pos(start + 4 * (chunk * PAIRS_PER_CHUNK) as u128);
+            for pair in out.chunks_exact_mut(2) {
+                // Two uniforms in (0, 1] and [0, 1) give two independent normals.
+                let u1: f64 = 1.0 - stream.random::<f64>();
+                let u2: f64 = stream.random::<f64>();
+                let radius = (-2.0 * u1.ln()).sqrt();
+                let angle = std::f64::consts::TAU * u2;
+                pair[0] = (radius * angle.cos()) as f32;
+                pair[1] = (radius * angle.sin()) as f32;
+            }
+        });
+    rng.set_word_pos(start + 4 * pairs as u128);
+    values.truncate(count);
     Tensor::from_data(TensorData::new(values, [rows, cols]), device)
 }
 
@@ -231,6 +256,48 @@ pub fn orthonormalize(mut columns: Tensor<2>) -> Option<Tensor<2>> {
     Some(columns)
 }
 
+/// Orthonormal columns spanning (numerically) the same space as `columns`, oriented however
+/// Cholesky QR leaves them: for sketches and random directions, whose orientation within their
+/// span does not matter. Cholesky QR, `Y·R⁻¹` with `YᵀY = RᵀR` factorised on the host in
+/// float64, repeated until QᵀQ = I to float32 precision; when the Gram matrix is not
+/// numerically positive definite (dependent columns), [`orthonormalize`], which drops the
+/// columns the input cannot support. `None` when the input is zero or not finite.
+pub fn orthonormalize_span(columns: Tensor<2>) -> Option<Tensor<2>> {
+    cholesky_orthonormalize(columns.clone()).or_else(|| orthonormalize(columns))
+}
+
+/// Cholesky QR repeated until QᵀQ = I to float32 precision; `None` when a Gram matrix is not
+/// finite or not numerically positive definite (a pivot at or below
+/// `DROP_RELATIVE_EIGENVALUE` times its largest diagonal entry: the columns are dependent).
+pub(crate) fn cholesky_orthonormalize(mut columns: Tensor<2>) -> Option<Tensor<2>> {
+    for pass in 0..MAX_ORTHONORMALISATION_PASSES {
+        let gram = to_host(columns.clone().transpose().matmul(columns.clone()));
+        if pass > 0 && max_deviation_from_identity(&gram) <= ORTHONORMALITY_TOLERANCE {
+            return Some(columns);
+        }
+        let n = gram.nrows();
+        let largest = (0..n).map(|i| gram[(i, i)]).fold(0.0, f64::max);
+        if !(largest > 0.0 && largest.is_finite()) || (0..n).any(|i| !gram[(i, i)].is_finite()) {
+            return None;
+        }
+        let factor = gram.llt(faer::Side::Lower).ok()?;
+        let lower = factor.L();
+        if (0..n).any(|i| !(lower[(i, i)].powi(2) > DROP_RELATIVE_EIGENVALUE * largest)) {
+            return None;
+        }
+        // Y ← Y·L⁻ᵀ, which makes (Y·L⁻ᵀ)ᵀ(Y·L⁻ᵀ) = L⁻¹·YᵀY·L⁻ᵀ = I.
+        let mut inverse = Mat::<f64>::identity(n, n);
+        faer::linalg::triangular_solve::solve_lower_triangular_in_place(
+            lower,
+            inverse.as_mut(),
+            faer::Par::Seq,
+        );
+        let device = columns.device();
+        columns = columns.matmul(to_device(&inverse.transpose().to_owned(), &device));
+    }
+    Some(columns)
+}
+
 /// `columns − basis·(basisᵀ·columns)`: removes the part of `columns` inside span(`basis`).
 pub fn remove_component(columns: Tensor<2>, basis: &Tensor<2>) -> Tensor<2> {
     let inside = basis
@@ -240,10 +307,24 @@ pub fn remove_component(columns: Tensor<2>, basis: &Tensor<2>) -> Tensor<2> {
 }
 
 /// Orthonormal directions spanning the part of `columns` outside span(`excluded`), or `None`
-/// if nothing is left. Removal and orthonormalisation run twice: when `columns` lies almost
-/// inside `excluded`, what the first round leaves is rounding noise that still overlaps it.
+/// if nothing is left. When `columns` lies almost inside `excluded`, what one round of removal
+/// and orthonormalisation leaves is rounding noise that still overlaps it, so a second round
+/// follows whenever the overlap left is above float32 precision. Columns already (nearly)
+/// outside, the usual case (the bases come from gradients projected away from the knowledge
+/// directions, and a task's from the residual of the shared basis), take one round.
 fn outside(columns: Tensor<2>, excluded: &Tensor<2>) -> Option<Tensor<2>> {
     let once = orthonormalize(remove_component(columns, excluded))?;
+    let overlap = read_values(
+        excluded
+            .clone()
+            .transpose()
+            .matmul(once.clone())
+            .abs()
+            .max(),
+    )[0];
+    if f64::from(overlap) <= ORTHONORMALITY_TOLERANCE {
+        return Some(once);
+    }
     orthonormalize(remove_component(once, excluded))
 }
 
@@ -273,7 +354,7 @@ fn complete_basis(
             fill = remove_component(fill, excluded_basis);
         }
     }
-    let fill = orthonormalize(fill)
+    let fill = orthonormalize_span(fill)
         .filter(|f| f.dims()[1] == width - have)
         .ok_or_else(|| {
             GemsError::Decomposition("could not complete the basis with random directions".into())
@@ -307,4 +388,57 @@ pub fn captured_energy(basis: &Tensor<2>, matrix: &Tensor<2>) -> f64 {
         .into_scalar::<f32>() as f64;
     let total: f64 = matrix.clone().square().sum().into_scalar::<f32>() as f64;
     if total > 0.0 { inside / total } else { 1.0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    #[test]
+    fn cholesky_qr_orthonormalizes_well_conditioned_columns_within_their_span() {
+        let device = Device::flex();
+        // Columns of very different lengths and directions 60° apart: far from orthonormal,
+        // but well within what a float32 Gram matrix factorises.
+        let base = Tensor::<2>::random([200, 12], Distribution::Normal(0.0, 1.0), &device);
+        let scales: Vec<f32> = (0..12).map(|j| 10f32.powi(j % 3)).collect();
+        let columns = (base.clone() + base.clone().slice([0..200, 0..1]).repeat_dim(1, 12))
+            * Tensor::<1>::from_floats(scales.as_slice(), &device).unsqueeze::<2>();
+        let q = cholesky_orthonormalize(columns.clone()).expect("positive definite");
+        assert_eq!(q.dims(), [200, 12]);
+        let gram = to_host(q.clone().transpose().matmul(q.clone()));
+        assert!(max_deviation_from_identity(&gram) <= 1e-5);
+        // Nothing of the input lies outside the result's span.
+        let outside = remove_component(columns.clone(), &q)
+            .square()
+            .sum()
+            .into_scalar::<f32>();
+        let total = columns.square().sum().into_scalar::<f32>();
+        assert!(outside / total < 1e-10, "{outside} of {total} outside");
+        // A zero column makes the Gram matrix singular: no Cholesky QR.
+        let with_zero = Tensor::cat(vec![base, Tensor::zeros([200, 1], &device)], 1);
+        assert!(cholesky_orthonormalize(with_zero).is_none());
+    }
+
+    #[test]
+    fn gaussian_chunks_drawn_in_parallel_equal_one_sequential_draw() {
+        let device = Device::flex();
+        // Odd counts (the last pair's second normal dropped), one chunk and several.
+        for (rows, cols) in [(3, 5), (64, 64), (700, 31)] {
+            let mut parallel = <ChaCha8Rng as rand::SeedableRng>::seed_from_u64(9);
+            let _ = parallel.random::<u32>(); // start off a pair boundary
+            let mut sequential = parallel.clone();
+            let drawn = read_values(gaussian_matrix(rows, cols, &mut parallel, &device));
+            let mut expected = Vec::new();
+            while expected.len() < rows * cols {
+                let u1: f64 = 1.0 - sequential.random::<f64>();
+                let u2: f64 = sequential.random::<f64>();
+                let (r, a) = ((-2.0 * u1.ln()).sqrt(), std::f64::consts::TAU * u2);
+                expected.extend([(r * a.cos()) as f32, (r * a.sin()) as f32]);
+            }
+            expected.truncate(rows * cols);
+            assert_eq!(drawn, expected, "{rows}×{cols}");
+            assert_eq!(parallel.random::<u64>(), sequential.random::<u64>());
+        }
+    }
 }

@@ -5,7 +5,7 @@ mod common;
 use burn::tensor::Device;
 use common::{energy_in, orthonormality_error, tensor, with_spectrum};
 use gems_core::host::to_device;
-use gems_core::rsvd::{SvdMethod, orthonormalize, top_left_singular_vectors};
+use gems_core::rsvd::{SvdMethod, orthonormalize, orthonormalize_span, top_left_singular_vectors};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -197,6 +197,52 @@ fn orthonormalization_survives_ill_conditioned_columns() {
         "{:e}",
         orthonormality_error(&q)
     );
+}
+
+#[test]
+fn sketch_orthonormalization_spans_every_singular_direction_of_its_input() {
+    let device = Device::flex();
+    // κ = 100: Cholesky QR, every direction kept. κ = 1e6: the Gram matrix is not positive
+    // definite in float32, so the eigen-decomposition takes over and drops the directions below
+    // float32's reach; every direction within 1e-3 of the largest must still be inside.
+    for (condition, reach) in [(2.0, 1e-2), (6.0, 1e-3)] {
+        let spectrum: Vec<f64> = (0..24)
+            .map(|i| 10f64.powf(-condition * i as f64 / 23.0))
+            .collect();
+        let host = with_spectrum(300, 24, &spectrum, 5);
+        let q = orthonormalize_span(tensor(&host, &device)).unwrap();
+        assert!(orthonormality_error(&q) <= 1e-5, "κ = 1e{condition}");
+        let (left, _) = common::jacobi_svd(&host);
+        let reachable = spectrum.iter().filter(|&&s| s >= reach).count();
+        assert!(
+            q.dims()[1] >= reachable,
+            "κ = 1e{condition}: {:?}",
+            q.dims()
+        );
+        for i in 0..reachable {
+            let direction = faer::Mat::from_fn(300, 1, |r, _| left[(r, i)]);
+            let captured = energy_in(&q, &direction);
+            assert!(
+                captured >= 1.0 - 1e-5,
+                "κ = 1e{condition}: singular direction {i} only {captured} inside"
+            );
+        }
+    }
+}
+
+#[test]
+fn sketch_orthonormalization_drops_a_zero_column() {
+    let device = Device::flex();
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let random = common::gaussian(40, 3, &mut rng);
+    let with_zero = faer::Mat::from_fn(40, 3, |r, c| if c == 1 { 0.0 } else { random[(r, c)] });
+    let q = orthonormalize_span(tensor(&with_zero, &device)).unwrap();
+    assert_eq!(q.dims(), [40, 2]);
+    assert!(orthonormality_error(&q) <= 1e-5);
+    assert!((energy_in(&q, &with_zero) / with_zero.squared_norm_l2() - 1.0).abs() < 1e-5);
+    let zero = burn::tensor::Tensor::<2>::zeros([40, 3], &device);
+    assert!(orthonormalize_span(zero.clone()).is_none());
+    assert!(orthonormalize_span(zero.add_scalar(f64::NAN)).is_none());
 }
 
 #[test]
