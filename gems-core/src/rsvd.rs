@@ -282,7 +282,11 @@ pub(crate) fn cholesky_orthonormalize(mut columns: Tensor<2>) -> Option<Tensor<2
         }
         let factor = gram.llt(faer::Side::Lower).ok()?;
         let lower = factor.L();
-        if (0..n).any(|i| !(lower[(i, i)].powi(2) > DROP_RELATIVE_EIGENVALUE * largest)) {
+        let dependent = |i: usize| {
+            let pivot = lower[(i, i)].powi(2);
+            pivot.is_nan() || pivot <= DROP_RELATIVE_EIGENVALUE * largest
+        };
+        if (0..n).any(dependent) {
             return None;
         }
         // Y ← Y·L⁻ᵀ, which makes (Y·L⁻ᵀ)ᵀ(Y·L⁻ᵀ) = L⁻¹·YᵀY·L⁻ᵀ = I.
