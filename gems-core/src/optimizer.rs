@@ -24,7 +24,9 @@ use crate::error::{GemsError, Result};
 use crate::gate::TaskSignal;
 use crate::null_space::{ColumnRemoval, KnowledgeBasis, NullSpace};
 use crate::projector::Side;
-use crate::subspace::{Coordinates, SubspacePlan, TaskCoordinates, WeightSubspaces};
+use crate::subspace::{
+    Coordinates, KnowledgeSides, SubspacePlan, TaskCoordinates, WeightSubspaces,
+};
 
 /// One task's contribution to a step: the gradients of its own backward pass, its loss and
 /// its number of samples, all over the accumulation window.
@@ -1243,22 +1245,20 @@ impl UpdateMapper<'_> {
                     false => Vec::new(),
                 };
                 let subspaces = if due {
-                    let project = |g: &Tensor<2>| match &knowledge {
-                        Some(knowledge) => knowledge.project_out(g.clone()),
-                        None => g.clone(),
+                    let knowledge = KnowledgeSides {
+                        basis_side: exclude.as_ref(),
+                        coordinate_side: coordinate_knowledge
+                            .as_ref()
+                            .and_then(|k| k.basis.as_ref()),
                     };
-                    let projected: Vec<Option<Tensor<2>>> = task_gradients
-                        .iter()
-                        .map(|g| g.as_ref().map(project))
-                        .collect();
                     self.refresh(
                         path,
                         previous,
-                        &project(&merged),
-                        &projected,
+                        &merged,
+                        &task_gradients,
                         &plan,
                         refresh_offset,
-                        exclude.as_ref(),
+                        knowledge,
                     )
                 } else {
                     previous.expect("not due implies a previous state")
@@ -1307,7 +1307,7 @@ impl UpdateMapper<'_> {
         task_gradients: &[Option<Tensor<2>>],
         plan: &SubspacePlan,
         refresh_offset: u64,
-        exclude: Option<&Tensor<2>>,
+        knowledge: KnowledgeSides<'_>,
     ) -> WeightSubspaces {
         let started = Instant::now();
         let refreshes = previous.as_ref().map_or(0, |p| p.refreshes);
@@ -1318,7 +1318,7 @@ impl UpdateMapper<'_> {
             task_gradients,
             plan,
             refresh_offset,
-            exclude,
+            knowledge,
             &mut rng,
         );
         for failure in failures {

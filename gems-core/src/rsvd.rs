@@ -60,19 +60,86 @@ const WELL_CONDITIONED_GRAM: f64 = 4.0;
 /// Gram-based passes before giving up on reaching the tolerance (two suffice in practice).
 const MAX_ORTHONORMALISATION_PASSES: usize = 4;
 
-/// The top-`rank` left singular vectors of `matrix` (shape `[rows, cols]`), as a
-/// `[rows, rank]` tensor with orthonormal columns.
-///
-/// With `exclude` (a `[rows, e]` orthonormal basis), the result is also made orthogonal to it;
-/// `rank + e` must not exceed `rows`. Fails, without side effects, on a zero or non-finite
-/// matrix.
-pub fn top_left_singular_vectors(
+/// A matrix whose bases are wanted with some directions of its columns' space taken out:
+/// `G·(I − CCᵀ)`, C orthonormal. Converts from a plain matrix (nothing taken out).
+#[derive(Clone, Debug)]
+pub struct ProjectedMatrix {
+    /// G, `[rows, cols]`.
+    pub matrix: Tensor<2>,
+    /// C, `[cols, c]` orthonormal columns, or `None`.
+    pub columns_outside: Option<Tensor<2>>,
+}
+
+impl From<Tensor<2>> for ProjectedMatrix {
+    fn from(matrix: Tensor<2>) -> Self {
+        Self {
+            matrix,
+            columns_outside: None,
+        }
+    }
+}
+
+/// `(I − EEᵀ)·G·(I − CCᵀ)` as an operator: the randomized SVD applies the projections to its
+/// thin sketches (`2·k·(r + p)` operations per side and product), never forming the projected
+/// matrix (`4·k·rows·cols` per side).
+struct ProjectedOperator<'a> {
     matrix: Tensor<2>,
+    rows_outside: Option<&'a Tensor<2>>,
+    columns_outside: Option<&'a Tensor<2>>,
+}
+
+impl ProjectedOperator<'_> {
+    /// The operator times `columns` (`[cols, w]`).
+    fn times(&self, columns: Tensor<2>) -> Tensor<2> {
+        let columns = without(columns, self.columns_outside);
+        without(self.matrix.clone().matmul(columns), self.rows_outside)
+    }
+
+    /// The operator's transpose times `rows` (`[rows, w]`).
+    fn transposed_times(&self, rows: Tensor<2>) -> Tensor<2> {
+        let rows = without(rows, self.rows_outside);
+        without(
+            self.matrix.clone().transpose().matmul(rows),
+            self.columns_outside,
+        )
+    }
+
+    /// The projected matrix itself (for the exact SVD, which needs it on the host).
+    fn formed(&self) -> Tensor<2> {
+        let rows_projected = without(self.matrix.clone(), self.rows_outside);
+        match self.columns_outside {
+            Some(basis) => remove_component(rows_projected.transpose(), basis).transpose(),
+            None => rows_projected,
+        }
+    }
+}
+
+/// `columns` less its part inside span(`basis`), when there is a basis.
+fn without(columns: Tensor<2>, basis: Option<&Tensor<2>>) -> Tensor<2> {
+    match basis {
+        Some(basis) => remove_component(columns, basis),
+        None => columns,
+    }
+}
+
+/// The top-`rank` left singular vectors of `matrix` (shape `[rows, cols]`, with the directions
+/// of its `columns_outside` taken out), as a `[rows, rank]` tensor with orthonormal columns.
+///
+/// With `exclude` (a `[rows, e]` orthonormal basis), they are those of `(I − EEᵀ)·matrix`,
+/// hence orthogonal to it; `rank + e` must not exceed `rows`. The projections are applied to the
+/// sketches, not to the matrix. Fails, without side effects, on a zero or non-finite matrix
+/// (or one that lies inside the directions taken out).
+pub fn top_left_singular_vectors(
+    matrix: impl Into<ProjectedMatrix>,
     rank: usize,
     method: &SvdMethod,
     exclude: Option<&Tensor<2>>,
     rng: &mut ChaCha8Rng,
 ) -> Result<Tensor<2>> {
+    let ProjectedMatrix {
+        matrix,
+        columns_outside,
+    } = matrix.into();
     let [rows, _] = matrix.dims();
     let device = matrix.device();
     let excluded = exclude.map_or(0, |basis| basis.dims()[1]);
@@ -81,13 +148,21 @@ pub fn top_left_singular_vectors(
             "cannot find {rank} directions orthogonal to {excluded} others in dimension {rows}"
         )));
     }
+    let operator = ProjectedOperator {
+        matrix,
+        rows_outside: exclude,
+        columns_outside: columns_outside.as_ref(),
+    };
     let found = match method {
-        SvdMethod::Exact => exact_left_singular_vectors(matrix, rank)?,
+        SvdMethod::Exact => exact_left_singular_vectors(operator.formed(), rank)?,
         SvdMethod::Randomized {
             oversample,
             power_iterations,
-        } => randomized_left_singular_vectors(matrix, rank, *oversample, *power_iterations, rng)?,
+        } => {
+            randomized_left_singular_vectors(&operator, rank, *oversample, *power_iterations, rng)?
+        }
     };
+    // Orthogonal to `exclude` already up to rounding, which the orthonormalisations amplify.
     let found = match exclude {
         Some(excluded_basis) => outside(found, excluded_basis),
         None => Some(found),
@@ -124,25 +199,25 @@ fn exact_left_singular_vectors(matrix: Tensor<2>, rank: usize) -> Result<Tensor<
 }
 
 fn randomized_left_singular_vectors(
-    matrix: Tensor<2>,
+    operator: &ProjectedOperator,
     rank: usize,
     oversample: usize,
     power_iterations: usize,
     rng: &mut ChaCha8Rng,
 ) -> Result<Tensor<2>> {
-    let [rows, cols] = matrix.dims();
-    let device = matrix.device();
+    let [rows, cols] = operator.matrix.dims();
+    let device = operator.matrix.device();
     let width = (rank + oversample).min(rows);
     let zero = || GemsError::Decomposition("the matrix is zero or not finite".into());
 
     let omega = gaussian_matrix(cols, width, rng, &device);
-    let mut range = orthonormalize_span(matrix.clone().matmul(omega)).ok_or_else(zero)?;
+    let mut range = orthonormalize_span(operator.times(omega)).ok_or_else(zero)?;
     for _ in 0..power_iterations {
-        let co_range =
-            orthonormalize_span(matrix.clone().transpose().matmul(range)).ok_or_else(zero)?;
-        range = orthonormalize_span(matrix.clone().matmul(co_range)).ok_or_else(zero)?;
+        let co_range = orthonormalize_span(operator.transposed_times(range)).ok_or_else(zero)?;
+        range = orthonormalize_span(operator.times(co_range)).ok_or_else(zero)?;
     }
-    let projected = range.clone().transpose().matmul(matrix);
+    // Bᵀ = (Qᵀ·A)ᵀ for the operator A.
+    let projected = operator.transposed_times(range.clone()).transpose();
     let small = to_host(projected.clone().matmul(projected.transpose()));
     let (values, vectors) = symmetric_eigen_descending(&small)?;
     if !values.first().is_some_and(|&v| v > 0.0) {

@@ -15,7 +15,17 @@ use crate::adam::{AdamHyper, AdamMoments};
 use crate::config::MomentTransfer;
 use crate::null_space::ColumnRemoval;
 use crate::projector::{Projector, Side};
-use crate::rsvd::{SvdMethod, fallback_basis, remove_component, top_left_singular_vectors};
+use crate::rsvd::{ProjectedMatrix, SvdMethod, fallback_basis, top_left_singular_vectors};
+
+/// The knowledge directions of one weight in its canonical orientation (rows: the side that
+/// carries the bases), which a refresh takes out of the gradients.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KnowledgeSides<'a> {
+    /// Orthonormal directions of the basis side (`[basis side, k]`): every basis avoids them.
+    pub basis_side: Option<&'a Tensor<2>>,
+    /// Orthonormal directions of the coordinate side (`[coordinate side, k]`).
+    pub coordinate_side: Option<&'a Tensor<2>>,
+}
 
 /// One subspace: a basis and the Adam moments of the coordinates in it.
 #[derive(Clone, Debug)]
@@ -200,8 +210,11 @@ impl WeightSubspaces {
     }
 
     /// Computes the bases from the merged gradient and the task gradients (shaped like the
-    /// weight, null-space projected already), carrying moments over from `previous`. Every
-    /// basis avoids `exclude` (the knowledge directions on the basis side, if any).
+    /// weight), carrying moments over from `previous`: the shared basis from the merged
+    /// gradient, each task's from its gradient with the shared basis taken out, every one of
+    /// them with the `knowledge` directions taken out (on the basis side, which the bases then
+    /// avoid, and on the other). The projections are applied to the randomized SVD's sketches,
+    /// never to the full-size gradients.
     ///
     /// A task absent from this step (`None`: no samples, or no gradient for this weight) keeps
     /// its subspace untouched, basis and moments, until a refresh it takes part in; on the first
@@ -216,10 +229,15 @@ impl WeightSubspaces {
         task_gradients: &[Option<Tensor<2>>],
         plan: &SubspacePlan,
         refresh_offset: u64,
-        exclude: Option<&Tensor<2>>,
+        knowledge: KnowledgeSides<'_>,
         rng: &mut ChaCha8Rng,
     ) -> (WeightSubspaces, Vec<RefreshFailure>) {
         let side = plan.side;
+        let exclude = knowledge.basis_side;
+        let projected = |gradient: &Tensor<2>| ProjectedMatrix {
+            matrix: side.canonical(gradient.clone()),
+            columns_outside: knowledge.coordinate_side.cloned(),
+        };
         let rows = side.basis_dim(plan.weight_shape);
         let device = merged.device();
         let mut failures = Vec::new();
@@ -233,13 +251,8 @@ impl WeightSubspaces {
         };
         previous_tasks.resize_with(task_gradients.len(), || None);
 
-        let computed = top_left_singular_vectors(
-            side.canonical(merged.clone()),
-            plan.shared_rank,
-            &plan.svd,
-            exclude,
-            rng,
-        );
+        let computed =
+            top_left_singular_vectors(projected(merged), plan.shared_rank, &plan.svd, exclude, rng);
         let (shared, shared_kept) = match (computed, previous_shared) {
             (Ok(basis), previous) => {
                 let projector = Projector { basis, side };
@@ -297,9 +310,8 @@ impl WeightSubspaces {
                     });
                     continue;
                 };
-                let residual = remove_component(side.canonical(gradient.clone()), shared_basis);
                 let computed = top_left_singular_vectors(
-                    residual,
+                    projected(gradient),
                     plan.task_rank,
                     &plan.svd,
                     Some(&avoided),

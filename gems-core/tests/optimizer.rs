@@ -274,8 +274,15 @@ fn task_bases_are_orthogonal_to_the_shared_basis() {
             MomentTransfer::Rotate,
         );
         let mut sketch_rng = ChaCha8Rng::seed_from_u64(0);
-        let (subspaces, failures) =
-            WeightSubspaces::refresh(None, &merged, &all, &plan, 0, None, &mut sketch_rng);
+        let (subspaces, failures) = WeightSubspaces::refresh(
+            None,
+            &merged,
+            &all,
+            &plan,
+            0,
+            Default::default(),
+            &mut sketch_rng,
+        );
         assert!(failures.is_empty(), "{failures:?}");
         let shared = &subspaces.shared.projector.basis;
         assert_eq!(shared.dims(), [64, 16]);

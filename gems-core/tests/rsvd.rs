@@ -5,7 +5,9 @@ mod common;
 use burn::tensor::Device;
 use common::{energy_in, orthonormality_error, tensor, with_spectrum};
 use gems_core::host::to_device;
-use gems_core::rsvd::{SvdMethod, orthonormalize, orthonormalize_span, top_left_singular_vectors};
+use gems_core::rsvd::{
+    ProjectedMatrix, SvdMethod, orthonormalize, orthonormalize_span, top_left_singular_vectors,
+};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -285,5 +287,48 @@ fn bases_orthogonal_to_an_exclusion_are_still_singular_vectors() {
             "column {j} is not singular vector {}: |cos| = {alignment}",
             4 + j
         );
+    }
+}
+
+#[test]
+fn projections_applied_to_the_sketches_give_the_bases_of_the_projected_matrix() {
+    // The top singular vectors of (I − EEᵀ)·G·(I − CCᵀ), formed here in float64, against those
+    // the randomized SVD finds from G with E and C applied to its sketches only.
+    let device = Device::flex();
+    let (rows, cols, rank) = (48, 80, 6);
+    let spectrum: Vec<f64> = (0..48)
+        .map(|i| if i < 12 { 10.0 - i as f64 * 0.5 } else { 0.01 })
+        .collect();
+    let host = with_spectrum(rows, cols, &spectrum, 21);
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let rows_out = common::random_orthonormal(rows, 5, &mut rng);
+    let columns_out = common::random_orthonormal(cols, 7, &mut rng);
+    let identity = |n: usize| faer::Mat::<f64>::identity(n, n);
+    let projected = (identity(rows) - &rows_out * rows_out.transpose())
+        * &host
+        * (identity(cols) - &columns_out * columns_out.transpose());
+    let (left, _) = common::jacobi_svd(&projected);
+    let expected = faer::Mat::from_fn(rows, rank, |i, j| left[(i, j)]);
+    let exclude = to_device(&rows_out, &device);
+    for method in [randomized(1), SvdMethod::Exact] {
+        let basis = top_left_singular_vectors(
+            ProjectedMatrix {
+                matrix: tensor(&host, &device),
+                columns_outside: Some(to_device(&columns_out, &device)),
+            },
+            rank,
+            &method,
+            Some(&exclude),
+            &mut rng,
+        )
+        .unwrap();
+        assert!(orthonormality_error(&basis) <= 1e-5, "{method:?}");
+        assert!(
+            common::max_abs_cross(&basis, &exclude) <= 1e-5,
+            "{method:?}"
+        );
+        // The same subspace: every expected direction lies inside the basis found.
+        let captured = energy_in(&basis, &expected) / rank as f64;
+        assert!(captured >= 1.0 - 1e-4, "{method:?}: {captured}");
     }
 }
