@@ -171,7 +171,8 @@ pub fn top_left_singular_vectors(
 }
 
 /// An orthonormal `[rows, width]` basis for when no decomposition is available: what is left
-/// of `start` outside `exclude`, completed with random directions (all random without `start`).
+/// of `start` (orthonormal columns) outside `exclude`, completed with random directions (all
+/// random without `start`).
 pub fn fallback_basis(
     start: Option<Tensor<2>>,
     rows: usize,
@@ -344,13 +345,20 @@ pub fn orthonormalize_span(columns: Tensor<2>) -> Option<Tensor<2>> {
 /// Cholesky QR repeated until QᵀQ = I to float32 precision; `None` when a Gram matrix is not
 /// finite or not numerically positive definite (a pivot at or below
 /// `DROP_RELATIVE_EIGENVALUE` times its largest diagonal entry: the columns are dependent).
+///
+/// A pass from columns whose Gram matrix has its eigenvalues within `WELL_CONDITIONED_GRAM` of
+/// each other (bounded by Gershgorin's discs: 1 ± n·max|YᵀY − I|) leaves QᵀQ − I at rounding
+/// level, so it is the last: a sketch takes two passes and two reads from the device, not three.
 pub(crate) fn cholesky_orthonormalize(mut columns: Tensor<2>) -> Option<Tensor<2>> {
     for pass in 0..MAX_ORTHONORMALISATION_PASSES {
         let gram = to_host(columns.clone().transpose().matmul(columns.clone()));
-        if pass > 0 && max_deviation_from_identity(&gram) <= ORTHONORMALITY_TOLERANCE {
+        let deviation = max_deviation_from_identity(&gram);
+        if pass > 0 && deviation <= ORTHONORMALITY_TOLERANCE {
             return Some(columns);
         }
         let n = gram.nrows();
+        let spread = n as f64 * deviation;
+        let last_pass = spread < 1.0 && (1.0 + spread) <= WELL_CONDITIONED_GRAM * (1.0 - spread);
         let largest = (0..n).map(|i| gram[(i, i)]).fold(0.0, f64::max);
         if !(largest > 0.0 && largest.is_finite()) || (0..n).any(|i| !gram[(i, i)].is_finite()) {
             return None;
@@ -373,6 +381,9 @@ pub(crate) fn cholesky_orthonormalize(mut columns: Tensor<2>) -> Option<Tensor<2
         );
         let device = columns.device();
         columns = columns.matmul(to_device(&inverse.transpose().to_owned(), &device));
+        if last_pass {
+            break;
+        }
     }
     Some(columns)
 }
@@ -385,23 +396,28 @@ pub fn remove_component(columns: Tensor<2>, basis: &Tensor<2>) -> Tensor<2> {
     columns - inside
 }
 
-/// Orthonormal directions spanning the part of `columns` outside span(`excluded`), or `None`
-/// if nothing is left. When `columns` lies almost inside `excluded`, what one round of removal
-/// and orthonormalisation leaves is rounding noise that still overlaps it, so a second round
-/// follows whenever the overlap left is above float32 precision. Columns already (nearly)
-/// outside, the usual case (the bases come from gradients projected away from the knowledge
-/// directions, and a task's from the residual of the shared basis), take one round.
-fn outside(columns: Tensor<2>, excluded: &Tensor<2>) -> Option<Tensor<2>> {
-    let once = orthonormalize(remove_component(columns, excluded))?;
-    let overlap = read_values(
-        excluded
-            .clone()
-            .transpose()
-            .matmul(once.clone())
-            .abs()
-            .max(),
-    )[0];
-    if f64::from(overlap) <= ORTHONORMALITY_TOLERANCE {
+/// Orthonormal directions spanning the part of `basis` (orthonormal columns) outside
+/// span(`excluded`), or `None` if nothing is left.
+///
+/// How much there is to remove decides the work, read from the device once: the largest
+/// squared overlap o² = maxⱼ ‖Eᵀbⱼ‖² of a column. After the removal, the Gram matrix is
+/// I − (Eᵀb)ᵀ(Eᵀb), off the identity by at most o². So a basis outside up to rounding (the
+/// usual case: bases come from matrices with the excluded directions taken out) needs no
+/// orthonormalisation at all (o² within float32 precision); a basis that keeps most of each
+/// column (o² ≤ ¼) takes one round; one that lies almost inside `excluded` takes a second
+/// round, since what the first leaves is rounding noise that still overlaps it.
+fn outside(basis: Tensor<2>, excluded: &Tensor<2>) -> Option<Tensor<2>> {
+    let overlaps = excluded.clone().transpose().matmul(basis.clone());
+    let largest = f64::from(read_values(overlaps.clone().square().sum_dim(0).max())[0]);
+    if !largest.is_finite() {
+        return None;
+    }
+    let removed = basis - excluded.clone().matmul(overlaps);
+    if largest <= ORTHONORMALITY_TOLERANCE {
+        return Some(removed);
+    }
+    let once = orthonormalize(removed)?;
+    if largest <= 0.25 {
         return Some(once);
     }
     orthonormalize(remove_component(once, excluded))

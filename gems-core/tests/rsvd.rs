@@ -6,7 +6,8 @@ use burn::tensor::Device;
 use common::{energy_in, orthonormality_error, tensor, with_spectrum};
 use gems_core::host::to_device;
 use gems_core::rsvd::{
-    ProjectedMatrix, SvdMethod, orthonormalize, orthonormalize_span, top_left_singular_vectors,
+    ProjectedMatrix, SvdMethod, fallback_basis, orthonormalize, orthonormalize_span,
+    top_left_singular_vectors,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -330,5 +331,46 @@ fn projections_applied_to_the_sketches_give_the_bases_of_the_projected_matrix() 
         // The same subspace: every expected direction lies inside the basis found.
         let captured = energy_in(&basis, &expected) / rank as f64;
         assert!(captured >= 1.0 - 1e-4, "{method:?}: {captured}");
+    }
+}
+
+#[test]
+fn what_is_left_of_a_basis_outside_an_exclusion_is_orthonormal_however_much_overlapped() {
+    // A start basis already outside, partly inside (a quarter of each column at most), and
+    // almost entirely inside the excluded directions: every time, the result must be
+    // orthonormal, orthogonal to them, and span what the start has outside them.
+    let device = Device::flex();
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    let (rows, width, excluded) = (60, 5, 12);
+    let both = common::random_orthonormal(rows, excluded + width, &mut rng);
+    let inside = faer::Mat::from_fn(rows, width, |i, j| both[(i, j)]);
+    let exclusion = faer::Mat::from_fn(rows, excluded, |i, j| both[(i, j)]);
+    let away = faer::Mat::from_fn(rows, width, |i, j| both[(i, excluded + j)]);
+    let exclude = to_device(&exclusion, &device);
+    for inside_share in [0.0, 0.2, 1.0 - 1e-6] {
+        // Columns cos·away + sin·inside: orthonormal, with sin² of each inside the exclusion.
+        let (sin, cos) = (f64::sqrt(inside_share), f64::sqrt(1.0 - inside_share));
+        let start = faer::Mat::from_fn(rows, width, |i, j| {
+            cos * away[(i, j)] + sin * inside[(i, j)]
+        });
+        let basis = fallback_basis(
+            Some(tensor(&start, &device)),
+            rows,
+            width,
+            Some(&exclude),
+            &mut rng,
+            &device,
+        )
+        .unwrap();
+        assert!(orthonormality_error(&basis) <= 1e-5, "{inside_share}");
+        assert!(
+            common::max_abs_cross(&basis, &exclude) <= 1e-5,
+            "{inside_share}: {}",
+            common::max_abs_cross(&basis, &exclude)
+        );
+        if inside_share < 0.5 {
+            let kept = energy_in(&basis, &away) / width as f64;
+            assert!(kept >= 1.0 - 1e-5, "{inside_share}: {kept}");
+        }
     }
 }
