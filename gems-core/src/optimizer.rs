@@ -1114,17 +1114,14 @@ struct UpdateMapper<'a> {
 
 impl UpdateMapper<'_> {
     /// Σ_t w_t·G_t over the tasks with a gradient, skipping the multiplication for a single
-    /// task.
-    fn merge(&self, gradients: &[Option<Tensor<2>>]) -> Tensor<2> {
-        if gradients.len() == 1 {
-            return gradients[0]
-                .clone()
-                .expect("planned parameters have a gradient");
-        }
+    /// task. Gradients held nowhere else are scaled and summed in their own buffers on a backend
+    /// that reuses them (flex): callers that need the gradients afterwards pass clones.
+    fn merge(&self, gradients: Vec<Option<Tensor<2>>>) -> Tensor<2> {
+        let single = gradients.len() == 1;
         gradients
-            .iter()
+            .into_iter()
             .zip(&self.merge_weights)
-            .filter_map(|(g, w)| g.as_ref().map(|g| g.clone().mul_scalar(*w)))
+            .filter_map(|(g, &w)| g.map(|g| if single { g } else { g.mul_scalar(w) }))
             .reduce(|a, b| a + b)
             .expect("planned parameters have a gradient")
     }
@@ -1151,7 +1148,7 @@ impl UpdateMapper<'_> {
             .iter()
             .map(|c| c.as_ref().map(|c| c.shared.clone()))
             .collect();
-        let shared = self.merge(&shared_per_task);
+        let shared = self.merge(shared_per_task);
         let tasks = match with_task_subspaces {
             true => per_task
                 .into_iter()
@@ -1168,7 +1165,7 @@ impl UpdateMapper<'_> {
         weight: Tensor<2>,
         gradients: Vec<Option<Tensor<2>>>,
     ) -> Tensor<2> {
-        let merged = self.merge(&gradients);
+        let merged = self.merge(gradients);
         let config = &self.optimizer.config;
         let hyper = config.adam();
         let state = self
@@ -1239,7 +1236,7 @@ impl UpdateMapper<'_> {
                 );
                 (subspaces, coordinates)
             } else {
-                let merged = self.merge(&gradients);
+                let merged = self.merge(gradients.clone());
                 let task_gradients = match with_task_subspaces {
                     true => gradients,
                     false => Vec::new(),
