@@ -1235,32 +1235,42 @@ impl UpdateMapper<'_> {
                     with_task_subspaces,
                 );
                 (subspaces, coordinates)
-            } else {
+            } else if due {
                 let merged = self.merge(gradients.clone());
                 let task_gradients = match with_task_subspaces {
                     true => gradients,
                     false => Vec::new(),
                 };
-                let subspaces = if due {
-                    let knowledge = KnowledgeSides {
-                        basis_side: exclude.as_ref(),
-                        coordinate_side: coordinate_knowledge
-                            .as_ref()
-                            .and_then(|k| k.basis.as_ref()),
-                    };
-                    self.refresh(
-                        path,
-                        previous,
-                        &merged,
-                        &task_gradients,
-                        &plan,
-                        refresh_offset,
-                        knowledge,
-                    )
-                } else {
-                    previous.expect("not due implies a previous state")
+                let knowledge = KnowledgeSides {
+                    basis_side: exclude.as_ref(),
+                    coordinate_side: coordinate_knowledge.as_ref().and_then(|k| k.basis.as_ref()),
                 };
-                let coordinates = subspaces.coordinates(merged, task_gradients);
+                let subspaces = self.refresh(
+                    path,
+                    previous,
+                    &merged,
+                    &task_gradients,
+                    &plan,
+                    refresh_offset,
+                    knowledge,
+                );
+                let coordinates = Coordinates {
+                    tasks: subspaces.own_coordinates(&task_gradients),
+                    shared: subspaces.shared.projector.project(merged),
+                };
+                (subspaces, coordinates)
+            } else {
+                let subspaces = previous.expect("not due implies a previous state");
+                // Each task's own coordinates first, so that the merge then scales and sums
+                // the gradients in their own buffers.
+                let tasks = match with_task_subspaces {
+                    true => subspaces.own_coordinates(&gradients),
+                    false => Vec::new(),
+                };
+                let coordinates = Coordinates {
+                    tasks,
+                    shared: subspaces.shared.projector.project(self.merge(gradients)),
+                };
                 (subspaces, coordinates)
             };
 

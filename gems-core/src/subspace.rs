@@ -386,23 +386,17 @@ impl WeightSubspaces {
             .matmul(canonical_gradient)
     }
 
-    /// The coordinates of an update from full gradients: the merged gradient's on the shared
-    /// basis, each task's on its own basis (`task_gradients` is empty without task subspaces;
-    /// `None` for an absent task).
-    pub fn coordinates(
-        &self,
-        merged: Tensor<2>,
-        task_gradients: Vec<Option<Tensor<2>>>,
-    ) -> Coordinates {
-        Coordinates {
-            shared: self.shared.projector.project(merged),
-            tasks: self
-                .tasks
-                .iter()
-                .zip(task_gradients)
-                .map(|(subspace, gradient)| gradient.map(|g| subspace.projector.project(g)))
-                .collect(),
-        }
+    /// Each task's full gradient on its own basis, `Q_tᵀG_t` (`None` for an absent task).
+    pub fn own_coordinates(&self, task_gradients: &[Option<Tensor<2>>]) -> Vec<Option<Tensor<2>>> {
+        self.tasks
+            .iter()
+            .zip(task_gradients)
+            .map(|(subspace, gradient)| {
+                gradient
+                    .as_ref()
+                    .map(|g| subspace.projector.project(g.clone()))
+            })
+            .collect()
     }
 
     /// The update of one step, shaped like the weight:
