@@ -150,8 +150,9 @@ impl ModuleVisitor for Condenser<'_> {
             return;
         }
         let gradient = matrix_view(gradient);
-        let squared_norm = gradient.clone().square().sum();
-        let coordinates = subspaces.task_coordinates(self.task, gradient);
+        let coordinates = subspaces.task_coordinates(self.task, gradient.clone());
+        // Needed no more: squared in its own buffer where the backend reuses it (flex).
+        let squared_norm = gradient.square().sum();
         self.condensed.insert(
             path,
             CondensedWeight {
