@@ -14,6 +14,10 @@
 //! the symmetric orthonormalisation Y·(YᵀY)^-½ through the Gram's eigen-decomposition. Columns
 //! that the sketch cannot support (rank-deficient G) are replaced by random directions
 //! orthogonal to the rest, so a basis always has exactly the requested width.
+//!
+//! Directions to take out of G, on its rows (the exclusion, which the basis then avoids) or on
+//! its columns ([`ProjectedMatrix`]), are taken out of the thin sketches on their way through
+//! the products: the bases of `(I − EEᵀ)·G·(I − CCᵀ)` without ever forming it.
 
 use burn::tensor::{Device, Tensor, TensorData};
 use faer::Mat;
