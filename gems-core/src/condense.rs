@@ -20,7 +20,9 @@ use std::collections::BTreeMap;
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;
 
-use crate::optimizer::{GemsOptimizer, TaskGradients, Treatment, WeightState, matrix_view};
+use crate::optimizer::{
+    GemsOptimizer, TaskGradients, Treatment, WeightState, frobenius_dot, matrix_view,
+};
 use crate::subspace::TaskCoordinates;
 
 /// One task's contribution to a step, its projected weights possibly condensed to low-rank
@@ -150,9 +152,8 @@ impl ModuleVisitor for Condenser<'_> {
             return;
         }
         let gradient = matrix_view(gradient);
-        let coordinates = subspaces.task_coordinates(self.task, gradient.clone());
-        // Needed no more: squared in its own buffer where the backend reuses it (flex).
-        let squared_norm = gradient.square().sum();
+        let squared_norm = frobenius_dot(gradient.clone(), gradient.clone());
+        let coordinates = subspaces.task_coordinates(self.task, gradient);
         self.condensed.insert(
             path,
             CondensedWeight {
