@@ -84,8 +84,8 @@ impl From<Tensor<2>> for ProjectedMatrix {
 }
 
 /// `(I − EEᵀ)·G·(I − CCᵀ)` as an operator: the randomized SVD applies the projections to its
-/// thin sketches (`2·k·(r + p)` operations per side and product), never forming the projected
-/// matrix (`4·k·rows·cols` per side).
+/// thin sketches (`4·k·(r + p)·d` operations per application, d the length of that side),
+/// never forming the projected matrix (`4·k·rows·cols` per side).
 struct ProjectedOperator<'a> {
     matrix: Tensor<2>,
     rows_outside: Option<&'a Tensor<2>>,
