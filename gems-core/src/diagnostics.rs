@@ -74,3 +74,36 @@ impl EffectiveRanks {
         }
     }
 }
+
+/// Floating-point operations (a multiply-add counts two) of the matrix products one parameter
+/// costs in a step that recomputes no basis, by what they do. Element-wise work (Adam's
+/// moments, norms, the update's subtraction) is not counted, nor is the forward and backward
+/// pass; AdamW's updates have no products.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProductCost {
+    /// The task gradients onto the bases when some task's is condensed
+    /// ([`GemsOptimizer::condense`](crate::GemsOptimizer::condense), as `gems train` does):
+    /// every task's onto the shared basis and onto its own.
+    pub projection_condensed: f64,
+    /// The task gradients onto the bases when every task's is held in full: their merge onto
+    /// the shared basis, each one onto its own.
+    pub projection_full: f64,
+    /// The update's low-rank steps brought back to the weight's size.
+    pub expansion: f64,
+    /// Knowledge directions removed from the coordinates and from the normalised steps, when
+    /// they lie on the side opposite the bases.
+    pub knowledge_removal: f64,
+    /// Decoupled weight decay of the weight less its knowledge part.
+    pub weight_decay: f64,
+}
+
+impl ProductCost {
+    /// Every product of a step, with the tasks' gradients `condensed` or held in full.
+    pub fn total(&self, condensed: bool) -> f64 {
+        let projection = match condensed {
+            true => self.projection_condensed,
+            false => self.projection_full,
+        };
+        projection + self.expansion + self.knowledge_removal + self.weight_decay
+    }
+}

@@ -105,7 +105,7 @@ pub use backend::{available_backends, device_from_name};
 pub use condense::CondensedTask;
 pub use config::{GemsConfig, Method, MomentTransfer, OtherParams};
 pub use covariance::{CovarianceAccumulator, KnowledgeProgress};
-pub use diagnostics::{EffectiveRanks, LayerCosine, StepReport};
+pub use diagnostics::{EffectiveRanks, LayerCosine, ProductCost, StepReport};
 pub use distributed::{DataParallel, Exchange, Replica};
 pub use error::{GemsError, Result};
 pub use gate::{GateConfig, TaskSignal};

@@ -19,7 +19,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::adam::AdamMoments;
 use crate::condense::{CondensedTask, CondensedWeight};
 use crate::config::{GemsConfig, OtherParams, default_target_modules};
-use crate::diagnostics::{EffectiveRanks, LayerCosine, StepReport};
+use crate::diagnostics::{EffectiveRanks, LayerCosine, ProductCost, StepReport};
 use crate::error::{GemsError, Result};
 use crate::gate::TaskSignal;
 use crate::null_space::{ColumnRemoval, KnowledgeBasis, NullSpace};
@@ -69,6 +69,9 @@ pub struct ParamPlan {
     /// Values a task's gradient of this weight keeps once condensed: its coordinates on the
     /// shared basis and on its own, `(r_s + r_t) × coordinate side` (0 unless projected).
     pub condensed_values: usize,
+    /// The operations of the matrix products this parameter costs in a step that recomputes no
+    /// basis (all zero unless projected).
+    pub products: ProductCost,
 }
 
 /// A rejected step: why, and the module, handed back unchanged (the optimizer's state is
@@ -265,13 +268,13 @@ impl GemsOptimizer {
             .into_iter()
             .map(|(path, shape)| {
                 let treatment = self.treatment(&path, &shape);
-                let (state_bytes, ranks, condensed_values) = match treatment {
-                    Treatment::Frozen => (0, None, 0),
+                let (state_bytes, ranks, condensed_values, products) = match treatment {
+                    Treatment::Frozen => (0, None, 0, ProductCost::default()),
                     Treatment::Adamw => {
                         // Two moments, and the two bias-correction masses of each row of the
                         // parameter's matrix view.
                         let [rows, cols] = matrix_shape(&shape);
-                        (8 * rows * cols + 8 * rows, None, 0)
+                        (8 * rows * cols + 8 * rows, None, 0, ProductCost::default())
                     }
                     Treatment::Projected => {
                         let subspace_tasks = if self.has_task_subspaces(tasks) {
@@ -297,6 +300,7 @@ impl GemsOptimizer {
                             plan.state_bytes(subspace_tasks) + knowledge_part,
                             Some(layout.ranks()),
                             (plan.shared_rank + plan.task_rank) * width,
+                            layout.products(tasks, self.config.weight_decay > 0.0),
                         )
                     }
                 };
@@ -312,6 +316,7 @@ impl GemsOptimizer {
                     trained_values,
                     ranks,
                     condensed_values,
+                    products,
                 }
             })
             .collect()
@@ -697,6 +702,40 @@ impl Layout<'_> {
             knowledge_on_basis_side: self.basis_side.is_some(),
             requested_task: self.requested_task_rank,
         }
+    }
+
+    /// The products of a step of `tasks` tasks without a refresh ([`ProductCost`]), with weight
+    /// decay if it `decays`. On an m×n weight with R = r_s + T·r_t subspace directions: each
+    /// projection onto r basis directions and the expansion take 2·r·m·n operations, and
+    /// removing the knowledge from the R-row coordinates and steps takes 8·R·w·k' on a
+    /// coordinate side of width w, through the thinner of the k protected directions and their
+    /// complement (k' = min(k, w − k)); see [`UpdateMapper::low_rank`].
+    fn products(&self, tasks: usize, decays: bool) -> ProductCost {
+        let plan = &self.plan;
+        let size = plan.weight_shape.iter().product::<usize>() as f64;
+        let mut cost = ProductCost::default();
+        if plan.shared_rank > 0 {
+            let subspace_tasks = if plan.task_rank > 0 { tasks } else { 0 };
+            let rank = (plan.shared_rank + subspace_tasks * plan.task_rank) as f64;
+            let per_task = (plan.shared_rank + plan.task_rank) as f64;
+            cost.projection_condensed = tasks.max(1) as f64 * 2.0 * per_task * size;
+            cost.projection_full = 2.0 * rank * size;
+            cost.expansion = 2.0 * rank * size;
+            if let Some(knowledge) = self.coordinate_side {
+                let width = plan.side.coordinate_dim(plan.weight_shape);
+                let k = knowledge.rank();
+                cost.knowledge_removal = 8.0 * rank * (width * k.min(width - k)) as f64;
+            }
+        }
+        if let (true, Some(knowledge)) = (decays, self.knowledge) {
+            let k = knowledge.rank();
+            let d = plan.weight_shape[knowledge.input_axis];
+            cost.weight_decay = match knowledge.decays_through_complement() {
+                true => 4.0 * (d - k) as f64 * size,
+                false => 2.0 * k as f64 * size,
+            };
+        }
+        cost
     }
 }
 

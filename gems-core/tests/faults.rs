@@ -385,6 +385,71 @@ fn wide_input_weights_carry_their_bases_on_the_knowledge_side_when_it_is_the_sma
     }
 }
 
+/// The products an ordinary step costs, from the shapes and ranks, for the layouts of the
+/// test above: a 24 × 8 weight (in either layout), shared rank 4, task rank 2, two tasks, so
+/// R = 4 + 2·2 = 8 subspace directions, and weight decay on.
+#[test]
+fn step_products_follow_the_layout_of_bases_and_knowledge() {
+    let device = device();
+    let inner = device.clone().without_autodiff();
+    let mut rng = ChaCha8Rng::seed_from_u64(15);
+    let config = GemsConfig {
+        shared_rank: 4,
+        task_rank: Some(2),
+        weight_decay: 0.1,
+        ..GemsConfig::default()
+    };
+    let size = 24.0 * 8.0;
+    // (k, removal width and thinner side, decay): 16 protected lie on the basis side (nothing
+    // removed per step) and decay through their 8-wide complement; 6 are removed from the
+    // 24-wide coordinates directly and decay through the kept part (2·k·m·n); 18 are removed
+    // through their 6-wide complement and decay through it (4·(d − k)·m·n).
+    for (k, removal, decay) in [
+        (16, 0.0, 4.0 * 8.0 * size),
+        (6, 8.0 * 8.0 * 24.0 * 6.0, 2.0 * 6.0 * size),
+        (18, 8.0 * 8.0 * 24.0 * 6.0, 4.0 * 6.0 * size),
+    ] {
+        for input_axis in [0, 1] {
+            let shape = if input_axis == 0 { [24, 8] } else { [8, 24] };
+            let (null_space, _) = knowledge_of(24, k, input_axis, &mut rng, &inner);
+            let optimizer = config.clone().init().unwrap().with_null_space(null_space);
+            let products = optimizer.plan(&one_weight(shape, &device), 2)[0].products;
+            // Condensed: each task's gradient onto its 4 + 2 directions; in full: the merged
+            // gradient onto the shared 4, each task's onto its own 2. Back to full size: 8.
+            assert_eq!(
+                products.projection_condensed,
+                2.0 * 2.0 * 6.0 * size,
+                "k = {k}"
+            );
+            assert_eq!(products.projection_full, 2.0 * 8.0 * size);
+            assert_eq!(products.expansion, 2.0 * 8.0 * size);
+            assert_eq!(products.knowledge_removal, removal, "k = {k}");
+            assert_eq!(products.weight_decay, decay, "k = {k}");
+            assert_eq!(
+                products.total(true),
+                4.0 * 6.0 * size + 16.0 * size + removal + decay
+            );
+        }
+    }
+
+    // GaLore: the shared basis only, no knowledge; AdamW: no products at all.
+    let model = one_weight([24, 8], &device);
+    let galore = GemsConfig {
+        shared_rank: 4,
+        ..GemsConfig::for_method(Method::Galore)
+    }
+    .init()
+    .unwrap();
+    let products = galore.plan(&model, 2)[0].products;
+    assert_eq!(
+        [products.projection_condensed, products.projection_full],
+        [2.0 * 2.0 * 4.0 * size, 2.0 * 4.0 * size]
+    );
+    assert_eq!(products.total(false), 4.0 * 4.0 * size);
+    let adamw = GemsConfig::for_method(Method::Adamw).init().unwrap();
+    assert_eq!(adamw.plan(&model, 2)[0].products.total(true), 0.0);
+}
+
 /// Two-task steps `steps` of the one-weight model.
 fn two_task_steps(
     optimizer: &mut GemsOptimizer,

@@ -401,6 +401,10 @@ struct MethodTiming {
     tokens_per_s: f64,
     /// Achieved rate from `flops_per_step`, GFLOP/s.
     gflops: f64,
+    /// Operations of the optimizer's matrix products in a step without a refresh
+    /// ([`gems_core::ProductCost`]), the first task's gradients condensed unless
+    /// `--full-task-gradients`: what a low-rank method adds to the forward and backward passes.
+    optimizer_flops_per_step: f64,
     /// Optimizer state after the steps (knowledge bases excluded), bytes.
     optimizer_state_bytes: usize,
     /// Knowledge bases held for null-space projection, bytes.
@@ -717,6 +721,12 @@ fn time_in_turn(
             samples_per_s: args.batch_size as f64 / (effective_step_ms / 1e3),
             tokens_per_s: tokens as f64 / (effective_step_ms / 1e3),
             gflops: flops / (effective_step_ms / 1e3) / 1e9,
+            optimizer_flops_per_step: training
+                .optimizer
+                .plan(&training.model, gems_data::Task::ALL.len())
+                .iter()
+                .map(|p| p.products.total(!args.full_task_gradients))
+                .sum(),
             optimizer_state_bytes: training.optimizer.state_bytes(),
             knowledge_basis_bytes: training.optimizer.null_space_bytes(),
             peak_device_bytes: times.peak_device_bytes,
@@ -1053,11 +1063,12 @@ fn matmul_gflops(size: usize, device: &Device) -> f64 {
 fn print_train_table(report: &TrainReport) {
     println!("{}", report.machine.line());
     println!(
-        "model {} ({:.1} M parameters), batch {} ({} tokens per step), {} warm-up + {} timed steps, T = {}",
+        "model {} ({:.1} M parameters), batch {} ({} tokens and {:.1} GFLOP of forward and backward passes per step), {} warm-up + {} timed steps, T = {}",
         report.model,
         report.parameters as f64 / 1e6,
         report.batch_size,
         report.tokens_per_step,
+        report.flops_per_step / 1e9,
         report.warmup,
         report.steps,
         report.refresh_every
@@ -1067,15 +1078,15 @@ fn print_train_table(report: &TrainReport) {
     }
     println!();
     println!(
-        "| method | step (ms) | refresh step (ms) | amortised at T (ms) | samples/s | tokens/s | GFLOP/s | state (MB) | peak memory (MB) | device reads: step / refresh | step vs AdamW (quartiles) | state vs AdamW |"
+        "| method | step (ms) | refresh step (ms) | amortised at T (ms) | samples/s | tokens/s | GFLOP/s | optimizer GFLOP/step | state (MB) | peak memory (MB) | device reads: step / refresh | step vs AdamW (quartiles) | state vs AdamW |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let or_dash = |value: Option<f64>, digits: usize| {
         value.map_or("—".to_string(), |v| format!("{v:.digits$}"))
     };
     for m in &report.methods {
         println!(
-            "| {} | {:.1} | {} | {} | {:.1} | {:.0} | {:.2} | {:.2} | {} | {} / {} | {} | {} |",
+            "| {} | {:.1} | {} | {} | {:.1} | {:.0} | {:.2} | {:.1} | {:.2} | {} | {} / {} | {} | {} |",
             m.method,
             m.step_ms,
             or_dash(m.refresh_step_ms, 1),
@@ -1083,6 +1094,7 @@ fn print_train_table(report: &TrainReport) {
             m.samples_per_s,
             m.tokens_per_s,
             m.gflops,
+            m.optimizer_flops_per_step / 1e9,
             m.optimizer_state_bytes as f64 / 1e6,
             m.peak_device_bytes
                 .map_or("n/a".to_string(), |b| format!("{:.0}", b as f64 / 1e6)),
