@@ -79,7 +79,7 @@ impl EffectiveRanks {
 /// costs in a step that recomputes no basis, by what they do. Element-wise work (Adam's
 /// moments, norms, the update's subtraction) is not counted, nor is the forward and backward
 /// pass; AdamW's updates have no products.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct ProductCost {
     /// The task gradients onto the bases when some task's is condensed
     /// ([`GemsOptimizer::condense`](crate::GemsOptimizer::condense), as `gems train` does):

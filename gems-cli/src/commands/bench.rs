@@ -693,11 +693,19 @@ fn time_in_turn(
     methods: &mut Vec<MethodTiming>,
 ) -> Result<()> {
     // Every training steps in every round until all are done, so that each round pairs
-    // every method's step with AdamW's (the ratios are medians over rounds).
+    // every method's step with AdamW's (the ratios are medians over rounds). Every other round
+    // takes them in reverse order, so that no method always steps first or always follows a
+    // given one.
+    let mut forward = true;
     while timed.iter().any(|t| !t.timer.is_done(args)) {
-        for t in timed.iter_mut() {
+        let mut round: Vec<&mut TimedTraining> = timed.iter_mut().collect();
+        if !forward {
+            round.reverse();
+        }
+        for t in round {
             t.timer.step(args, &mut t.training, &t.examples)?;
         }
+        forward = !forward;
     }
     for TimedTraining {
         training,
