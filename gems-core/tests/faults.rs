@@ -293,6 +293,22 @@ fn knowledge_of(
     (null_space, basis)
 }
 
+/// The one-weight model shaped 24 × 8 (8 × 24 when `input_axis` is 1) and an optimizer with
+/// `config` protecting `k` random directions of its 24-wide input side, with those directions.
+fn wide_weight(
+    config: &GemsConfig,
+    k: usize,
+    input_axis: usize,
+    rng: &mut ChaCha8Rng,
+) -> (GemsOptimizer, OneWeight, Tensor<2>) {
+    let device = device();
+    let shape = if input_axis == 0 { [24, 8] } else { [8, 24] };
+    let (null_space, knowledge) =
+        knowledge_of(24, k, input_axis, rng, &device.clone().without_autodiff());
+    let optimizer = config.clone().init().unwrap().with_null_space(null_space);
+    (optimizer, one_weight(shape, &device), knowledge)
+}
+
 /// Fault 3: a square weight's bases go on the side where they keep their full ranks in both
 /// layouts: away from its knowledge directions when these leave too little room (10 of 16
 /// against 4 + 2·2 subspace directions), on their side otherwise (4 of 16: no removal at each
@@ -346,8 +362,6 @@ fn square_weights_keep_their_ranks_in_either_layout() {
 /// knowledge is removed from the coordinates.
 #[test]
 fn wide_input_weights_carry_their_bases_on_the_knowledge_side_when_it_is_the_smaller_free_side() {
-    let device = device();
-    let inner = device.clone().without_autodiff();
     let mut rng = ChaCha8Rng::seed_from_u64(14);
     let config = GemsConfig {
         shared_rank: 4,
@@ -356,10 +370,7 @@ fn wide_input_weights_carry_their_bases_on_the_knowledge_side_when_it_is_the_sma
         ..GemsConfig::default()
     };
     for (k, input_axis) in [(16, 0), (16, 1), (6, 0), (6, 1), (18, 0), (18, 1)] {
-        let shape = if input_axis == 0 { [24, 8] } else { [8, 24] };
-        let (null_space, knowledge) = knowledge_of(24, k, input_axis, &mut rng, &inner);
-        let mut optimizer = config.clone().init().unwrap().with_null_space(null_space);
-        let model = one_weight(shape, &device);
+        let (mut optimizer, model, knowledge) = wide_weight(&config, k, input_axis, &mut rng);
         let on_knowledge_side = k == 16;
         let plan = optimizer.plan(&model, 2);
         let ranks = plan[0].ranks.unwrap();
@@ -390,8 +401,6 @@ fn wide_input_weights_carry_their_bases_on_the_knowledge_side_when_it_is_the_sma
 /// R = 4 + 2·2 = 8 subspace directions, and weight decay on.
 #[test]
 fn step_products_follow_the_layout_of_bases_and_knowledge() {
-    let device = device();
-    let inner = device.clone().without_autodiff();
     let mut rng = ChaCha8Rng::seed_from_u64(15);
     let config = GemsConfig {
         shared_rank: 4,
@@ -410,10 +419,8 @@ fn step_products_follow_the_layout_of_bases_and_knowledge() {
         (18, 8.0 * 8.0 * 24.0 * 6.0, 4.0 * 6.0 * size),
     ] {
         for input_axis in [0, 1] {
-            let shape = if input_axis == 0 { [24, 8] } else { [8, 24] };
-            let (null_space, _) = knowledge_of(24, k, input_axis, &mut rng, &inner);
-            let optimizer = config.clone().init().unwrap().with_null_space(null_space);
-            let products = optimizer.plan(&one_weight(shape, &device), 2)[0].products;
+            let (optimizer, model, _) = wide_weight(&config, k, input_axis, &mut rng);
+            let products = optimizer.plan(&model, 2)[0].products;
             // Condensed: each task's gradient onto its 4 + 2 directions; in full: the merged
             // gradient onto the shared 4, each task's onto its own 2. Back to full size: 8.
             assert_eq!(
@@ -433,7 +440,7 @@ fn step_products_follow_the_layout_of_bases_and_knowledge() {
     }
 
     // GaLore: the shared basis only, no knowledge; AdamW: no products at all.
-    let model = one_weight([24, 8], &device);
+    let model = one_weight([24, 8], &device());
     let galore = GemsConfig {
         shared_rank: 4,
         ..GemsConfig::for_method(Method::Galore)
