@@ -724,14 +724,15 @@ impl Layout<'_> {
             if let Some(knowledge) = self.coordinate_side {
                 let width = plan.side.coordinate_dim(plan.weight_shape);
                 let k = knowledge.rank();
-                cost.knowledge_removal = 8.0 * rank * (width * k.min(width - k)) as f64;
+                cost.knowledge_removal =
+                    8.0 * rank * (width * k.min(width.saturating_sub(k))) as f64;
             }
         }
         if let (true, Some(knowledge)) = (decays, self.knowledge) {
             let k = knowledge.rank();
             let d = plan.weight_shape[knowledge.input_axis];
             cost.weight_decay = match knowledge.decays_through_complement() {
-                true => 4.0 * (d - k) as f64 * size,
+                true => 4.0 * d.saturating_sub(k) as f64 * size,
                 false => 2.0 * k as f64 * size,
             };
         }
