@@ -477,6 +477,10 @@ struct Ratios {
     /// First and third quartiles of the rounds' ratios behind `effective_step` (`None` with
     /// `--sequential`): how much the machine's load moved them.
     effective_step_quartiles: Option<[f64; 2]>,
+    /// An interval that holds the median of the rounds' ratios with at least 95% confidence,
+    /// the rounds taken as independent ([`median_interval_ranks`]; `None` with `--sequential`
+    /// or under 6 rounds): how far `effective_step` may be from what more rounds would give.
+    effective_step_interval: Option<[f64; 2]>,
     optimizer_state: f64,
 }
 
@@ -620,13 +624,18 @@ fn bench_train(args: &TrainBenchArgs) -> Result<()> {
             let paired = (!args.sequential)
                 .then(|| paired_ratios(&timing.steps_by_round, &adamw_rounds))
                 .flatten();
-            let step = paired.map_or(timing.step_ms / adamw_step_ms, |[_, median, _]| median);
+            let step = paired
+                .as_ref()
+                .map_or(timing.step_ms / adamw_step_ms, |p| p.quartiles[1]);
             let amortised = timing.effective_step_ms / timing.step_ms;
+            let scaled = |[low, high]: [f64; 2]| [low * amortised, high * amortised];
             timing.vs_adamw = Some(Ratios {
                 step,
                 effective_step: step * amortised,
                 effective_step_quartiles: paired
-                    .map(|[q1, _, q3]| [q1 * amortised, q3 * amortised]),
+                    .as_ref()
+                    .map(|p| scaled([p.quartiles[0], p.quartiles[2]])),
+                effective_step_interval: paired.and_then(|p| p.median_interval).map(scaled),
                 optimizer_state: timing.optimizer_state_bytes as f64 / adamw_state,
             });
         }
@@ -659,10 +668,17 @@ fn bench_train(args: &TrainBenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// First quartile, median and third quartile over the rounds both have of `steps`' time over
-/// `reference`'s: steps taken side by side share the machine's load of the moment, which each
-/// ratio cancels in part.
-fn paired_ratios(steps: &[(usize, f64)], reference: &[(usize, f64)]) -> Option<[f64; 3]> {
+/// The ratios of one method's steps to the reference's of the same rounds, summarised.
+struct PairedRatios {
+    /// First quartile, median and third quartile.
+    quartiles: [f64; 3],
+    /// The median's 95% interval ([`median_interval_ranks`]), from 6 rounds on.
+    median_interval: Option<[f64; 2]>,
+}
+
+/// The ratios over the rounds both have of `steps`' time over `reference`'s: steps taken side
+/// by side share the machine's load of the moment, which each ratio cancels in part.
+fn paired_ratios(steps: &[(usize, f64)], reference: &[(usize, f64)]) -> Option<PairedRatios> {
     let mut ratios: Vec<f64> = steps
         .iter()
         .filter_map(|(round, ms)| {
@@ -672,7 +688,32 @@ fn paired_ratios(steps: &[(usize, f64)], reference: &[(usize, f64)]) -> Option<[
         .collect();
     ratios.sort_by(f64::total_cmp);
     let n = ratios.len();
-    (n > 0).then(|| [ratios[n / 4], ratios[n / 2], ratios[3 * n / 4]])
+    (n > 0).then(|| PairedRatios {
+        quartiles: [ratios[n / 4], ratios[n / 2], ratios[3 * n / 4]],
+        median_interval: median_interval_ranks(n).map(|(low, high)| [ratios[low], ratios[high]]),
+    })
+}
+
+/// The 0-based ranks `(l, n − 1 − l)` of the sorted values of `n` independent draws that bound
+/// their distribution's median with at least 95% confidence, whatever the distribution (the
+/// sign-test interval): the median lies below the (l + 1)-th smallest value only when at most
+/// l of the n values fall below it, which has probability P(B ≤ l) for B ~ Binomial(n, ½), so
+/// l is the largest rank with P(B ≤ l) ≤ 2.5%, and the same holds above. `None` under 6
+/// values, where even the smallest and largest leave more than 5% out.
+fn median_interval_ranks(n: usize) -> Option<(usize, usize)> {
+    // P(B = i) = C(n, i) / 2ⁿ, built up in logarithms so that no term underflows.
+    let mut log_probability = -(n as f64) * std::f64::consts::LN_2;
+    let mut at_most = 0.0;
+    let mut rank = None;
+    for i in 0..n {
+        at_most += log_probability.exp();
+        if at_most > 0.025 {
+            break;
+        }
+        rank = Some(i);
+        log_probability += ((n - i) as f64).ln() - ((i + 1) as f64).ln();
+    }
+    rank.map(|l| (l, n - 1 - l))
 }
 
 /// A training set up for `gems bench train`, with its window, set-up time and step times.
@@ -1086,15 +1127,15 @@ fn print_train_table(report: &TrainReport) {
     }
     println!();
     println!(
-        "| method | step (ms) | refresh step (ms) | amortised at T (ms) | samples/s | tokens/s | GFLOP/s | optimizer GFLOP/step | state (MB) | peak memory (MB) | device reads: step / refresh | step vs AdamW (quartiles) | state vs AdamW |"
+        "| method | step (ms) | refresh step (ms) | amortised at T (ms) | samples/s | tokens/s | GFLOP/s | optimizer GFLOP/step | state (MB) | peak memory (MB) | device reads: step / refresh | step vs AdamW (quartiles) | median's 95% interval | state vs AdamW |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let or_dash = |value: Option<f64>, digits: usize| {
         value.map_or("—".to_string(), |v| format!("{v:.digits$}"))
     };
     for m in &report.methods {
         println!(
-            "| {} | {:.1} | {} | {} | {:.1} | {:.0} | {:.2} | {:.1} | {:.2} | {} | {} / {} | {} | {} |",
+            "| {} | {:.1} | {} | {} | {:.1} | {:.0} | {:.2} | {:.1} | {:.2} | {} | {} / {} | {} | {} | {} |",
             m.method,
             m.step_ms,
             or_dash(m.refresh_step_ms, 1),
@@ -1116,6 +1157,12 @@ fn print_train_table(report: &TrainReport) {
                     Some([q1, q3]) => format!("{:.2} ({q1:.2}–{q3:.2})", r.effective_step),
                     None => format!("{:.2}", r.effective_step),
                 }),
+            m.vs_adamw
+                .as_ref()
+                .and_then(|r| r.effective_step_interval)
+                .map_or("—".to_string(), |[low, high]| format!(
+                    "{low:.2}–{high:.2}"
+                )),
             or_dash(m.vs_adamw.as_ref().map(|r| r.optimizer_state), 3),
         );
     }
@@ -1424,6 +1471,26 @@ fn bench_svd(args: &SvdBenchArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_median_interval_takes_the_sign_test_ranks() {
+        // The ranks of the published tables of the sign-test interval (95%, two-sided), as
+        // 0-based indices: 6 values are the fewest that give one (their extremes, 96.9%).
+        assert_eq!(median_interval_ranks(5), None);
+        assert_eq!(median_interval_ranks(6), Some((0, 5)));
+        assert_eq!(median_interval_ranks(12), Some((2, 9)));
+        assert_eq!(median_interval_ranks(24), Some((6, 17)));
+        assert_eq!(median_interval_ranks(100), Some((39, 60)));
+        // Far past where 2⁻ⁿ underflows: symmetric around the middle, about 1.96·√n/2 wide.
+        let (low, high) = median_interval_ranks(2000).unwrap();
+        assert_eq!((low, high), (955, 1044));
+
+        let steps: Vec<(usize, f64)> = (0..12).map(|i| (i, 100.0 + i as f64)).collect();
+        let reference: Vec<(usize, f64)> = (0..12).map(|i| (i, 100.0)).collect();
+        let paired = paired_ratios(&steps, &reference).unwrap();
+        assert_eq!(paired.quartiles, [1.03, 1.06, 1.09]);
+        assert_eq!(paired.median_interval, Some([1.02, 1.09]));
+    }
 
     #[test]
     fn presets_have_the_real_shapes() {
