@@ -111,10 +111,7 @@ impl ProjectedOperator<'_> {
     /// The projected matrix itself (for the exact SVD, which needs it on the host).
     fn formed(&self) -> Tensor<2> {
         let rows_projected = without(self.matrix.clone(), self.rows_outside);
-        match self.columns_outside {
-            Some(basis) => remove_component(rows_projected.transpose(), basis).transpose(),
-            None => rows_projected,
-        }
+        without(rows_projected.transpose(), self.columns_outside).transpose()
     }
 }
 
