@@ -297,6 +297,9 @@ impl Training<'_> {
         );
         let (experiment, settings, step) = (self.experiment, self.settings, self.progress.step);
         let window = Window { step, samples };
+        // The per-layer task cosines cost a pass over the full task gradients: only on the
+        // steps that record them.
+        self.optimizer.set_diagnostics(records_conflict(step + 1));
         let stepped = match &mut self.replicas {
             // Data-parallel hook (`--devices`, crate::distributed): every replica steps.
             Some(replicas) => replicas.step(

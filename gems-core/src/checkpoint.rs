@@ -543,13 +543,15 @@ pub(crate) fn state_error(path: &Path, message: String) -> GemsError {
     }
 }
 
-/// Top-level configuration fields whose values differ.
+/// Top-level configuration fields whose values differ, leaving out `diagnostics`, which changes
+/// no update ([`GemsOptimizer::set_diagnostics`]).
 fn differing_fields(saved: &GemsConfig, current: &GemsConfig) -> Vec<String> {
     let saved = serde_json::to_value(saved).expect("configs serialise");
     let current = serde_json::to_value(current).expect("configs serialise");
     match (saved, current) {
         (serde_json::Value::Object(saved), serde_json::Value::Object(current)) => saved
             .iter()
+            .filter(|(key, _)| key.as_str() != "diagnostics")
             .filter(|(key, value)| current.get(*key) != Some(value))
             .map(|(key, _)| key.clone())
             .collect(),

@@ -215,6 +215,14 @@ impl GemsOptimizer {
         &self.config
     }
 
+    /// Turns the per-layer task cosines of the following steps on or off (the configuration's
+    /// `diagnostics`): a caller that records them every few steps turns them on for those
+    /// steps only, since each costs a pass over every task's full gradient of every target
+    /// weight. They change no update, so a saved state loads whatever this flag was.
+    pub fn set_diagnostics(&mut self, on: bool) {
+        self.config.diagnostics = on;
+    }
+
     /// The knowledge bases in use.
     pub fn null_space(&self) -> &NullSpace {
         &self.null_space

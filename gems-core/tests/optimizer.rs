@@ -585,6 +585,47 @@ fn a_state_from_another_configuration_is_refused() {
     assert!(error.contains("state.safetensors"), "{error}");
 }
 
+/// The per-layer cosines can be turned off between steps: the steps without them report none,
+/// the weights move exactly as with them, and a state saved without them resumes an optimizer
+/// configured with them.
+#[test]
+fn diagnostics_turned_off_between_steps_change_no_update() {
+    let device = device();
+    let folder = tempfile::tempdir().unwrap();
+    let path = folder.path().join("state.safetensors");
+    let config = GemsConfig::for_method(Method::GemsNoNsp);
+    assert!(config.diagnostics);
+    let mut with = config.clone().init().unwrap();
+    let mut without = config.clone().init().unwrap();
+    without.set_diagnostics(false);
+    let mut with_model = ToyModel::new(&device);
+    let mut without_model = ToyModel::new(&device);
+    for step in 0..3 {
+        let tasks = |model: &ToyModel| -> Vec<TaskGradients> {
+            (0..2)
+                .map(|t| TaskGradients {
+                    gradients: seeded_gradients(model, 700 + 2 * step + t, 1.0 + t as f32),
+                    loss: 2.0 - t as f64,
+                    samples: 3 + t as usize,
+                })
+                .collect()
+        };
+        let with_tasks = tasks(&with_model);
+        let (model, report) = with.step(0.01, with_model, with_tasks).unwrap();
+        assert_eq!(report.layer_cosines.len(), 2, "step {step}");
+        with_model = model;
+        let without_tasks = tasks(&without_model);
+        let (model, report) = without.step(0.01, without_model, without_tasks).unwrap();
+        assert!(report.layer_cosines.is_empty(), "step {step}");
+        without_model = model;
+        assert_eq!(with_model.values(), without_model.values(), "step {step}");
+    }
+    without.save_state(&path).unwrap();
+    let mut resumed = config.init().unwrap();
+    resumed.load_state(&path, &device).unwrap();
+    assert_eq!(resumed.steps(), 3);
+}
+
 #[test]
 fn gate_and_diagnostics_follow_the_gradients() {
     let device = device();
