@@ -157,7 +157,9 @@ pub struct GemsConfig {
     pub target_modules: Vec<String>,
     /// Treatment of every parameter that is not projected. Default AdamW.
     pub other_params: OtherParams,
-    /// Compute per-layer cosines between task gradients at every step. Default true.
+    /// Compute per-layer cosines between task gradients at every step (turned on and off
+    /// between steps by [`GemsOptimizer::set_diagnostics`](crate::GemsOptimizer::set_diagnostics)).
+    /// Default true.
     pub diagnostics: bool,
     /// Seed of every random sketch. Default 0.
     pub seed: u64,
