@@ -299,7 +299,8 @@ impl Training<'_> {
         let window = Window { step, samples };
         // The per-layer task cosines cost a pass over the full task gradients: only on the
         // steps that record them.
-        self.optimizer.set_diagnostics(records_conflict(step + 1));
+        let records_cosines = records_conflict(step + 1);
+        self.optimizer.set_diagnostics(records_cosines);
         let stepped = match &mut self.replicas {
             // Data-parallel hook (`--devices`, crate::distributed): every replica steps.
             Some(replicas) => replicas.step(
@@ -323,7 +324,7 @@ impl Training<'_> {
                 // Every task but the last is condensed once its backward passes end, so that
                 // one task's full gradients are held at a time; not on the steps that record
                 // the per-layer task cosines, which need the full gradients.
-                let condense = !settings.full_task_gradients && !records_conflict(step + 1);
+                let condense = !settings.full_task_gradients && !records_cosines;
                 let last = Task::ALL.len() - 1;
                 let (model, optimizer) = (&self.model, &self.optimizer);
                 let chosen = micro_batches.iter().copied().enumerate();

@@ -471,6 +471,17 @@ fn knowledge_directions_on_the_basis_side_reduce_the_available_ranks() {
     }
 }
 
+/// Step `step`'s gradients of two tasks, seeded by the step.
+fn two_tasks(model: &ToyModel, step: u64) -> Vec<TaskGradients> {
+    (0..2)
+        .map(|t| TaskGradients {
+            gradients: seeded_gradients(model, 500 + 2 * step + t, 1.0 + t as f32),
+            loss: 2.0 - t as f64,
+            samples: 3 + t as usize,
+        })
+        .collect()
+}
+
 fn run_two_tasks(
     model: ToyModel,
     optimizer: &mut gems_core::GemsOptimizer,
@@ -478,13 +489,7 @@ fn run_two_tasks(
 ) -> ToyModel {
     let mut model = model;
     for step in steps {
-        let tasks = (0..2)
-            .map(|t| TaskGradients {
-                gradients: seeded_gradients(&model, 500 + 2 * step + t, 1.0 + t as f32),
-                loss: 2.0 - t as f64,
-                samples: 3 + t as usize,
-            })
-            .collect();
+        let tasks = two_tasks(&model, step);
         model = optimizer.step(0.01, model, tasks).unwrap().0;
     }
     model
@@ -601,20 +606,11 @@ fn diagnostics_turned_off_between_steps_change_no_update() {
     let mut with_model = ToyModel::new(&device);
     let mut without_model = ToyModel::new(&device);
     for step in 0..3 {
-        let tasks = |model: &ToyModel| -> Vec<TaskGradients> {
-            (0..2)
-                .map(|t| TaskGradients {
-                    gradients: seeded_gradients(model, 700 + 2 * step + t, 1.0 + t as f32),
-                    loss: 2.0 - t as f64,
-                    samples: 3 + t as usize,
-                })
-                .collect()
-        };
-        let with_tasks = tasks(&with_model);
+        let with_tasks = two_tasks(&with_model, step);
         let (model, report) = with.step(0.01, with_model, with_tasks).unwrap();
         assert_eq!(report.layer_cosines.len(), 2, "step {step}");
         with_model = model;
-        let without_tasks = tasks(&without_model);
+        let without_tasks = two_tasks(&without_model, step);
         let (model, report) = without.step(0.01, without_model, without_tasks).unwrap();
         assert!(report.layer_cosines.is_empty(), "step {step}");
         without_model = model;
