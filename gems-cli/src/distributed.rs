@@ -425,7 +425,8 @@ mod tests {
                 &model,
                 &device,
                 chosen,
-                |_, task| task,
+                |_| Vec::new(),
+                |_, task, _| task,
             )
             .unwrap()
         };

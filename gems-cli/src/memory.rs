@@ -31,8 +31,9 @@ pub struct MemoryEstimate {
     pub optimizer_state: u64,
     /// The tasks' gradients held at an ordinary step: one gradient of every trained parameter
     /// (of the new tokens' rows only, for a vocabulary matrix whose pre-trained rows are frozen)
-    /// per task, or, where every task but the last is condensed (gems-core's `condense`), one
-    /// task's in full and the others' projected weights as low-rank coordinates.
+    /// per task, or, where every task is condensed after its backward pass (gems-core's
+    /// `condense`), one task's in full and the others' projected weights as low-rank
+    /// coordinates (during the last task's backward pass).
     pub gradients: u64,
     /// The tasks' gradients held at the first step, which computes the first bases from full
     /// gradients of every task (and has no optimizer state yet).
@@ -96,8 +97,9 @@ pub struct BatchShape {
 
 /// The expected memory of training `model` (before LoRA adapters are attached) with
 /// `optimizer` (its knowledge bases, if any, counted) on `tasks` tasks; `condensed` when every
-/// task's gradients but the last are condensed after their backward pass (`gems train` on one
-/// device, unless `--full-task-gradients`).
+/// task's gradients are condensed after their backward pass (`gems train` on one device, unless
+/// `--full-task-gradients`). Weights whose gradients the backward pass leaves factored
+/// (gems-core's `condense_factored`) hold less than counted here.
 pub fn estimate(
     model: &Backbone,
     method: TrainMethod,

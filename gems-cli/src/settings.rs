@@ -199,8 +199,9 @@ pub struct TrainSettings {
     pub ignore_memory_estimate: bool,
     /// Hold every task's full gradients until the step, instead of cutting each task's
     /// gradients of the projected weights to low-rank coordinates after its backward pass
-    /// (gems-core's `condense`): a cheaper optimizer step (one product with the shared basis
-    /// less per task but the last) for one more copy of the trained parameters' gradients.
+    /// (gems-core's `condense`, from factors the backward pass leaves where a layer sees few
+    /// tokens): one more copy of the trained parameters' gradients, and a dearer step where
+    /// factors would have been used; otherwise one product with the shared basis less per task.
     pub full_task_gradients: bool,
     /// Stop after this many consecutive steps skipped for a non-finite loss or gradient.
     pub max_consecutive_skips: usize,

@@ -1,16 +1,17 @@
 //! The training loop: per-task backward passes, the optimizer step, learning-rate schedule,
 //! validation with early stopping, checkpoints that resume bit for bit, and Ctrl-C.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::module::{Lora, Module, ParamGroup};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::Device;
-use gems_core::{GemsError, GemsOptimizer, NullSpace, StepReport, TaskGradients};
+use gems_core::{FactoredGradient, GemsError, GemsOptimizer, NullSpace, StepReport, TaskGradients};
 use gems_data::batch::EncodedExample;
 use gems_data::{Protocol, Task};
-use gems_models::Backbone;
+use gems_models::{Backbone, GradientFactoring};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -316,16 +317,17 @@ impl Training<'_> {
                         model,
                         device,
                         chosen,
-                        |_, t| t,
+                        |_| Vec::new(),
+                        |_, t, _| t,
                     )
                 },
             ),
             None => {
-                // Every task but the last is condensed once its backward passes end, so that
-                // one task's full gradients are held at a time; not on the steps that record
-                // the per-layer task cosines, which need the full gradients.
+                // Every task is condensed once its backward passes end, so that one task's full
+                // gradients are held at a time, the weights it condenses factored by the backward
+                // pass where that pays; not on the steps that record the per-layer task cosines,
+                // which need the full gradients.
                 let condense = !settings.full_task_gradients && !records_cosines;
-                let last = Task::ALL.len() - 1;
                 let (model, optimizer) = (&self.model, &self.optimizer);
                 let chosen = micro_batches.iter().copied().enumerate();
                 let tasks = window_gradients(
@@ -335,8 +337,12 @@ impl Training<'_> {
                     model,
                     &self.device,
                     chosen,
-                    |t, gradients| match condense && t < last {
-                        true => optimizer.condense(model, t, gradients),
+                    |t| match condense {
+                        true => optimizer.condensable_weights(t),
+                        false => Vec::new(),
+                    },
+                    |t, gradients, factored| match condense {
+                        true => optimizer.condense_factored(model, t, gradients, factored),
                         false => gradients.into(),
                     },
                 )?;
@@ -671,9 +677,12 @@ pub(crate) struct Window {
 /// of the task, so that the parts of a window (one per device) add up to the whole window's.
 ///
 /// The tasks are taken one after the other, and each task's gradients go through
-/// `finish(task, gradients)` as soon as its last backward pass ends, before the next task's
-/// first: that is where a caller condenses them ([`GemsOptimizer::condense`]) to hold one
-/// task's full gradients at a time.
+/// `finish(task, gradients, factored)` as soon as its last backward pass ends, before the next
+/// task's first: that is where a caller condenses them ([`GemsOptimizer::condense_factored`])
+/// to hold one task's full gradients at a time. The weights `factor(task)` names are left to
+/// the backward pass to factor where that pays ([`GradientFactoring`]): their gradients come
+/// in `factored`, the micro-batches' factors stacked, instead of in `gradients`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn window_gradients<'a, T>(
     experiment: &Experiment,
     settings: &TrainSettings,
@@ -681,13 +690,16 @@ pub(crate) fn window_gradients<'a, T>(
     model: &Backbone,
     device: &Device,
     micro_batches: impl Iterator<Item = (usize, &'a [&'a EncodedExample])>,
-    mut finish: impl FnMut(usize, TaskGradients) -> T,
+    factor: impl Fn(usize) -> Vec<String>,
+    mut finish: impl FnMut(usize, TaskGradients, BTreeMap<String, FactoredGradient>) -> T,
 ) -> Result<Vec<T>> {
     let Window { step, samples } = *window;
     let micro_batches: Vec<_> = micro_batches.collect();
     let mut finished = Vec::with_capacity(Task::ALL.len());
     for (t, task) in Task::ALL.iter().enumerate() {
         let mut accumulator = GradientsAccumulator::<Backbone>::default();
+        let mut factoring = GradientFactoring::new(factor(t));
+        let mut factor_parts: BTreeMap<String, Vec<FactoredGradient>> = BTreeMap::new();
         let (mut loss_sum, mut count) = (0.0f64, 0usize);
         for &(micro, batch) in &micro_batches {
             let rows: Vec<EncodedExample> = batch
@@ -704,17 +716,32 @@ pub(crate) fn window_gradients<'a, T>(
             let weight = rows.len() as f64 / samples[t] as f64;
             count += rows.len();
             let batch = experiment.training_batch(&rows, device)?;
-            let loss = model.loss(&batch)?.mul_scalar(weight);
+            let loss = model
+                .loss_factored(&batch, &mut factoring)?
+                .mul_scalar(weight);
             loss_sum += loss.clone().into_scalar::<f32>() as f64;
-            let gradients = GradientsParams::from_grads(loss.backward(), model);
-            accumulator.accumulate(model, gradients);
+            let mut grads = loss.backward();
+            for factors in factoring.take_factors(&mut grads) {
+                factor_parts
+                    .entry(factors.weight_path)
+                    .or_default()
+                    .push(FactoredGradient {
+                        left: factors.inputs,
+                        right: factors.output_gradients,
+                    });
+            }
+            accumulator.accumulate(model, GradientsParams::from_grads(grads, model));
         }
         let gradients = TaskGradients {
             gradients: accumulator.grads(),
             loss: loss_sum,
             samples: count,
         };
-        finished.push(finish(t, gradients));
+        let factored = factor_parts
+            .into_iter()
+            .filter_map(|(path, parts)| FactoredGradient::sum(parts).map(|sum| (path, sum)))
+            .collect();
+        finished.push(finish(t, gradients, factored));
     }
     Ok(finished)
 }

@@ -14,15 +14,24 @@
 //! `4·(r_s + T·r_t)·m·n`). Weights due for a refresh, which need the full gradients, and
 //! parameters updated by AdamW keep their full gradients. The per-layer task cosines of the
 //! step's diagnostics need full gradients too: they are reported for the layers that have them.
+//!
+//! A linear layer `y = x·W` seen by N rows (tokens) has the gradient `G = xᵀ·∂L/∂y`, of rank at
+//! most N. Where N·(m + n) < m·n (a T5 decoder's few target tokens against 512-wide weights),
+//! a backward pass that leaves the weight's gradient as its two factors ([`FactoredGradient`])
+//! skips the `2·N·m·n` product that forms it, and
+//! [`GemsOptimizer::condense_factored`] projects the factors, `(B·xᵀ)·∂L/∂y`, in
+//! `2·r·N·(m + n)` operations instead of `2·r·m·n`. Factors of a weight that is not condensed
+//! this step (its bases are due for a refresh, or it is not projected) are multiplied out into
+//! its full gradient.
 
 use std::collections::BTreeMap;
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;
 
-use crate::optimizer::{
-    GemsOptimizer, TaskGradients, Treatment, WeightState, frobenius_dot, matrix_view,
-};
+use crate::projector::Side;
+
+use crate::optimizer::{GemsOptimizer, TaskGradients, Treatment, frobenius_dot, matrix_view};
 use crate::subspace::TaskCoordinates;
 
 /// One task's contribution to a step, its projected weights possibly condensed to low-rank
@@ -35,6 +44,85 @@ pub struct CondensedTask {
     pub(crate) condensed: BTreeMap<String, CondensedWeight>,
     /// The optimizer step the coordinates belong to (the bases of that step).
     pub(crate) for_step: u64,
+    /// Factored gradients that fit no parameter (the step rejects them).
+    pub(crate) problems: Vec<String>,
+}
+
+/// A weight's gradient held as two factors, `G = leftᵀ·right`: for a linear layer `y = x·W`
+/// (Burn's `[d_in, d_out]` weight) over N rows, `left` the inputs `x` (`[N, d_in]`) and `right`
+/// the output gradients `∂L/∂y` (`[N, d_out]`). See the [module docs](crate::condense).
+#[derive(Clone, Debug)]
+pub struct FactoredGradient {
+    /// `[N, rows of the weight]`.
+    pub left: Tensor<2>,
+    /// `[N, columns of the weight]`.
+    pub right: Tensor<2>,
+}
+
+impl FactoredGradient {
+    /// The factors of the sum of the parts' gradients: their rows stacked
+    /// (`Σ_k leftₖᵀ·rightₖ = [left₁; left₂; …]ᵀ·[right₁; right₂; …]`). `None` for no part.
+    pub fn sum(parts: Vec<FactoredGradient>) -> Option<Self> {
+        if parts.len() <= 1 {
+            return parts.into_iter().next();
+        }
+        let (left, right) = parts.into_iter().map(|p| (p.left, p.right)).unzip();
+        Some(Self {
+            left: Tensor::cat(left, 0),
+            right: Tensor::cat(right, 0),
+        })
+    }
+
+    /// The shape of the gradient, `[left columns, right columns]`.
+    pub fn shape(&self) -> [usize; 2] {
+        [self.left.dims()[1], self.right.dims()[1]]
+    }
+
+    /// Why the factors cannot stand for the gradient of a weight of shape `weight`, if they
+    /// cannot.
+    fn mismatch(&self, weight: &[usize]) -> Option<String> {
+        let (rows, other_rows) = (self.left.dims()[0], self.right.dims()[0]);
+        if rows != other_rows {
+            return Some(format!(
+                "its factors have {rows} and {other_rows} rows, which must agree"
+            ));
+        }
+        (weight != self.shape()).then(|| {
+            format!(
+                "its factors make a {:?} gradient for a weight of shape {weight:?}",
+                self.shape()
+            )
+        })
+    }
+
+    /// The gradient itself, `leftᵀ·right`.
+    pub fn expand(&self) -> Tensor<2> {
+        self.left.clone().transpose().matmul(self.right.clone())
+    }
+
+    /// `‖leftᵀ·right‖²` through the factors' Gram matrices,
+    /// `Σ (left·leftᵀ)∘(right·rightᵀ)` (`2·N²·(m + n)` operations), or through the gradient
+    /// where that costs less (`2·N·m·n`).
+    pub fn squared_norm(&self) -> Tensor<1> {
+        let rows = self.left.dims()[0];
+        let [m, n] = self.shape();
+        if rows * (m + n) <= m * n {
+            let gram = |f: &Tensor<2>| f.clone().matmul(f.clone().transpose());
+            frobenius_dot(gram(&self.left), gram(&self.right))
+        } else {
+            let gradient = self.expand();
+            frobenius_dot(gradient.clone(), gradient)
+        }
+    }
+
+    /// `(a, b)` with `aᵀ·b` the gradient in the canonical orientation of `side`
+    /// ([`Side::canonical`]).
+    pub(crate) fn canonical(&self, side: Side) -> (Tensor<2>, Tensor<2>) {
+        match side {
+            Side::Rows => (self.left.clone(), self.right.clone()),
+            Side::Columns => (self.right.clone(), self.left.clone()),
+        }
+    }
 }
 
 /// One condensed weight of one task.
@@ -73,6 +161,7 @@ impl From<TaskGradients> for CondensedTask {
             task,
             condensed: BTreeMap::new(),
             for_step: 0,
+            problems: Vec::new(),
         }
     }
 }
@@ -94,18 +183,40 @@ impl GemsOptimizer {
         task: usize,
         gradients: TaskGradients,
     ) -> CondensedTask {
+        self.condense_factored(module, task, gradients, BTreeMap::new())
+    }
+
+    /// [`condense`](Self::condense) with some weights' gradients held as factors instead of in
+    /// `gradients` (`factored`, by parameter path; see [`FactoredGradient`]). A weight that is
+    /// condensed gets its coordinates from the factors; any other gets them multiplied out
+    /// into its full gradient (added to the one in `gradients`, if it has one). Factors that
+    /// fit no 2-D parameter of `module` make the step reject the task.
+    pub fn condense_factored<M: Module>(
+        &self,
+        module: &M,
+        task: usize,
+        gradients: TaskGradients,
+        factored: BTreeMap<String, FactoredGradient>,
+    ) -> CondensedTask {
         let mut condenser = Condenser {
             optimizer: self,
             task,
             gradients,
+            factored,
             path: Vec::new(),
             condensed: BTreeMap::new(),
+            problems: Vec::new(),
         };
         module.visit(&mut condenser);
+        let mut problems = condenser.problems;
+        problems.extend(condenser.factored.keys().map(|path| {
+            format!("`{path}`: a factored gradient was given for it, but it is no parameter")
+        }));
         CondensedTask {
             task: condenser.gradients,
             condensed: condenser.condensed,
             for_step: self.state.step,
+            problems,
         }
     }
 }
@@ -115,8 +226,10 @@ struct Condenser<'a> {
     optimizer: &'a GemsOptimizer,
     task: usize,
     gradients: TaskGradients,
+    factored: BTreeMap<String, FactoredGradient>,
     path: Vec<String>,
     condensed: BTreeMap<String, CondensedWeight>,
+    problems: Vec<String>,
 }
 
 impl ModuleVisitor for Condenser<'_> {
@@ -131,35 +244,51 @@ impl ModuleVisitor for Condenser<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let path = self.path.join(".");
         let shape = param.val().dims();
+        let factors = self.factored.remove(&path);
+        if let Some(factors) = &factors {
+            let problem = match D {
+                2 => factors.mismatch(&shape),
+                _ => Some(format!("its parameter has {D} axes, not 2")),
+            };
+            if let Some(problem) = problem {
+                self.problems.push(format!("`{path}`: {problem}"));
+                return;
+            }
+        }
         let optimizer = self.optimizer;
-        if D != 2 || optimizer.treatment(&path, &shape) != Treatment::Projected {
-            return;
-        }
-        let Some(WeightState::LowRank(subspaces)) = optimizer.state.weights.get(&path) else {
-            return;
+        let subspaces = match D == 2 && optimizer.treatment(&path, &shape) == Treatment::Projected {
+            true => optimizer.condensing(&path, self.task),
+            false => None,
         };
-        let refresh_due = optimizer.refresh_due(subspaces.refresh_offset);
-        let has_own_basis = subspaces.tasks.is_empty() || self.task < subspaces.tasks.len();
-        if refresh_due || !has_own_basis {
-            return;
-        }
         let gradients = &mut self.gradients.gradients;
-        let Some(gradient) = gradients.remove::<D>(param.id) else {
-            return;
-        };
-        if gradient.dims() != shape {
-            gradients.register(param.id, gradient);
+        let full = gradients.remove::<D>(param.id);
+        // Factors that are the whole gradient of a condensed weight are projected as they are.
+        if let (Some(subspaces), None, Some(factors)) = (subspaces, &full, &factors) {
+            let weight = CondensedWeight {
+                coordinates: subspaces.factored_task_coordinates(self.task, factors),
+                squared_norm: factors.squared_norm(),
+            };
+            self.condensed.insert(path, weight);
             return;
         }
-        let gradient = matrix_view(gradient);
-        let squared_norm = frobenius_dot(gradient.clone(), gradient.clone());
-        let coordinates = subspaces.task_coordinates(self.task, gradient);
-        self.condensed.insert(
-            path,
-            CondensedWeight {
-                coordinates,
-                squared_norm,
+        let expanded = factors.map(|factors| factors.expand().reshape(shape));
+        let gradient = match (full, expanded) {
+            (Some(full), Some(expanded)) => full + expanded,
+            (full, expanded) => match full.or(expanded) {
+                Some(gradient) => gradient,
+                None => return,
             },
-        );
+        };
+        match subspaces {
+            Some(subspaces) if gradient.dims() == shape => {
+                let gradient = matrix_view(gradient);
+                let weight = CondensedWeight {
+                    squared_norm: frobenius_dot(gradient.clone(), gradient.clone()),
+                    coordinates: subspaces.task_coordinates(self.task, gradient),
+                };
+                self.condensed.insert(path, weight);
+            }
+            _ => gradients.register(param.id, gradient),
+        }
     }
 }

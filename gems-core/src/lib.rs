@@ -57,7 +57,10 @@
 //! [`GemsOptimizer::condense`] cuts a task's gradients of the projected weights to their
 //! low-rank coordinates right after its backward pass, so that only one task's full gradients
 //! are ever held ([`condense`]); the step is the same up to rounding, for one more product with
-//! the shared basis per condensed task.
+//! the shared basis per condensed task. A gradient of low rank can come as its two factors
+//! ([`FactoredGradient`], `G = xᵀ·∂L/∂y` for a linear layer over a few rows):
+//! [`GemsOptimizer::condense_factored`] projects them without forming it, and a backward pass
+//! that leaves them (gems-models' `Backbone::loss_factored`) skips the product that would.
 //!
 //! ## Absent tasks and bad steps
 //!
@@ -75,6 +78,7 @@
 //! let (model, report) = optimizer.step(learning_rate, model, vec![search, rec])?;
 //! // or, holding one task's full gradients at a time:
 //! // let search = optimizer.condense(&model, 0, search); /* then the rec backward pass */
+//! // (`condense_factored` with the factors of `optimizer.condensable_weights(0)`, if any)
 //! // or, to go on after a rejected step:
 //! // Err(StepError { module, error }) => keep `module`, log `error`, continue
 //! ```
@@ -102,7 +106,7 @@ pub mod rsvd;
 pub mod subspace;
 
 pub use backend::{available_backends, device_from_name};
-pub use condense::CondensedTask;
+pub use condense::{CondensedTask, FactoredGradient};
 pub use config::{GemsConfig, Method, MomentTransfer, OtherParams};
 pub use covariance::{CovarianceAccumulator, KnowledgeProgress};
 pub use diagnostics::{EffectiveRanks, LayerCosine, ProductCost, StepReport};

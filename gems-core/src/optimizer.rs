@@ -377,6 +377,30 @@ impl GemsOptimizer {
         (self.state.step + refresh_offset).is_multiple_of(self.config.refresh_every)
     }
 
+    /// The subspaces of the weight at `path` if [`condense`](Self::condense) replaces task
+    /// `task`'s gradient of it by coordinates for the next step: it has them, no refresh is
+    /// due, and the task has a basis of its own (or no task has one).
+    pub(crate) fn condensing(&self, path: &str, task: usize) -> Option<&WeightSubspaces> {
+        let Some(WeightState::LowRank(subspaces)) = self.state.weights.get(path) else {
+            return None;
+        };
+        let has_own_basis = subspaces.tasks.is_empty() || task < subspaces.tasks.len();
+        (has_own_basis && !self.refresh_due(subspaces.refresh_offset)).then_some(subspaces)
+    }
+
+    /// The paths of the weights whose gradient of task `task`
+    /// [`condense_factored`](Self::condense_factored) would project from factors for the next
+    /// step (any other weight's factors are multiplied out): what a training loop should have
+    /// its backward pass leave factored.
+    pub fn condensable_weights(&self, task: usize) -> Vec<String> {
+        self.state
+            .weights
+            .keys()
+            .filter(|path| self.condensing(path, task).is_some())
+            .cloned()
+            .collect()
+    }
+
     fn has_task_subspaces(&self, tasks: usize) -> bool {
         self.config.method.multi_subspace() && tasks > 1
     }
@@ -571,6 +595,15 @@ impl GemsOptimizer {
                     what: "loss",
                     value: gradients.loss(),
                 });
+            }
+            if let Some(problem) = gradients.problems.first() {
+                return Err(GemsError::InvalidStep(format!(
+                    "task {task}'s gradients: {problem}{}",
+                    match gradients.problems.len() {
+                        1 => String::new(),
+                        n => format!(" (and {} more)", n - 1),
+                    }
+                )));
             }
             if !gradients.condensed.is_empty() && gradients.for_step != self.state.step {
                 return Err(GemsError::InvalidStep(format!(

@@ -11,8 +11,8 @@ use gems_core::host::{thin_svd, to_host};
 use gems_core::projector::Side;
 use gems_core::subspace::{SubspacePlan, WeightSubspaces};
 use gems_core::{
-    CovarianceAccumulator, GateConfig, GemsConfig, GemsError, KnowledgeBasis, KnowledgeSelection,
-    Method, MomentTransfer, SvdMethod, TaskGradients,
+    CovarianceAccumulator, FactoredGradient, GateConfig, GemsConfig, GemsError, KnowledgeBasis,
+    KnowledgeSelection, Method, MomentTransfer, SvdMethod, TaskGradients,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -950,6 +950,75 @@ fn condensed_gradients_hold_coordinates_between_refreshes_and_are_checked() {
     );
     assert_eq!(optimizer.steps(), 5);
     assert_eq!(model.values(), before);
+}
+
+/// Factored gradients that cannot stand for a parameter's gradient (no such parameter, factors
+/// of another shape, factors whose row counts differ, a bias) make the step refuse the task
+/// before any change, naming each; none is dropped silently.
+#[test]
+fn factored_gradients_that_fit_no_parameter_are_refused() {
+    let device = device();
+    let inner = device.clone().without_autodiff();
+    let mut optimizer = GemsConfig {
+        shared_rank: 8,
+        task_rank: Some(4),
+        ..GemsConfig::for_method(Method::GemsNoNsp)
+    }
+    .init()
+    .unwrap();
+    let model = ToyModel::new(&device);
+    let model = optimizer
+        .step(0.01, model.clone(), two_tasks(&model, 0))
+        .unwrap()
+        .0;
+    assert_eq!(
+        optimizer.condensable_weights(0),
+        ["o.weight".to_string(), "q.weight".to_string()]
+    );
+    let factors = |rows: usize, cols: usize| FactoredGradient {
+        left: Tensor::ones([3, rows], &inner),
+        right: Tensor::ones([3, cols], &inner),
+    };
+    let cases = [
+        ("nope.weight", factors(32, 48), "it is no parameter"),
+        (
+            "q.weight",
+            factors(48, 32),
+            "[48, 32] gradient for a weight of shape [32, 48]",
+        ),
+        (
+            "o.weight",
+            FactoredGradient {
+                left: Tensor::ones([3, 48], &inner),
+                right: Tensor::ones([2, 24], &inner),
+            },
+            "3 and 2 rows",
+        ),
+        ("q.bias", factors(1, 48), "1 axes, not 2"),
+    ];
+    let before = model.values();
+    let mut model = model;
+    for (path, factored, message) in cases {
+        let mut tasks = two_tasks(&model, 1);
+        let rec = tasks.pop().unwrap();
+        let search = optimizer.condense_factored(
+            &model,
+            0,
+            tasks.pop().unwrap(),
+            [(path.to_string(), factored)].into(),
+        );
+        let (back, error) = optimizer
+            .step(0.01, model, vec![search, rec.into()])
+            .unwrap_err()
+            .into_parts();
+        assert!(
+            matches!(&error, GemsError::InvalidStep(m) if m.contains(path) && m.contains(message)),
+            "{path}: {error}"
+        );
+        assert_eq!(optimizer.steps(), 1);
+        assert_eq!(back.values(), before);
+        model = back;
+    }
 }
 
 #[test]

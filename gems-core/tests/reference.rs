@@ -18,6 +18,8 @@
 
 mod common;
 
+use std::collections::BTreeMap;
+
 use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::optim::GradientsParams;
@@ -28,8 +30,8 @@ use gems_core::adam::AdamMoments;
 use gems_core::host::{to_device, to_host};
 use gems_core::projector::{Projector, Side};
 use gems_core::{
-    CondensedTask, GemsConfig, GemsOptimizer, KnowledgeBasis, Method, MomentTransfer, NullSpace,
-    SvdMethod, TaskGradients,
+    CondensedTask, FactoredGradient, GemsConfig, GemsOptimizer, KnowledgeBasis, Method,
+    MomentTransfer, NullSpace, SvdMethod, TaskGradients,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -278,9 +280,12 @@ struct Case {
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Condensed {
     None,
-    /// Every task but the last (what a training loop does to hold one task's gradients).
+    /// Every task but the last (the step projects the last one's full gradients).
     AllButLast,
     All,
+    /// Every task, its gradients given as factors `leftᵀ·right` of 10 rows
+    /// (`GemsOptimizer::condense_factored`); `o`'s as factors plus a full part.
+    Factored,
 }
 
 impl Condensed {
@@ -288,7 +293,7 @@ impl Condensed {
         match self {
             Condensed::None => false,
             Condensed::AllButLast => task + 1 < tasks,
-            Condensed::All => true,
+            Condensed::All | Condensed::Factored => true,
         }
     }
 }
@@ -325,18 +330,45 @@ impl Case {
     }
 }
 
-/// Seeded gradients of the three weights for one task and step, with well-spread spectra.
-fn task_gradients(model: &ThreeWeights, task: usize, step: u64, inner: &Device) -> GradientsParams {
+/// Seeded gradients of the three weights for one task and step, with well-spread spectra: in
+/// full, or (`factored`) as factors of 10 rows, `o`'s with a full part added. Also each weight's
+/// whole gradient on the host, as the optimizer receives it (float32 values, multiplied out in
+/// float64).
+fn task_gradients(
+    model: &ThreeWeights,
+    task: usize,
+    step: u64,
+    inner: &Device,
+    factored: bool,
+) -> (
+    GradientsParams,
+    BTreeMap<String, FactoredGradient>,
+    Vec<Mat<f64>>,
+) {
     let mut rng = ChaCha8Rng::seed_from_u64(1000 * task as u64 + step);
     let mut gradients = GradientsParams::new();
-    for (param, (_, shape)) in model.weights().into_iter().zip(SHAPES) {
-        let matrix = common::gaussian(shape[0], shape[1], &mut rng);
-        let scaled = Mat::from_fn(shape[0], shape[1], |i, j| {
-            matrix[(i, j)] * (1.0 + task as f64) * 0.5
-        });
-        gradients.register(param.id, to_device(&scaled, inner));
+    let mut factors = BTreeMap::new();
+    let mut whole = Vec::new();
+    let scale = (1.0 + task as f64) * 0.5;
+    for (param, (path, shape)) in model.weights().into_iter().zip(SHAPES) {
+        let mut sum = Mat::<f64>::zeros(shape[0], shape[1]);
+        if factored {
+            let rows = 10;
+            let left = to_device(&common::gaussian(rows, shape[0], &mut rng), inner);
+            let right = common::gaussian(rows, shape[1], &mut rng);
+            let right = to_device(&scaled(&right, scale / 3.0), inner);
+            sum = host(left.clone()).transpose() * host(right.clone());
+            factors.insert(path.to_string(), FactoredGradient { left, right });
+        }
+        if !factored || path == "o.weight" {
+            let matrix = common::gaussian(shape[0], shape[1], &mut rng);
+            let full = to_device(&scaled(&matrix, scale), inner);
+            sum += host(full.clone());
+            gradients.register(param.id, full);
+        }
+        whole.push(sum);
     }
-    gradients
+    (gradients, factors, whole)
 }
 
 /// Runs the optimizer and the reference side by side for 10 steps (refreshes at steps 0, 3,
@@ -424,30 +456,19 @@ fn compare(case: &Case) -> f64 {
     let mut optimizer: GemsOptimizer = config.clone().init().unwrap().with_null_space(null_space);
 
     for step in 0..10u64 {
-        let gradients: Vec<GradientsParams> = (0..case.tasks)
-            .map(|t| task_gradients(&model, t, step, &inner))
-            .collect();
-        let host_gradients: Vec<Vec<Mat<f64>>> = gradients
-            .iter()
-            .map(|g| {
-                model
-                    .weights()
-                    .iter()
-                    .map(|p| host(g.get::<2>(p.id).unwrap()))
-                    .collect()
-            })
-            .collect();
-        let tasks: Vec<CondensedTask> = gradients
-            .into_iter()
-            .enumerate()
-            .map(|(t, gradients)| {
+        let factored = case.condensed == Condensed::Factored;
+        let mut host_gradients: Vec<Vec<Mat<f64>>> = Vec::new();
+        let tasks: Vec<CondensedTask> = (0..case.tasks)
+            .map(|t| {
+                let (gradients, factors, whole) = task_gradients(&model, t, step, &inner, factored);
+                host_gradients.push(whole);
                 let task = TaskGradients {
                     gradients,
                     loss: losses[t],
                     samples: samples[t],
                 };
                 match case.condensed.applies_to(t, case.tasks) {
-                    true => optimizer.condense(&model, t, task),
+                    true => optimizer.condense_factored(&model, t, task, factors),
                     false => task.into(),
                 }
             })
@@ -653,12 +674,14 @@ fn with_one_task_gems_without_null_space_matches_the_galore_reference() {
 }
 
 /// Task gradients condensed to low-rank coordinates (`GemsOptimizer::condense`) give the
-/// reference's step: one task condensed or every one, knowledge on either side (wide, through
-/// the complement, included), with and without task subspaces, and a third task (whose bases
-/// are not adjacent in the optimizer's stack, unlike the first two tasks').
+/// reference's step: one task condensed or every one, from full gradients or from factors
+/// (`condense_factored`: projected as factors between refreshes, multiplied out on refresh
+/// steps, added to a full part), knowledge on either side (wide, through the complement,
+/// included), with and without task subspaces, and a third task (whose bases are not adjacent
+/// in the optimizer's stack, unlike the first two tasks').
 #[test]
 fn condensed_task_gradients_give_the_reference_step() {
-    for condensed in [Condensed::AllButLast, Condensed::All] {
+    for condensed in [Condensed::AllButLast, Condensed::All, Condensed::Factored] {
         for (method, input_axis, wide_knowledge, tasks) in [
             (Method::Gems, 0, false, 2),
             (Method::Gems, 1, true, 2),

@@ -16,6 +16,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::config::{ModelConfig, ModelKind};
 use crate::error::ModelError;
+use crate::factoring::GradientFactoring;
 use crate::observer::{LinearInputObserver, Probe, TokenRows};
 use crate::padding::{Side, int_matrix, pad};
 use crate::qwen2::Qwen2ForCausalLM;
@@ -309,6 +310,19 @@ impl Backbone {
             Self::Qwen2(_) => Probe::new(observer, "", tokens, None),
         };
         self.loss_probed(batch, Some(&mut probe), None)
+    }
+
+    /// [`Backbone::loss`] with the weight gradients of the linear layers `factoring` names left
+    /// as factors where they are smaller than the gradients (see [`GradientFactoring`]): after
+    /// `loss.backward()`, those weights have no gradient and
+    /// [`GradientFactoring::take_factors`] gives theirs. Every other gradient is
+    /// [`Backbone::loss`]'s.
+    pub fn loss_factored(
+        &self,
+        batch: &LmBatch,
+        factoring: &mut GradientFactoring,
+    ) -> Result<Tensor<1>, ModelError> {
+        self.loss_probed(batch, Some(&mut Probe::factoring(factoring)), None)
     }
 
     /// The loss, `probe` seeing the linear inputs, the softmax over the first `tokens` tokens

@@ -6,6 +6,7 @@ mod cache;
 mod config;
 mod decoding;
 mod error;
+mod factoring;
 pub mod generation;
 mod loading;
 mod nn;
@@ -24,6 +25,7 @@ pub use cache::KeyValue;
 pub use config::{ModelConfig, ModelKind, TokenIds};
 pub use decoding::{DecodingCache, Uncached, UncachedState};
 pub use error::{ModelError, ShapeMismatch};
+pub use factoring::{GradientFactoring, LinearGradientFactors};
 pub use generation::{
     DEFAULT_BEAM_WIDTH, NodeId, PrefixTrie, RankedItem, StepDecoder, Tries,
     constrained_beam_search, greedy,

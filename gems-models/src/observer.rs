@@ -3,13 +3,15 @@
 //!
 //! [`crate::Backbone::forward_observed`] hands every q/k/v/o and MLP linear layer's input to a
 //! [`LinearInputObserver`], restricted to the rows of real (non-padding) tokens and named by the
-//! layer's module path (its weight's path without `.weight`). A plain forward pass takes no probe
-//! and pays nothing for this.
+//! layer's module path (its weight's path without `.weight`). The same probe carries a
+//! [`GradientFactoring`] through [`crate::Backbone::loss_factored`]. A plain forward pass takes
+//! no probe and pays nothing for this.
 
 use std::fmt::Display;
 
 use burn::nn::Linear;
 
+use crate::factoring::GradientFactoring;
 use crate::nn::on_rows;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
@@ -54,13 +56,25 @@ impl TokenRows {
     }
 }
 
-/// A forward pass's link to an observer: the module path so far and the token rows to report.
+/// A forward pass's link to an observer or a gradient factoring, with the module path so far.
 pub(crate) struct Probe<'a> {
-    observer: &'a mut dyn LinearInputObserver,
+    sink: Sink<'a>,
     path: String,
-    rows: TokenRows,
-    /// Rows of the encoder output, the input of T5's cross-attention keys and values.
-    memory_rows: Option<TokenRows>,
+}
+
+/// What a probe serves. (Short-lived, one per module of a forward pass: the observer's larger
+/// variant is not worth a box.)
+#[allow(clippy::large_enum_variant)]
+enum Sink<'a> {
+    /// An observer, with the token rows to report.
+    Observer {
+        observer: &'a mut dyn LinearInputObserver,
+        rows: TokenRows,
+        /// Rows of the encoder output, the input of T5's cross-attention keys and values.
+        memory_rows: Option<TokenRows>,
+    },
+    /// A factoring of weight gradients.
+    Factoring(&'a mut GradientFactoring),
 }
 
 impl<'a> Probe<'a> {
@@ -71,35 +85,59 @@ impl<'a> Probe<'a> {
         memory_rows: Option<TokenRows>,
     ) -> Self {
         Self {
-            observer,
+            sink: Sink::Observer {
+                observer,
+                rows,
+                memory_rows,
+            },
             path: path.into(),
-            rows,
-            memory_rows,
+        }
+    }
+
+    /// A probe that factors the weight gradients `factoring` names.
+    pub(crate) fn factoring(factoring: &'a mut GradientFactoring) -> Self {
+        Self {
+            sink: Sink::Factoring(factoring),
+            path: String::new(),
         }
     }
 
     /// The probe of a submodule.
     pub(crate) fn child(&mut self, name: impl Display) -> Probe<'_> {
         Probe {
-            observer: &mut *self.observer,
+            sink: self.sink.reborrow(false),
             path: join(&self.path, name),
-            rows: self.rows.clone(),
-            memory_rows: self.memory_rows.clone(),
         }
     }
 
     /// The same module, reporting the encoder-output rows (inputs of T5's cross-attention keys
     /// and values) instead of its own.
     pub(crate) fn on_memory(&mut self) -> Probe<'_> {
-        let rows = self
-            .memory_rows
-            .clone()
-            .unwrap_or_else(|| self.rows.clone());
         Probe {
-            observer: &mut *self.observer,
+            sink: self.sink.reborrow(true),
             path: self.path.clone(),
-            rows,
-            memory_rows: None,
+        }
+    }
+}
+
+impl Sink<'_> {
+    /// The same sink for a submodule; an observer's reporting the encoder-output rows instead
+    /// of its own if `memory`.
+    fn reborrow(&mut self, memory: bool) -> Sink<'_> {
+        match self {
+            Sink::Observer {
+                observer,
+                rows,
+                memory_rows,
+            } => Sink::Observer {
+                observer: &mut **observer,
+                rows: match (memory, memory_rows.as_ref()) {
+                    (true, Some(memory_rows)) => memory_rows.clone(),
+                    _ => rows.clone(),
+                },
+                memory_rows: memory_rows.clone().filter(|_| !memory),
+            },
+            Sink::Factoring(factoring) => Sink::Factoring(factoring),
         }
     }
 }
@@ -112,16 +150,23 @@ fn join(path: &str, name: impl Display) -> String {
     }
 }
 
-/// Applies `layer` (the field `name` of the probed module) to `x`, reporting `x` to the probe if any.
+/// Applies `layer` (the field `name` of the probed module) to `x`, reporting `x` to the probe's
+/// observer or factoring the layer's weight gradient, if there is a probe.
 pub(crate) fn observed(
     probe: Option<&mut Probe>,
     name: &str,
     layer: &Linear,
     x: Tensor<3>,
 ) -> Tensor<3> {
-    if let Some(probe) = probe {
-        let inputs = probe.rows.select(x.clone());
-        probe.observer.observe(&join(&probe.path, name), inputs);
+    let Some(probe) = probe else {
+        return on_rows(x, |x| layer.forward(x));
+    };
+    let path = join(&probe.path, name);
+    match &mut probe.sink {
+        Sink::Observer { observer, rows, .. } => {
+            observer.observe(&path, rows.select(x.clone()));
+            on_rows(x, |x| layer.forward(x))
+        }
+        Sink::Factoring(factoring) => on_rows(x, |x| factoring.forward(&path, layer, x)),
     }
-    on_rows(x, |x| layer.forward(x))
 }

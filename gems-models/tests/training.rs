@@ -12,7 +12,8 @@ use common::*;
 use gems_models::qwen2::Qwen2Config;
 use gems_models::t5::T5Config;
 use gems_models::{
-    Backbone, IGNORE_INDEX, LinearInputObserver, LmBatch, ModelConfig, ModelKind, parameter_paths,
+    Backbone, GradientFactoring, IGNORE_INDEX, LinearInputObserver, LmBatch, ModelConfig,
+    ModelKind, parameter_paths,
 };
 
 /// Checks, for every parameter, that a gradient exists and is finite and not all zero.
@@ -618,5 +619,129 @@ fn frozen_pretrained_tokens_compute_the_same_and_train_the_added_rows_only() {
                 .freeze_pretrained_tokens(pretrained + 6)
                 .is_err()
         );
+    }
+}
+
+/// Every parameter's gradient by path, `None` where it has none.
+fn gradients_by_path(model: &Backbone, grads: &Gradients) -> BTreeMap<String, Option<Vec<f32>>> {
+    struct Collect<'a> {
+        grads: &'a Gradients,
+        path: Vec<String>,
+        found: BTreeMap<String, Option<Vec<f32>>>,
+    }
+    impl ModuleVisitor for Collect<'_> {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let grad = param.val().grad(self.grads).map(values);
+            self.found.insert(self.path.join("."), grad);
+        }
+    }
+    let mut collect = Collect {
+        grads,
+        path: Vec::new(),
+        found: BTreeMap::new(),
+    };
+    model.visit(&mut collect);
+    collect.found
+}
+
+#[test]
+fn factored_linear_layers_give_their_gradient_as_inputs_and_output_gradients() {
+    let device = Device::flex().autodiff();
+    for name in ["t5-v1_0", "t5-v1_1", "qwen2-tied"] {
+        let model = Backbone::load(fixture(name), &device).unwrap();
+        let reference = Reference::load(name);
+        let batch = reference.batch(&device);
+        let plain_loss = model.loss(&batch).unwrap();
+        let plain = gradients_by_path(&model, &plain_loss.backward());
+
+        // Every linear layer is named; the encoder-decoder's embedding too, which is no
+        // linear layer and must be left alone.
+        let shapes: BTreeMap<String, Vec<usize>> = parameter_paths(&model).into_iter().collect();
+        let named: Vec<String> = projected(&model)
+            .into_iter()
+            .map(|path| format!("{path}.weight"))
+            .chain(["shared.weight".to_string()])
+            .collect();
+        let mut factoring = GradientFactoring::new(named.clone());
+        let loss = model.loss_factored(&batch, &mut factoring).unwrap();
+        assert_eq!(
+            loss.clone().into_scalar::<f32>(),
+            plain_loss.into_scalar::<f32>()
+        );
+        let mut grads = loss.backward();
+        let factors = factoring.take_factors(&mut grads);
+        let factored = gradients_by_path(&model, &grads);
+
+        // A layer is factored exactly where its N rows make factors smaller than the gradient.
+        let (prompt, target) = (reference.ints("input_ids"), reference.ints("labels"));
+        let prompt_rows = prompt.len() * prompt[0].len();
+        let target_rows = target.len() * target[0].len();
+        let expected: BTreeSet<String> = named
+            .iter()
+            .filter(|path| !path.starts_with("shared"))
+            .filter(|path| {
+                let [d_in, d_out] = shapes[*path][..] else {
+                    unreachable!()
+                };
+                let cross_memory =
+                    path.contains("EncDecAttention.k.") || path.contains("EncDecAttention.v.");
+                let rows = match model.kind() {
+                    ModelKind::T5 if path.starts_with("decoder") && !cross_memory => target_rows,
+                    _ => prompt_rows,
+                };
+                rows * (d_in + d_out) < d_in * d_out
+            })
+            .cloned()
+            .collect();
+        let got: BTreeSet<String> = factors.iter().map(|f| f.weight_path.clone()).collect();
+        assert_eq!(got, expected, "{name}");
+        assert!(!got.is_empty(), "{name}");
+
+        // Each factored weight has no gradient of its own; its factors multiply out (in float64,
+        // on the host) to the plain pass's gradient.
+        for f in &factors {
+            let [rows, d_in] = f.inputs.dims();
+            let d_out = f.output_gradients.dims()[1];
+            assert_eq!(f.output_gradients.dims()[0], rows);
+            assert!(
+                factored[&f.weight_path].is_none(),
+                "{name}: {}",
+                f.weight_path
+            );
+            let (x, dy) = (values(f.inputs.clone()), values(f.output_gradients.clone()));
+            let expanded: Vec<f32> = (0..d_in * d_out)
+                .map(|ij| {
+                    let (i, j) = (ij / d_out, ij % d_out);
+                    (0..rows)
+                        .map(|r| x[r * d_in + i] as f64 * dy[r * d_out + j] as f64)
+                        .sum::<f64>() as f32
+                })
+                .collect();
+            let want = plain[&f.weight_path].as_ref().unwrap();
+            let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let error = max_abs_diff(&expanded, want, |_| true);
+            assert!(
+                error <= 1e-5 * scale.max(1.0),
+                "{name}: {} off by {error}",
+                f.weight_path
+            );
+        }
+        // Every other parameter (biases of factored layers included) keeps its plain gradient.
+        for (path, want) in &plain {
+            if got.contains(path) {
+                continue;
+            }
+            let have = factored[path]
+                .as_ref()
+                .unwrap_or_else(|| panic!("{name}: {path}"));
+            let error = max_abs_diff(have, want.as_ref().unwrap(), |_| true);
+            assert!(error <= 1e-6, "{name}: {path} off by {error}");
+        }
     }
 }

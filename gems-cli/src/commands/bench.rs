@@ -166,7 +166,7 @@ pub struct TrainBenchArgs {
     #[arg(long)]
     sequential: bool,
     /// Hold every task's full gradients until the step, as `gems train --full-task-gradients`
-    /// (by default the first task's are condensed to low-rank coordinates).
+    /// (by default each task's are condensed to low-rank coordinates after its backward pass).
     #[arg(long)]
     full_task_gradients: bool,
     /// Decoupled weight decay, as `gems train --weight-decay` (with null-space projection it
@@ -402,8 +402,10 @@ struct MethodTiming {
     /// Achieved rate from `flops_per_step`, GFLOP/s.
     gflops: f64,
     /// Operations of the optimizer's matrix products in a step without a refresh
-    /// ([`gems_core::ProductCost`]), the first task's gradients condensed unless
+    /// ([`gems_core::ProductCost`]), every task's gradients condensed unless
     /// `--full-task-gradients`: what a low-rank method adds to the forward and backward passes.
+    /// Counted from full gradients: where the backward pass leaves a weight's gradient factored
+    /// (a T5 decoder's), its projections cost less and the pass skips the product forming it.
     optimizer_flops_per_step: f64,
     /// Optimizer state after the steps (knowledge bases excluded), bytes.
     optimizer_state_bytes: usize,

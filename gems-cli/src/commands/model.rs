@@ -226,7 +226,7 @@ fn info(args: &InfoArgs) -> Result<()> {
             TrainMethod::Optimizer(method) => method,
             TrainMethod::Lora => Method::Adamw,
         };
-        // As `gems train` on one device: every task's gradients but the last condensed.
+        // As `gems train` on one device: every task's gradients condensed.
         let mut estimate =
             memory::estimate(&model, method, &optimizer(core)?, args.tasks, batch, true);
         if method.needs_null_space() {
