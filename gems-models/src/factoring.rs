@@ -70,10 +70,13 @@ impl GradientFactoring {
     /// `layer` (module path `path`) applied to the rows `x` (`[N, d_in]`), factored if it is
     /// named and its factors are smaller than its gradient.
     pub(crate) fn forward(&mut self, path: &str, layer: &Linear, x: Tensor<2>) -> Tensor<2> {
-        let weight_path = format!("{path}.weight");
         let [rows, d_in] = x.dims();
         let [_, d_out] = layer.weight.val().dims();
-        if rows * (d_in + d_out) >= d_in * d_out || !self.weights.contains(&weight_path) {
+        if self.weights.is_empty() || rows * (d_in + d_out) >= d_in * d_out {
+            return layer.forward(x);
+        }
+        let weight_path = format!("{path}.weight");
+        if !self.weights.contains(&weight_path) {
             return layer.forward(x);
         }
         let weight = layer.weight.val().set_require_grad(false);
