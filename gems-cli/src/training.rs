@@ -747,7 +747,7 @@ pub(crate) fn window_gradients<'a, T>(
 }
 
 /// The example order of `epoch`: a permutation seeded by the run's seed and the epoch.
-fn epoch_order(seed: u64, epoch: usize, count: usize) -> Vec<usize> {
+pub(crate) fn epoch_order(seed: u64, epoch: usize, count: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..count).collect();
     order.shuffle(&mut ChaCha8Rng::seed_from_u64(
         seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ epoch as u64,

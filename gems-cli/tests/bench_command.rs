@@ -188,6 +188,56 @@ fn bench_train_reports_consistent_figures() {
     assert!(adamw["device_reads"]["refresh_step"].is_null());
 }
 
+#[test]
+fn bench_train_from_data_times_the_training_requests_on_the_data_vocabulary() {
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "bench",
+            "train",
+            "--preset",
+            "compact",
+            "--layers",
+            "1",
+            "--methods",
+            "adamw",
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+            "--batch-size",
+            "4",
+            "--matmul-size",
+            "0",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        json(&args)
+    };
+    let random = run(&[]);
+    let data = run(&["--from-data"]);
+    assert!(
+        data["requests"].as_str().unwrap().contains("default data"),
+        "{}",
+        data["requests"]
+    );
+    // Random requests: 4 · (64 + 8) tokens. The default data's prompts are 42 tokens at most
+    // and its targets one token and the end of sequence, so fewer.
+    assert_eq!(random["tokens_per_step"], 4 * (64 + 8));
+    let tokens = number(&data, "tokens_per_step");
+    assert!(tokens > 0.0 && tokens <= (4 * (42 + 2)) as f64, "{tokens}");
+    // The preset's 2,000-token vocabulary is cut to the data's tokenizer's, which takes rows of
+    // 128 values (d_model) off the tied embedding.
+    let removed = number(&random, "parameters") - number(&data, "parameters");
+    assert!(removed > 0.0 && removed % 128.0 == 0.0, "{removed}");
+    assert!(
+        gems(&["bench", "train", "--from-data", "--prompt-tokens", "3"])
+            .status
+            .code()
+            == Some(2),
+        "--from-data with --prompt-tokens is refused"
+    );
+}
+
 /// A small, quick `bench train --devices` run: preset compact with one block per stack, 2
 /// requests of 16 + 4 tokens per device, one timed step after none of warm-up.
 fn bench_devices(extra: &[&str]) -> Value {

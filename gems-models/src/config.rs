@@ -152,6 +152,20 @@ impl ModelConfig {
         }
     }
 
+    /// The same architecture with a vocabulary of `vocab_size` tokens.
+    pub fn with_vocab_size(self, vocab_size: usize) -> Self {
+        match self {
+            Self::T5(config) => Self::T5(T5Config {
+                vocab_size,
+                ..config
+            }),
+            Self::Qwen2(config) => Self::Qwen2(Qwen2Config {
+                vocab_size,
+                ..config
+            }),
+        }
+    }
+
     /// Width of the hidden states.
     pub fn hidden_size(&self) -> usize {
         match self {

@@ -145,6 +145,12 @@ pub struct TrainBenchArgs {
     /// Target tokens of every request, end-of-sequence included.
     #[arg(long, default_value_t = 8)]
     target_tokens: usize,
+    /// Time the embedded default data's training requests, as `gems train` encodes them and in
+    /// its order, instead of random ones of `--prompt-tokens` and `--target-tokens`; a preset
+    /// then has the data's vocabulary. This is `gems train`'s own setting on that data (short
+    /// prompts, one-token targets), where the passes cost least beside the optimizer.
+    #[arg(long, conflicts_with_all = ["prompt_tokens", "target_tokens"])]
+    from_data: bool,
     /// Methods to time, comma-separated (AdamW first is the reference of the ratios).
     #[arg(long, value_delimiter = ',', default_value = "adamw,galore,gems")]
     methods: Vec<TrainMethod>,
@@ -371,6 +377,8 @@ struct TrainReport {
     model: String,
     parameters: usize,
     batch_size: usize,
+    /// What the timed windows hold.
+    requests: String,
     tokens_per_step: usize,
     /// Estimated floating-point operations of one step's forward and backward passes
     /// (6 · weights · tokens each weight sees).
@@ -545,12 +553,29 @@ fn bench_train(args: &TrainBenchArgs) -> Result<()> {
     let machine = Machine::of(backend, &device);
     let pretrained = pretrained_backbone(&base, &device)?;
     let experiment = Experiment::prepare(&base, pretrained.as_ref())?;
+    let data = match args.from_data {
+        true => Some(DataRequests::of(&base, &experiment)?),
+        false => None,
+    };
+    if let (Some(_), Some(path), None, None) = (
+        &data,
+        &base.model_config,
+        &args.model.model_config,
+        &args.model.model_dir,
+    ) {
+        // A preset's random embeddings take the data's vocabulary, as `gems train` builds one.
+        config
+            .clone()
+            .with_vocab_size(experiment.tokenizer.get_vocab_size(true))
+            .save(path)?;
+    }
     let run = RunDir::create(&scratch.0.join("run"))?;
     let bench = TrainBench {
         args,
         base: &base,
         experiment: &experiment,
         run: &run,
+        data: data.as_ref(),
     };
 
     // Every method's training is set up first and they then step in turn, so that the shared
@@ -565,7 +590,7 @@ fn bench_train(args: &TrainBenchArgs) -> Result<()> {
         let started = Instant::now();
         let pretrained = pretrained_backbone(settings, &device)?;
         let model = new_backbone(settings, pretrained, &experiment.tokenizer, &device)?;
-        let examples = requests(args, args.batch_size, model.vocab_size());
+        let examples = bench.requests(args.batch_size, model.vocab_size())?;
         facts.get_or_insert_with(|| {
             (
                 burn::module::Module::num_params(&model),
@@ -653,6 +678,13 @@ fn bench_train(args: &TrainBenchArgs) -> Result<()> {
         model: model_name,
         parameters,
         batch_size: args.batch_size,
+        requests: match args.from_data {
+            true => "the default data's training requests, in `gems train`'s order".into(),
+            false => format!(
+                "random, {} prompt and {} target tokens",
+                args.prompt_tokens, args.target_tokens
+            ),
+        },
         tokens_per_step,
         flops_per_step,
         matmul_gflops: (args.matmul_size > 0).then(|| matmul_gflops(args.matmul_size, &inner)),
@@ -796,6 +828,22 @@ struct TrainBench<'a> {
     base: &'a TrainSettings,
     experiment: &'a Experiment,
     run: &'a RunDir,
+    /// The training requests of `--from-data`.
+    data: Option<&'a DataRequests>,
+}
+
+/// The embedded default data's training requests in the order of `gems train`'s first epoch
+/// (`--from-data`).
+struct DataRequests(Vec<EncodedExample>);
+
+impl DataRequests {
+    fn of(settings: &TrainSettings, experiment: &Experiment) -> Result<Self> {
+        let examples = training::training_examples(experiment)?;
+        let order = training::epoch_order(settings.seed, 0, examples.len());
+        Ok(Self(
+            order.into_iter().map(|i| examples[i].clone()).collect(),
+        ))
+    }
 }
 
 /// The step times of one timed training, in ms.
@@ -900,6 +948,21 @@ impl StepTimer {
 }
 
 impl TrainBench<'_> {
+    /// The `count` requests of every timed window: the first of the training data with
+    /// `--from-data`, else random ones for a vocabulary of `vocab` tokens.
+    fn requests(&self, count: usize, vocab: usize) -> Result<Vec<EncodedExample>> {
+        match self.data {
+            None => Ok(requests(self.args, count, vocab)),
+            Some(DataRequests(examples)) if count <= examples.len() => {
+                Ok(examples[..count].to_vec())
+            }
+            Some(DataRequests(examples)) => Err(CliError::Settings(format!(
+                "--from-data: a window of {count} requests, but the data has {} training requests",
+                examples.len()
+            ))),
+        }
+    }
+
     /// The settings of a timed training of `method` whose window is `micro_batches`
     /// micro-batches of `--batch-size` requests.
     fn settings(&self, method: TrainMethod, micro_batches: usize) -> TrainSettings {
@@ -948,7 +1011,7 @@ impl TrainBench<'_> {
                 let pretrained = pretrained_backbone(&settings, &first)?;
                 let model =
                     new_backbone(&settings, pretrained, &self.experiment.tokenizer, &first)?;
-                let examples = requests(args, count * args.batch_size, model.vocab_size());
+                let examples = self.requests(count * args.batch_size, model.vocab_size())?;
                 let mut optimizers = distributed::optimizers(
                     &settings,
                     self.experiment,
@@ -1114,10 +1177,11 @@ fn matmul_gflops(size: usize, device: &Device) -> f64 {
 fn print_train_table(report: &TrainReport) {
     println!("{}", report.machine.line());
     println!(
-        "model {} ({:.1} M parameters), batch {} ({} tokens and {:.1} GFLOP of forward and backward passes per step), {} warm-up + {} timed steps, T = {}",
+        "model {} ({:.1} M parameters), batch {} (requests: {}; {} tokens and {:.1} GFLOP of forward and backward passes per step), {} warm-up + {} timed steps, T = {}",
         report.model,
         report.parameters as f64 / 1e6,
         report.batch_size,
+        report.requests,
         report.tokens_per_step,
         report.flops_per_step / 1e9,
         report.warmup,
@@ -1566,6 +1630,7 @@ mod tests {
             warmup: 0,
             refresh_every: 1,
             matmul_size: 0,
+            from_data: false,
             sequential: false,
             full_task_gradients: false,
             weight_decay: 0.0,
