@@ -191,27 +191,9 @@ fn bench_train_reports_consistent_figures() {
 #[test]
 fn bench_train_from_data_times_the_training_requests_on_the_data_vocabulary() {
     let run = |extra: &[&str]| {
-        let mut args = vec![
-            "bench",
-            "train",
-            "--preset",
-            "compact",
-            "--layers",
-            "1",
-            "--methods",
-            "adamw",
-            "--steps",
-            "1",
-            "--warmup",
-            "0",
-            "--batch-size",
-            "4",
-            "--matmul-size",
-            "0",
-            "--json",
-        ];
+        let mut args = vec!["--methods", "adamw", "--batch-size", "4"];
         args.extend_from_slice(extra);
-        json(&args)
+        tiny_bench_train(&args)
     };
     let random = run(&[]);
     let data = run(&["--from-data"]);
@@ -238,9 +220,9 @@ fn bench_train_from_data_times_the_training_requests_on_the_data_vocabulary() {
     );
 }
 
-/// A small, quick `bench train --devices` run: preset compact with one block per stack, 2
-/// requests of 16 + 4 tokens per device, one timed step after none of warm-up.
-fn bench_devices(extra: &[&str]) -> Value {
+/// A small, quick `bench train` run with `extra` arguments: preset compact with one block per
+/// stack, one timed step after none of warm-up, no matmul rate.
+fn tiny_bench_train(extra: &[&str]) -> Value {
     let mut args = vec![
         "bench",
         "train",
@@ -248,12 +230,6 @@ fn bench_devices(extra: &[&str]) -> Value {
         "compact",
         "--layers",
         "1",
-        "--batch-size",
-        "2",
-        "--prompt-tokens",
-        "16",
-        "--target-tokens",
-        "4",
         "--steps",
         "1",
         "--warmup",
@@ -264,6 +240,20 @@ fn bench_devices(extra: &[&str]) -> Value {
     ];
     args.extend_from_slice(extra);
     json(&args)
+}
+
+/// A [`tiny_bench_train`] run of `--devices`: 2 requests of 16 + 4 tokens per device.
+fn bench_devices(extra: &[&str]) -> Value {
+    let mut args = vec![
+        "--batch-size",
+        "2",
+        "--prompt-tokens",
+        "16",
+        "--target-tokens",
+        "4",
+    ];
+    args.extend_from_slice(extra);
+    tiny_bench_train(&args)
 }
 
 /// The data-parallel rows of a [`bench_devices`] report: one per method and device count, in
