@@ -521,15 +521,12 @@ fn bench_train(args: &TrainBenchArgs) -> Result<()> {
     };
     let scratch = Scratch::new()?;
     let (config, model_name) = model_config(&args.model)?;
-    let model_config = match (&args.model.model_dir, &args.model.model_config) {
-        (None, Some(path)) => Some(path.clone()),
-        (None, None) => {
-            let path = scratch.0.join("config.json");
-            config.save(&path)?;
-            Some(path)
-        }
-        (Some(_), _) => None,
+    // A preset is saved for the trainings to load once the data's vocabulary is known.
+    let preset_config = match (&args.model.model_dir, &args.model.model_config) {
+        (None, None) => Some(scratch.0.join("config.json")),
+        _ => None,
     };
+    let model_config = args.model.model_config.clone().or(preset_config.clone());
     let base = TrainSettings {
         model: config.kind(),
         model_dir: args.model.model_dir.clone(),
@@ -554,20 +551,17 @@ fn bench_train(args: &TrainBenchArgs) -> Result<()> {
     let pretrained = pretrained_backbone(&base, &device)?;
     let experiment = Experiment::prepare(&base, pretrained.as_ref())?;
     let data = match args.from_data {
-        true => Some(DataRequests::of(&base, &experiment)?),
+        true => Some(data_requests(&base, &experiment)?),
         false => None,
     };
-    if let (Some(_), Some(path), None, None) = (
-        &data,
-        &base.model_config,
-        &args.model.model_config,
-        &args.model.model_dir,
-    ) {
-        // A preset's random embeddings take the data's vocabulary, as `gems train` builds one.
-        config
-            .clone()
-            .with_vocab_size(experiment.tokenizer.get_vocab_size(true))
-            .save(path)?;
+    if let Some(path) = &preset_config {
+        // With `--from-data`, the preset's embeddings take the data's vocabulary, as `gems
+        // train` builds one.
+        let config = match data {
+            Some(_) => config.with_vocab_size(experiment.tokenizer.get_vocab_size(true)),
+            None => config,
+        };
+        config.save(path)?;
     }
     let run = RunDir::create(&scratch.0.join("run"))?;
     let bench = TrainBench {
@@ -575,7 +569,7 @@ fn bench_train(args: &TrainBenchArgs) -> Result<()> {
         base: &base,
         experiment: &experiment,
         run: &run,
-        data: data.as_ref(),
+        data: data.as_deref(),
     };
 
     // Every method's training is set up first and they then step in turn, so that the shared
@@ -828,22 +822,16 @@ struct TrainBench<'a> {
     base: &'a TrainSettings,
     experiment: &'a Experiment,
     run: &'a RunDir,
-    /// The training requests of `--from-data`.
-    data: Option<&'a DataRequests>,
+    /// The training requests of `--from-data` ([`data_requests`]).
+    data: Option<&'a [EncodedExample]>,
 }
 
 /// The embedded default data's training requests in the order of `gems train`'s first epoch
 /// (`--from-data`).
-struct DataRequests(Vec<EncodedExample>);
-
-impl DataRequests {
-    fn of(settings: &TrainSettings, experiment: &Experiment) -> Result<Self> {
-        let examples = training::training_examples(experiment)?;
-        let order = training::epoch_order(settings.seed, 0, examples.len());
-        Ok(Self(
-            order.into_iter().map(|i| examples[i].clone()).collect(),
-        ))
-    }
+fn data_requests(settings: &TrainSettings, experiment: &Experiment) -> Result<Vec<EncodedExample>> {
+    let examples = training::training_examples(experiment)?;
+    let order = training::epoch_order(settings.seed, 0, examples.len());
+    Ok(order.into_iter().map(|i| examples[i].clone()).collect())
 }
 
 /// The step times of one timed training, in ms.
@@ -953,10 +941,8 @@ impl TrainBench<'_> {
     fn requests(&self, count: usize, vocab: usize) -> Result<Vec<EncodedExample>> {
         match self.data {
             None => Ok(requests(self.args, count, vocab)),
-            Some(DataRequests(examples)) if count <= examples.len() => {
-                Ok(examples[..count].to_vec())
-            }
-            Some(DataRequests(examples)) => Err(CliError::Settings(format!(
+            Some(examples) if count <= examples.len() => Ok(examples[..count].to_vec()),
+            Some(examples) => Err(CliError::Settings(format!(
                 "--from-data: a window of {count} requests, but the data has {} training requests",
                 examples.len()
             ))),
