@@ -128,3 +128,17 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// `flags` parsed as one command's arguments, with clap's rules between them (tests of those
+/// rules); the error's text when they are refused.
+#[cfg(test)]
+fn parse_args<A: clap::Args>(flags: &[&str]) -> std::result::Result<A, String> {
+    #[derive(Parser)]
+    struct Flags<A: clap::Args> {
+        #[command(flatten)]
+        args: A,
+    }
+    Flags::<A>::try_parse_from(std::iter::once("gems").chain(flags.iter().copied()))
+        .map(|f| f.args)
+        .map_err(|e| e.to_string())
+}

@@ -606,20 +606,10 @@ impl TrainSettings {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
 
-    #[derive(Parser)]
-    struct Flags {
-        #[command(flatten)]
-        args: TrainArgs,
-    }
-
     fn parse(flags: &[&str]) -> std::result::Result<TrainArgs, String> {
-        Flags::try_parse_from(std::iter::once("gems").chain(flags.iter().copied()))
-            .map(|f| f.args)
-            .map_err(|e| e.to_string())
+        crate::parse_args(flags)
     }
 
     #[test]

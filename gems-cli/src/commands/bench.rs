@@ -121,7 +121,9 @@ pub struct ModelChoice {
     #[arg(long)]
     model_dir: Option<PathBuf>,
     /// Blocks per stack of a preset instead of the real count (quicker rehearsals).
-    #[arg(long, requires = "preset")]
+    // clap waives `requires = "preset"` when an argument that conflicts with `--preset` is
+    // given, so `--model-config` and `--model-dir` are refused here in so many words.
+    #[arg(long, requires = "preset", conflicts_with_all = ["model_config", "model_dir"])]
     layers: Option<usize>,
     /// Compute backend (`flex`, `wgpu`, `vulkan`, `cuda`, as compiled in).
     #[arg(long, default_value = "flex")]
@@ -1523,6 +1525,23 @@ fn bench_svd(args: &SvdBenchArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::parse_args;
+
+    #[test]
+    fn layers_is_refused_without_a_preset() {
+        let args: TrainBenchArgs = parse_args(&["--preset", "t5-small", "--layers", "1"]).unwrap();
+        assert_eq!(args.model.layers, Some(1));
+        for model in [["--model-config", "t5.json"], ["--model-dir", "t5"]] {
+            let error =
+                parse_args::<TrainBenchArgs>(&[model[0], model[1], "--layers", "1"]).unwrap_err();
+            assert!(
+                error.contains("--layers") && error.contains(model[0]),
+                "{model:?}: {error}"
+            );
+        }
+        let error = parse_args::<TrainBenchArgs>(&["--layers", "1"]).unwrap_err();
+        assert!(error.contains("--preset"), "{error}");
+    }
 
     #[test]
     fn the_median_interval_takes_the_sign_test_ranks() {

@@ -62,13 +62,30 @@ pub struct CompareCommand {
     #[arg(long)]
     pub tune: bool,
     /// Learning rates tried by `--tune`: `LOW:HIGH:POINTS` (log-spaced) or a list.
-    #[arg(long, default_value = Grid::DEFAULT_LEARNING_RATES, requires = "tune")]
+    // clap waives `requires = "tune"` when an argument that conflicts with `--tune` is given:
+    // the grids name that one too, so that none of them is silently ignored.
+    #[arg(
+        long,
+        default_value = Grid::DEFAULT_LEARNING_RATES,
+        requires = "tune",
+        conflicts_with = "method_learning_rates"
+    )]
     pub lr_grid: Grid,
     /// Shared ranks (LoRA ranks) tried by `--tune` with low-rank methods, comma-separated.
-    #[arg(long, value_delimiter = ',', requires = "tune")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        requires = "tune",
+        conflicts_with = "method_learning_rates"
+    )]
     pub rank_grid: Vec<usize>,
     /// Scales of low-rank updates tried by `--tune`, comma-separated.
-    #[arg(long, value_delimiter = ',', requires = "tune")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        requires = "tune",
+        conflicts_with = "method_learning_rates"
+    )]
     pub scale_grid: Vec<f64>,
     /// Seeds of the final runs: a count (`3`: `--seed` and the next two) or a list (`1,2,3`).
     /// The first one also trains the tuning grid.
@@ -677,5 +694,33 @@ impl CompareCommand {
             "validation NDCG@10",
             &series,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse_args;
+
+    #[test]
+    fn the_tuning_grids_are_refused_without_tune() {
+        let args: CompareCommand = parse_args(&["--tune", "--rank-grid", "32,64"]).unwrap();
+        assert_eq!(args.rank_grid, [32, 64]);
+        // `--lr-grid`'s default value is no use of the flag.
+        parse_args::<CompareCommand>(&["--method-learning-rates", "adamw=1e-3"]).unwrap();
+        for grid in [
+            ["--lr-grid", "1e-3"],
+            ["--rank-grid", "64"],
+            ["--scale-grid", "0.5"],
+        ] {
+            let alone = parse_args::<CompareCommand>(&grid).unwrap_err();
+            assert!(alone.contains("--tune"), "{grid:?}: {alone}");
+            let flags = [grid[0], grid[1], "--method-learning-rates", "adamw=1e-3"];
+            let with_rates = parse_args::<CompareCommand>(&flags).unwrap_err();
+            assert!(
+                with_rates.contains(grid[0]) && with_rates.contains("--method-learning-rates"),
+                "{grid:?}: {with_rates}"
+            );
+        }
     }
 }
