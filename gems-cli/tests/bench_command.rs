@@ -220,6 +220,33 @@ fn bench_train_from_data_times_the_training_requests_on_the_data_vocabulary() {
     );
 }
 
+#[test]
+fn bench_train_times_the_ranks_it_is_given() {
+    let run = |extra: &[&str]| {
+        let mut args = vec!["--methods", "gems", "--batch-size", "2"];
+        args.extend_from_slice(extra);
+        tiny_bench_train(&args)
+    };
+    let default = run(&[]);
+    let small = run(&["--shared-rank", "8", "--task-rank", "2"]);
+    // The compact preset is 128 wide: r_s = 128 / 4 and r_t = r_s / 2 by default.
+    assert_eq!(
+        (&default["shared_rank"], &default["task_rank"]),
+        (&32.into(), &16.into())
+    );
+    assert_eq!(
+        (&small["shared_rank"], &small["task_rank"]),
+        (&8.into(), &2.into())
+    );
+    // The optimizer has them: smaller bases and moments, fewer operations per step.
+    let gems = |report: &Value, field: &str| number(&report["methods"][0], field);
+    for field in ["optimizer_state_bytes", "optimizer_flops_per_step"] {
+        assert!(gems(&small, field) < gems(&default, field), "{field}");
+    }
+    let only_shared = run(&["--shared-rank", "8"]);
+    assert_eq!(only_shared["task_rank"], 4);
+}
+
 /// A small, quick `bench train` run with `extra` arguments: preset compact with one block per
 /// stack, one timed step after none of warm-up, no matmul rate.
 fn tiny_bench_train(extra: &[&str]) -> Value {

@@ -156,6 +156,14 @@ pub struct TrainBenchArgs {
     /// Methods to time, comma-separated (AdamW first is the reference of the ratios).
     #[arg(long, value_delimiter = ',', default_value = "adamw,galore,gems")]
     methods: Vec<TrainMethod>,
+    /// Shared subspace rank r_s, also GaLore's and LoRA's rank, as `gems train --shared-rank`
+    /// (default d_model / 4, at most 128). A GEMS step's extra products grow with
+    /// r_s + 2·r_t.
+    #[arg(long)]
+    shared_rank: Option<usize>,
+    /// Task subspace rank r_t, as `gems train --task-rank` (default r_s / 2).
+    #[arg(long)]
+    task_rank: Option<usize>,
     /// Timed steps per method (without a refresh; refresh steps are timed besides).
     #[arg(long, default_value_t = 5)]
     steps: usize,
@@ -381,6 +389,9 @@ struct TrainReport {
     batch_size: usize,
     /// What the timed windows hold.
     requests: String,
+    /// The low-rank methods' ranks: r_s (GaLore's and LoRA's rank too) and GEMS's r_t.
+    shared_rank: usize,
+    task_rank: usize,
     tokens_per_step: usize,
     /// Estimated floating-point operations of one step's forward and backward passes
     /// (6 · weights · tokens each weight sees).
@@ -538,11 +549,14 @@ fn bench_train(args: &TrainBenchArgs) -> Result<()> {
         refresh_every: args.refresh_every,
         full_task_gradients: args.full_task_gradients,
         weight_decay: args.weight_decay,
+        shared_rank: args.shared_rank,
+        task_rank: args.task_rank,
         // The bench measures the set-up itself.
         no_knowledge_cache: true,
         ..TrainSettings::default()
     };
     base.validate()?;
+    let d_model = config.hidden_size();
     // With `--devices`, the single-device steps run on the first of them, so that the
     // data-parallel path's overhead on one device is measured against the same device.
     let device = match &parallel_devices {
@@ -669,11 +683,14 @@ fn bench_train(args: &TrainBenchArgs) -> Result<()> {
         None => None,
     };
     let inner = device.clone().without_autodiff();
+    let ranks = base.optimizer_config(d_model);
     let report = TrainReport {
         machine,
         model: model_name,
         parameters,
         batch_size: args.batch_size,
+        shared_rank: ranks.shared_rank,
+        task_rank: ranks.effective_task_rank(),
         requests: match args.from_data {
             true => "the default data's training requests, in `gems train`'s order".into(),
             false => format!(
@@ -1165,7 +1182,7 @@ fn matmul_gflops(size: usize, device: &Device) -> f64 {
 fn print_train_table(report: &TrainReport) {
     println!("{}", report.machine.line());
     println!(
-        "model {} ({:.1} M parameters), batch {} (requests: {}; {} tokens and {:.1} GFLOP of forward and backward passes per step), {} warm-up + {} timed steps, T = {}",
+        "model {} ({:.1} M parameters), batch {} (requests: {}; {} tokens and {:.1} GFLOP of forward and backward passes per step), {} warm-up + {} timed steps, T = {}, ranks r_s = {} and r_t = {}",
         report.model,
         report.parameters as f64 / 1e6,
         report.batch_size,
@@ -1174,7 +1191,9 @@ fn print_train_table(report: &TrainReport) {
         report.flops_per_step / 1e9,
         report.warmup,
         report.steps,
-        report.refresh_every
+        report.refresh_every,
+        report.shared_rank,
+        report.task_rank
     );
     if let Some(rate) = report.matmul_gflops {
         println!("f32 matmul on this device: {rate:.1} GFLOP/s");
@@ -1618,30 +1637,15 @@ mod tests {
         let experiment = Experiment::prepare(&settings, None).unwrap();
         let config = T5Config::new(100, 8, 2, 16, 1, 2, FeedForwardProj::RELU);
         let model = Backbone::new(&ModelConfig::T5(config), &Device::flex()).unwrap();
-        let args = TrainBenchArgs {
-            model: ModelChoice {
-                preset: None,
-                model_config: None,
-                model_dir: None,
-                layers: None,
-                backend: "flex".into(),
-                json: false,
-            },
-            batch_size: 2,
-            prompt_tokens: 5,
-            target_tokens: 3,
-            methods: vec![],
-            steps: 1,
-            warmup: 0,
-            refresh_every: 1,
-            matmul_size: 0,
-            from_data: false,
-            sequential: false,
-            full_task_gradients: false,
-            weight_decay: 0.0,
-            devices: None,
-            one_adapter: false,
-        };
+        let flags = [
+            "--batch-size",
+            "2",
+            "--prompt-tokens",
+            "5",
+            "--target-tokens",
+            "3",
+        ];
+        let args: TrainBenchArgs = parse_args(&flags).unwrap();
         let examples = requests(&args, args.batch_size, model.vocab_size());
         // Encoder block: q k v o (8×4, 8×4, 8×4, 4×8: 2 heads of 2) and the MLP (8×16, 16×8);
         // decoder block: self- and cross-attention and the same MLP; the tied head 100×8.
