@@ -191,9 +191,7 @@ fn bench_train_reports_consistent_figures() {
 #[test]
 fn bench_train_from_data_times_the_training_requests_on_the_data_vocabulary() {
     let run = |extra: &[&str]| {
-        let mut args = vec!["--methods", "adamw", "--batch-size", "4"];
-        args.extend_from_slice(extra);
-        tiny_bench_train(&args)
+        tiny_bench_train(&[&["--methods", "adamw", "--batch-size", "4"], extra].concat())
     };
     let random = run(&[]);
     let data = run(&["--from-data"]);
@@ -223,9 +221,7 @@ fn bench_train_from_data_times_the_training_requests_on_the_data_vocabulary() {
 #[test]
 fn bench_train_times_the_ranks_it_is_given() {
     let run = |extra: &[&str]| {
-        let mut args = vec!["--methods", "gems", "--batch-size", "2"];
-        args.extend_from_slice(extra);
-        tiny_bench_train(&args)
+        tiny_bench_train(&[&["--methods", "gems", "--batch-size", "2"], extra].concat())
     };
     let default = run(&[]);
     let small = run(&["--shared-rank", "8", "--task-rank", "2"]);
