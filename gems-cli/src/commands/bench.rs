@@ -389,8 +389,9 @@ struct TrainReport {
     batch_size: usize,
     /// What the timed windows hold.
     requests: String,
-    /// The low-rank methods' ranks: r_s (GaLore's and LoRA's rank too) and GEMS's r_t.
+    /// r_s, GEMS's shared rank, also GaLore's and LoRA's rank.
     shared_rank: usize,
+    /// r_t, GEMS's rank per task.
     task_rank: usize,
     tokens_per_step: usize,
     /// Estimated floating-point operations of one step's forward and backward passes
