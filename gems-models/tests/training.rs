@@ -16,36 +16,20 @@ use gems_models::{
     ModelKind, parameter_paths,
 };
 
-/// Checks, for every parameter, that a gradient exists and is finite and not all zero.
-struct GradientCheck<'a> {
-    grads: &'a Gradients,
-    path: Vec<String>,
-    problems: Vec<String>,
-    checked: usize,
-}
-
-impl ModuleVisitor for GradientCheck<'_> {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name.to_string());
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
-    }
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        self.checked += 1;
-        let path = self.path.join(".");
-        match param.val().grad(self.grads) {
-            None => self.problems.push(format!("{path}: no gradient")),
-            Some(grad) => {
-                let values: Vec<f32> = grad.into_data().iter::<f32>().collect();
-                if values.iter().any(|v| !v.is_finite()) {
-                    self.problems.push(format!("{path}: non-finite gradient"));
-                } else if values.iter().all(|v| *v == 0.0) {
-                    self.problems.push(format!("{path}: zero gradient"));
-                }
+/// What is wrong with each parameter's gradient (by [`gradients_by_path`]): missing,
+/// non-finite, or all zero.
+fn gradient_problems(gradients: &BTreeMap<String, Option<Vec<f32>>>) -> Vec<String> {
+    gradients
+        .iter()
+        .filter_map(|(path, gradient)| match gradient {
+            None => Some(format!("{path}: no gradient")),
+            Some(v) if v.iter().any(|x| !x.is_finite()) => {
+                Some(format!("{path}: non-finite gradient"))
             }
-        }
-    }
+            Some(v) if v.iter().all(|x| *x == 0.0) => Some(format!("{path}: zero gradient")),
+            Some(_) => None,
+        })
+        .collect()
 }
 
 #[test]
@@ -58,16 +42,10 @@ fn every_parameter_gets_a_finite_gradient() {
         let vocab = loaded.vocab_size();
         let model = loaded.resize_token_embeddings(vocab + 3);
         let loss = model.loss(&Reference::load(name).batch(&device)).unwrap();
-        let grads = loss.backward();
-        let mut check = GradientCheck {
-            grads: &grads,
-            path: Vec::new(),
-            problems: Vec::new(),
-            checked: 0,
-        };
-        model.visit(&mut check);
-        assert_eq!(check.checked, parameter_paths(&model).len());
-        assert!(check.problems.is_empty(), "{name}: {:?}", check.problems);
+        let gradients = gradients_by_path(&model, &loss.backward());
+        assert_eq!(gradients.len(), parameter_paths(&model).len());
+        let problems = gradient_problems(&gradients);
+        assert!(problems.is_empty(), "{name}: {problems:?}");
     }
 }
 
@@ -368,14 +346,8 @@ fn dropout_is_off_until_switched_on_and_acts_only_with_autodiff() {
         "dropout draws new masks: {first} {second}"
     );
     let grads = training.loss(&batch).unwrap().backward();
-    let mut check = GradientCheck {
-        grads: &grads,
-        path: Vec::new(),
-        problems: Vec::new(),
-        checked: 0,
-    };
-    training.visit(&mut check);
-    assert!(check.problems.is_empty(), "{:?}", check.problems);
+    let problems = gradient_problems(&gradients_by_path(&training, &grads));
+    assert!(problems.is_empty(), "{problems:?}");
 
     assert_eq!(loss(&training.with_dropout(false)), loss(&model));
     let plain = Backbone::load(&directory, &device())
