@@ -29,9 +29,8 @@ use std::collections::BTreeMap;
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;
 
-use crate::projector::Side;
-
 use crate::optimizer::{GemsOptimizer, TaskGradients, Treatment, frobenius_dot, matrix_view};
+use crate::projector::Side;
 use crate::subspace::TaskCoordinates;
 
 /// One task's contribution to a step, its projected weights possibly condensed to low-rank
