@@ -45,6 +45,7 @@ def main():
     if len(ranks) != 2:
         sys.exit("--ranks takes two ranks")
     seeds = seeds_of(args.seeds)
+    os.makedirs(args.out, exist_ok=True)
     metrics = {}
     for seed in seeds:
         for rank in ranks:
@@ -76,11 +77,11 @@ def main():
                 sums = diffs if sums is None else [p + q for p, q in zip(sums, diffs)]
             diffs = [d / len(seeds) for d in sums]
             mean, std = mean_std(diffs)
-            t = mean / (std / math.sqrt(len(diffs))) if std > 0 else float("nan")
+            t = f"{mean / (std / math.sqrt(len(diffs))):+.2f}" if std > 0 else "n/a"
             higher = sum(y > x for x, y in zip(per_rank[first], per_rank[second]))
             (m1, s1), (m2, s2) = mean_std(per_rank[first]), mean_std(per_rank[second])
             print(f"{protocol:12} {task:6}  {m1:.3f} ± {s1:.3f}  {m2:.3f} ± {s2:.3f}  "
-                  f"difference {mean:+.4f}, t = {t:+.2f} over {len(diffs)} requests; "
+                  f"difference {mean:+.4f}, t = {t} over {len(diffs)} requests; "
                   f"r_s = {second} higher in {higher} of {len(seeds)} seeds")
 
 
