@@ -21,9 +21,10 @@
 #   BATCH=2 MATMUL=256 BENCH_ARGS="--prompt-tokens 8 --target-tokens 2" \
 #   DECODE_ARGS="--preset compact --layers 1 --new-tokens 4 --repeats 1 --candidates 10 --beam-width 4 --batch-size 2" \
 #   TRAIN_ARGS="--data SMALL_DIR --max-steps 1 --epochs 1 --validation-requests 4 --beam-width 4" \
-#   CUBECL_AUTOTUNE_LEVEL=minimal PART_TIMEOUT=600 OUT=/tmp/gpu-check scripts/gpu-check.sh
+#   CUBECL_AUTOTUNE_LEVEL=minimal PART_TIMEOUT=1200 OUT=/tmp/gpu-check scripts/gpu-check.sh
 # (SMALL_DIR: `gems data convert synthetic --users 12 --categories 2 --items-per-category 10
-# --out SMALL_DIR && gems data split SMALL_DIR`; lavapipe compiles every kernel slowly).
+# --out SMALL_DIR && gems data split SMALL_DIR`; lavapipe compiles every kernel slowly: on the
+# shared two-core machine the rehearsal takes about 20 minutes, its compact bench part 5 to 10).
 #
 #   BACKEND      backend name for gems (vulkan; wgpu, cuda as compiled in)
 #   GEMS_BIN     the gems binary (gpu-bin/gems)
