@@ -47,6 +47,31 @@ impl TrainMethod {
     pub fn needs_null_space(self) -> bool {
         matches!(self, TrainMethod::Optimizer(m) if m.null_space())
     }
+
+    /// The training settings (their keys) that change nothing under this method: the ranks,
+    /// refresh and scale of low-rank updates under AdamW, the task subspaces and their gate
+    /// without task subspaces, the knowledge energy without null-space projection. (How a run
+    /// is carried out, such as the knowledge cache, is not counted.)
+    pub fn inert_settings(self) -> Vec<&'static str> {
+        let (low_rank, refreshes, task_subspaces) = match self {
+            TrainMethod::Lora => (true, false, false),
+            TrainMethod::Optimizer(m) => (m.low_rank(), m.low_rank(), m.multi_subspace()),
+        };
+        let mut inert = Vec::new();
+        if !low_rank {
+            inert.extend(["shared_rank", "scale"]);
+        }
+        if !refreshes {
+            inert.push("refresh_every");
+        }
+        if !task_subspaces {
+            inert.extend(["task_rank", "gate_weights", "fixed_gate"]);
+        }
+        if !self.needs_null_space() {
+            inert.push("knowledge_energy");
+        }
+        inert
+    }
 }
 
 impl std::fmt::Display for TrainMethod {
@@ -442,6 +467,18 @@ impl TrainArgs {
             .map_err(|e| CliError::Settings(format!("the command-line flags: {e}")))
     }
 
+    /// The flags given that change nothing under `method` ([`TrainMethod::inert_settings`]),
+    /// as written on the command line (`--shared-rank`).
+    pub fn inert_flags(&self, method: TrainMethod) -> Result<Vec<String>> {
+        let given = self.flags()?;
+        Ok(method
+            .inert_settings()
+            .into_iter()
+            .filter(|key| given.contains_key(*key))
+            .map(|key| format!("--{}", key.replace('_', "-")))
+            .collect())
+    }
+
     /// The settings: defaults, then the config file, then the flags given.
     pub fn resolve(&self) -> Result<TrainSettings> {
         let mut table = match &self.config {
@@ -688,6 +725,52 @@ mod tests {
             "{error}"
         );
         assert!(parse(&["--shared-rank", "0"]).unwrap().resolve().is_err());
+    }
+
+    #[test]
+    fn flags_a_method_does_not_use_are_named() {
+        let args = parse(&[
+            "--shared-rank",
+            "8",
+            "--task-rank",
+            "4",
+            "--scale",
+            "0.5",
+            "--refresh-every",
+            "10",
+            "--gate-weights",
+            "1,0,0",
+            "--knowledge-energy",
+            "0.9",
+            "--no-knowledge-cache",
+            "--learning-rate",
+            "0.01",
+        ])
+        .unwrap();
+        let tasks = ["--task-rank", "--gate-weights"];
+        let knowledge = ["--knowledge-energy"];
+        for (method, expected) in [
+            ("gems", vec![]),
+            ("gems-no-nsp", knowledge.to_vec()),
+            ("gems-no-msd", tasks.to_vec()),
+            ("galore", [&tasks[..], &knowledge].concat()),
+            (
+                "lora",
+                [&["--refresh-every"][..], &tasks, &knowledge].concat(),
+            ),
+            (
+                "adamw",
+                [
+                    &["--shared-rank", "--scale", "--refresh-every"][..],
+                    &tasks,
+                    &knowledge,
+                ]
+                .concat(),
+            ),
+        ] {
+            let inert = args.inert_flags(method.parse().unwrap()).unwrap();
+            assert_eq!(inert, expected, "{method}");
+        }
     }
 
     #[test]

@@ -322,6 +322,43 @@ fn corrupted_checkpoints_are_refused_field_by_field() {
 }
 
 #[test]
+fn flags_the_method_would_ignore_are_refused() {
+    let folder = tempfile::tempdir().unwrap();
+    let out = folder.path().join("run");
+    let out = out.to_str().unwrap();
+    fail(
+        &[
+            "train",
+            "--out",
+            out,
+            "--method",
+            "adamw",
+            "--shared-rank",
+            "64",
+            "--task-rank",
+            "8",
+        ],
+        &["--shared-rank, --task-rank", "change nothing", "`adamw`"],
+    );
+    fail(
+        &[
+            "train",
+            "--out",
+            out,
+            "--method",
+            "galore",
+            "--fixed-gate",
+            "0.5,0.5",
+        ],
+        &["--fixed-gate would change nothing", "`galore`"],
+    );
+    assert!(
+        !Path::new(out).exists(),
+        "a refused run leaves nothing behind"
+    );
+}
+
+#[test]
 fn absurd_values_are_refused_with_the_reason() {
     let folder = tempfile::tempdir().unwrap();
     let out = folder.path().join("run");

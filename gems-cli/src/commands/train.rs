@@ -105,6 +105,14 @@ impl TrainCommand {
     /// the directory as it found it, so that the same command can be run again.
     fn start(&self) -> Result<()> {
         let settings = self.settings.resolve()?;
+        let inert = self.settings.inert_flags(settings.method)?;
+        if !inert.is_empty() {
+            return Err(CliError::Settings(format!(
+                "{} would change nothing with method `{}`: drop them, or choose a method that uses them",
+                inert.join(", "),
+                settings.method
+            )));
+        }
         let out = self
             .out
             .clone()
