@@ -107,8 +107,9 @@ impl TrainCommand {
         let settings = self.settings.resolve()?;
         let inert = self.settings.inert_flags(settings.method)?;
         if !inert.is_empty() {
+            let them = if inert.len() == 1 { "it" } else { "them" };
             return Err(CliError::Settings(format!(
-                "{} would change nothing with method `{}`: drop them, or choose a method that uses them",
+                "{} would change nothing with method `{}`: drop {them}, or choose a method that uses {them}",
                 inert.join(", "),
                 settings.method
             )));
