@@ -1,4 +1,5 @@
-//! The validation pass: duplicate item ids, unknown item ids, empty histories, missing queries.
+//! The validation pass: duplicate item ids, unknown item ids, items repeated among a request's
+//! targets or negatives, empty histories, missing queries.
 //!
 //! Nothing is dropped silently. Under [`ValidationPolicy::Strict`] any problem makes
 //! [`Validator::finish`] fail with the whole report; under [`ValidationPolicy::Filter`] each problem
@@ -127,8 +128,31 @@ impl Validator {
                 format!("item {item} is also a target or in the history"),
             );
         }
+        for (field, items) in [
+            ("targets", &request.targets),
+            ("negatives", &request.negatives),
+        ] {
+            let mut seen = HashSet::new();
+            let repeated: Vec<ItemId> = items
+                .iter()
+                .copied()
+                .filter(|item| !seen.insert(*item))
+                .collect();
+            for item in repeated {
+                self.record(
+                    IssueKind::RepeatedTargetOrNegative,
+                    location,
+                    field,
+                    format!("item {item} is listed more than once"),
+                );
+            }
+        }
         if filter {
             let known = &self.known_items;
+            let mut seen = HashSet::new();
+            request.targets.retain(|item| seen.insert(*item));
+            let mut seen = HashSet::new();
+            request.negatives.retain(|item| seen.insert(*item));
             request.history.retain(|item| known.contains(item));
             request.targets.retain(|item| known.contains(item));
             let targets = request.targets.clone();

@@ -34,6 +34,9 @@ pub enum IssueKind {
     UnknownNegativeItem,
     /// A negative equal to one of the request's targets or history items.
     NegativeIsTargetOrHistory,
+    /// An item listed twice among a request's targets, or twice among its negatives (which
+    /// would count one item as several in the metrics).
+    RepeatedTargetOrNegative,
     /// A request with no targets (left).
     NoTargets,
     /// A request with an empty history.
@@ -51,6 +54,9 @@ impl IssueKind {
             IssueKind::UnknownTargetItem => "targets not in the catalogue",
             IssueKind::UnknownNegativeItem => "negatives not in the catalogue",
             IssueKind::NegativeIsTargetOrHistory => "negatives equal to a target or history item",
+            IssueKind::RepeatedTargetOrNegative => {
+                "items repeated among a request's targets or negatives"
+            }
             IssueKind::NoTargets => "requests without targets",
             IssueKind::EmptyHistory => "requests with an empty history",
             IssueKind::EmptySearchQuery => "search requests with a missing or blank query",
@@ -66,6 +72,7 @@ impl IssueKind {
             IssueKind::UnknownNegativeItem | IssueKind::NegativeIsTargetOrHistory => {
                 "negative removed"
             }
+            IssueKind::RepeatedTargetOrNegative => "repeats removed, first kept",
             IssueKind::NoTargets | IssueKind::EmptyHistory | IssueKind::EmptySearchQuery => {
                 "request dropped"
             }

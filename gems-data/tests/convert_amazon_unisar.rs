@@ -57,6 +57,31 @@ fn unreadable_or_incomplete_pickles_are_explained() {
         )
         .unwrap();
     }
+    // A numpy type code that is empty, or whose first character is not one ASCII letter.
+    let original = std::fs::read(dataset.join("rec_train.pkl")).unwrap();
+    let code = original
+        .windows(4)
+        .position(|w| w == b"\x8c\x02i8")
+        .expect("the fixture's int64 dtype");
+    for (replacement, shown) in [
+        (&b"\x8c\x00"[..], "\"\""),
+        (b"\x8c\x03\xc3\xa98", "\"\u{e9}8\""),
+    ] {
+        let mut bytes = original[..code].to_vec();
+        bytes.extend_from_slice(replacement);
+        bytes.extend_from_slice(&original[code + 4..]);
+        std::fs::write(dataset.join("rec_train.pkl"), bytes).unwrap();
+        let error = convert(&directory, &AmazonUnisarOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("rec_train.pkl")
+                && error.contains(&format!("numpy dtype {shown} is not supported")),
+            "{error}"
+        );
+    }
+    std::fs::write(dataset.join("rec_train.pkl"), original).unwrap();
+
     std::fs::write(dataset.join("rec_val.pkl"), b"\x80\x04\x95").unwrap();
     let error = convert(&directory, &AmazonUnisarOptions::default())
         .unwrap_err()

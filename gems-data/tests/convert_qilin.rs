@@ -160,6 +160,41 @@ fn malformed_cell_names_file_line_and_column() {
     assert!(error.ends_with("search_train.csv:2: field \"search_result_details_with_idx\": impression 0 has no \"note_idx\""), "{error}");
 }
 
+/// pandas may write clicks as booleans: `True` is a click, as `1.0` is; a click that is neither a
+/// number, a boolean nor None is refused, naming the table, line and impression.
+#[test]
+fn boolean_clicks_count_and_other_clicks_are_refused() {
+    let directory = common::scratch_dir("qilin-boolean-clicks");
+    for file in [
+        "notes.csv",
+        "recommendation_train.csv",
+        "recommendation_test.csv",
+        "search_test.csv",
+        "search_train.csv",
+    ] {
+        let text = std::fs::read_to_string(fixture(&format!("qilin/{file}"))).unwrap();
+        let text = text
+            .replace("'click': 1.0", "'click': True")
+            .replace("'click': 0.0", "'click': False");
+        std::fs::write(directory.join(file), text).unwrap();
+    }
+    let expected = convert(&fixture("qilin"), &unfiltered()).unwrap();
+    let converted = convert(&directory, &unfiltered()).unwrap();
+    assert_eq!(converted.requests, expected.requests);
+    let search = std::fs::read_to_string(directory.join("search_train.csv")).unwrap();
+    std::fs::write(
+        directory.join("search_train.csv"),
+        search.replacen("'click': True", "'click': 'yes'", 1),
+    )
+    .unwrap();
+    let error = convert(&directory, &unfiltered()).unwrap_err().to_string();
+    assert!(
+        error.contains("search_train.csv:")
+            && error.contains("click Text(\"yes\") is not a number"),
+        "{error}"
+    );
+}
+
 #[test]
 fn missing_tables_say_what_is_expected() {
     let directory = common::scratch_dir("qilin-missing");

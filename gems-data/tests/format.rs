@@ -149,6 +149,8 @@ const TRAIN: &str = concat!(
     "\n",
     r#"{"user":2,"task":"rec","history":[1],"targets":[2],"negatives":[2,3,55],"timestamp":6}"#,
     "\n",
+    r#"{"user":2,"task":"rec","history":[1],"targets":[3,3],"negatives":[2,2],"timestamp":7}"#,
+    "\n",
 );
 
 #[test]
@@ -184,6 +186,13 @@ fn strict_validation_fails_with_counts_and_locations() {
     assert_eq!(report.occurrences(IssueKind::EmptyHistory), 1);
     assert_eq!(report.occurrences(IssueKind::NegativeIsTargetOrHistory), 1);
     assert_eq!(report.occurrences(IssueKind::UnknownNegativeItem), 1);
+    assert_eq!(
+        report.issues[&IssueKind::RepeatedTargetOrNegative].examples,
+        vec![
+            format!("{train}:7: field \"targets\": item 3 is listed more than once"),
+            format!("{train}:7: field \"negatives\": item 2 is listed more than once"),
+        ]
+    );
     let message = error.to_string();
     assert!(
         message.contains("validation failed") && message.contains("filter"),
@@ -206,7 +215,7 @@ fn filter_policy_repairs_and_counts_instead_of_dropping_silently() {
     );
     assert_eq!((report.items_read, report.items_kept), (4, 3));
     // Dropped: blank query (line 3), empty history (line 4), unknown only target (line 5).
-    assert_eq!((report.requests_read, report.requests_kept), (6, 3));
+    assert_eq!((report.requests_read, report.requests_kept), (7, 4));
     assert_eq!(
         dataset.train[1].history,
         vec![1],
@@ -216,6 +225,11 @@ fn filter_policy_repairs_and_counts_instead_of_dropping_silently() {
         dataset.train[2].negatives,
         vec![3],
         "negative equal to the target and unknown negative removed"
+    );
+    assert_eq!(
+        (&dataset.train[3].targets, &dataset.train[3].negatives),
+        (&vec![3], &vec![2]),
+        "repeats removed"
     );
     assert_eq!(report.occurrences(IssueKind::NoTargets), 1);
     let printed = report.to_string();

@@ -329,12 +329,17 @@ impl<'a> Decoder<'a> {
         let Value::Bytes(bytes) = raw else {
             return Err(format!("a numeric array ({code}) without raw bytes"));
         };
-        let (kind, width) = code.split_at(1);
+        // The kind is one ASCII letter; anything else (an empty or non-ASCII code) is refused.
+        let unsupported = || format!("numpy dtype {code:?} is not supported");
+        let (kind, width) = code
+            .split_at_checked(1)
+            .filter(|(kind, _)| kind.is_ascii())
+            .ok_or_else(unsupported)?;
         let width: usize = width
             .parse()
             .ok()
             .filter(|width| matches!(*width, 1 | 2 | 4 | 8))
-            .ok_or_else(|| format!("numpy dtype {code:?} is not supported"))?;
+            .ok_or_else(unsupported)?;
         if count.checked_mul(width) != Some(bytes.len()) {
             return Err(format!(
                 "a {code} array of shape {shape:?} has {} bytes",

@@ -27,11 +27,16 @@ pub(crate) enum PythonValue {
 }
 
 impl PythonValue {
-    /// The value as an integer, accepting integral floats (`785089.0`).
+    /// The value as an integer, accepting integral floats (`785089.0`) that an `i64` holds
+    /// (`1e30` is not one: it is not rounded to the largest integer).
     pub fn as_integer(&self) -> Option<i64> {
+        // 2⁶³, the first float past `i64::MAX`.
+        const BEYOND: f64 = 9_223_372_036_854_775_808.0;
         match self {
             PythonValue::Integer(value) => Some(*value),
-            PythonValue::Float(value) if value.fract() == 0.0 && value.is_finite() => {
+            PythonValue::Float(value)
+                if value.fract() == 0.0 && (-BEYOND..BEYOND).contains(value) =>
+            {
                 Some(*value as i64)
             }
             PythonValue::Bool(value) => Some(i64::from(*value)),
@@ -39,11 +44,12 @@ impl PythonValue {
         }
     }
 
-    /// The value as a float.
+    /// The value as a float (`True` is 1).
     pub fn as_float(&self) -> Option<f64> {
         match self {
             PythonValue::Integer(value) => Some(*value as f64),
             PythonValue::Float(value) => Some(*value),
+            PythonValue::Bool(value) => Some(f64::from(u8::from(*value))),
             _ => None,
         }
     }
@@ -278,6 +284,24 @@ impl Parser<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_read_from_booleans_and_integral_floats_only_within_range() {
+        assert_eq!(PythonValue::Bool(true).as_float(), Some(1.0));
+        assert_eq!(PythonValue::Bool(false).as_float(), Some(0.0));
+        assert_eq!(PythonValue::Float(785089.0).as_integer(), Some(785089));
+        assert_eq!(
+            PythonValue::Float(-4.0e18).as_integer(),
+            Some(-4_000_000_000_000_000_000)
+        );
+        assert_eq!(PythonValue::Float(1e30).as_integer(), None);
+        assert_eq!(
+            PythonValue::Float(9_223_372_036_854_775_808.0).as_integer(),
+            None
+        );
+        assert_eq!(PythonValue::Float(f64::NAN).as_integer(), None);
+        assert_eq!(PythonValue::Float(2.5).as_integer(), None);
+    }
 
     #[test]
     fn parses_numpy_arrays_lists_and_dict_arrays() {

@@ -28,7 +28,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::convert::python_literal::{parse_integer_list, parse_literal};
+use crate::convert::python_literal::{PythonValue, parse_integer_list, parse_literal};
 use crate::convert::table::{Row, TableReader};
 use crate::convert::{
     ConversionReport, ConvertedDataset, FilterOptions, HistoryOptions, apply_filters,
@@ -271,7 +271,16 @@ fn clicked_notes(
                     format!("impression {position}: note_idx is not a non-negative integer"),
                 )
             })?;
-        let click = field("click")?.as_float().unwrap_or(0.0);
+        // A number or a boolean; None (or NaN) is no click, anything else is refused.
+        let click = match field("click")? {
+            PythonValue::None => 0.0,
+            value => value.as_float().ok_or_else(|| {
+                row.error(
+                    name,
+                    format!("impression {position}: click {value:?} is not a number"),
+                )
+            })?,
+        };
         if let Some(time) = field(timestamp_key)?
             .as_float()
             .filter(|time| time.is_finite())

@@ -21,6 +21,8 @@ pub(crate) struct TableReader {
     quote: Option<char>,
     line: usize,
     bytes: Vec<u8>,
+    /// The header's number of columns, once it is read: no record may have more fields.
+    columns: Option<usize>,
 }
 
 impl TableReader {
@@ -34,6 +36,7 @@ impl TableReader {
             quote,
             line: 0,
             bytes: Vec::new(),
+            columns: None,
         })
     }
 
@@ -63,9 +66,24 @@ impl TableReader {
         }))
     }
 
-    /// The next non-empty record.
+    /// The next non-empty record; one with more fields than the header is an error (an
+    /// unquoted delimiter inside a cell, which would shift every later column).
     pub fn next_row(&mut self) -> Result<Option<Row>> {
-        Ok(self.next_record()?.map(|(line, fields)| Row {
+        let Some((line, fields)) = self.next_record()? else {
+            return Ok(None);
+        };
+        if let Some(columns) = self.columns.filter(|&columns| fields.len() > columns) {
+            return Err(DataError::record(
+                &self.file,
+                line,
+                None,
+                format!(
+                    "the line has {} fields, the header {columns} (a delimiter inside a cell that is not quoted?)",
+                    fields.len()
+                ),
+            ));
+        }
+        Ok(Some(Row {
             file: Rc::clone(&self.file),
             line,
             fields,
@@ -110,10 +128,13 @@ impl TableReader {
     /// Reads the header record and returns the column names.
     pub fn header(&mut self) -> Result<Header> {
         match self.next_record()? {
-            Some((_, names)) => Ok(Header {
-                file: self.file.to_string(),
-                names,
-            }),
+            Some((_, names)) => {
+                self.columns = Some(names.len());
+                Ok(Header {
+                    file: self.file.to_string(),
+                    names,
+                })
+            }
             None => Err(DataError::file(
                 &self.file,
                 "the file is empty; a header line was expected",
@@ -284,7 +305,28 @@ impl Header {
 
 #[cfg(test)]
 mod tests {
-    use super::{ends_inside_quotes, split_fields};
+    use super::{TableReader, ends_inside_quotes, split_fields};
+
+    #[test]
+    fn a_row_with_more_fields_than_the_header_is_refused_with_its_line() {
+        let path =
+            std::env::temp_dir().join(format!("gems-table-{}-items.csv", std::process::id()));
+        std::fs::write(
+            &path,
+            "id,title,year\n1,\"Heat, the film\",1995\n\n2,Heat, the film,1995\n",
+        )
+        .unwrap();
+        let mut reader = TableReader::open(&path, ",", Some('"')).unwrap();
+        reader.header().unwrap();
+        let row = reader.next_row().unwrap().unwrap();
+        assert_eq!(row.fields, ["1", "Heat, the film", "1995"]);
+        let error = reader.next_row().err().unwrap().to_string();
+        std::fs::remove_file(&path).unwrap();
+        assert!(
+            error.contains("items.csv:4") && error.contains("the line has 4 fields, the header 3"),
+            "{error}"
+        );
+    }
 
     #[test]
     fn splits_quoted_fields_with_delimiters_quotes_and_open_quotes() {
