@@ -89,7 +89,7 @@ pub struct Curves {
 /// Where training stands; saved in every checkpoint (`progress.json`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Progress {
-    /// Optimizer steps taken.
+    /// Steps taken, the skipped ones ([`Curves::skipped_steps`]) included.
     pub step: u64,
     /// Current epoch.
     pub epoch: usize,
@@ -124,6 +124,12 @@ impl Progress {
             curves: Curves::default(),
             consecutive_skips: 0,
         }
+    }
+
+    /// The steps the optimizer applied: those taken less those skipped.
+    pub fn applied_steps(&self) -> u64 {
+        self.step
+            .saturating_sub(self.curves.skipped_steps.len() as u64)
     }
 }
 
@@ -521,13 +527,15 @@ impl Checkpoint<'_> {
         self.check_progress(&progress, &folder.join(run_dir::PROGRESS))?;
         let state = folder.join(run_dir::OPTIMIZER_STATE);
         optimizer.load_state(&state, &device.clone().without_autodiff())?;
-        if optimizer.steps() != progress.step {
+        if optimizer.steps() != progress.applied_steps() {
             return Err(CliError::run(
                 &state,
                 format!(
-                    "holds {} optimizer steps but progress.json {}: the checkpoint is inconsistent",
+                    "holds {} optimizer steps but progress.json {} ({} taken, {} skipped): the checkpoint is inconsistent",
                     optimizer.steps(),
-                    progress.step
+                    progress.applied_steps(),
+                    progress.step,
+                    progress.curves.skipped_steps.len()
                 ),
             ));
         }
@@ -579,10 +587,29 @@ impl Checkpoint<'_> {
                 progress.position, self.examples
             ));
         }
-        if progress.curves.steps.len() as u64 != progress.step {
+        let skipped = &progress.curves.skipped_steps;
+        if skipped.windows(2).any(|pair| pair[0] >= pair[1])
+            || skipped
+                .iter()
+                .any(|&step| step == 0 || step > progress.step)
+        {
             return fail(format!(
-                "records {} steps in its curves but is at step {}",
+                "its skipped steps {skipped:?} are not increasing step numbers from 1 to step {}",
+                progress.step
+            ));
+        }
+        if progress.consecutive_skips > skipped.len() {
+            return fail(format!(
+                "counts {} skipped steps in a row but records {} skipped steps",
+                progress.consecutive_skips,
+                skipped.len()
+            ));
+        }
+        if progress.curves.steps.len() as u64 != progress.applied_steps() {
+            return fail(format!(
+                "records {} applied and {} skipped steps in its curves but is at step {}",
                 progress.curves.steps.len(),
+                skipped.len(),
                 progress.step
             ));
         }

@@ -933,3 +933,47 @@ fn a_diverging_run_skips_non_finite_steps_then_stops_clearly() {
         &["2 steps in a row had a non-finite loss or gradient"],
     );
 }
+
+/// Skipped steps count as steps taken but not applied: a run paused after some resumes and ends
+/// as the uninterrupted run does.
+#[test]
+fn a_run_paused_after_skipped_steps_resumes_to_the_same_end() {
+    let folder = tempfile::tempdir().unwrap();
+    let settings = [
+        "--max-steps",
+        "5",
+        "--learning-rate",
+        "1e30",
+        "--warmup-steps",
+        "0",
+        "--max-consecutive-skips",
+        "100",
+    ];
+    let run = |name: &str, extra: &[&str]| {
+        let out = folder.path().join(name);
+        let mut args = vec!["train", "--out", out.to_str().unwrap()];
+        args.extend_from_slice(SHORT);
+        args.extend_from_slice(&settings);
+        args.extend_from_slice(extra);
+        succeed(&args);
+        out
+    };
+    let straight = run("straight", &[]);
+    let paused = run("paused", &["--stop-after", "3"]);
+    let progress = read_json(&paused.join("checkpoint/progress.json"));
+    assert_eq!(
+        progress["curves"]["skipped_steps"],
+        serde_json::json!([2, 3])
+    );
+    succeed(&["train", "--resume", paused.to_str().unwrap()]);
+    let curves = read_json(&straight.join("curves.json"));
+    assert_eq!(curves["skipped_steps"], serde_json::json!([2, 3, 4, 5]));
+    assert_eq!(
+        read_json(&straight.join("curves.json")),
+        read_json(&paused.join("curves.json"))
+    );
+    assert!(
+        files_of(&straight.join("model")) == files_of(&paused.join("model")),
+        "resumed weights differ from the uninterrupted run's"
+    );
+}
