@@ -1,7 +1,7 @@
 //! Everything a run needs besides its training loop: the dataset, item identifiers, tokenizer,
 //! prompt encoding, the backbone, and the tokenized identifiers that constrained decoding walks.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
@@ -107,7 +107,9 @@ impl Experiment {
     ) -> Result<Self> {
         let dataset = load_data(&settings.data)?;
         let templates = templates(settings)?;
-        let identifiers = ItemIdentifiers::load(&model_directory.join(run_dir::IDENTIFIERS))?;
+        let identifiers_path = model_directory.join(run_dir::IDENTIFIERS);
+        let identifiers = ItemIdentifiers::load(&identifiers_path)?;
+        check_catalogue(&identifiers, &dataset, &identifiers_path)?;
         let tokenizer = gems_models::load_tokenizer(model_directory.join(run_dir::TOKENIZER))?;
         let batch_options = batch_options(kind, Some(model_directory), &tokenizer)?;
         Self::assemble(dataset, identifiers, tokenizer, templates, batch_options)
@@ -270,6 +272,36 @@ impl Experiment {
     }
 }
 
+/// That the saved identifiers (`path`) name exactly the items of the catalogue: the item of
+/// every identifier the model generates is looked up there, and the reverse.
+fn check_catalogue(identifiers: &ItemIdentifiers, dataset: &Dataset, path: &Path) -> Result<()> {
+    let catalogue: HashSet<ItemId> = dataset.items.iter().map(|item| item.id).collect();
+    let unknown = identifiers
+        .iter()
+        .find(|(item, _)| !catalogue.contains(item));
+    let missing = dataset
+        .items
+        .iter()
+        .find(|item| identifiers.identifier(item.id).is_none());
+    let problem = match (unknown, missing) {
+        (Some((item, identifier)), _) => format!(
+            "item {item} (`{identifier}`) is not in the catalogue of the data ({} items)",
+            catalogue.len()
+        ),
+        (None, Some(item)) => format!(
+            "has no identifier for item {} of the catalogue ({} identifiers, {} items)",
+            item.id,
+            identifiers.len(),
+            catalogue.len()
+        ),
+        (None, None) => return Ok(()),
+    };
+    Err(CliError::run(
+        path,
+        format!("{problem}: the model was made for other data"),
+    ))
+}
+
 const _: () = assert!(gems_data::batch::IGNORE_INDEX == gems_models::IGNORE_INDEX);
 
 /// The pre-trained backbone of `--model-dir`, if one is given, checked against `--model`.
@@ -343,6 +375,11 @@ fn check_family(wanted: ModelKind, found: ModelKind, path: &Path) -> Result<()> 
 /// `synthetic` or a directory of the unified format, split and validated.
 pub fn load_data(source: &str) -> Result<Dataset> {
     if source == "synthetic" {
+        if Path::new(source).is_dir() {
+            tracing::warn!(
+                "data `synthetic` is the embedded data, not the directory ./synthetic here: give ./synthetic to train on that"
+            );
+        }
         let converted =
             gems_data::synthetic::generate(&gems_data::synthetic::SyntheticConfig::default())?;
         let (dataset, _) = prepare(converted, PrepareOptions::default())?;
@@ -351,7 +388,7 @@ pub fn load_data(source: &str) -> Result<Dataset> {
     let directory = PathBuf::from(source);
     if !directory.is_dir() {
         return Err(CliError::Settings(format!(
-            "--data {source}: not a directory; give `synthetic` or a directory made by `gems data convert` / `gems data split`"
+            "data {source}: not a directory; give `synthetic` or a directory made by `gems data convert` / `gems data split`"
         )));
     }
     let (dataset, report) = crate::error::one_line(

@@ -49,9 +49,12 @@ impl MemoryEstimate {
     /// step's optimizer state and gradients and the first step's gradients.
     pub fn total(&self) -> u64 {
         self.weights
-            + self.activations
-            + self.knowledge_bases
-            + (self.optimizer_state + self.gradients).max(self.first_step_gradients)
+            .saturating_add(self.activations)
+            .saturating_add(self.knowledge_bases)
+            .saturating_add(
+                (self.optimizer_state.saturating_add(self.gradients))
+                    .max(self.first_step_gradients),
+            )
     }
 
     /// One line per part, and the total.
@@ -166,38 +169,41 @@ pub fn estimate(
     }
 }
 
-/// Float32 bytes one backward pass keeps for a micro-batch of `batch` (estimate).
+/// Float32 bytes one backward pass keeps for a micro-batch of `batch` (estimate). Counted in
+/// floating point (exact below 2⁵³ bytes), so that absurd sizes give `u64::MAX` rather than a
+/// figure wrapped around to a small one.
 fn activations(config: &ModelConfig, batch: BatchShape) -> u64 {
-    let rows = batch.batch_size as u64;
-    let (prompt, target) = (batch.prompt_tokens as u64, batch.target_tokens as u64);
+    let rows = batch.batch_size as f64;
+    let (prompt, target) = (batch.prompt_tokens as f64, batch.target_tokens as f64);
     let per_row = match config {
         ModelConfig::T5(c) => {
             let (d, inner, heads) = (
-                c.d_model as u64,
-                (c.num_heads * c.d_kv) as u64,
-                c.num_heads as u64,
+                c.d_model as f64,
+                (c.num_heads * c.d_kv) as f64,
+                c.num_heads as f64,
             );
-            let mlp = if c.feed_forward_proj.gated { 4 } else { 2 } * c.d_ff as u64;
-            let encoder = prompt * (6 * d + 4 * inner + mlp + 3 * heads * prompt);
-            let decoder = target * (9 * d + 8 * inner + mlp + 3 * heads * (target + prompt));
-            c.num_layers as u64 * encoder
-                + c.decoder_layers() as u64 * decoder
-                + target * 3 * c.vocab_size as u64
+            let mlp = if c.feed_forward_proj.gated { 4.0 } else { 2.0 } * c.d_ff as f64;
+            let encoder = prompt * (6.0 * d + 4.0 * inner + mlp + 3.0 * heads * prompt);
+            let decoder = target * (9.0 * d + 8.0 * inner + mlp + 3.0 * heads * (target + prompt));
+            c.num_layers as f64 * encoder
+                + c.decoder_layers() as f64 * decoder
+                + target * 3.0 * c.vocab_size as f64
         }
         ModelConfig::Qwen2(c) => {
             let tokens = prompt + target;
-            let (d, heads) = (c.hidden_size as u64, c.num_attention_heads as u64);
-            let head = c.head_size() as u64;
+            let (d, heads) = (c.hidden_size as f64, c.num_attention_heads as f64);
+            let head = c.head_size() as f64;
             let layer = tokens
-                * (6 * d
-                    + 2 * heads * head
-                    + 2 * c.key_value_heads() as u64 * head
-                    + 4 * c.intermediate_size as u64
-                    + 3 * heads * tokens);
-            c.num_hidden_layers as u64 * layer + tokens * 3 * c.vocab_size as u64
+                * (6.0 * d
+                    + 2.0 * heads * head
+                    + 2.0 * c.key_value_heads() as f64 * head
+                    + 4.0 * c.intermediate_size as f64
+                    + 3.0 * heads * tokens);
+            c.num_hidden_layers as f64 * layer + tokens * 3.0 * c.vocab_size as f64
         }
     };
-    FLOAT * rows * per_row
+    // A float-to-integer cast saturates.
+    (FLOAT as f64 * rows * per_row) as u64
 }
 
 /// Memory the run may use: `limit` when given, else `MemAvailable` of `/proc/meminfo`

@@ -364,6 +364,59 @@ pub fn replace_directory(target: &Path, fill: impl FnOnce(&Path) -> Result<()>) 
     Ok(())
 }
 
+/// The file that marks a directory the user named (a dataset's `--out`) as written by
+/// [`replace_named_directory`], so that a sibling `X.partial` or `X.old` holding it is known to
+/// be gems's temporary copy and not a folder of the user's.
+pub const REPLACEMENT_MARK: &str = ".gems-replaced";
+
+/// [`replace_directory`] for a directory the user named, whose siblings may be the user's own:
+/// `X.partial` and `X.old` are recovered or removed only when they carry [`REPLACEMENT_MARK`],
+/// which every copy written here (and the previous `X`, before it is moved aside) is given.
+/// A sibling without it is never touched: the replacement is refused before anything changes.
+pub fn replace_named_directory(
+    target: &Path,
+    fill: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
+    recover_named_directory(target)?;
+    for suffix in ["partial", "old"] {
+        let sibling = sibling(target, suffix);
+        if sibling.exists() && !sibling.join(REPLACEMENT_MARK).is_file() {
+            return Err(CliError::run(
+                &sibling,
+                format!(
+                    "in the way: gems writes {} through this name and would replace it, but it is not a copy gems made; move or remove it",
+                    target.display()
+                ),
+            ));
+        }
+    }
+    if target.is_dir() {
+        mark(target)?;
+    }
+    replace_directory(target, |folder| {
+        mark(folder)?;
+        fill(folder)
+    })
+}
+
+/// [`recover_directory`] for a directory the user named: a `target.old` without
+/// [`REPLACEMENT_MARK`] is the user's, and stays where it is.
+pub fn recover_named_directory(target: &Path) -> Result<()> {
+    if sibling(target, "old").join(REPLACEMENT_MARK).is_file() {
+        recover_directory(target)?;
+    }
+    Ok(())
+}
+
+fn mark(folder: &Path) -> Result<()> {
+    let path = folder.join(REPLACEMENT_MARK);
+    fs::write(
+        &path,
+        "written by gems, which replaces this directory whole through the siblings NAME.partial and NAME.old\n",
+    )
+    .map_err(|e| CliError::io(&path, "cannot write", e))
+}
+
 /// `target` if complete, else the copy a crash between the two renames of
 /// [`replace_directory`] left aside.
 pub fn complete_directory(target: &Path) -> Option<PathBuf> {
@@ -423,6 +476,47 @@ mod tests {
         fs::rename(&target, sibling(&target, "old")).unwrap();
         recover_directory(&target).unwrap();
         assert_eq!(fs::read_to_string(target.join("a")).unwrap(), "1");
+    }
+
+    #[test]
+    fn a_named_directory_leaves_the_users_own_siblings_alone() {
+        let folder = tempfile::tempdir().unwrap();
+        let target = folder.path().join("data");
+        for suffix in ["old", "partial"] {
+            let theirs = sibling(&target, suffix);
+            fs::create_dir(&theirs).unwrap();
+            write_file(&theirs, "precious", "mine").unwrap();
+            let error = replace_named_directory(&target, |p| write_file(p, "a", "1"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains("data.") && error.contains("in the way"),
+                "{error}"
+            );
+            assert!(!target.exists());
+            recover_named_directory(&target).unwrap();
+            assert!(
+                !target.exists(),
+                "the user's data.{suffix} is not taken for a copy"
+            );
+            assert_eq!(fs::read_to_string(theirs.join("precious")).unwrap(), "mine");
+            fs::remove_dir_all(&theirs).unwrap();
+        }
+        // Its own copies are replaced, and recovered after a crash between the renames.
+        replace_named_directory(&target, |p| write_file(p, "a", "1")).unwrap();
+        fs::rename(&target, sibling(&target, "old")).unwrap();
+        let partial = sibling(&target, "partial");
+        fs::create_dir(&partial).unwrap();
+        mark(&partial).unwrap();
+        replace_named_directory(&target, |p| write_file(p, "b", "2")).unwrap();
+        assert!(!target.join("a").exists() && target.join("b").exists());
+        assert!(!sibling(&target, "old").exists() && !partial.exists());
+        // A directory the user made is marked before it is moved aside.
+        let theirs = folder.path().join("theirs");
+        fs::create_dir(&theirs).unwrap();
+        replace_named_directory(&theirs, |_| Err(CliError::Settings("disk full".into())))
+            .unwrap_err();
+        assert!(theirs.join(REPLACEMENT_MARK).is_file());
     }
 
     #[test]

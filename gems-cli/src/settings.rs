@@ -635,6 +635,31 @@ impl TrainSettings {
             .unwrap_or_else(|| default_shared_rank(d_model))
     }
 
+    /// The settings with every path made absolute against the working directory, so that a
+    /// run's `config.toml` names the same files wherever the run is later resumed or read.
+    pub fn with_absolute_paths(mut self) -> Result<Self> {
+        let absolute = |path: &Path| {
+            std::path::absolute(path).map_err(|e| CliError::io(path, "cannot resolve the path", e))
+        };
+        if self.data != "synthetic" {
+            self.data = absolute(Path::new(&self.data))?.display().to_string();
+        }
+        for path in [
+            &mut self.model_dir,
+            &mut self.model_config,
+            &mut self.knowledge_cache,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *path = absolute(path)?;
+        }
+        for path in &mut self.general_corpus {
+            *path = absolute(path)?;
+        }
+        Ok(self)
+    }
+
     /// The settings as a TOML document (what `config.toml` of a run holds).
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("settings serialise to TOML")

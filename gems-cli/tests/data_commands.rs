@@ -793,4 +793,29 @@ fn output_in_the_way_is_refused() {
         error.contains("already split (train.jsonl exists)"),
         "{error}"
     );
+
+    // Folders of the user's under the names of the temporary copies are never touched.
+    let out = workspace.path().join("new");
+    for suffix in ["old", "partial"] {
+        let theirs = workspace.path().join(format!("new.{suffix}"));
+        std::fs::create_dir(&theirs).unwrap();
+        std::fs::write(theirs.join("precious.txt"), "mine").unwrap();
+        let error = fail([
+            "data",
+            "convert",
+            "synthetic",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(error.contains("in the way"), "{error}");
+        assert_eq!(
+            std::fs::read_to_string(theirs.join("precious.txt")).unwrap(),
+            "mine"
+        );
+        assert!(!out.exists());
+        // Nor taken for the copy an interrupted split left aside.
+        fail(["data", "split", out.to_str().unwrap()]);
+        assert!(theirs.join("precious.txt").is_file() && !out.exists());
+        std::fs::remove_dir_all(&theirs).unwrap();
+    }
 }

@@ -268,22 +268,49 @@ fn corrupted_checkpoints_are_refused_field_by_field() {
     let (_, run) = paused_run(folder.path(), "6", "2", &[]);
     let progress_path = run.join("checkpoint/progress.json");
     let original = std::fs::read_to_string(&progress_path).unwrap();
+    // `field`: a JSON pointer into progress.json.
     let corrupt = |field: &str, value: serde_json::Value, expected: &[&str]| {
         let mut progress: serde_json::Value = serde_json::from_str(&original).unwrap();
-        progress[field] = value;
+        *progress
+            .pointer_mut(field)
+            .expect("a field of progress.json") = value;
         std::fs::write(&progress_path, progress.to_string()).unwrap();
         fail(&as_strs(&resume(&run, &[])), expected);
     };
     corrupt(
-        "position",
+        "/position",
         serde_json::json!(1_000_000),
         &["progress.json", "position 1000000"],
     );
-    corrupt("step", serde_json::json!(99), &["progress.json", "step 99"]);
     corrupt(
-        "epoch",
+        "/step",
+        serde_json::json!(99),
+        &["progress.json", "step 99"],
+    );
+    corrupt(
+        "/epoch",
         serde_json::json!(500),
         &["progress.json", "epoch 500"],
+    );
+    // Skipped steps count in the step number, not in the applied steps' curves.
+    corrupt(
+        "/curves/skipped_steps",
+        serde_json::json!([1]),
+        &[
+            "progress.json",
+            "2 applied and 1 skipped steps",
+            "at step 2",
+        ],
+    );
+    corrupt(
+        "/curves/skipped_steps",
+        serde_json::json!([3]),
+        &["progress.json", "skipped steps [3]", "from 1 to step 2"],
+    );
+    corrupt(
+        "/consecutive_skips",
+        serde_json::json!(1),
+        &["progress.json", "1 skipped steps in a row", "records 0"],
     );
     std::fs::write(&progress_path, &original).unwrap();
 
@@ -319,6 +346,80 @@ fn corrupted_checkpoints_are_refused_field_by_field() {
         &as_strs(&resume(&run, &[])),
         &["optimizer.safetensors", parameter, "does not fit the model"],
     );
+}
+
+/// A model folder whose identifiers.json does not name exactly the catalogue's items is refused
+/// by every command that reads it, naming the file and the item.
+#[test]
+fn identifiers_that_do_not_match_the_catalogue_are_refused() {
+    let folder = tempfile::tempdir().unwrap();
+    let data = small_synthetic(folder.path());
+    let run = folder.path().join("run");
+    succeed(&tiny_run(&data, &run, "1"));
+    let run_arg = run.to_str().unwrap();
+    let path = run.join("model/identifiers.json");
+    let original: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut fewer = original.clone();
+    let removed = fewer["items"].as_array_mut().unwrap().remove(0)["item"].clone();
+    std::fs::write(&path, fewer.to_string()).unwrap();
+    let missing = format!("has no identifier for item {removed} of the catalogue");
+    fail(&["eval", run_arg], &["identifiers.json", &missing]);
+    let mut more = original.clone();
+    let tokens = original["new_tokens"].as_array().unwrap();
+    let identifier = format!(
+        "{} {}",
+        tokens[0].as_str().unwrap(),
+        tokens[1].as_str().unwrap()
+    );
+    more["items"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({ "item": 99999, "identifier": identifier }));
+    std::fs::write(&path, more.to_string()).unwrap();
+    for command in [
+        &["eval", run_arg][..],
+        &["recommend", run_arg, "--history", "99999"],
+    ] {
+        fail(
+            command,
+            &["identifiers.json", "item 99999", "is not in the catalogue"],
+        );
+    }
+}
+
+/// A run started with paths relative to one directory is resumed and evaluated from another:
+/// config.toml holds them made absolute.
+#[test]
+fn relative_paths_are_saved_absolute() {
+    let folder = tempfile::tempdir().unwrap();
+    small_synthetic(folder.path());
+    let in_folder = |args: &[&str]| {
+        let output = Command::new(GEMS)
+            .args(args)
+            .current_dir(folder.path())
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    let mut args = tiny_run(Path::new("data"), Path::new("run"), "2");
+    args.extend(["--stop-after", "1"]);
+    in_folder(&args);
+    let config = std::fs::read_to_string(folder.path().join("run/config.toml")).unwrap();
+    let data = folder.path().join("data").canonicalize().unwrap();
+    assert!(
+        config.contains(&format!("data = \"{}\"", data.display())),
+        "{config}"
+    );
+    // From another working directory.
+    let run = folder.path().join("run");
+    succeed(&["train", "--resume", run.to_str().unwrap()]);
+    succeed(&["eval", run.to_str().unwrap()]);
 }
 
 #[test]
@@ -430,6 +531,19 @@ fn absurd_values_are_refused_with_the_reason() {
     fail(
         &["model", "info", "--shared-rank", "4611686018427387904"],
         &["overflow"],
+    );
+    // Memory estimates of absurd shapes saturate instead of wrapping round to small figures.
+    let activations = |flag: &str, value: &str| {
+        let printed = succeed(&["model", "info", flag, value, "--json"]);
+        let info: serde_json::Value = serde_json::from_str(&printed).unwrap();
+        info["memory"][0][1]["activations"].as_u64().unwrap()
+    };
+    let long = activations("--prompt-tokens", "4000000000");
+    assert!(activations("--prompt-tokens", "8000000000") >= long);
+    assert!(long > 1 << 60, "{long}");
+    assert_eq!(
+        activations("--batch-size", "18446744073709551615"),
+        u64::MAX
     );
     assert!(
         !Path::new(out).exists(),

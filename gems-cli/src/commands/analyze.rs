@@ -79,7 +79,7 @@ fn conflict(args: ConflictArgs) -> Result<()> {
     let mut report: BTreeMap<String, Vec<LayerConflict>> = BTreeMap::new();
     let mut over_layers = Vec::new();
     let mut over_time = Vec::new();
-    for path in &args.runs {
+    for (path, name) in args.runs.iter().zip(run_names(&args.runs)?) {
         let run = RunDir::open(path)?;
         let curves: Curves = run_dir::read_json(&run.path(run_dir::CURVES))?;
         if curves.conflict.is_empty() {
@@ -88,7 +88,6 @@ fn conflict(args: ConflictArgs) -> Result<()> {
                 "recorded no task-gradient cosines (a LoRA run, or a run without diagnostics)",
             ));
         }
-        let name = run_name(&run);
         let mut by_layer: BTreeMap<String, Vec<f64>> = BTreeMap::new();
         for record in &curves.conflict {
             for (layer, cosine) in &record.layers {
@@ -235,7 +234,7 @@ fn retention(args: RetentionArgs) -> Result<()> {
     let out = RunDir::create(&args.out)?;
     let mut report = BTreeMap::new();
     let mut series = Vec::new();
-    for path in &args.runs {
+    for (path, name) in args.runs.iter().zip(run_names(&args.runs)?) {
         let run_args = RunArgs {
             run: path.clone(),
             checkpoint: false,
@@ -272,7 +271,6 @@ fn retention(args: RetentionArgs) -> Result<()> {
             pretrained_tokens,
         };
         let retention = measure_retention(&saved.experiment, &models, &examples, &device)?;
-        let name = run_name(&run);
         println!(
             "{name}: general-text LM loss {:.4} before, {:.4} after; over the {} pre-trained \
              tokens only (the added ones left out of the softmax): {:.4} before, {:.4} after",
@@ -397,9 +395,54 @@ fn measure_retention(
     })
 }
 
-fn run_name(run: &RunDir) -> String {
-    run.root().file_name().map_or_else(
-        || run.root().display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    )
+/// The name of each run in the reports: its folder's name, or the path as given where two runs'
+/// folders share a name (`a/run`, `b/run`); a run given twice is refused.
+fn run_names(runs: &[PathBuf]) -> Result<Vec<String>> {
+    let folder = |path: &PathBuf| {
+        path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        )
+    };
+    let mut names = Vec::with_capacity(runs.len());
+    for (index, path) in runs.iter().enumerate() {
+        if runs[..index].contains(path) {
+            return Err(CliError::Settings(format!(
+                "{} is given twice",
+                path.display()
+            )));
+        }
+        let shared = runs
+            .iter()
+            .enumerate()
+            .any(|(other, p)| other != index && folder(p) == folder(path));
+        names.push(match shared {
+            true => path.display().to_string(),
+            false => folder(path),
+        });
+    }
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_are_named_by_their_folder_unless_two_folders_share_a_name() {
+        let paths = |p: &[&str]| p.iter().map(PathBuf::from).collect::<Vec<_>>();
+        assert_eq!(
+            run_names(&paths(&["a/gems", "b/galore"])).unwrap(),
+            ["gems", "galore"]
+        );
+        assert_eq!(
+            run_names(&paths(&["a/run", "b/run", "c/x"])).unwrap(),
+            ["a/run", "b/run", "x"]
+        );
+        let error = run_names(&paths(&["a/run", "a/run"])).unwrap_err();
+        assert!(
+            error.to_string().contains("a/run is given twice"),
+            "{error}"
+        );
+    }
 }

@@ -359,7 +359,7 @@ impl CompareCommand {
     /// Runs the command.
     pub fn run(self) -> Result<()> {
         self.check()?;
-        let base = self.settings.resolve()?;
+        let base = self.settings.resolve()?.with_absolute_paths()?;
         let started = Instant::now();
         let mut plan = Plan {
             learning_rates: if self.tune {

@@ -424,7 +424,7 @@ fn convert(args: &ConvertArgs) -> Result<()> {
     }
     tracing::info!("writing {}", args.out.display());
     // Written beside --out and renamed into place: a failure leaves --out as it was.
-    run_dir::replace_directory(&resolved(&args.out)?, |folder| {
+    run_dir::replace_named_directory(&resolved(&args.out)?, |folder| {
         Ok(dataset::write_converted(&converted, folder)?)
     })?;
     let counts = TaskCounts::of(&converted.requests);
@@ -479,7 +479,7 @@ fn split(args: &SplitArgs) -> Result<()> {
     // An earlier split that stopped between its two renames left the directory aside.
     let absolute = std::path::absolute(directory)
         .map_err(|e| CliError::io(directory, "cannot resolve the path", e))?;
-    run_dir::recover_directory(&absolute)?;
+    run_dir::recover_named_directory(&absolute)?;
     check_data_directory(directory)?;
     if directory.join("train.jsonl").exists() {
         return Err(CliError::Settings(format!(
@@ -529,7 +529,7 @@ fn split(args: &SplitArgs) -> Result<()> {
     } else {
         resolved(out)?
     };
-    run_dir::replace_directory(&target, |folder| {
+    run_dir::replace_named_directory(&target, |folder| {
         prepared.write(folder)?;
         if in_place {
             link_missing(&target, folder)?;
@@ -617,7 +617,7 @@ fn stats(args: &StatsArgs) -> Result<()> {
 }
 
 /// `path` made absolute with its parent resolved (and created when missing), so that the
-/// temporary siblings of [`run_dir::replace_directory`] sit beside it.
+/// temporary siblings of [`run_dir::replace_named_directory`] sit beside it.
 fn resolved(path: &Path) -> Result<PathBuf> {
     let absolute =
         std::path::absolute(path).map_err(|e| CliError::io(path, "cannot resolve the path", e))?;

@@ -104,7 +104,7 @@ impl TrainCommand {
     /// A new run in a new or empty directory; one that fails before its first checkpoint leaves
     /// the directory as it found it, so that the same command can be run again.
     fn start(&self) -> Result<()> {
-        let settings = self.settings.resolve()?;
+        let settings = self.settings.resolve()?.with_absolute_paths()?;
         let inert = self.settings.inert_flags(settings.method)?;
         if !inert.is_empty() {
             let them = if inert.len() == 1 { "it" } else { "them" };
