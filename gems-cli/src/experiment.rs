@@ -211,6 +211,34 @@ impl Experiment {
         Ok(())
     }
 
+    /// That this experiment's tokenizer and item identifiers are those saved in
+    /// `model_directory` (a checkpoint's). A resumed run rebuilds them from its settings' inputs
+    /// (the general corpus of a model from scratch, the pre-trained model's directory), which
+    /// may have changed since it started; the trained rows would then belong to other tokens.
+    pub fn check_saved(&self, model_directory: &Path) -> Result<()> {
+        let changed = |path: &Path, what: &str| {
+            Err(CliError::run(
+                path,
+                format!(
+                    "{what} the run's settings make now differ from the saved ones: the general corpus or the model directory changed since the run started; restore them, or start a new run"
+                ),
+            ))
+        };
+        let path = model_directory.join(run_dir::TOKENIZER);
+        let saved = gems_models::load_tokenizer(&path)?;
+        if saved.get_vocab(true) != self.tokenizer.get_vocab(true) {
+            return changed(&path, "the tokens");
+        }
+        let path = model_directory.join(run_dir::IDENTIFIERS);
+        if !ItemIdentifiers::load(&path)?
+            .iter()
+            .eq(self.identifiers.iter())
+        {
+            return changed(&path, "the item identifiers");
+        }
+        Ok(())
+    }
+
     /// Language-modelling examples from paragraphs of general text: T5 reads the first half of
     /// each paragraph and predicts the second; a decoder-only model predicts every token after
     /// the first half's. At most `max_tokens` tokens per paragraph. They carry no task of the

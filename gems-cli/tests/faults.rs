@@ -422,6 +422,49 @@ fn relative_paths_are_saved_absolute() {
     succeed(&["eval", run.to_str().unwrap()]);
 }
 
+/// A model from scratch takes its vocabulary from the general corpus too: a resumed run whose
+/// corpus changed since it started is refused, naming the saved tokenizer, instead of training
+/// rows that now belong to other tokens.
+#[test]
+fn a_resume_after_the_general_corpus_changed_is_refused() {
+    let folder = tempfile::tempdir().unwrap();
+    let data = small_synthetic(folder.path());
+    let corpus = folder.path().join("corpus.txt");
+    std::fs::write(
+        &corpus,
+        "alpha bravo charlie delta\necho foxtrot golf hotel\n",
+    )
+    .unwrap();
+    let run = folder.path().join("run");
+    let mut args = tiny_run(&data, &run, "3");
+    args.extend([
+        "--general-corpus",
+        corpus.to_str().unwrap(),
+        "--stop-after",
+        "1",
+    ]);
+    succeed(&args);
+    std::fs::write(
+        &corpus,
+        "zulu yankee charlie delta\necho foxtrot golf hotel\n",
+    )
+    .unwrap();
+    fail(
+        &as_strs(&resume(&run, &[])),
+        &[
+            "checkpoint/model/tokenizer.json",
+            "the general corpus or the model directory changed",
+        ],
+    );
+    // Restored, the run goes on.
+    std::fs::write(
+        &corpus,
+        "alpha bravo charlie delta\necho foxtrot golf hotel\n",
+    )
+    .unwrap();
+    succeed(&as_strs(&resume(&run, &[])));
+}
+
 #[test]
 fn flags_the_method_would_ignore_are_refused() {
     let folder = tempfile::tempdir().unwrap();

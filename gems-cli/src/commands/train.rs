@@ -169,6 +169,10 @@ pub fn train(
     tracing::info!(run = %run.root().display(), method = %settings.method, "preparing data and model");
     let pretrained = pretrained_backbone(settings, &device)?;
     let experiment = Experiment::prepare(settings, pretrained.as_ref())?;
+    if resume && let Some(checkpoint) = run_dir::complete_directory(&run.path(run_dir::CHECKPOINT))
+    {
+        experiment.check_saved(&checkpoint.join(run_dir::MODEL))?;
+    }
     let fingerprint = experiment.data_fingerprint();
     let model = new_backbone(settings, pretrained, &experiment.tokenizer, &device)?;
     let d_model = model.config().hidden_size();
