@@ -90,22 +90,26 @@ impl RunArgs {
     }
 }
 
-/// The data fingerprint the run recorded (manifest of a finished run, else its checkpoint).
+/// The data fingerprint the run recorded: in the manifest of a finished run, else beside the
+/// model folder read (a checkpoint's), else in the run's checkpoint (a run stopped between
+/// writing its final model and its manifest). A record without the fingerprint is an error.
 fn trained_fingerprint(run: &RunDir, folder: &Path) -> Result<Option<String>> {
-    let manifest = run.path(run_dir::MANIFEST);
-    let progress = folder
-        .parent()
+    let beside = folder.parent().map(|parent| parent.join(run_dir::PROGRESS));
+    let checkpoint = run_dir::complete_directory(&run.path(run_dir::CHECKPOINT))
         .map(|checkpoint| checkpoint.join(run_dir::PROGRESS));
-    let source = if manifest.is_file() {
-        manifest
-    } else if let Some(progress) = progress.filter(|p| p.is_file()) {
-        progress
-    } else {
+    let Some(source) = [Some(run.path(run_dir::MANIFEST)), beside, checkpoint]
+        .into_iter()
+        .flatten()
+        .find(|path| path.is_file())
+    else {
         return Ok(None);
     };
     let value: serde_json::Value = run_dir::read_json(&source)?;
-    Ok(value
-        .get("data_fingerprint")
-        .and_then(|f| f.as_str())
-        .map(String::from))
+    match value.get("data_fingerprint").and_then(|f| f.as_str()) {
+        Some(fingerprint) => Ok(Some(fingerprint.to_string())),
+        None => Err(CliError::run(
+            &source,
+            "has no data_fingerprint (a string): which data the run was trained on cannot be checked",
+        )),
+    }
 }

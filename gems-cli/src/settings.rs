@@ -496,7 +496,10 @@ impl TrainArgs {
                 .map_err(|e: toml::de::Error| {
                     CliError::Settings(format!("{source}: {}", e.message()))
                 })?;
-        settings.validate()?;
+        settings.validate().map_err(|error| match error {
+            CliError::Settings(message) => CliError::Settings(format!("{source}: {message}")),
+            other => other,
+        })?;
         if let Some(directory) = &settings.model_dir {
             settings.model_dir = Some(crate::hub::model_directory(directory)?);
         }
@@ -796,6 +799,32 @@ mod tests {
             let inert = args.inert_flags(method.parse().unwrap()).unwrap();
             assert_eq!(inert, expected, "{method}");
         }
+    }
+
+    #[test]
+    fn values_out_of_range_name_where_they_came_from() {
+        let folder = tempfile::tempdir().unwrap();
+        let path = folder.path().join("run.toml");
+        std::fs::write(&path, "batch_size = 0\n").unwrap();
+        let from_file = TrainArgs {
+            config: Some(path.clone()),
+            ..TrainArgs::default()
+        };
+        let error = from_file.resolve().unwrap_err().to_string();
+        assert!(
+            error.contains(&format!("{}: batch_size", path.display())),
+            "{error}"
+        );
+        let error = parse(&["--learning-rate=-1"])
+            .unwrap()
+            .resolve()
+            .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("command-line flags: learning_rate"),
+            "{error}"
+        );
     }
 
     #[test]

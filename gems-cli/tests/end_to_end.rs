@@ -346,6 +346,18 @@ fn user_mistakes_end_in_one_clear_line() {
     )
     .unwrap();
     fail(&["eval", run_arg], &["short", "other data"]);
+    // Without its manifest (a run stopped between its final model and the manifest), the
+    // checkpoint's record is read instead; a record without the fingerprint is an error.
+    let manifest_path = run.join("manifest.json");
+    let mut manifest = read_json(&manifest_path);
+    std::fs::remove_file(&manifest_path).unwrap();
+    fail(&["eval", run_arg], &["short", "other data"]);
+    manifest.as_object_mut().unwrap().remove("data_fingerprint");
+    std::fs::write(&manifest_path, manifest.to_string()).unwrap();
+    fail(
+        &["eval", run_arg],
+        &["manifest.json", "has no data_fingerprint"],
+    );
 }
 
 #[test]
