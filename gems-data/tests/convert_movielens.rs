@@ -131,6 +131,34 @@ fn proxy_queries_use_the_targets_genre_and_title_words_and_are_seeded() {
 }
 
 #[test]
+fn a_repeated_movie_row_is_counted_and_the_first_kept() {
+    let directory = common::scratch_dir("movielens-repeated-movie");
+    for file in ["movies.dat", "ratings.dat"] {
+        let source = fixture(&format!("movielens/grouplens-1m/{file}"));
+        std::fs::copy(source, directory.join(file)).unwrap();
+    }
+    let expected = convert(&directory, &MovieLensOptions::default()).unwrap();
+    assert_eq!(
+        expected
+            .report
+            .count("movie rows repeating a movie (the first kept)"),
+        Some(0)
+    );
+    // The file is Latin-1, as GroupLens' are: appended as bytes.
+    let mut movies = std::fs::read(directory.join("movies.dat")).unwrap();
+    movies.extend_from_slice(b"10::Jumanji (1995)::Adventure|Fantasy\n");
+    std::fs::write(directory.join("movies.dat"), movies).unwrap();
+    let converted = convert(&directory, &MovieLensOptions::default()).unwrap();
+    assert_eq!(
+        converted
+            .report
+            .count("movie rows repeating a movie (the first kept)"),
+        Some(1)
+    );
+    assert_eq!(converted.items, expected.items, "Toy Story stays movie 10");
+}
+
+#[test]
 fn malformed_rating_names_file_line_and_field() {
     let directory = common::scratch_dir("movielens-malformed");
     std::fs::copy(

@@ -165,7 +165,21 @@ struct Tables {
     users: TokenIds,
     items: TokenIds,
     movies: HashMap<usize, Movie>,
+    /// Movie-file rows of a movie already read (the first row is kept).
+    repeated_movies: usize,
     ratings: Vec<Rating>,
+}
+
+impl Tables {
+    /// Adds the movie of a movie-file row, unless an earlier row gave that movie.
+    fn add_movie(&mut self, position: usize, movie: Movie) {
+        match self.movies.entry(position) {
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                entry.insert(movie);
+            }
+            std::collections::hash_map::Entry::Occupied(_) => self.repeated_movies += 1,
+        }
+    }
 }
 
 /// Converts the MovieLens directory `directory`.
@@ -198,10 +212,15 @@ pub fn convert(directory: &Path, options: &MovieLensOptions) -> Result<Converted
         users,
         items,
         movies,
+        repeated_movies,
         ratings,
     } = tables;
     let (user_ids, item_ids) = (users.finish(), items.finish());
     let mut report = ConversionReport::default();
+    report.add(
+        "movie rows repeating a movie (the first kept)",
+        repeated_movies,
+    );
     report.add("ratings read", ratings.len());
     let before = ratings.len();
     let ratings: Vec<Rating> = match options.min_rating {
@@ -351,7 +370,7 @@ fn read_ml100k_items(path: &Path, tables: &mut Tables) -> Result<()> {
             genres,
         };
         let position = tables.items.intern(&id.to_string());
-        tables.movies.insert(position, movie);
+        tables.add_movie(position, movie);
     }
     Ok(())
 }
@@ -370,7 +389,7 @@ fn read_ml1m_movies(path: &Path, tables: &mut Tables) -> Result<()> {
             genres,
         };
         let position = tables.items.intern(&row.id(0, "movie id")?.to_string());
-        tables.movies.insert(position, movie);
+        tables.add_movie(position, movie);
     }
     Ok(())
 }
@@ -435,7 +454,7 @@ fn read_recbole_items(path: &Path, tables: &mut Tables) -> Result<()> {
             None => Vec::new(),
         };
         let position = tables.items.intern(token(&row, id, "item_id")?);
-        tables.movies.insert(
+        tables.add_movie(
             position,
             Movie {
                 title: text,
