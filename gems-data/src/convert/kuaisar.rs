@@ -92,7 +92,7 @@ fn read_recommendations(path: &Path, report: &mut ConversionReport) -> Result<Ve
     let mut rows = 0;
     while let Some(row) = reader.next_row()? {
         rows += 1;
-        if row.parse::<f64>(click, "click", "0 or 1")? < 1.0 {
+        if row.finite(click, "click", "0 or 1")? < 1.0 {
             continue;
         }
         interactions.push(Interaction {
@@ -150,7 +150,7 @@ fn read_searches(path: &Path, report: &mut ConversionReport) -> Result<Vec<Inter
                 sessions.len() - 1
             }
         };
-        if row.parse::<f64>(click, "click_cnt", "a click count")? > 0.0 {
+        if row.finite(click, "click_cnt", "a click count")? > 0.0 {
             let clicked = row.id(item, "item_id")?;
             if !sessions[position].targets.contains(&clicked) {
                 sessions[position].targets.push(clicked);

@@ -254,14 +254,31 @@ impl Row {
             .map_err(|_| self.error(name, format!("expected {expected}, got {text:?}")))
     }
 
-    /// Column `index` as a non-negative integer id (accepting integral floats such as `5.0`).
+    /// Column `index` as a finite number (`nan` and `inf` are refused).
+    pub fn finite(&self, index: usize, name: &str, expected: &str) -> Result<f64> {
+        let value: f64 = self.parse(index, name, expected)?;
+        if !value.is_finite() {
+            return Err(self.error(name, format!("expected {expected}, got {value}")));
+        }
+        Ok(value)
+    }
+
+    /// Column `index` as a non-negative integer id (accepting integral floats such as `5.0`
+    /// below 2⁵³, where every integer is a float: beyond, two ids could read as one).
     pub fn id(&self, index: usize, name: &str) -> Result<u64> {
+        const EXACT: f64 = 9_007_199_254_740_992.0;
         let text = self.text(index, name)?.trim();
         if let Ok(value) = text.parse::<u64>() {
             return Ok(value);
         }
         match text.parse::<f64>() {
-            Ok(value) if value >= 0.0 && value.fract() == 0.0 && value < 1.8e19 => Ok(value as u64),
+            Ok(value) if value >= 0.0 && value.fract() == 0.0 && value < EXACT => Ok(value as u64),
+            Ok(value) if value >= EXACT && value.is_finite() => Err(self.error(
+                name,
+                format!(
+                    "the id {text} is written as a float too large to hold every integer; write it as an integer"
+                ),
+            )),
             _ => Err(self.error(
                 name,
                 format!("expected a non-negative integer id, got {text:?}"),
@@ -305,7 +322,34 @@ impl Header {
 
 #[cfg(test)]
 mod tests {
-    use super::{TableReader, ends_inside_quotes, split_fields};
+    use super::{Row, TableReader, ends_inside_quotes, split_fields};
+
+    #[test]
+    fn numbers_must_be_finite_and_float_ids_exact() {
+        let row = Row {
+            file: "rows.csv".into(),
+            line: 7,
+            fields: [
+                "nan",
+                "1.0",
+                "5.0",
+                "9007199254740993.0",
+                "9007199254740993",
+            ]
+            .map(String::from)
+            .to_vec(),
+        };
+        let error = row.finite(0, "click", "0 or 1").unwrap_err().to_string();
+        assert!(
+            error.contains("rows.csv:7") && error.contains("expected 0 or 1, got NaN"),
+            "{error}"
+        );
+        assert_eq!(row.finite(1, "click", "0 or 1").unwrap(), 1.0);
+        assert_eq!(row.id(2, "user_id").unwrap(), 5);
+        let error = row.id(3, "user_id").unwrap_err().to_string();
+        assert!(error.contains("write it as an integer"), "{error}");
+        assert_eq!(row.id(4, "user_id").unwrap(), 9_007_199_254_740_993);
+    }
 
     #[test]
     fn a_row_with_more_fields_than_the_header_is_refused_with_its_line() {
