@@ -196,6 +196,32 @@ fn boolean_clicks_count_and_other_clicks_are_refused() {
 }
 
 #[test]
+fn a_repeated_note_row_is_counted_and_the_first_kept() {
+    let directory = common::scratch_dir("qilin-repeated-note");
+    for file in [
+        "notes.csv",
+        "recommendation_train.csv",
+        "recommendation_test.csv",
+        "search_test.csv",
+        "search_train.csv",
+    ] {
+        std::fs::copy(fixture(&format!("qilin/{file}")), directory.join(file)).unwrap();
+    }
+    let mut notes = std::fs::read_to_string(directory.join("notes.csv")).unwrap();
+    notes.push_str("Another title,,1.0,c100,,,2,[]\n");
+    std::fs::write(directory.join("notes.csv"), notes).unwrap();
+    let expected = convert(&fixture("qilin"), &unfiltered()).unwrap();
+    let converted = convert(&directory, &unfiltered()).unwrap();
+    let repeated = "notes.csv rows repeating a note (the first kept)";
+    assert_eq!(expected.report.count(repeated), Some(0));
+    assert_eq!(converted.report.count(repeated), Some(1));
+    assert_eq!(
+        converted.items, expected.items,
+        "note 2 keeps its first title"
+    );
+}
+
+#[test]
 fn missing_tables_say_what_is_expected() {
     let directory = common::scratch_dir("qilin-missing");
     std::fs::copy(fixture("qilin/notes.csv"), directory.join("notes.csv")).unwrap();

@@ -118,7 +118,11 @@ pub fn convert(directory: &Path, options: &QilinOptions) -> Result<ConvertedData
         .flat_map(|request: &Request| request.history.iter().chain(&request.targets))
         .copied()
         .collect();
-    let items = read_notes(&directory.join("notes.csv"), &referenced)?;
+    let (items, repeated_notes) = read_notes(&directory.join("notes.csv"), &referenced)?;
+    report.add(
+        "notes.csv rows repeating a note (the first kept)",
+        repeated_notes,
+    );
     let known: HashSet<ItemId> = items.iter().map(|item| item.id).collect();
     remove_unknown_notes(&mut requests, &known, &mut report);
     requests.sort_by_key(|request| (request.user, request.timestamp));
@@ -315,7 +319,9 @@ fn remove_unknown_notes(
     );
 }
 
-fn read_notes(path: &Path, referenced: &HashSet<ItemId>) -> Result<Vec<Item>> {
+/// The notes the requests refer to, and how many rows repeated a note read before (the first
+/// row is kept).
+fn read_notes(path: &Path, referenced: &HashSet<ItemId>) -> Result<(Vec<Item>, usize)> {
     let mut reader = TableReader::open(path, ",", Some('"'))?;
     let header = reader.header()?;
     let id = header.require("note_idx")?;
@@ -326,9 +332,14 @@ fn read_notes(path: &Path, referenced: &HashSet<ItemId>) -> Result<Vec<Item>> {
         .filter_map(|name| header.find(name).map(|column| (column, name)))
         .collect();
     let mut items: HashMap<ItemId, Item> = HashMap::new();
+    let mut repeated = 0;
     while let Some(row) = reader.next_row()? {
         let note = row.id(id, "note_idx")?;
-        if !referenced.contains(&note) || items.contains_key(&note) {
+        if items.contains_key(&note) {
+            repeated += 1;
+            continue;
+        }
+        if !referenced.contains(&note) {
             continue;
         }
         let text = match content {
@@ -356,5 +367,5 @@ fn read_notes(path: &Path, referenced: &HashSet<ItemId>) -> Result<Vec<Item>> {
     }
     let mut items: Vec<Item> = items.into_values().collect();
     items.sort_by_key(|item| item.id);
-    Ok(items)
+    Ok((items, repeated))
 }
