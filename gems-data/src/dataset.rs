@@ -112,15 +112,6 @@ pub fn load_dataset(
     policy: ValidationPolicy,
 ) -> Result<(Dataset, ValidationReport)> {
     let manifest = read_manifest(&directory.join(MANIFEST_FILE))?;
-    if manifest.format_version != FORMAT_VERSION {
-        return Err(DataError::file(
-            &directory.join(MANIFEST_FILE).display().to_string(),
-            format!(
-                "format_version {} is not supported (this build reads {FORMAT_VERSION}); re-run the converter",
-                manifest.format_version
-            ),
-        ));
-    }
     let mut validator = Validator::new(policy);
     let items = read_items(directory, &mut validator)?;
     let mut splits = Vec::with_capacity(3);

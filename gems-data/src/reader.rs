@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::error::{DataError, Result};
-use crate::schema::{DatasetManifest, Item, Request};
+use crate::schema::{DatasetManifest, FORMAT_VERSION, Item, Request};
 
 /// The JSON shape a field must have.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -310,14 +310,24 @@ pub fn write_jsonl<'a, T: Serialize + 'a>(
 pub fn read_manifest(path: &Path) -> Result<DatasetManifest> {
     let text =
         std::fs::read_to_string(path).map_err(|source| DataError::io(path, "read", source))?;
-    serde_json::from_str(&text).map_err(|error| {
+    let manifest: DatasetManifest = serde_json::from_str(&text).map_err(|error| {
         DataError::record(
             &path.display().to_string(),
             error.line(),
             None,
             format!("{error}; see gems-data/FORMAT.md for the manifest's fields"),
         )
-    })
+    })?;
+    if manifest.format_version != FORMAT_VERSION {
+        return Err(DataError::file(
+            &path.display().to_string(),
+            format!(
+                "format_version {} is not supported (this build reads {FORMAT_VERSION}); re-run the converter",
+                manifest.format_version
+            ),
+        ));
+    }
+    Ok(manifest)
 }
 
 /// Writes `dataset.json` (pretty-printed).

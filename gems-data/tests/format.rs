@@ -240,6 +240,27 @@ fn filter_policy_repairs_and_counts_instead_of_dropping_silently() {
 }
 
 #[test]
+fn an_unknown_format_version_is_refused_split_or_not() {
+    let directory = scratch_dir("format-version");
+    write_directory(&directory, ITEMS, TRAIN);
+    let manifest = std::fs::read_to_string(directory.join("dataset.json")).unwrap();
+    std::fs::write(
+        directory.join("dataset.json"),
+        manifest.replace("\"format_version\":1", "\"format_version\":7"),
+    )
+    .unwrap();
+    std::fs::write(directory.join("requests.jsonl"), TRAIN).unwrap();
+    let split = load_dataset(&directory, ValidationPolicy::Filter).unwrap_err();
+    let unsplit = load_converted(&directory, ValidationPolicy::Filter).unwrap_err();
+    for error in [split.to_string(), unsplit.to_string()] {
+        assert!(
+            error.contains("dataset.json") && error.contains("format_version 7 is not supported"),
+            "{error}"
+        );
+    }
+}
+
+#[test]
 fn missing_split_file_says_what_to_do() {
     let directory = scratch_dir("missing-split");
     write_directory(&directory, ITEMS, TRAIN);
