@@ -108,6 +108,10 @@ pub struct Progress {
     /// Skipped steps since the last applied one.
     #[serde(default)]
     pub consecutive_skips: usize,
+    /// Seconds spent in training steps and validations so far, over every session of the run
+    /// (a paused run's later sessions add theirs).
+    #[serde(default)]
+    pub training_seconds: f64,
 }
 
 impl Progress {
@@ -123,6 +127,7 @@ impl Progress {
             data_fingerprint,
             curves: Curves::default(),
             consecutive_skips: 0,
+            training_seconds: 0.0,
         }
     }
 
@@ -257,6 +262,7 @@ impl Training<'_> {
                 self.progress.position = 0;
                 bar.suspend(|| self.validate())?;
             }
+            self.progress.training_seconds += started.elapsed().as_secs_f64();
             let checkpoint_due = epoch_done
                 || (self.settings.checkpoint_every > 0
                     && self

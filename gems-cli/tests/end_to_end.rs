@@ -236,7 +236,17 @@ fn a_paused_and_resumed_run_ends_with_the_same_weights() {
         ],
         &["--resume", "drop the other flags"],
     );
+    // The time of earlier sessions is carried into the manifest: here an hour of them.
+    let progress_path = paused.join("checkpoint/progress.json");
+    let mut progress = read_json(&progress_path);
+    assert!(progress["training_seconds"].as_f64().unwrap() > 0.0);
+    progress["training_seconds"] = serde_json::json!(3600.0);
+    std::fs::write(&progress_path, progress.to_string()).unwrap();
     succeed(&["train", "--resume", paused.to_str().unwrap()]);
+    let seconds = read_json(&paused.join("manifest.json"))["training_seconds"]
+        .as_f64()
+        .unwrap();
+    assert!(seconds > 3600.0 && seconds < 4000.0, "{seconds}");
     assert!(
         files_of(&straight.join("model")) == files_of(&paused.join("model")),
         "resumed weights differ from the uninterrupted run's"

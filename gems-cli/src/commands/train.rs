@@ -59,6 +59,7 @@ struct Manifest<'a> {
     steps: u64,
     stopped_early: bool,
     best_validation: Option<(f64, u64)>,
+    /// Seconds of the session that finished the run, and of earlier sessions' steps.
     training_seconds: f64,
     /// The devices of the invocation that finished the run (one replica each).
     devices: Vec<String>,
@@ -267,6 +268,8 @@ pub fn train(
         single_device,
     )?;
     drop(base_model);
+    // The steps of earlier sessions, up to the checkpoint this one resumes from.
+    let earlier_seconds = progress.training_seconds;
     let mut training = Training {
         settings,
         experiment: &experiment,
@@ -307,7 +310,8 @@ pub fn train(
         );
         return Ok(None);
     }
-    let training_seconds = started.elapsed().as_secs_f64();
+    // This session's whole time (set-up, steps, evaluation) and earlier sessions' steps.
+    let training_seconds = earlier_seconds + started.elapsed().as_secs_f64();
 
     // The final model: the best on validation when validation ran, else the last.
     let best = run.path(run_dir::BEST_MODEL);
