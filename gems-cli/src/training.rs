@@ -112,6 +112,10 @@ pub struct Progress {
     /// (a paused run's later sessions add theirs).
     #[serde(default)]
     pub training_seconds: f64,
+    /// The settings the run started with, which a resumed run must still have (an edited
+    /// `config.toml` is refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<TrainSettings>,
 }
 
 impl Progress {
@@ -128,6 +132,7 @@ impl Progress {
             curves: Curves::default(),
             consecutive_skips: 0,
             training_seconds: 0.0,
+            settings: None,
         }
     }
 
@@ -568,6 +573,18 @@ impl Checkpoint<'_> {
     /// the records.
     fn check_progress(&self, progress: &Progress, path: &Path) -> Result<()> {
         let fail = |message: String| Err(CliError::run(path, message));
+        if let Some(started_with) = &progress.settings {
+            let changed = changed_settings(started_with, self.settings);
+            if !changed.is_empty() {
+                return Err(CliError::run(
+                    &self.run.path(run_dir::CONFIG),
+                    format!(
+                        "differs from the settings the run started with ({}); a run resumes with its own settings: undo the edit, or start a new run",
+                        changed.join(", ")
+                    ),
+                ));
+            }
+        }
         if progress.data_fingerprint != self.data_fingerprint {
             return fail(format!(
                 "the checkpoint was trained on other data (fingerprint {} here, {} now)",
@@ -635,6 +652,21 @@ impl Checkpoint<'_> {
         }
         Ok(())
     }
+}
+
+/// The keys whose values differ between two sets of settings.
+fn changed_settings(before: &TrainSettings, now: &TrainSettings) -> Vec<String> {
+    let table = |settings: &TrainSettings| {
+        toml::Table::try_from(settings).expect("settings serialise to a TOML table")
+    };
+    let (before, now) = (table(before), table(now));
+    let mut keys: Vec<&String> = before.keys().chain(now.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|key| before.get(*key) != now.get(*key))
+        .map(|key| key.to_string())
+        .collect()
 }
 
 /// The complete checkpoint directory of `run`.

@@ -314,6 +314,21 @@ fn corrupted_checkpoints_are_refused_field_by_field() {
     );
     std::fs::write(&progress_path, &original).unwrap();
 
+    // An edited config.toml: the run resumes with the settings it started with, or not at all.
+    let config_path = run.join("config.toml");
+    let config = std::fs::read_to_string(&config_path).unwrap();
+    let edited = config.replace("batch_size = 8\n", "batch_size = 16\n");
+    assert_ne!(edited, config);
+    std::fs::write(&config_path, edited).unwrap();
+    fail(
+        &as_strs(&resume(&run, &[])),
+        &[
+            "config.toml",
+            "differs from the settings the run started with (batch_size)",
+        ],
+    );
+    std::fs::write(&config_path, config).unwrap();
+
     // An optimizer-state tensor with its shape transposed (same bytes): refused before a step.
     let state_path = run.join("checkpoint/optimizer.safetensors");
     let bytes = std::fs::read(&state_path).unwrap();

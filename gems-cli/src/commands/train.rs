@@ -229,7 +229,11 @@ pub fn train(
         };
         checkpoint.restore(model, &mut optimizer, &device)?
     } else {
-        (model, Progress::start(fingerprint.clone()))
+        let progress = Progress {
+            settings: Some(settings.clone()),
+            ..Progress::start(fingerprint.clone())
+        };
+        (model, progress)
     };
     let used_devices = match &parallel {
         Some(parallel) => parallel
