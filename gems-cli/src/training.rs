@@ -579,7 +579,7 @@ impl Checkpoint<'_> {
                 return Err(CliError::run(
                     &self.run.path(run_dir::CONFIG),
                     format!(
-                        "differs from the settings the run started with ({}); a run resumes with its own settings: undo the edit, or start a new run",
+                        "differs from the settings the run started with ({}); a run resumes with its own settings: restore them (here, or in the flags of the `gems compare` that made the run), or start a new run",
                         changed.join(", ")
                     ),
                 ));
