@@ -160,11 +160,10 @@ fn malformed_cell_names_file_line_and_column() {
     assert!(error.ends_with("search_train.csv:2: field \"search_result_details_with_idx\": impression 0 has no \"note_idx\""), "{error}");
 }
 
-/// pandas may write clicks as booleans: `True` is a click, as `1.0` is; a click that is neither a
-/// number, a boolean nor None is refused, naming the table, line and impression.
-#[test]
-fn boolean_clicks_count_and_other_clicks_are_refused() {
-    let directory = common::scratch_dir("qilin-boolean-clicks");
+/// A copy of the Qilin fixture in a scratch directory `name`, every table's text passed through
+/// `edit`.
+fn edited_fixture(name: &str, edit: impl Fn(&str) -> String) -> std::path::PathBuf {
+    let directory = common::scratch_dir(name);
     for file in [
         "notes.csv",
         "recommendation_train.csv",
@@ -173,11 +172,19 @@ fn boolean_clicks_count_and_other_clicks_are_refused() {
         "search_train.csv",
     ] {
         let text = std::fs::read_to_string(fixture(&format!("qilin/{file}"))).unwrap();
-        let text = text
-            .replace("'click': 1.0", "'click': True")
-            .replace("'click': 0.0", "'click': False");
-        std::fs::write(directory.join(file), text).unwrap();
+        std::fs::write(directory.join(file), edit(&text)).unwrap();
     }
+    directory
+}
+
+/// pandas may write clicks as booleans: `True` is a click, as `1.0` is; a click that is neither a
+/// number, a boolean nor None is refused, naming the table, line and impression.
+#[test]
+fn boolean_clicks_count_and_other_clicks_are_refused() {
+    let directory = edited_fixture("qilin-boolean-clicks", |text| {
+        text.replace("'click': 1.0", "'click': True")
+            .replace("'click': 0.0", "'click': False")
+    });
     let expected = convert(&fixture("qilin"), &unfiltered()).unwrap();
     let converted = convert(&directory, &unfiltered()).unwrap();
     assert_eq!(converted.requests, expected.requests);
@@ -197,16 +204,7 @@ fn boolean_clicks_count_and_other_clicks_are_refused() {
 
 #[test]
 fn a_repeated_note_row_is_counted_and_the_first_kept() {
-    let directory = common::scratch_dir("qilin-repeated-note");
-    for file in [
-        "notes.csv",
-        "recommendation_train.csv",
-        "recommendation_test.csv",
-        "search_test.csv",
-        "search_train.csv",
-    ] {
-        std::fs::copy(fixture(&format!("qilin/{file}")), directory.join(file)).unwrap();
-    }
+    let directory = edited_fixture("qilin-repeated-note", str::to_string);
     let mut notes = std::fs::read_to_string(directory.join("notes.csv")).unwrap();
     notes.push_str("Another title,,1.0,c100,,,2,[]\n");
     std::fs::write(directory.join("notes.csv"), notes).unwrap();
