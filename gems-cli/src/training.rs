@@ -610,6 +610,19 @@ impl Checkpoint<'_> {
                 progress.position, self.examples
             ));
         }
+        // Every step takes one window of the epoch's order (the last one of an epoch what is
+        // left), so the step number says where in which epoch the run stands.
+        let window = (self.settings.batch_size * self.settings.gradient_accumulation) as u64;
+        let per_epoch = (self.examples as u64).div_ceil(window);
+        if let Some(epoch) = progress.step.checked_div(per_epoch) {
+            let position = (progress.step % per_epoch) * window;
+            if (progress.epoch as u64, progress.position as u64) != (epoch, position) {
+                return fail(format!(
+                    "epoch {} and position {} do not follow from step {} ({per_epoch} steps of {window} examples per epoch): expected epoch {epoch} and position {position}",
+                    progress.epoch, progress.position, progress.step
+                ));
+            }
+        }
         let skipped = &progress.curves.skipped_steps;
         if skipped.windows(2).any(|pair| pair[0] >= pair[1])
             || skipped

@@ -292,6 +292,24 @@ fn corrupted_checkpoints_are_refused_field_by_field() {
         serde_json::json!(500),
         &["progress.json", "epoch 500"],
     );
+    // Within bounds, but not where step 2 stands.
+    corrupt(
+        "/position",
+        serde_json::json!(8),
+        &[
+            "progress.json",
+            "position 8 do not follow from step 2",
+            "expected epoch 0 and position 16",
+        ],
+    );
+    corrupt(
+        "/epoch",
+        serde_json::json!(1),
+        &[
+            "progress.json",
+            "epoch 1 and position 16 do not follow from step 2",
+        ],
+    );
     // Skipped steps count in the step number, not in the applied steps' curves.
     corrupt(
         "/curves/skipped_steps",
