@@ -202,12 +202,21 @@ pub fn attach_lora(
         .unfreeze_group(ParamGroup::all().exclude(bases).exclude(frozen)))
 }
 
+/// Training examples one step takes: one window of the epoch's order (the epoch's last window
+/// takes what is left).
+fn window(settings: &TrainSettings) -> usize {
+    // Validated settings: the window does not overflow.
+    settings.batch_size * settings.gradient_accumulation
+}
+
+/// Steps of one epoch over `examples` training examples.
+fn steps_per_epoch(settings: &TrainSettings, examples: usize) -> u64 {
+    (examples as u64).div_ceil(window(settings) as u64)
+}
+
 /// Optimizer steps of a whole run over `examples` training examples.
 pub fn total_steps(settings: &TrainSettings, examples: usize) -> u64 {
-    // Validated settings: the window does not overflow.
-    let window = (settings.batch_size * settings.gradient_accumulation) as u64;
-    let per_epoch = (examples as u64).div_ceil(window);
-    let all = per_epoch.saturating_mul(settings.epochs as u64);
+    let all = steps_per_epoch(settings, examples).saturating_mul(settings.epochs as u64);
     if settings.max_steps > 0 {
         all.min(settings.max_steps)
     } else {
@@ -223,7 +232,7 @@ impl Training<'_> {
         let total = total_steps(self.settings, examples.len());
         let bar = progress::bar(total, "train");
         bar.set_position(self.progress.step);
-        let window = self.settings.batch_size * self.settings.gradient_accumulation;
+        let window = window(self.settings);
         let pause_at = stop_after.map(|steps| self.progress.step.saturating_add(steps));
         while self.progress.step < total && !self.progress.stopped_early {
             if pause_at.is_some_and(|at| self.progress.step >= at) {
@@ -610,10 +619,10 @@ impl Checkpoint<'_> {
                 progress.position, self.examples
             ));
         }
-        // Every step takes one window of the epoch's order (the last one of an epoch what is
-        // left), so the step number says where in which epoch the run stands.
-        let window = (self.settings.batch_size * self.settings.gradient_accumulation) as u64;
-        let per_epoch = (self.examples as u64).div_ceil(window);
+        // Every step takes one window, so the step number says where in which epoch the run
+        // stands.
+        let window = window(self.settings) as u64;
+        let per_epoch = steps_per_epoch(self.settings, self.examples);
         if let Some(epoch) = progress.step.checked_div(per_epoch) {
             let position = (progress.step % per_epoch) * window;
             if (progress.epoch as u64, progress.position as u64) != (epoch, position) {
