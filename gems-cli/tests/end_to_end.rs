@@ -196,6 +196,15 @@ fn train_eval_recommend_and_search_on_the_synthetic_data() {
     );
 }
 
+/// `gems train --out FOLDER/NAME` with `flags`, which must succeed; the run's directory.
+fn train_in(folder: &Path, name: &str, flags: &[&str]) -> PathBuf {
+    let out = folder.join(name);
+    let mut args = vec!["train", "--out", out.to_str().unwrap()];
+    args.extend_from_slice(flags);
+    succeed(&args);
+    out
+}
+
 fn files_of(model: &Path) -> Vec<u8> {
     std::fs::read(model.join("model.safetensors")).unwrap()
 }
@@ -774,12 +783,7 @@ fn one_device_through_the_data_parallel_path_trains_the_plain_runs_weights() {
         "--full-task-gradients",
     ];
     let run = |name: &str, extra: &[&str]| {
-        let out = folder.path().join(name);
-        let mut args = vec!["train", "--out", out.to_str().unwrap()];
-        args.extend_from_slice(&settings);
-        args.extend_from_slice(extra);
-        succeed(&args);
-        out
+        train_in(folder.path(), name, &[&settings[..], extra].concat())
     };
     let plain = run("plain", &[]);
     let parallel = run("parallel", &["--devices", "1"]);
@@ -878,19 +882,8 @@ fn tensors_of(folder: &Path) -> Vec<(String, Vec<f32>)> {
 fn condensed_task_gradients_train_as_full_ones() {
     let folder = tempfile::tempdir().unwrap();
     let run = |name: &str, extra: &[&str]| {
-        let out = folder.path().join(name);
-        let mut args = vec![
-            "train",
-            "--out",
-            out.to_str().unwrap(),
-            "--max-steps",
-            "9",
-            "--refresh-every",
-            "4",
-        ];
-        args.extend_from_slice(extra);
-        succeed(&args);
-        out
+        let settings = ["--max-steps", "9", "--refresh-every", "4"];
+        train_in(folder.path(), name, &[&settings[..], extra].concat())
     };
     let full = run("full", &["--full-task-gradients"]);
     let condensed = run("condensed", &[]);
@@ -972,13 +965,7 @@ fn a_run_paused_after_skipped_steps_resumes_to_the_same_end() {
         "100",
     ];
     let run = |name: &str, extra: &[&str]| {
-        let out = folder.path().join(name);
-        let mut args = vec!["train", "--out", out.to_str().unwrap()];
-        args.extend_from_slice(SHORT);
-        args.extend_from_slice(&settings);
-        args.extend_from_slice(extra);
-        succeed(&args);
-        out
+        train_in(folder.path(), name, &[SHORT, &settings, extra].concat())
     };
     let straight = run("straight", &[]);
     let paused = run("paused", &["--stop-after", "3"]);
