@@ -170,6 +170,26 @@ fn train_eval_recommend_and_search_on_the_synthetic_data() {
     let conflict = succeed(&["analyze", "conflict", run_arg, "--out", out]);
     assert!(conflict.contains("mean over layers"), "{conflict}");
     assert!(analysis.join("conflict.svg").is_file());
+    // A record of cosines edited by hand: a layer missing from the first record is still
+    // tabulated from the later ones, and a record that names no layer is refused.
+    let curves_path = run.join("curves.json");
+    let original = std::fs::read_to_string(&curves_path).unwrap();
+    let mut curves: serde_json::Value = serde_json::from_str(&original).unwrap();
+    let records = curves["conflict"].as_array_mut().unwrap();
+    assert!(records.len() >= 2, "{records:?}");
+    let dropped = records[0]["layers"].as_array_mut().unwrap().remove(0);
+    let dropped_layer = dropped[0].as_str().unwrap().to_string();
+    std::fs::write(&curves_path, curves.to_string()).unwrap();
+    let conflict = succeed(&["analyze", "conflict", run_arg, "--out", out]);
+    assert!(conflict.contains(&dropped_layer), "{conflict}");
+    curves["conflict"][1]["layers"] = serde_json::json!([]);
+    let step = curves["conflict"][1]["step"].clone();
+    std::fs::write(&curves_path, curves.to_string()).unwrap();
+    fail(
+        &["analyze", "conflict", run_arg, "--out", out],
+        &["curves.json", &format!("step {step} name no layer")],
+    );
+    std::fs::write(&curves_path, original).unwrap();
     let retention = succeed(&["analyze", "retention", run_arg, "--out", out]);
     assert!(
         retention.contains("general-text LM loss") && retention.contains("pre-trained tokens only"),

@@ -75,3 +75,30 @@ fn missing_column_lists_the_header() {
         .to_string();
     assert!(error.contains("src_inter.csv: missing column \"search_session_timestamp\"; the header has: user_id, search_session_id"), "{error}");
 }
+
+#[test]
+fn a_short_item_row_names_the_category_column_it_lacks() {
+    let directory = common::scratch_dir("kuaisar-short-item-row");
+    for file in ["src_inter.csv", "rec_inter.csv"] {
+        std::fs::copy(fixture(&format!("kuaisar/{file}")), directory.join(file)).unwrap();
+    }
+    let items = std::fs::read_to_string(fixture("kuaisar/item_features.csv")).unwrap();
+    let header = items.lines().next().unwrap();
+    // Item 104's row stops before its first category name (the 9th column).
+    let short = "104,\"[7]\",12,NORMAL,2023-04-22,LongImport,9,搞笑";
+    std::fs::write(
+        directory.join("item_features.csv"),
+        format!("{items}{short}\n"),
+    )
+    .unwrap();
+    assert!(header.contains("first_level_category_name_en"));
+    let error = convert(&directory, &KuaiSarOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("item_features.csv")
+            && error.contains("first_level_category_name_en")
+            && error.contains("8 fields"),
+        "{error}"
+    );
+}

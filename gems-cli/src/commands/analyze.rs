@@ -88,18 +88,28 @@ fn conflict(args: ConflictArgs) -> Result<()> {
                 "recorded no task-gradient cosines (a LoRA run, or a run without diagnostics)",
             ));
         }
+        if let Some(empty) = curves.conflict.iter().find(|r| r.layers.is_empty()) {
+            return Err(CliError::run(
+                run.root(),
+                format!(
+                    "{}: the task-gradient cosines of step {} name no layer",
+                    run_dir::CURVES,
+                    empty.step
+                ),
+            ));
+        }
         let mut by_layer: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        // Layers in model order (the order the optimizer reported them), each from the first
+        // record that has it.
+        let mut order: Vec<String> = Vec::new();
         for record in &curves.conflict {
             for (layer, cosine) in &record.layers {
+                if !by_layer.contains_key(layer) {
+                    order.push(layer.clone());
+                }
                 by_layer.entry(layer.clone()).or_default().push(*cosine);
             }
         }
-        // Layers in model order (the order the optimizer reported them).
-        let order: Vec<String> = curves.conflict[0]
-            .layers
-            .iter()
-            .map(|(l, _)| l.clone())
-            .collect();
         let layers: Vec<LayerConflict> = order
             .iter()
             .map(|layer| {

@@ -345,6 +345,31 @@ impl CompareCommand {
                 "--time-budget: give a positive number of minutes".into(),
             ));
         }
+        // A shared flag reaches every method; one that none of them uses changes nothing.
+        let inert = self
+            .methods
+            .iter()
+            .map(|&method| self.settings.inert_flags(method))
+            .collect::<Result<Vec<_>>>()?;
+        let unused: Vec<&String> = inert.first().map_or(Vec::new(), |first| {
+            first
+                .iter()
+                .filter(|flag| inert.iter().all(|flags| flags.contains(flag)))
+                .collect()
+        });
+        if !unused.is_empty() {
+            let names: Vec<&str> = self.methods.iter().map(|m| m.name()).collect();
+            let them = if unused.len() == 1 { "it" } else { "them" };
+            return Err(CliError::Settings(format!(
+                "{} would change nothing with --methods {}: drop {them}, or add a method that uses {them}",
+                unused
+                    .iter()
+                    .map(|f| f.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                names.join(",")
+            )));
+        }
         let mut methods = self.methods.clone();
         methods.sort_by_key(|m| m.name());
         methods.dedup();
@@ -722,5 +747,24 @@ mod tests {
                 "{grid:?}: {with_rates}"
             );
         }
+    }
+
+    /// A shared flag is refused when no compared method uses it, and kept when one does.
+    #[test]
+    fn flags_no_compared_method_uses_are_refused() {
+        let check = |flags: &[&str]| parse_args::<CompareCommand>(flags).unwrap().check();
+        let error = check(&["--methods", "adamw,lora", "--task-rank", "8"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("--task-rank") && error.contains("adamw,lora"),
+            "{error}"
+        );
+        let error = check(&["--methods", "adamw", "--shared-rank", "8", "--scale", "0.5"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("--shared-rank, --scale"), "{error}");
+        check(&["--methods", "adamw,galore", "--shared-rank", "8"]).unwrap();
+        check(&["--methods", "adamw,gems", "--task-rank", "8"]).unwrap();
     }
 }

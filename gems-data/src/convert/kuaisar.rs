@@ -174,15 +174,16 @@ fn read_items(path: &Path) -> Result<Vec<Item>> {
     let id = header.require("item_id")?;
     let caption = header.find("caption");
     let levels = ["first", "second", "third", "fourth"];
-    let category_columns: Vec<(usize, &str)> = levels
+    // Each level's column and its name, the English one where the file has both.
+    let category_columns: Vec<(usize, String)> = levels
         .iter()
         .filter_map(|level| {
             let english = format!("{level}_level_category_name_en");
             let native = format!("{level}_level_category_name");
-            header
-                .find(&english)
-                .or_else(|| header.find(&native))
-                .map(|column| (column, *level))
+            match header.find(&english) {
+                Some(column) => Some((column, english)),
+                None => header.find(&native).map(|column| (column, native)),
+            }
         })
         .collect();
     let mut items = Vec::new();
@@ -192,8 +193,8 @@ fn read_items(path: &Path) -> Result<Vec<Item>> {
             None => String::new(),
         };
         let mut categories = Vec::new();
-        for (column, level) in &category_columns {
-            let name = row.text(*column, level)?.trim();
+        for (column, field) in &category_columns {
+            let name = row.text(*column, field)?.trim();
             if !CATEGORY_PLACEHOLDERS.contains(&name) {
                 categories.push(name.to_string());
             }
