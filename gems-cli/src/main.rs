@@ -116,7 +116,24 @@ fn reuse_freed_memory() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn reuse_freed_memory() {}
 
+/// Ends the process quietly, as Unix tools do, when its output's reader goes away
+/// (`gems model info … | head`), instead of panicking at the next print. Rust ignores SIGPIPE
+/// by default, which turns that into an error at every `println!`. Files are written
+/// atomically, so nothing is left half-written.
+#[cfg(unix)]
+fn end_quietly_on_closed_output() {
+    // SAFETY: restores the default disposition of one signal, first thing in main, before
+    // any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(not(unix))]
+fn end_quietly_on_closed_output() {}
+
 fn main() -> ExitCode {
+    end_quietly_on_closed_output();
     reuse_freed_memory();
     init_logging();
     let result = run(Cli::parse());

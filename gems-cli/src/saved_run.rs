@@ -63,6 +63,16 @@ impl RunArgs {
         }
         let device: Device = gems_core::device_from_name(&settings.backend)?;
         let model = crate::memory::load_backbone(&folder, &device)?;
+        let tokens = experiment.tokenizer.get_vocab_size(true);
+        if tokens > model.vocab_size() {
+            return Err(CliError::run(
+                &folder.join(run_dir::TOKENIZER),
+                format!(
+                    "has {tokens} tokens, more than the {} rows of the model's vocabulary",
+                    model.vocab_size()
+                ),
+            ));
+        }
         Ok(SavedRun {
             settings,
             experiment,

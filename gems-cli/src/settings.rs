@@ -557,6 +557,12 @@ impl TrainSettings {
                 }
             ));
         }
+        if self.task_rank == Some(0) {
+            return fail(
+                "task_rank (r_t) must be at least 1; gems-no-msd trains without task subspaces"
+                    .into(),
+            );
+        }
         if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
             return fail(format!(
                 "learning_rate must be positive, got {}",
@@ -587,10 +593,14 @@ impl TrainSettings {
                     .into(),
             );
         }
-        gems_core::device_from_name(&self.backend)?;
+        // As settings errors, so that they name the file (or flags) the values came from.
+        let named = |error: gems_core::GemsError| CliError::Settings(error.to_string());
+        gems_core::device_from_name(&self.backend).map_err(named)?;
         // The width, hence the default rank, is known once the model is built; any default rank
         // is at least 1, so a rank of 1 stands for it here: everything else does not depend on it.
-        self.gems_config(self.shared_rank.unwrap_or(1)).validate()?;
+        self.gems_config(self.shared_rank.unwrap_or(1))
+            .validate()
+            .map_err(named)?;
         Ok(())
     }
 

@@ -396,12 +396,18 @@ impl Training<'_> {
                 );
                 let limit = self.settings.max_consecutive_skips;
                 if self.progress.consecutive_skips >= limit {
+                    let checkpoint = self.run.path(run_dir::CHECKPOINT);
+                    let then = match run_dir::complete_directory(&checkpoint) {
+                        Some(_) => "and resume from the last checkpoint",
+                        // A run that fails before its first checkpoint leaves no directory.
+                        None => "and start the run again (it had no checkpoint yet)",
+                    };
                     return Err(CliError::run(
                         self.run.root(),
                         format!(
                             "{limit} steps in a row had a non-finite loss or gradient (the last, \
                              step {}: the {} task's {what} was {value}); lower the learning rate \
-                             or raise max_consecutive_skips, and resume from the last checkpoint",
+                             or raise max_consecutive_skips, {then}",
                             self.progress.step,
                             Task::ALL[task]
                         ),
@@ -493,6 +499,7 @@ impl Training<'_> {
     /// adapters for LoRA), optimizer state, progress. Atomic as a whole.
     pub fn save_checkpoint(&self) -> Result<()> {
         let model = self.inference_model();
+        check_finite(&model, self.run, self.progress.step)?;
         run_dir::replace_directory(&self.run.path(run_dir::CHECKPOINT), |folder| {
             let model_folder = folder.join(run_dir::MODEL);
             model.save(&model_folder)?;
@@ -511,6 +518,22 @@ impl Training<'_> {
             run_dir::write_json(&folder.join(run_dir::PROGRESS), &self.progress)
         })?;
         self.run.write_json(run_dir::CURVES, &self.progress.curves)
+    }
+}
+
+/// Refuses weights that hold a NaN or an infinite value after step `step` (a learning rate or
+/// weight decay so large that an update overflowed), before they replace a checkpoint or
+/// become the run's model: the last checkpoint stays as it was.
+pub(crate) fn check_finite(model: &Backbone, run: &RunDir, step: u64) -> Result<()> {
+    match gems_models::first_non_finite_parameter(model) {
+        None => Ok(()),
+        Some(path) => Err(CliError::run(
+            run.root(),
+            format!(
+                "after step {step} the weights are no longer finite (`{path}` holds NaN or infinity): \
+                 lower the learning rate or the weight decay; the last checkpoint, if any, is kept"
+            ),
+        )),
     }
 }
 

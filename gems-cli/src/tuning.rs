@@ -34,8 +34,10 @@ impl std::str::FromStr for Grid {
                     .trim()
                     .parse()
                     .ok()
-                    .filter(|p| *p >= 1)
-                    .ok_or_else(|| format!("`{text}`: POINTS must be a whole number ≥ 1"))?;
+                    .filter(|p| (1..=MAX_RUNS).contains(p))
+                    .ok_or_else(|| {
+                        format!("`{text}`: POINTS must be a whole number from 1 to {MAX_RUNS}")
+                    })?;
                 if high < low {
                     return Err(format!("`{text}`: LOW must not exceed HIGH"));
                 }
@@ -68,6 +70,12 @@ fn three_significant_digits(value: f64) -> f64 {
         .expect("a formatted float parses")
 }
 
+/// The most points of a grid, and the most seeds: each is a training run.
+pub const MAX_RUNS: usize = 1000;
+
+/// The largest seed a run's `config.toml` can hold (TOML integers are signed 64-bit).
+const MAX_SEED: u64 = i64::MAX as u64;
+
 /// Seeds of the final runs: `N` (N seeds from `--seed` on) or a comma-separated list.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Seeds {
@@ -87,6 +95,11 @@ impl std::str::FromStr for Seeds {
                 .split(',')
                 .map(|s| s.trim().parse().map_err(|_| bad()))
                 .collect::<Result<_, _>>()?;
+            if let Some(seed) = seeds.iter().find(|&&seed| seed > MAX_SEED) {
+                return Err(format!(
+                    "`{text}`: seed {seed} is too large: at most {MAX_SEED} (the largest integer a run's config.toml holds)"
+                ));
+            }
             let mut unique = seeds.clone();
             unique.sort_unstable();
             unique.dedup();
@@ -96,7 +109,10 @@ impl std::str::FromStr for Seeds {
             Ok(Seeds::List(seeds))
         } else {
             match text.trim().parse::<usize>() {
-                Ok(count) if count >= 1 => Ok(Seeds::Count(count)),
+                Ok(count) if (1..=MAX_RUNS).contains(&count) => Ok(Seeds::Count(count)),
+                Ok(count) if count > MAX_RUNS => Err(format!(
+                    "`{text}`: at most {MAX_RUNS} seeds (each is a training run)"
+                )),
                 _ => Err(bad()),
             }
         }
@@ -104,11 +120,20 @@ impl std::str::FromStr for Seeds {
 }
 
 impl Seeds {
-    /// The seeds, the first one being the seed of the tuning runs.
-    pub fn resolve(&self, base: u64) -> Vec<u64> {
+    /// The seeds, the first one being the seed of the tuning runs; an error when counting up
+    /// from `base` passes the largest seed a run's `config.toml` holds.
+    pub fn resolve(&self, base: u64) -> Result<Vec<u64>, String> {
         match self {
-            Seeds::Count(count) => (0..*count as u64).map(|i| base + i).collect(),
-            Seeds::List(seeds) => seeds.clone(),
+            Seeds::Count(count) => (0..*count as u64)
+                .map(|i| {
+                    base.checked_add(i).filter(|&seed| seed <= MAX_SEED).ok_or_else(|| {
+                        format!(
+                            "--seeds {count} from seed {base} passes {MAX_SEED}, the largest seed a run's config.toml holds"
+                        )
+                    })
+                })
+                .collect(),
+            Seeds::List(seeds) => Ok(seeds.clone()),
         }
     }
 }
@@ -310,6 +335,8 @@ mod tests {
         for (bad, says) in [
             ("1e-2:1e-4:3", "LOW must not exceed HIGH"),
             ("1e-4:1e-2:0", "POINTS"),
+            // A trillion points aborted on an eight-terabyte allocation.
+            ("1e-4:1e-2:1000000000000", "from 1 to 1000"),
             ("1e-4:fast:3", "`fast`"),
             ("1e-3,-1", "`-1`"),
             ("1:2", "LOW:HIGH:POINTS"),
@@ -321,13 +348,25 @@ mod tests {
 
     #[test]
     fn seeds_are_a_count_or_a_list() {
-        assert_eq!("3".parse::<Seeds>().unwrap().resolve(42), vec![42, 43, 44]);
         assert_eq!(
-            "7,1".parse::<Seeds>().unwrap().resolve(42),
+            "3".parse::<Seeds>().unwrap().resolve(42).unwrap(),
+            vec![42, 43, 44]
+        );
+        assert_eq!(
+            "7,1".parse::<Seeds>().unwrap().resolve(42).unwrap(),
             vec![7, 1],
             "a list keeps its order: the first seed tunes"
         );
         assert!("0".parse::<Seeds>().is_err());
+        // Seeds a run's config.toml could not hold back, and absurd counts, are refused.
+        let largest = i64::MAX as u64;
+        let list = format!("{},1", largest + 1);
+        assert!(list.parse::<Seeds>().unwrap_err().contains("too large"));
+        assert!(format!("{largest},1").parse::<Seeds>().is_ok());
+        let error = "2".parse::<Seeds>().unwrap().resolve(largest).unwrap_err();
+        assert!(error.contains("passes 9223372036854775807"), "{error}");
+        let error = "1000000000000".parse::<Seeds>().unwrap_err();
+        assert!(error.contains("at most 1000 seeds"), "{error}");
         assert!("1,1".parse::<Seeds>().unwrap_err().contains("repeated"));
         assert!("a,b".parse::<Seeds>().is_err());
     }

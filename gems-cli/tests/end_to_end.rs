@@ -965,7 +965,10 @@ fn a_diverging_run_skips_non_finite_steps_then_stops_clearly() {
     ]);
     fail(
         &args,
-        &["2 steps in a row had a non-finite loss or gradient"],
+        &[
+            "2 steps in a row had a non-finite loss or gradient",
+            "start the run again (it had no checkpoint yet)",
+        ],
     );
 }
 

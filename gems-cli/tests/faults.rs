@@ -659,6 +659,149 @@ fn absurd_values_are_refused_with_the_reason() {
         &["recommend", out, "--history", "1", "--top", "0"],
         &["--top"],
     );
+    // An infinite weight decay turned every weight to NaN at the first step.
+    fail(
+        &["train", "--out", out, "--weight-decay", "inf"],
+        &["command-line flags", "weight_decay", "inf"],
+    );
+    fail(&["train", "--out", out, "--task-rank", "0"], &["task_rank"]);
+    // The optimizer's own checks name the file the value came from.
+    let settings = folder.path().join("settings.toml");
+    std::fs::write(&settings, "refresh_every = 0\n").unwrap();
+    fail(
+        &[
+            "train",
+            "--out",
+            out,
+            "--config",
+            settings.to_str().unwrap(),
+        ],
+        &["settings.toml", "refresh_every must be at least 1"],
+    );
+    // Refused before any timing, not after every method was timed.
+    fail(
+        &["bench", "train", "--matmul-size", "100000"],
+        &["--matmul-size must be at most 16384"],
+    );
+    // A trillion seeds aborted on an allocation; seeds beyond 2^63 - 1 made runs whose
+    // config.toml could not be read back.
+    let compared = folder.path().join("compared");
+    let compared = compared.to_str().unwrap();
+    for (seeds, expected) in [
+        ("1000000000000", "at most 1000 seeds"),
+        ("9223372036854775808,1", "too large"),
+    ] {
+        fail(
+            &["compare", "--out", compared, "--seeds", seeds],
+            &[expected],
+        );
+    }
+    fail(
+        &[
+            "compare",
+            "--out",
+            compared,
+            "--seed",
+            "9223372036854775807",
+            "--seeds",
+            "2",
+        ],
+        &["passes 9223372036854775807"],
+    );
+    assert!(!Path::new(compared).exists());
+}
+
+/// Weights that overflow (a learning rate and weight decay whose product is beyond float32) are
+/// never saved: the run stops with one line and writes no model.
+#[test]
+fn weights_that_overflow_are_never_saved() {
+    let folder = tempfile::tempdir().unwrap();
+    let data = small_synthetic(folder.path());
+    let run = folder.path().join("run");
+    let mut args = tiny_run(&data, &run, "2");
+    args.extend([
+        "--learning-rate",
+        "1e30",
+        "--weight-decay",
+        "1e10",
+        "--warmup-steps",
+        "0",
+        "--max-consecutive-skips",
+        "5",
+    ]);
+    fail(
+        &args,
+        &["the weights are no longer finite", "holds NaN or infinity"],
+    );
+    assert!(!run.join("model").exists(), "no model is written");
+}
+
+/// Output into a pipe whose reader has gone ends the process quietly, as Unix tools do, with
+/// no panic.
+#[test]
+fn a_closed_output_pipe_ends_the_command_quietly() {
+    let mut child = Command::new(GEMS)
+        .args(["model", "info"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(output.status.signal(), Some(libc::SIGPIPE), "{stderr}");
+}
+
+/// A run's tokenizer edited to hold more tokens than the model has rows is refused by name
+/// (an id beyond the rows panicked at the first prompt that used it).
+#[test]
+fn a_tokenizer_larger_than_the_models_vocabulary_is_refused() {
+    let folder = tempfile::tempdir().unwrap();
+    let data = small_synthetic(folder.path());
+    let run = folder.path().join("run");
+    succeed(&tiny_run(&data, &run, "1"));
+    let path = run.join("model/tokenizer.json");
+    let mut tokenizer: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("model/config.json")).unwrap())
+            .unwrap();
+    let rows = config["vocab_size"].as_u64().unwrap();
+    let ids = tokenizer["model"]["vocab"].as_object().unwrap().values();
+    let added = tokenizer["added_tokens"].as_array().unwrap().iter();
+    let largest = ids
+        .chain(added.map(|token| &token["id"]))
+        .filter_map(|id| id.as_u64())
+        .max();
+    assert_eq!(
+        largest,
+        Some(rows - 1),
+        "a model from scratch has the tokenizer's rows"
+    );
+    tokenizer["added_tokens"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "id": rows, "content": "<zzq-extra-token>", "single_word": false, "lstrip": false,
+            "rstrip": false, "normalized": false, "special": false
+        }));
+    std::fs::write(&path, tokenizer.to_string()).unwrap();
+    fail(
+        &[
+            "search",
+            run.to_str().unwrap(),
+            "--history",
+            "1",
+            "--query",
+            "guitar",
+        ],
+        &[
+            "tokenizer.json",
+            &format!("{} tokens, more than the {rows} rows", rows + 1),
+        ],
+    );
 }
 
 #[test]

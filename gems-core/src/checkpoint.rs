@@ -194,10 +194,12 @@ impl GemsOptimizer {
             if view.dtype() != Dtype::F32 {
                 return Err(state_error(path, format!("tensor `{name}` is not float32")));
             }
-            Ok(Tensor::from_data(
-                TensorData::new(f32_values(view.data()), dims),
-                device,
-            ))
+            let values = f32_values(view.data());
+            // A NaN or infinity in any basis, moment or mass would spread to every weight.
+            if let Some(value) = values.iter().find(|v| !v.is_finite()) {
+                return Err(state_error(path, format!("tensor `{name}` holds {value}")));
+            }
+            Ok(Tensor::from_data(TensorData::new(values, dims), device))
         };
         let load_moments = |prefix: &str, steps: u64| -> Result<AdamMoments> {
             Ok(AdamMoments {
@@ -402,6 +404,28 @@ impl GemsOptimizer {
                 )
             })
         };
+        // A moment pair and the correction masses of its rows.
+        let check_moments = |path: &str, moments: &AdamMoments, dims: [usize; 2]| {
+            for (what, tensor, expected) in [
+                ("a first moment", &moments.first, dims),
+                ("a second moment", &moments.second, dims),
+                (
+                    "a first moment's correction mass",
+                    &moments.first_mass,
+                    [dims[0], 1],
+                ),
+                (
+                    "a second moment's correction mass",
+                    &moments.second_mass,
+                    [dims[0], 1],
+                ),
+            ] {
+                if tensor.dims() != expected {
+                    return mismatch(path, what, tensor.dims(), format!("{expected:?}"));
+                }
+            }
+            Ok(())
+        };
         for (path, state) in &self.state.weights {
             let shape = shape_of(path)?;
             if self.frozen().contains(path) {
@@ -412,20 +436,7 @@ impl GemsOptimizer {
             }
             match state {
                 WeightState::Full(moments) => {
-                    let [rows, cols] = crate::optimizer::matrix_shape(shape);
-                    for (what, tensor) in [
-                        ("first moment", &moments.first),
-                        ("second moment", &moments.second),
-                    ] {
-                        if tensor.dims() != [rows, cols] {
-                            return mismatch(
-                                path,
-                                what,
-                                tensor.dims(),
-                                format!("{:?}", [rows, cols]),
-                            );
-                        }
-                    }
+                    check_moments(path, moments, crate::optimizer::matrix_shape(shape))?
                 }
                 WeightState::LowRank(subspaces) => {
                     let [rows, cols] = match shape[..] {
@@ -455,16 +466,7 @@ impl GemsOptimizer {
                                 format!("[{}, rank]", canonical[0]),
                             );
                         }
-                        for tensor in [&subspace.moments.first, &subspace.moments.second] {
-                            if tensor.dims() != [basis[1], canonical[1]] {
-                                return mismatch(
-                                    path,
-                                    "a moment",
-                                    tensor.dims(),
-                                    format!("{:?}", [basis[1], canonical[1]]),
-                                );
-                            }
-                        }
+                        check_moments(path, &subspace.moments, [basis[1], canonical[1]])?;
                     }
                 }
             }

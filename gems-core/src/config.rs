@@ -260,15 +260,15 @@ impl GemsConfig {
                 self.beta1, self.beta2
             ));
         }
-        if !(self.epsilon > 0.0) {
+        if !(self.epsilon.is_finite() && self.epsilon > 0.0) {
             return invalid(format!("epsilon must be positive, got {}", self.epsilon));
         }
         if !(self.scale.is_finite() && self.scale > 0.0) {
             return invalid(format!("scale must be positive, got {}", self.scale));
         }
-        if !(self.weight_decay >= 0.0) {
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
             return invalid(format!(
-                "weight_decay must be non-negative, got {}",
+                "weight_decay must be a non-negative number, got {}",
                 self.weight_decay
             ));
         }

@@ -1238,6 +1238,72 @@ fn frozen_paths_are_checked() {
     assert!(error.contains("`q.weight`, which is frozen"), "{error}");
 }
 
+/// The state file `bytes` with the first tensor whose name ends in `suffix` and that has
+/// several rows replaced by `edit(shape, data)`; the tensor's name and the new file.
+fn edited_state(
+    bytes: &[u8],
+    suffix: &str,
+    edit: impl FnOnce(&[usize], &[u8]) -> (Vec<usize>, Vec<u8>),
+) -> (String, Vec<u8>) {
+    let (_, metadata) = safetensors::SafeTensors::read_metadata(bytes).unwrap();
+    let file = safetensors::SafeTensors::deserialize(bytes).unwrap();
+    let mut tensors = file.tensors();
+    let index = tensors
+        .iter()
+        .position(|(name, view)| name.ends_with(suffix) && view.shape()[0] > 1)
+        .expect("a tensor of several rows");
+    let (name, view) = &tensors[index];
+    let (name, dtype) = (name.clone(), view.dtype());
+    let (shape, data) = edit(view.shape(), view.data());
+    tensors[index].1 = safetensors::tensor::TensorView::new(dtype, shape, &data).unwrap();
+    let file = safetensors::serialize(tensors, metadata.metadata().clone()).unwrap();
+    (name, file)
+}
+
+/// A saved correction mass (`[rows, 1]`) of another shape, say transposed, with the same values,
+/// is refused by the check instead of panicking in the next step's division; a NaN anywhere in
+/// the state is refused on loading, naming the tensor.
+#[test]
+fn a_damaged_moment_mass_or_value_is_refused() {
+    let device = device();
+    let folder = tempfile::tempdir().unwrap();
+    let path = folder.path().join("optimizer.safetensors");
+    for method in [Method::Adamw, Method::GemsNoNsp] {
+        let fresh = || GemsConfig::for_method(method).init().unwrap();
+        let mut optimizer = fresh();
+        let model = run_two_tasks(ToyModel::new(&device), &mut optimizer, 0..2);
+        optimizer.save_state(&path).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+
+        let (edited, file) = edited_state(&bytes, "second_mass", |shape, data| {
+            (vec![1, shape[0]], data.to_vec())
+        });
+        std::fs::write(&path, file).unwrap();
+        let mut resumed = fresh();
+        resumed.load_state(&path, &device).unwrap();
+        let error = resumed
+            .check_state_fits(&model, &path)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("a second moment's correction mass is [1,") && error.contains(", 1]"),
+            "{method:?}, {edited}: {error}"
+        );
+
+        let (edited, file) = edited_state(&bytes, "/first", |shape, data| {
+            let mut data = data.to_vec();
+            data[4..8].copy_from_slice(&f32::NAN.to_le_bytes());
+            (shape.to_vec(), data)
+        });
+        std::fs::write(&path, file).unwrap();
+        let error = fresh().load_state(&path, &device).unwrap_err().to_string();
+        assert!(
+            error.contains(&format!("tensor `{edited}` holds NaN")),
+            "{method:?}: {error}"
+        );
+    }
+}
+
 /// State files of versions 2 and 3 (before the per-weight headers could record a trained
 /// slice; before the knowledge parts of weight decay) still load.
 #[test]

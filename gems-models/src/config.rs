@@ -213,6 +213,69 @@ pub(crate) fn require_positive(path: &Path, sizes: &[(&str, usize)]) -> Result<(
     }
 }
 
+/// The most blocks a stack may have: far beyond any real model's (a few hundred at most), and
+/// few enough that a model's skeleton is built in moments, before its size is checked against
+/// the memory.
+pub(crate) const MAX_LAYERS: usize = 1024;
+
+/// Errors naming the first of `counts` (blocks of a stack) above [`MAX_LAYERS`].
+pub(crate) fn require_layer_counts(
+    path: &Path,
+    counts: &[(&str, usize)],
+) -> Result<(), ModelError> {
+    match counts.iter().find(|(_, count)| *count > MAX_LAYERS) {
+        Some((key, count)) => Err(invalid(
+            path,
+            format!("{key} is {count}, more than the {MAX_LAYERS} blocks a model may have here"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Errors naming the first of `ids` (special token ids) that is not below `vocab_size`: such
+/// an id has no embedding row.
+pub(crate) fn require_token_ids(
+    path: &Path,
+    vocab_size: usize,
+    ids: &[(&str, u32)],
+) -> Result<(), ModelError> {
+    match ids.iter().find(|(_, id)| *id as usize >= vocab_size) {
+        Some((key, id)) => Err(invalid(
+            path,
+            format!("{key} {id} is not below vocab_size {vocab_size}"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Errors naming `key` unless `value` is finite and `valid` (which `what` describes).
+pub(crate) fn require_number(
+    path: &Path,
+    key: &str,
+    value: f64,
+    valid: bool,
+    what: &str,
+) -> Result<(), ModelError> {
+    match value.is_finite() && valid {
+        true => Ok(()),
+        false => Err(invalid(path, format!("{key} must be {what}, not {value}"))),
+    }
+}
+
+/// `a·b` for the sizes named `names`, or an error naming them when the product overflows.
+pub(crate) fn checked_width(
+    path: &Path,
+    (name_a, a): (&str, usize),
+    (name_b, b): (&str, usize),
+) -> Result<usize, ModelError> {
+    a.checked_mul(b).ok_or_else(|| {
+        invalid(
+            path,
+            format!("{name_a} × {name_b} ({a} × {b}) is beyond this machine's sizes"),
+        )
+    })
+}
+
 /// A typed config as `config.json` content, with its `model_type` and `architectures`.
 pub(crate) fn to_hf_json(config: &impl Serialize, model_type: &str, architecture: &str) -> Value {
     let mut value = serde_json::to_value(config).expect("a config serializes");

@@ -82,12 +82,12 @@ pub enum ModelError {
         /// Tensors present with the wrong shape.
         mis_shaped: Vec<ShapeMismatch>,
     },
-    /// `tokenizer.json` cannot be read by the `tokenizers` crate.
+    /// `tokenizer.json` cannot be read by the `tokenizers` crate, or its token ids have gaps.
     #[error("{path}: cannot load tokenizer: {message}")]
     Tokenizer {
         /// The tokenizer file.
         path: PathBuf,
-        /// The tokenizer library's message.
+        /// What is wrong (the tokenizer library's message, if it refused the file).
         message: String,
     },
     /// Inputs handed to a model do not fit together (shapes, empty batch, bad token ids).

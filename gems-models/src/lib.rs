@@ -33,6 +33,6 @@ pub use generation::{
 pub use loading::{CONFIG_FILE, WEIGHTS_FILE, WEIGHTS_INDEX_FILE};
 pub use nn::RmsNorm;
 pub use observer::LinearInputObserver;
-pub use paths::parameter_paths;
+pub use paths::{first_non_finite_parameter, parameter_paths};
 pub use tokenizer::load_tokenizer;
 pub use vocab::TokenMatrix;

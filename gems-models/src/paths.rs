@@ -87,3 +87,38 @@ pub fn parameter_paths(module: &impl Module) -> Vec<(String, Vec<usize>)> {
     module.visit(&mut lister);
     lister.found
 }
+
+/// The HF name of the first float parameter of `module` that holds a NaN or an infinite value,
+/// if one does (one read-back per parameter).
+pub fn first_non_finite_parameter(module: &impl Module) -> Option<String> {
+    struct Finder {
+        tracker: PathTracker,
+        found: Option<String>,
+    }
+    impl ModuleVisitor for Finder {
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            self.tracker.enter(name, container_type);
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.tracker.exit();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if self.found.is_none()
+                && param
+                    .val()
+                    .is_finite()
+                    .bool_not()
+                    .any()
+                    .into_scalar::<bool>()
+            {
+                self.found = Some(self.tracker.path());
+            }
+        }
+    }
+    let mut finder = Finder {
+        tracker: PathTracker::default(),
+        found: None,
+    };
+    module.visit(&mut finder);
+    finder.found
+}

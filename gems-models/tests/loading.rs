@@ -475,6 +475,75 @@ fn unsupported_configs_get_clear_errors() {
             ),
             "relative_attention_max_distance",
         ),
+        // Special token ids without an embedding row panicked at the first batch.
+        (
+            T5_SMALL.replace(r#""eos_token_id": 1"#, r#""eos_token_id": 32128"#),
+            "eos_token_id 32128 is not below vocab_size 32128",
+        ),
+        (
+            T5_SMALL.replace(
+                r#""decoder_start_token_id": 0"#,
+                r#""decoder_start_token_id": 40000"#,
+            ),
+            "decoder_start_token_id",
+        ),
+        (
+            QWEN2_5_0_5B.replace(r#""bos_token_id": 151643"#, r#""bos_token_id": 200000"#),
+            "bos_token_id",
+        ),
+        (
+            QWEN2_5_0_5B.replace(
+                r#""eos_token_id": 151643"#,
+                r#""eos_token_id": [151643, 151936]"#,
+            ),
+            "eos_token_id 151936",
+        ),
+        // A billion blocks exhausted the memory while the skeleton was built.
+        (
+            T5_SMALL.replace(r#""num_layers": 6"#, r#""num_layers": 1000000000"#),
+            "num_layers is 1000000000",
+        ),
+        (
+            QWEN2_5_0_5B.replace(r#""num_hidden_layers": 24"#, r#""num_hidden_layers": 1025"#),
+            "num_hidden_layers",
+        ),
+        // Heads × head width wrapped around in release builds: a model of other sizes ran.
+        (
+            T5_SMALL.replace(r#""d_kv": 64"#, r#""d_kv": 4611686018427387912"#),
+            "num_heads × d_kv",
+        ),
+        (
+            QWEN2_5_0_5B.replace(
+                r#""hidden_act""#,
+                r#""head_dim": 4611686018427387904, "hidden_act""#,
+            ),
+            "num_attention_heads × head_dim",
+        ),
+        // Numbers that made every logit NaN.
+        (
+            QWEN2_5_0_5B.replace(r#""rope_theta": 1000000.0"#, r#""rope_theta": 0.0"#),
+            "rope_theta must be positive",
+        ),
+        (
+            QWEN2_5_0_5B_TRANSFORMERS_5
+                .replace(r#""rope_theta": 1000000.0"#, r#""rope_theta": -5.0"#),
+            "rope_theta",
+        ),
+        (
+            QWEN2_5_0_5B.replace(r#""rms_norm_eps": 1e-06"#, r#""rms_norm_eps": -1.0"#),
+            "rms_norm_eps",
+        ),
+        (
+            T5_SMALL.replace(
+                r#""layer_norm_epsilon": 1e-06"#,
+                r#""layer_norm_epsilon": -1"#,
+            ),
+            "layer_norm_epsilon",
+        ),
+        (
+            T5_SMALL.replace(r#""dropout_rate": 0.1"#, r#""dropout_rate": 1.5"#),
+            "dropout_rate must be in [0, 1)",
+        ),
     ];
     for (text, word) in cases {
         let error = parse(&text).unwrap_err();
@@ -494,4 +563,39 @@ fn tokenizer_json_loads() {
     assert_eq!(encoding.get_ids(), &[5, 17, 33]);
     let error = load_tokenizer(fixture("missing")).unwrap_err().to_string();
     assert!(error.contains("tokenizer.json"), "{error}");
+}
+
+/// A token whose id leaves a gap (or repeats one) is refused: the vocabulary's size counts
+/// tokens, so such an id had no embedding row and panicked at the first batch that used it.
+#[test]
+fn tokenizer_ids_with_gaps_or_repeats_are_refused() {
+    let original = std::fs::read_to_string(fixture("t5-v1_0").join("tokenizer.json")).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&original).unwrap();
+    let vocab = json["model"]["vocab"].as_object().unwrap().clone();
+    let count = vocab.len();
+    assert!(
+        vocab
+            .values()
+            .all(|id| (id.as_u64().unwrap() as usize) < count)
+    );
+    for (token, id, expected) in [
+        ("guitar", 5000, format!("after {count} ids comes id 5000")),
+        ("guitar", 7, "after 8 ids comes id 7".to_string()),
+    ] {
+        json["model"]["vocab"][token] = serde_json::json!(id);
+        let directory =
+            std::env::temp_dir().join(format!("gems-tokenizer-gap-{}-{id}", std::process::id()));
+        std::fs::create_dir_all(&directory).unwrap();
+        std::fs::write(directory.join("tokenizer.json"), json.to_string()).unwrap();
+        let error = load_tokenizer(&directory).unwrap_err().to_string();
+        assert!(
+            error.contains("tokenizer.json") && error.contains(&expected),
+            "{error}"
+        );
+        std::fs::remove_dir_all(&directory).unwrap();
+        json["model"]["vocab"]
+            .as_object_mut()
+            .unwrap()
+            .remove(token);
+    }
 }

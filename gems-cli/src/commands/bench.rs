@@ -525,6 +525,18 @@ fn bench_train(args: &TrainBenchArgs) -> Result<()> {
     if args.methods.is_empty() {
         return Err(CliError::Settings("--methods names no method".into()));
     }
+    // Checked before any timing, whose results a failure at the end would lose.
+    if args.matmul_size > MAX_MATMUL_SIZE {
+        return Err(CliError::Settings(format!(
+            "--matmul-size must be at most {MAX_MATMUL_SIZE} (its product alone would take hours on a CPU)"
+        )));
+    }
+    let matmul_bytes = 3 * 4 * (args.matmul_size as u64).pow(2);
+    crate::memory::check_size_fits(
+        Some(matmul_bytes),
+        &format!("the --matmul-size {} product", args.matmul_size),
+        "choose a smaller --matmul-size, or 0 to skip it",
+    )?;
     // The devices of `--devices` first: logical devices over one adapter must be registered
     // before anything uses the backend's default device.
     let backend = &args.model.backend;
@@ -1170,6 +1182,9 @@ fn flops_per_step(model: &Backbone, examples: &[EncodedExample], experiment: &Ex
 }
 
 /// GFLOP/s of an f32 `size × size` matmul on `device` (median of 5 after a warm-up).
+/// The largest `--matmul-size`: 8.8 TFLOP, about a minute on a CPU of 150 GFLOP/s.
+const MAX_MATMUL_SIZE: usize = 16384;
+
 fn matmul_gflops(size: usize, device: &Device) -> f64 {
     device.seed(1);
     let a = Tensor::<2>::random([size, size], Distribution::Normal(0.0, 1.0), device);

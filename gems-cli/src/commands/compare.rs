@@ -402,7 +402,7 @@ impl CompareCommand {
             } else {
                 self.scale_grid.clone()
             },
-            seeds: self.seeds.resolve(base.seed),
+            seeds: self.seeds.resolve(base.seed).map_err(CliError::Settings)?,
             epochs: base.epochs,
         };
         let methods = self.methods.clone();

@@ -324,6 +324,7 @@ pub fn train(
     } else {
         training.inference_model()
     };
+    training::check_finite(&final_model, run, training.progress.step)?;
     run_dir::replace_directory(&run.path(run_dir::MODEL), |folder| {
         final_model.save(folder)?;
         experiment.save_beside_model(folder)

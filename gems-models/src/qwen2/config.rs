@@ -10,7 +10,10 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::config::{TokenIds, deserialize, in_memory, invalid, require_positive, string_key};
+use crate::config::{
+    TokenIds, checked_width, deserialize, in_memory, invalid, require_layer_counts, require_number,
+    require_positive, require_token_ids, string_key,
+};
 use crate::error::ModelError;
 
 /// Transformers 5's `rope_parameters`.
@@ -266,6 +269,34 @@ impl Qwen2Config {
         ];
         require_positive(path, &positive)?;
         require_positive(path, &[("head_dim", self.head_size())])?;
+        require_layer_counts(path, &[("num_hidden_layers", self.num_hidden_layers)])?;
+        let head_dim = ("head_dim", self.head_size());
+        checked_width(
+            path,
+            ("num_attention_heads", self.num_attention_heads),
+            head_dim,
+        )?;
+        checked_width(
+            path,
+            ("num_key_value_heads", self.key_value_heads()),
+            head_dim,
+        )?;
+        let mut ids: Vec<(&str, u32)> = [
+            ("pad_token_id", self.pad_token_id),
+            ("bos_token_id", self.bos_token_id),
+        ]
+        .into_iter()
+        .filter_map(|(key, id)| id.map(|id| (key, id)))
+        .collect();
+        let eos = self.eos_token_id.as_ref().map(TokenIds::to_vec);
+        ids.extend(eos.iter().flatten().map(|&id| ("eos_token_id", id)));
+        require_token_ids(path, self.vocab_size, &ids)?;
+        let epsilon = self.rms_norm_eps;
+        require_number(path, "rms_norm_eps", epsilon, epsilon >= 0.0, "at least 0")?;
+        let base = self.rope_base();
+        require_number(path, "rope_theta", base, base > 0.0, "positive")?;
+        let range = self.initializer_range;
+        require_number(path, "initializer_range", range, range >= 0.0, "at least 0")?;
         if self.head_dim.is_none() && !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(invalid(
                 path,

@@ -11,7 +11,10 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::config::{TokenIds, deserialize, in_memory, invalid, require_positive, string_key};
+use crate::config::{
+    TokenIds, checked_width, deserialize, in_memory, invalid, require_layer_counts, require_number,
+    require_positive, require_token_ids, string_key,
+};
 use crate::error::ModelError;
 
 /// Activation of the feed-forward block, parsed from `feed_forward_proj`.
@@ -298,6 +301,40 @@ impl T5Config {
             ("num_decoder_layers", self.decoder_layers()),
         ];
         require_positive(path, &positive)?;
+        require_layer_counts(
+            path,
+            &[
+                ("num_layers", self.num_layers),
+                ("num_decoder_layers", self.decoder_layers()),
+            ],
+        )?;
+        checked_width(path, ("num_heads", self.num_heads), ("d_kv", self.d_kv))?;
+        let mut ids = vec![
+            ("pad_token_id", self.pad_token_id),
+            ("decoder_start_token_id", self.decoder_start_token_id),
+        ];
+        let eos = self.eos_token_id.as_ref().map(TokenIds::to_vec);
+        ids.extend(eos.iter().flatten().map(|&id| ("eos_token_id", id)));
+        require_token_ids(path, self.vocab_size, &ids)?;
+        let epsilon = self.layer_norm_epsilon;
+        require_number(
+            path,
+            "layer_norm_epsilon",
+            epsilon,
+            epsilon >= 0.0,
+            "at least 0",
+        )?;
+        let dropout = self.dropout_rate;
+        let probability = (0.0..1.0).contains(&dropout);
+        require_number(path, "dropout_rate", dropout, probability, "in [0, 1)")?;
+        let factor = self.initializer_factor;
+        require_number(
+            path,
+            "initializer_factor",
+            factor,
+            factor >= 0.0,
+            "at least 0",
+        )?;
         if self.relative_attention_num_buckets < 4 {
             return Err(invalid(
                 path,
