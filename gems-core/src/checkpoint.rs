@@ -21,7 +21,7 @@ use crate::adam::AdamMoments;
 use crate::config::GemsConfig;
 use crate::error::{GemsError, Result};
 use crate::null_space::{KnowledgeBasis, NullSpace};
-use crate::optimizer::{GemsOptimizer, OptimizerState, WeightState};
+use crate::optimizer::{GemsOptimizer, OptimizerState, ParamPlan, WeightState};
 use crate::projector::{Projector, Side};
 use crate::subspace::{Subspace, WeightSubspaces};
 
@@ -383,10 +383,11 @@ impl GemsOptimizer {
     /// read from.
     pub fn check_state_fits<M: Module>(&self, module: &M, path: &Path) -> Result<()> {
         let file = path;
-        let shapes: BTreeMap<String, Vec<usize>> = self
-            .plan(module, self.state.num_tasks.unwrap_or(0))
+        let tasks = self.state.num_tasks.unwrap_or(0);
+        let plans: BTreeMap<String, ParamPlan> = self
+            .plan(module, tasks)
             .into_iter()
-            .map(|plan| (plan.path, plan.shape))
+            .map(|plan| (plan.path.clone(), plan))
             .collect();
         let mismatch = |path: &str, what: &str, found: [usize; 2], expected: String| {
             Err(state_error(
@@ -397,7 +398,7 @@ impl GemsOptimizer {
             ))
         };
         let shape_of = |path: &str| {
-            shapes.get(path).ok_or_else(|| {
+            plans.get(path).map(|plan| &plan.shape).ok_or_else(|| {
                 state_error(
                     file,
                     format!("holds the state of `{path}`, which the model does not have"),
@@ -450,6 +451,28 @@ impl GemsOptimizer {
                             ));
                         }
                     };
+                    let every = self.config.refresh_every;
+                    if subspaces.refresh_offset >= every {
+                        return Err(state_error(
+                            file,
+                            format!(
+                                "the state of `{path}` refreshes at offset {}, beyond refresh_every ({every})",
+                                subspaces.refresh_offset
+                            ),
+                        ));
+                    }
+                    // Task subspaces, one per task, exactly where the plan gives them a rank.
+                    let with_tasks = plans[path].ranks.is_some_and(|r| r.task > 0) && tasks > 1;
+                    let expected = if with_tasks { tasks } else { 0 };
+                    if subspaces.tasks.len() != expected {
+                        return Err(state_error(
+                            file,
+                            format!(
+                                "the state of `{path}` has {} task subspaces, expected {expected}",
+                                subspaces.tasks.len()
+                            ),
+                        ));
+                    }
                     let canonical = match subspaces.shared.projector.side {
                         Side::Rows => [rows, cols],
                         Side::Columns => [cols, rows],

@@ -1304,6 +1304,66 @@ fn a_damaged_moment_mass_or_value_is_refused() {
     }
 }
 
+/// A state whose header was edited within its format is refused by the check, naming the file:
+/// a refresh offset beyond the refresh period (it overflowed the step's schedule), and task
+/// subspaces dropped (the weight silently lost them).
+#[test]
+fn an_edited_state_header_does_not_fit() {
+    let device = device();
+    let folder = tempfile::tempdir().unwrap();
+    let path = folder.path().join("optimizer.safetensors");
+    // Ranks small enough for the toy's weights to hold task subspaces.
+    let fresh = || {
+        GemsConfig {
+            shared_rank: 4,
+            ..GemsConfig::for_method(Method::GemsNoNsp)
+        }
+        .init()
+        .unwrap()
+    };
+    let mut optimizer = fresh();
+    let model = run_two_tasks(ToyModel::new(&device), &mut optimizer, 0..2);
+    optimizer.save_state(&path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let (_, metadata) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let header = metadata.metadata().as_ref().unwrap()["gems"].clone();
+    assert!(header.contains(r#""task_steps":[2,2]"#), "{header}");
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    // `header` with the value after the first `key` (up to `end`) replaced by `value`.
+    let edited = |key: &str, end: char, value: &str| {
+        let start = header.find(key).expect("the key is in the header") + key.len();
+        let stop = start + header[start..].find(end).unwrap();
+        format!("{}{value}{}", &header[..start], &header[stop..])
+    };
+    for (header, expected) in [
+        (
+            edited(r#""refresh_offset":"#, ',', &u64::MAX.to_string()),
+            "refreshes at offset 18446744073709551615, beyond refresh_every",
+        ),
+        (
+            edited(r#""task_steps":["#, ']', ""),
+            "has 0 task subspaces, expected 2",
+        ),
+    ] {
+        let metadata = std::collections::HashMap::from([("gems".to_string(), header)]);
+        std::fs::write(
+            &path,
+            safetensors::serialize(file.tensors(), Some(metadata)).unwrap(),
+        )
+        .unwrap();
+        let mut resumed = fresh();
+        resumed.load_state(&path, &device).unwrap();
+        let error = resumed
+            .check_state_fits(&model, &path)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("optimizer.safetensors") && error.contains(expected),
+            "{error}"
+        );
+    }
+}
+
 /// State files of versions 2 and 3 (before the per-weight headers could record a trained
 /// slice; before the knowledge parts of weight decay) still load.
 #[test]
