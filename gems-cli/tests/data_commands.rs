@@ -396,6 +396,55 @@ fn movielens_detects_each_layout_and_marks_proxy_queries() {
     assert_eq!(stats["queries"]["search_requests"], 0);
 }
 
+/// A CSV line that is not UTF-8 is read as Latin-1 with one warning naming its file and line;
+/// GroupLens' MovieLens files, Latin-1 by design, give none.
+#[test]
+fn lines_that_are_not_utf8_are_read_as_latin1_with_a_warning() {
+    let workspace = scratch();
+    let input = workspace.path().join("raw");
+    std::fs::create_dir_all(&input).unwrap();
+    for file in ["src_inter.csv", "rec_inter.csv", "item_features.csv"] {
+        std::fs::copy(fixture(&format!("kuaisar/{file}")), input.join(file)).unwrap();
+    }
+    let items = std::fs::read_to_string(input.join("item_features.csv")).unwrap();
+    let (before, after) = items.split_once("Funny joke").unwrap();
+    let mut bytes = format!("{before}Funny jok").into_bytes();
+    bytes.push(0xe9); // é in Latin-1, never valid alone in UTF-8
+    bytes.extend_from_slice(after.as_bytes());
+    std::fs::write(input.join("item_features.csv"), bytes).unwrap();
+    let out = workspace.path().join("converted");
+    let output = gems([
+        OsStr::new("data"),
+        OsStr::new("convert"),
+        OsStr::new("kuaisar"),
+        input.as_os_str(),
+        OsStr::new("--out"),
+        out.as_os_str(),
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(stderr.matches("not UTF-8").count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("item_features.csv:2: not UTF-8"),
+        "{stderr}"
+    );
+    let converted = std::fs::read_to_string(out.join("items.jsonl")).unwrap();
+    assert!(converted.contains("Funny joké"), "{converted}");
+
+    let out = workspace.path().join("movielens");
+    let output = gems([
+        OsStr::new("data"),
+        OsStr::new("convert"),
+        OsStr::new("movielens"),
+        fixture("movielens/grouplens-100k").as_os_str(),
+        OsStr::new("--out"),
+        out.as_os_str(),
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains("not UTF-8"), "{stderr}");
+}
+
 #[test]
 fn synthetic_end_to_end() {
     let workspace = scratch();

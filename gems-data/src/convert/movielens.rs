@@ -329,7 +329,7 @@ fn proxy_query(movie: &Movie, generator: &mut ChaCha8Rng) -> String {
 }
 
 fn read_grouplens_ratings(path: &Path, delimiter: &str, tables: &mut Tables) -> Result<()> {
-    let mut reader = TableReader::open(path, delimiter, None)?;
+    let mut reader = TableReader::open(path, delimiter, None)?.latin1_expected();
     while let Some(row) = reader.next_row()? {
         let user = tables.users.intern(&row.id(0, "user")?.to_string());
         let item = tables.items.intern(&row.id(1, "item")?.to_string());
@@ -346,7 +346,7 @@ fn read_grouplens_ratings(path: &Path, delimiter: &str, tables: &mut Tables) -> 
 }
 
 fn read_ml100k_items(path: &Path, tables: &mut Tables) -> Result<()> {
-    let mut reader = TableReader::open(path, "|", None)?;
+    let mut reader = TableReader::open(path, "|", None)?.latin1_expected();
     while let Some(row) = reader.next_row()? {
         let id = row.id(0, "movie id")?;
         if row.len() < 5 + ML100K_GENRES.len() {
@@ -376,7 +376,7 @@ fn read_ml100k_items(path: &Path, tables: &mut Tables) -> Result<()> {
 }
 
 fn read_ml1m_movies(path: &Path, tables: &mut Tables) -> Result<()> {
-    let mut reader = TableReader::open(path, "::", None)?;
+    let mut reader = TableReader::open(path, "::", None)?.latin1_expected();
     while let Some(row) = reader.next_row()? {
         let genres = row
             .text(2, "genres")?
@@ -404,7 +404,7 @@ fn token<'a>(row: &'a Row, column: usize, name: &str) -> Result<&'a str> {
 }
 
 fn read_recbole_ratings(path: &Path, tables: &mut Tables) -> Result<()> {
-    let mut reader = TableReader::open(path, "\t", Some('"'))?;
+    let mut reader = TableReader::open(path, "\t", Some('"'))?.latin1_expected();
     let header = reader.header()?;
     let (user, item, rating, timestamp) = (
         header.require("user_id")?,
@@ -431,7 +431,7 @@ fn read_recbole_ratings(path: &Path, tables: &mut Tables) -> Result<()> {
 }
 
 fn read_recbole_items(path: &Path, tables: &mut Tables) -> Result<()> {
-    let mut reader = TableReader::open(path, "\t", Some('"'))?;
+    let mut reader = TableReader::open(path, "\t", Some('"'))?.latin1_expected();
     let header = reader.header()?;
     let id = header.require("item_id")?;
     let title = header.require("movie_title")?;

@@ -3,7 +3,9 @@
 //! Handles an optional quote character (a doubled quote inside quotes is a literal quote; quoted
 //! fields may span lines, as pandas writes long cells), `\r\n` line ends, multi-character
 //! delimiters, and files that are not UTF-8: such lines are read as Latin-1, the encoding of
-//! GroupLens' MovieLens files. Records carry the line they start on, for error messages.
+//! GroupLens' MovieLens files, with a warning naming the first one unless the file is known to
+//! be Latin-1 ([`TableReader::latin1_expected`]). Records carry the line they start on, for
+//! error messages.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -23,6 +25,8 @@ pub(crate) struct TableReader {
     bytes: Vec<u8>,
     /// The header's number of columns, once it is read: no record may have more fields.
     columns: Option<usize>,
+    /// Whether a line read as Latin-1 is still to be warned about (once per file).
+    warn_on_latin1: bool,
 }
 
 impl TableReader {
@@ -37,7 +41,15 @@ impl TableReader {
             line: 0,
             bytes: Vec::new(),
             columns: None,
+            warn_on_latin1: true,
         })
+    }
+
+    /// The reader of a file whose encoding is Latin-1 (GroupLens' MovieLens files): its lines
+    /// that are not UTF-8 are read as Latin-1 without a warning.
+    pub fn latin1_expected(mut self) -> Self {
+        self.warn_on_latin1 = false;
+        self
     }
 
     fn read_line(&mut self) -> Result<Option<String>> {
@@ -62,7 +74,16 @@ impl TableReader {
         }
         Ok(Some(match std::str::from_utf8(&self.bytes) {
             Ok(text) => text.to_string(),
-            Err(_) => self.bytes.iter().map(|&byte| byte as char).collect(),
+            Err(_) => {
+                if std::mem::take(&mut self.warn_on_latin1) {
+                    tracing::warn!(
+                        "{}:{}: not UTF-8; this line and any later such lines of the file are read as Latin-1",
+                        self.file,
+                        self.line
+                    );
+                }
+                self.bytes.iter().map(|&byte| byte as char).collect()
+            }
         }))
     }
 
