@@ -43,6 +43,8 @@ pub struct CondensedTask {
     pub(crate) condensed: BTreeMap<String, CondensedWeight>,
     /// The optimizer step the coordinates belong to (the bases of that step).
     pub(crate) for_step: u64,
+    /// The task whose bases the coordinates are on (its place in the step's tasks).
+    pub(crate) for_task: usize,
     /// Factored gradients that fit no parameter (the step rejects them).
     pub(crate) problems: Vec<String>,
 }
@@ -160,6 +162,7 @@ impl From<TaskGradients> for CondensedTask {
             task,
             condensed: BTreeMap::new(),
             for_step: 0,
+            for_task: 0,
             problems: Vec::new(),
         }
     }
@@ -215,6 +218,7 @@ impl GemsOptimizer {
             task: condenser.gradients,
             condensed: condenser.condensed,
             for_step: self.state.step,
+            for_task: task,
             problems,
         }
     }

@@ -46,6 +46,8 @@ enum Statistics {
 struct LayerStatistics {
     statistics: Statistics,
     rows: u64,
+    /// The width of the inputs (the first batch's; later ones must match).
+    width: usize,
 }
 
 /// Streaming accumulator of uncentred input covariances, one per weight.
@@ -55,6 +57,9 @@ struct LayerStatistics {
 #[derive(Clone, Debug, Default)]
 pub struct CovarianceAccumulator {
     layers: BTreeMap<String, LayerStatistics>,
+    /// Batches left out because their width differs from the earlier inputs of their weight;
+    /// [`into_null_space`](Self::into_null_space) refuses to go on with any.
+    mismatches: Vec<String>,
 }
 
 /// Where the computation of knowledge bases stands, as handed to a progress callback.
@@ -73,6 +78,8 @@ impl CovarianceAccumulator {
     }
 
     /// Adds the inputs (`[rows, d_in]`, one row per token) the weight at `path` received.
+    /// Inputs of another width than the earlier ones of `path` are left out, and make
+    /// [`into_null_space`](Self::into_null_space) fail naming the path.
     pub fn observe(&mut self, path: &str, inputs: Tensor<2>) {
         let [rows, width] = inputs.dims();
         let layer = self
@@ -81,7 +88,15 @@ impl CovarianceAccumulator {
             .or_insert_with(|| LayerStatistics {
                 statistics: Statistics::Rows(Vec::new()),
                 rows: 0,
+                width,
             });
+        if width != layer.width {
+            self.mismatches.push(format!(
+                "`{path}` received inputs of width {width} after inputs of width {}",
+                layer.width
+            ));
+            return;
+        }
         layer.rows += rows as u64;
         let statistics =
             match std::mem::replace(&mut layer.statistics, Statistics::Rows(Vec::new())) {
@@ -141,13 +156,20 @@ impl CovarianceAccumulator {
 
     /// Sets the sum of x xᵀ and the rows observed for `path`.
     pub(crate) fn insert_gram(&mut self, path: &str, sum: Tensor<2>, rows: u64) {
+        let width = sum.dims()[0];
         self.layers.insert(
             path.to_string(),
             LayerStatistics {
                 statistics: Statistics::Sum(sum),
                 rows,
+                width,
             },
         );
+    }
+
+    /// The first batch left out for its width, if any (see [`observe`](Self::observe)).
+    pub(crate) fn mismatch(&self) -> Option<&str> {
+        self.mismatches.first().map(String::as_str)
     }
 
     /// The knowledge bases of every observed weight. `input_axis` is the input side of the
@@ -169,6 +191,16 @@ impl CovarianceAccumulator {
         progress: &dyn Fn(KnowledgeProgress),
     ) -> Result<NullSpace> {
         selection.validate()?;
+        if input_axis > 1 {
+            return Err(GemsError::InvalidConfig(format!(
+                "input_axis must be 0 or 1 (the axis of a 2-D weight), not {input_axis}"
+            )));
+        }
+        if let Some(mismatch) = self.mismatch() {
+            return Err(GemsError::InvalidConfig(format!(
+                "knowledge inputs: {mismatch}"
+            )));
+        }
         let mut problems = Self::distinct_problems(self.layers)?;
         // Largest first, so that the problems solved side by side are of similar sizes.
         problems.sort_by_key(|problem| std::cmp::Reverse(problem.size()));

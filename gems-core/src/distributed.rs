@@ -268,6 +268,11 @@ impl DataParallel {
                 shares.len()
             )));
         }
+        if let Some(mismatch) = shares.iter().find_map(CovarianceAccumulator::mismatch) {
+            return Err(GemsError::InvalidConfig(format!(
+                "knowledge inputs: {mismatch}"
+            )));
+        }
         if shares.len() == 1 {
             // Nothing to sum: the one share keeps its own form (the rows themselves while they
             // are fewer than the inputs), so one replica builds exactly the plain bases.
@@ -282,6 +287,13 @@ impl DataParallel {
         for path in paths {
             let grams: Vec<Option<(Tensor<2>, u64)>> =
                 shares.iter().map(|share| share.gram(&path)).collect();
+            let mut widths: Vec<usize> = grams.iter().flatten().map(|(g, _)| g.dims()[0]).collect();
+            widths.dedup();
+            if widths.len() > 1 {
+                return Err(GemsError::InvalidConfig(format!(
+                    "knowledge inputs: the replicas observed `{path}` with inputs of widths {widths:?}"
+                )));
+            }
             let shape = grams
                 .iter()
                 .flatten()

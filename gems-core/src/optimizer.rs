@@ -605,6 +605,13 @@ impl GemsOptimizer {
                     }
                 )));
             }
+            if !gradients.condensed.is_empty() && gradients.for_task != task {
+                return Err(GemsError::InvalidStep(format!(
+                    "the gradients in place {task} were condensed for task {}: give the tasks \
+                     in the order they were condensed for",
+                    gradients.for_task
+                )));
+            }
             if !gradients.condensed.is_empty() && gradients.for_step != self.state.step {
                 return Err(GemsError::InvalidStep(format!(
                     "task {task}'s gradients were condensed for step {} of this optimizer, \

@@ -289,3 +289,43 @@ fn fingerprints_separate_pieces_and_values() {
     };
     assert_ne!(tensor(&[1.0, 2.0]), tensor(&[1.0, 2.5]));
 }
+
+/// Inputs of another width for a weight already observed are left out and make the null space
+/// fail naming the weight, whether the earlier inputs are still rows or already a sum (both
+/// panicked inside Burn, the first only when the bases were computed); an input axis that is
+/// not one of a 2-D weight's is refused too.
+#[test]
+fn inputs_of_another_width_are_refused_by_name() {
+    let device = device();
+    let selection = KnowledgeSelection::EnergyFraction { fraction: 0.9 };
+    for earlier_rows in [10, 60] {
+        let mut accumulator = CovarianceAccumulator::new();
+        accumulator.observe(
+            "w",
+            common::tensor(&inputs(earlier_rows, 40, &geometric(8, 0.8), 1), &device),
+        );
+        accumulator.observe(
+            "w",
+            common::tensor(&inputs(10, 32, &geometric(8, 0.8), 2), &device),
+        );
+        assert_eq!(accumulator.observations("w"), earlier_rows as u64);
+        let error = accumulator
+            .into_null_space(&selection, 0)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("`w` received inputs of width 32 after inputs of width 40"),
+            "{error}"
+        );
+    }
+    let mut accumulator = CovarianceAccumulator::new();
+    accumulator.observe(
+        "w",
+        common::tensor(&inputs(10, 40, &geometric(8, 0.8), 1), &device),
+    );
+    let error = accumulator
+        .into_null_space(&selection, 2)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("input_axis must be 0 or 1"), "{error}");
+}

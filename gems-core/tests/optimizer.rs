@@ -925,6 +925,25 @@ fn condensed_gradients_hold_coordinates_between_refreshes_and_are_checked() {
     assert_eq!(optimizer.steps(), 5);
     assert_eq!(model.values(), before);
 
+    // Coordinates condensed for task 1 given in task 0's place (the tasks swapped): both tasks
+    // have bases of the same rank, so only the recorded task can tell.
+    let mut tasks = search_and_rec(
+        seeded_gradients(&model, 30, 1.0),
+        seeded_gradients(&model, 31, 1.0),
+    );
+    let rec = optimizer.condense(&model, 1, tasks.pop().unwrap());
+    assert_eq!(rec.condensed_weights(), 2);
+    let search = tasks.pop().unwrap();
+    let (model, error) = optimizer
+        .step(0.01, model, vec![rec, search.into()])
+        .unwrap_err()
+        .into_parts();
+    assert!(
+        matches!(&error, GemsError::InvalidStep(m) if m.contains("in place 0 were condensed for task 1")),
+        "{error}"
+    );
+    assert_eq!(model.values(), before);
+
     // A NaN in a condensed weight's gradient shows in its norm: the step is refused.
     let mut poisoned = seeded_gradients(&model, 26, 1.0);
     let mut values = gradient_values(&poisoned, &model.q.weight);
