@@ -817,6 +817,7 @@ struct Survey<'a> {
     /// The names of `target_modules` that match a 2-D parameter of the module.
     matched_modules: BTreeSet<String>,
     plans: BTreeMap<String, PlannedUpdate>,
+    /// Every projected weight of the module, gradient or not, in the module's order.
     projected_order: Vec<String>,
     /// Per task: squared gradient norm of each updated parameter.
     squared_norms: Vec<Vec<Tensor<1>>>,
@@ -944,14 +945,19 @@ impl<'a> Survey<'a> {
             ));
         }
         if self.optimizer.config.stagger_refresh {
+            // Spread over the period by the weight's place among all the projected weights of
+            // the module (gradient or not, so that a step where some have none moves no one),
+            // and kept from the weight's last refresh: `condense` reads the same offset.
             let every = self.optimizer.config.refresh_every;
             let count = self.projected_order.len() as u64;
             for (index, path) in self.projected_order.iter().enumerate() {
-                let plan = self
-                    .plans
-                    .get_mut(path)
-                    .expect("projected paths are planned");
-                plan.refresh_offset = index as u64 * every / count;
+                let Some(plan) = self.plans.get_mut(path) else {
+                    continue;
+                };
+                plan.refresh_offset = match optimizer.state.weights.get(path) {
+                    Some(WeightState::LowRank(subspaces)) => subspaces.refresh_offset,
+                    _ => index as u64 * every / count,
+                };
             }
         }
         // Coordinates stand for a gradient only where the bases stay as they are.
@@ -1053,6 +1059,7 @@ impl ModuleVisitor for Survey<'_> {
         let treatment = self.optimizer.treatment(&path, &shape);
         if treatment == Treatment::Projected {
             self.projected.insert(path.clone(), [shape[0], shape[1]]);
+            self.projected_order.push(path.clone());
         }
         if self.optimizer.frozen.contains(&path) {
             self.frozen_met.insert(path.clone());
@@ -1168,9 +1175,6 @@ impl ModuleVisitor for Survey<'_> {
             }
             let norms = squared.into_iter().flatten().collect();
             self.layer_products.push((path.clone(), norms, dots));
-        }
-        if treatment == Treatment::Projected {
-            self.projected_order.push(path.clone());
         }
         self.plans.insert(
             path,

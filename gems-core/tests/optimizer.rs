@@ -750,6 +750,45 @@ fn staggered_refreshes_spread_over_the_period() {
     assert_eq!(refreshes_per_step(true), vec![2, 0, 1, 0, 1, 0]);
 }
 
+/// Staggered offsets stay where they are when a weight has no gradient in a step: its place
+/// among the projected weights does not move the others. (They were counted over the weights
+/// with a gradient, so at step 4 below `o` moved from offset 2 to 0: it refreshed out of turn,
+/// and its gradient, condensed under offset 2, was rejected by the step.)
+#[test]
+fn staggered_offsets_hold_when_a_weight_has_no_gradient() {
+    let device = device();
+    let config = GemsConfig {
+        method: Method::GemsNoNsp,
+        shared_rank: 4,
+        refresh_every: 4,
+        stagger_refresh: true,
+        ..GemsConfig::default()
+    };
+    let mut optimizer = config.init().unwrap();
+    let mut model = ToyModel::new(&device);
+    let mut refreshed = Vec::new();
+    for step in 0..8u64 {
+        let mut tasks = search_and_rec(
+            seeded_gradients(&model, 2 * step, 1.0),
+            seeded_gradients(&model, 2 * step + 1, 1.0),
+        );
+        if step == 4 {
+            for task in &mut tasks {
+                task.gradients.remove::<2>(model.q.weight.id);
+            }
+        }
+        let rec = tasks.pop().unwrap();
+        let search = optimizer.condense(&model, 0, tasks.pop().unwrap());
+        let (next, report) = optimizer
+            .step(0.01, model, vec![search, rec.into()])
+            .unwrap_or_else(|e| panic!("step {step}: {e}"));
+        model = next;
+        refreshed.push(report.refreshed);
+    }
+    // `q` (offset 0) at steps 0 and 4, but it has no gradient at 4; `o` (offset 2) at 0, 2, 6.
+    assert_eq!(refreshed, vec![2, 0, 1, 0, 0, 0, 1, 0]);
+}
+
 #[test]
 fn a_failed_refresh_keeps_the_previous_basis() {
     let device = device();
