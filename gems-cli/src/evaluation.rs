@@ -60,8 +60,9 @@ impl<'a> Evaluation<'a> {
         }
     }
 
-    /// The top items of each request with their scores (sum of identifier-token
-    /// log-probabilities), best first. `Sampled` ranks the request's targets and negatives,
+    /// The top items of each request with their scores (sum of the log-probabilities of the
+    /// decoded tokens: the identifier's, then EOS when identifiers differ in length; see
+    /// [`Experiment::decoded_sequences`]), best first. `Sampled` ranks the request's targets and negatives,
     /// `FullRanking` the catalogue.
     pub fn rank(
         &self,
@@ -157,6 +158,19 @@ impl<'a> Evaluation<'a> {
                 full_ranking: at_selection_cutoff(&full_ranking),
             },
         })
+    }
+}
+
+/// Warns when a beam of `beam_width` items is shorter than the largest cut-off: the metrics at
+/// the cut-offs beyond it then count only the hits within the beam.
+pub fn warn_if_shallow(beam_width: usize) {
+    let depth = DEFAULT_CUTOFFS.iter().copied().max().unwrap_or(0);
+    if beam_width < depth {
+        tracing::warn!(
+            "a beam width of {beam_width} ranks {beam_width} items: Recall, NDCG and MRR at the \
+             cut-offs above {beam_width} count only the hits among them (a beam width of {depth} \
+             measures them all)"
+        );
     }
 }
 

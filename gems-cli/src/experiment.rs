@@ -46,6 +46,8 @@ pub struct Experiment {
     pub item_tokens: Vec<(ItemId, Vec<u32>)>,
     /// Trie index of each item.
     pub item_index: HashMap<ItemId, usize>,
+    /// What decoding scores of each item, in the order of `item_tokens` ([`decoded_sequences`]).
+    pub decoded_sequences: Vec<Vec<u32>>,
     /// Titles by item, for display.
     pub titles: HashMap<ItemId, String>,
 }
@@ -128,6 +130,7 @@ impl Experiment {
             .enumerate()
             .map(|(index, (item, _))| (*item, index))
             .collect();
+        let decoded_sequences = decoded_sequences(&item_tokens, batch_options.eos_token_id);
         let titles = dataset
             .items
             .iter()
@@ -142,6 +145,7 @@ impl Experiment {
             batch_options,
             item_tokens,
             item_index,
+            decoded_sequences,
             titles,
         })
     }
@@ -186,14 +190,14 @@ impl Experiment {
         let mut trie = PrefixTrie::new();
         match items {
             None => {
-                for (index, (_, tokens)) in self.item_tokens.iter().enumerate() {
+                for (index, tokens) in self.decoded_sequences.iter().enumerate() {
                     trie.insert(tokens, index)?;
                 }
             }
             Some(items) => {
                 for item in items {
                     let index = self.item_index[item];
-                    trie.insert(&self.item_tokens[index].1, index)?;
+                    trie.insert(&self.decoded_sequences[index], index)?;
                 }
             }
         }
@@ -389,6 +393,27 @@ pub fn new_backbone(
     })
 }
 
+/// The token sequences constrained decoding scores, one per item of `item_tokens`: the
+/// identifiers themselves when they all have one length (atomic and semantic ids), each followed
+/// by `eos` when their lengths differ (titles). Training ends every target with EOS, so the
+/// score then is the probability of the whole sequence the model learnt to produce, and an
+/// identifier that is a prefix of another (`T` of `T (2)`) no longer outranks it by stopping
+/// early: without EOS, stopping costs nothing and every extension can only lower a score.
+fn decoded_sequences(item_tokens: &[(ItemId, Vec<u32>)], eos: u32) -> Vec<Vec<u32>> {
+    let lengths = item_tokens.iter().map(|(_, tokens)| tokens.len());
+    let one_length = lengths.clone().min() == lengths.max();
+    item_tokens
+        .iter()
+        .map(|(_, tokens)| {
+            let mut sequence = tokens.clone();
+            if !one_length {
+                sequence.push(eos);
+            }
+            sequence
+        })
+        .collect()
+}
+
 fn check_family(wanted: ModelKind, found: ModelKind, path: &Path) -> Result<()> {
     if wanted == found {
         Ok(())
@@ -478,4 +503,26 @@ fn batch_options(
     options.pad_token_id = pad;
     options.eos_token_id = eos;
     Ok(options)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_of_several_lengths_are_decoded_up_to_their_eos() {
+        const EOS: u32 = 1;
+        // Titles: `T` (tokens 7 8) is a prefix of `T (2)` (7 8 9 10).
+        let titles = vec![(10, vec![7, 8]), (11, vec![7, 8, 9, 10]), (12, vec![5])];
+        assert_eq!(
+            decoded_sequences(&titles, EOS),
+            vec![vec![7, 8, EOS], vec![7, 8, 9, 10, EOS], vec![5, EOS]]
+        );
+        // Atomic and semantic identifiers all have one length: decoded as they are.
+        let semantic = vec![(10, vec![3, 4, 5]), (11, vec![3, 4, 6])];
+        assert_eq!(
+            decoded_sequences(&semantic, EOS),
+            vec![vec![3, 4, 5], vec![3, 4, 6]]
+        );
+    }
 }

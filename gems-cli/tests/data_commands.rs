@@ -567,6 +567,12 @@ fn unknown_source_is_a_usage_error() {
 
 #[test]
 fn unknown_flag_values_are_usage_errors() {
+    // With no negatives every sampled metric would be 1, validation's included.
+    let stderr = usage_error(["data", "split", "somewhere", "--negatives", "0"]);
+    assert!(
+        stderr.contains("--negatives") && stderr.contains("at least 1"),
+        "{stderr}"
+    );
     let stderr = usage_error(["data", "split", "somewhere", "--on-invalid", "lenient"]);
     assert!(
         stderr.contains("invalid value 'lenient' for '--on-invalid <ON_INVALID>'"),

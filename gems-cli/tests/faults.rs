@@ -711,6 +711,24 @@ fn absurd_values_are_refused_with_the_reason() {
     assert!(!Path::new(compared).exists());
 }
 
+/// A beam narrower than the largest cut-off is evaluated with a warning that the deeper
+/// cut-offs count only the hits within it; a beam of 20 gives none.
+#[test]
+fn a_beam_narrower_than_the_cutoffs_is_warned_about() {
+    let folder = tempfile::tempdir().unwrap();
+    let data = small_synthetic(folder.path());
+    let run = folder.path().join("run");
+    succeed(&tiny_run(&data, &run, "1"));
+    let warning = "a beam width of 5 ranks 5 items";
+    let run = run.to_str().unwrap();
+    let narrow = gems(&["eval", run]);
+    assert!(narrow.status.success());
+    assert!(String::from_utf8_lossy(&narrow.stderr).contains(warning));
+    let wide = gems(&["eval", run, "--beam-width", "20"]);
+    assert!(wide.status.success());
+    assert!(!String::from_utf8_lossy(&wide.stderr).contains("ranks"));
+}
+
 /// Weights that overflow (a learning rate and weight decay whose product is beyond float32) are
 /// never saved: the run stops with one line and writes no model.
 #[test]

@@ -50,7 +50,7 @@ pub struct RequestMetrics {
     pub recall: Vec<f64>,
     /// NDCG at each cut-off.
     pub ndcg: Vec<f64>,
-    /// Reciprocal rank of the first relevant item.
+    /// Reciprocal rank of the first relevant item within the largest cut-off (0 beyond it).
     pub reciprocal_rank: f64,
 }
 
@@ -145,8 +145,12 @@ fn metrics_from_ranks(
         let ideal: f64 = (1..=relevant_count.min(cutoff)).map(discount).sum();
         ndcg.push(if ideal > 0.0 { dcg / ideal } else { 0.0 });
     }
+    // Within the largest cut-off, where a model's beam of that many items ends: a relevant
+    // item further down a baseline's full list counts no more than one the beam never reached.
+    let depth = cutoffs.iter().copied().max().unwrap_or(0);
     let reciprocal_rank = relevant_ranks
         .first()
+        .filter(|&&rank| rank <= depth)
         .map_or(0.0, |&rank| 1.0 / rank as f64);
     RequestMetrics {
         recall,
@@ -281,7 +285,7 @@ pub struct TaskMetrics {
     pub recall: BTreeMap<usize, f64>,
     /// NDCG@K by K.
     pub ndcg: BTreeMap<usize, f64>,
-    /// Mean reciprocal rank.
+    /// Mean reciprocal rank within the largest cut-off (MRR@20 with the default cut-offs).
     pub mrr: f64,
 }
 
@@ -324,7 +328,8 @@ impl fmt::Display for MetricsReport {
         for cutoff in &self.cutoffs {
             write!(formatter, "{:>9}", format!("ndcg@{cutoff}"))?;
         }
-        writeln!(formatter, "{:>8}", "mrr")?;
+        let depth = self.cutoffs.iter().max().copied().unwrap_or(0);
+        writeln!(formatter, "{:>8}", format!("mrr@{depth}"))?;
         for (task, table) in &self.tasks {
             write!(formatter, "{:<8}{:>9}", task.as_str(), table.requests)?;
             for value in table.recall.values() {

@@ -1,6 +1,8 @@
 //! Metrics against hand-computed values.
 
-use gems_data::metrics::{DEFAULT_CUTOFFS, MetricsAccumulator, evaluate_ranking, rank_by_score};
+use gems_data::metrics::{
+    DEFAULT_CUTOFFS, MetricsAccumulator, evaluate_ranking, evaluate_scores, rank_by_score,
+};
 use gems_data::{Protocol, Task};
 
 fn close(actual: f64, expected: f64) {
@@ -20,13 +22,24 @@ fn single_target_at_rank_three() {
     close(metrics.reciprocal_rank, 1.0 / 3.0);
 }
 
+/// The reciprocal rank counts within the largest cut-off only, as a model's beam of 20 items
+/// does: a baseline's full list gets no credit the beam could not have had.
 #[test]
-fn target_outside_top_k_scores_zero_at_k_but_counts_for_mrr() {
+fn target_outside_the_largest_cutoff_scores_zero_everywhere() {
     let ranking: Vec<u64> = (100..130).collect();
     let metrics = evaluate_ranking(&ranking, &[125], &DEFAULT_CUTOFFS);
     assert_eq!(metrics.recall, vec![0.0, 0.0, 0.0]);
     assert_eq!(metrics.ndcg, vec![0.0, 0.0, 0.0]);
-    close(metrics.reciprocal_rank, 1.0 / 26.0);
+    assert_eq!(metrics.reciprocal_rank, 0.0);
+    let at_twenty = evaluate_ranking(&ranking, &[119], &DEFAULT_CUTOFFS);
+    close(at_twenty.reciprocal_rank, 1.0 / 20.0);
+    let scored = evaluate_scores(
+        &ranking,
+        &ranking.iter().map(|&id| -(id as f64)).collect::<Vec<_>>(),
+        &[125],
+        &DEFAULT_CUTOFFS,
+    );
+    assert_eq!(scored.reciprocal_rank, 0.0);
 }
 
 #[test]
@@ -83,7 +96,7 @@ fn ties_are_pessimistic_for_relevant_items_and_stable_otherwise() {
     // All-equal scores (an uninformative ranker) put the target last: MRR = 1/4.
     let ranking = rank_by_score(&candidates, &[0.0; 4], &[12]);
     close(
-        evaluate_ranking(&ranking, &[12], &[1]).reciprocal_rank,
+        evaluate_ranking(&ranking, &[12], &DEFAULT_CUTOFFS).reciprocal_rank,
         0.25,
     );
     // NaN ranks last.

@@ -462,8 +462,9 @@ pub struct SplitArgs {
     /// What to do with records that fail validation.
     #[arg(long, value_enum, default_value_t = OnInvalid::Strict)]
     on_invalid: OnInvalid,
-    /// Fixed negatives per valid/test request.
-    #[arg(long, default_value_t = NegativeSampling::default().per_request)]
+    /// Fixed negatives per valid/test request (at least 1: with none, the sampled protocol ranks
+    /// the targets alone and every sampled metric, validation's included, is 1).
+    #[arg(long, default_value_t = NegativeSampling::default().per_request, value_parser = at_least_one)]
     negatives: usize,
     /// Seed of the negatives (valid: SEED, test: the next seed).
     #[arg(long, default_value_t = NegativeSampling::default().seed)]

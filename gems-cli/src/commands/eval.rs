@@ -49,6 +49,7 @@ impl EvalCommand {
         if beam_width == 0 {
             return Err(CliError::Settings("--beam-width must be at least 1".into()));
         }
+        crate::evaluation::warn_if_shallow(beam_width);
         let negatives = saved.experiment.negatives_per_request();
         let evaluation = Evaluation::new(&saved.experiment, beam_width);
         let name = saved.settings.method.name();

@@ -298,6 +298,7 @@ pub fn train(
     if let Some(summary) = ranks_summary(&effective_ranks) {
         println!("{summary}");
     }
+    crate::evaluation::warn_if_shallow(settings.beam_width);
     INTERRUPTED.store(false, Ordering::SeqCst);
     // A second Ctrl-C during the checkpoint write kills the process the usual way.
     let _ = ctrlc::set_handler(|| {
