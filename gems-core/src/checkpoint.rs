@@ -289,6 +289,8 @@ impl GemsOptimizer {
         };
         self.null_space = null_space;
         self.complements.clear();
+        // The state's bases were made with the state's own knowledge bases.
+        self.refresh_pending.clear();
         Ok(())
     }
 }

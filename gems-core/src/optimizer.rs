@@ -163,6 +163,9 @@ pub struct GemsOptimizer {
     /// Complements of the knowledge bases with more than half their side protected, computed on
     /// first use (deterministically, so not saved) for the removal from low-rank coordinates.
     pub(crate) complements: BTreeMap<String, Tensor<2>>,
+    /// Weights whose bases the next step recomputes whatever the schedule: those whose knowledge
+    /// directions changed after their bases were made ([`GemsOptimizer::with_null_space`]).
+    pub(crate) refresh_pending: BTreeSet<String>,
 }
 
 impl GemsOptimizer {
@@ -174,11 +177,31 @@ impl GemsOptimizer {
             null_space: NullSpace::new(),
             state: OptimizerState::default(),
             complements: BTreeMap::new(),
+            refresh_pending: BTreeSet::new(),
         }
     }
 
-    /// Uses these knowledge bases for null-space projection.
+    /// Uses these knowledge bases for null-space projection. Given after steps (or after
+    /// [`load_state`](Self::load_state)), the bases of every weight that the old or the new
+    /// knowledge bases cover are recomputed at the next step, whatever the refresh schedule,
+    /// so that they avoid the new directions from then on (bases made before would not).
     pub fn with_null_space(mut self, null_space: NullSpace) -> Self {
+        let covered: BTreeSet<&String> = self
+            .null_space
+            .iter()
+            .chain(null_space.iter())
+            .map(|(path, _)| path)
+            .collect();
+        let stale: Vec<String> = self
+            .state
+            .weights
+            .iter()
+            .filter(|(path, state)| {
+                matches!(state, WeightState::LowRank(_)) && covered.contains(path)
+            })
+            .map(|(path, _)| path.clone())
+            .collect();
+        self.refresh_pending.extend(stale);
         self.null_space = null_space;
         self.complements.clear();
         self.state.knowledge_parts.clear();
@@ -377,6 +400,12 @@ impl GemsOptimizer {
         (self.state.step + refresh_offset).is_multiple_of(self.config.refresh_every)
     }
 
+    /// Whether the next step recomputes the bases of the weight at `path`: by the schedule, or
+    /// because its knowledge directions changed since ([`with_null_space`](Self::with_null_space)).
+    pub(crate) fn refresh_due_at(&self, path: &str, refresh_offset: u64) -> bool {
+        self.refresh_pending.contains(path) || self.refresh_due(refresh_offset)
+    }
+
     /// The subspaces of the weight at `path` if [`condense`](Self::condense) replaces task
     /// `task`'s gradient of it by coordinates for the next step: it has them, no refresh is
     /// due, and the task has a basis of its own (or no task has one).
@@ -385,7 +414,7 @@ impl GemsOptimizer {
             return None;
         };
         let has_own_basis = subspaces.tasks.is_empty() || task < subspaces.tasks.len();
-        (has_own_basis && !self.refresh_due(subspaces.refresh_offset)).then_some(subspaces)
+        (has_own_basis && !self.refresh_due_at(path, subspaces.refresh_offset)).then_some(subspaces)
     }
 
     /// The paths of the weights whose gradient of task `task`
@@ -965,7 +994,7 @@ impl<'a> Survey<'a> {
             let refresh_due = self
                 .plans
                 .get(path)
-                .is_none_or(|plan| optimizer.refresh_due(plan.refresh_offset));
+                .is_none_or(|plan| optimizer.refresh_due_at(path, plan.refresh_offset));
             if refresh_due {
                 return Err(GemsError::InvalidStep(format!(
                     "`{path}`: its gradient was condensed, but this step recomputes its bases, \
@@ -1315,7 +1344,7 @@ impl UpdateMapper<'_> {
             };
             let due = previous
                 .as_ref()
-                .is_none_or(|_| self.optimizer.refresh_due(refresh_offset));
+                .is_none_or(|_| self.optimizer.refresh_due_at(path, refresh_offset));
             let with_task_subspaces = plan.task_rank > 0;
             let (mut subspaces, coordinates) = if condensed.iter().any(Option::is_some) {
                 let subspaces =
@@ -1346,6 +1375,7 @@ impl UpdateMapper<'_> {
                     refresh_offset,
                     knowledge,
                 );
+                self.optimizer.refresh_pending.remove(path);
                 let coordinates = Coordinates {
                     tasks: subspaces.own_coordinates(&task_gradients),
                     shared: subspaces.shared.projector.project(merged),

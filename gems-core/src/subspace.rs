@@ -62,10 +62,13 @@ impl Subspace {
                     .rotate(projector.transition_from(&self.projector)),
                 projector,
             },
-            MomentTransfer::Keep => Self {
+            // Kept as they are while the rank is; a new rank (other knowledge directions) has
+            // no moments to keep.
+            MomentTransfer::Keep if self.moments.first.dims()[0] == projector.rank() => Self {
                 moments: self.moments,
                 projector,
             },
+            MomentTransfer::Keep => Self::fresh(projector, weight_shape),
             MomentTransfer::Reset => Self::fresh(projector, weight_shape),
         }
     }
