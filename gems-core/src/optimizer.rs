@@ -5,12 +5,12 @@
 //! device the statistics the gate and the diagnostics need (squared norms, per-layer dot
 //! products), read back in a single transfer. The second (a mapper) updates the parameters.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::{GradientCheckpointingStrategy, Tensor};
 use rand::SeedableRng;
@@ -860,6 +860,8 @@ struct Survey<'a> {
     frozen_met: BTreeSet<String>,
     /// The weights some task gives as coordinates ([`GemsOptimizer::condense`]).
     condensed: BTreeSet<String>,
+    /// The path each parameter was first met at.
+    paths_by_id: HashMap<ParamId, String>,
 }
 
 /// What the survey read back.
@@ -892,6 +894,7 @@ impl<'a> Survey<'a> {
             any_gradient: false,
             frozen_met: BTreeSet::new(),
             condensed: BTreeSet::new(),
+            paths_by_id: HashMap::new(),
         }
     }
 
@@ -1084,6 +1087,15 @@ impl ModuleVisitor for Survey<'_> {
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let path = self.path.join(".");
+        // One parameter at two paths (a weight tied by cloning its `Param`) has one gradient,
+        // which the update would take for the first path and miss at the second.
+        if let Some(first) = self.paths_by_id.insert(param.id, path.clone()) {
+            self.problems.push(format!(
+                "`{path}` is the parameter `{first}` again (tied by sharing one `Param`); each \
+                 parameter must appear once in the module"
+            ));
+            return;
+        }
         let shape = param.val().dims().to_vec();
         let treatment = self.optimizer.treatment(&path, &shape);
         if treatment == Treatment::Projected {

@@ -1263,6 +1263,33 @@ fn a_frozen_parameter_is_left_alone_and_holds_no_state() {
     }
 }
 
+/// One parameter at two paths (a weight tied by cloning its `Param`) is refused by name and
+/// the module handed back unchanged: the update took its one gradient for the first path and
+/// panicked at the second.
+#[test]
+fn a_parameter_at_two_paths_is_refused() {
+    let device = device();
+    for method in [Method::Adamw, Method::GemsNoNsp] {
+        let mut model = ToyModel::new(&device);
+        model.o = model.q.clone();
+        let before = model.values();
+        let tasks = search_and_rec(
+            seeded_gradients(&model, 1, 1.0),
+            seeded_gradients(&model, 2, 1.0),
+        );
+        let mut optimizer = GemsConfig::for_method(method).init().unwrap();
+        let error = optimizer.step(0.1, model, tasks).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("`o.weight` is the parameter `q.weight` again"),
+            "{method:?}: {error}"
+        );
+        assert_eq!(error.module.values(), before);
+        assert_eq!(optimizer.steps(), 0);
+    }
+}
+
 /// Freezing a path that is no parameter of the model is refused before anything changes, and a
 /// saved state that holds moments of a parameter frozen now does not fit.
 #[test]
