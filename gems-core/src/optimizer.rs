@@ -862,6 +862,8 @@ struct Survey<'a> {
     condensed: BTreeSet<String>,
     /// The path each parameter was first met at.
     paths_by_id: HashMap<ParamId, String>,
+    /// Per task: the parameters of the module its full gradients were found for.
+    gradients_met: Vec<usize>,
 }
 
 /// What the survey read back.
@@ -895,6 +897,7 @@ impl<'a> Survey<'a> {
             frozen_met: BTreeSet::new(),
             condensed: BTreeSet::new(),
             paths_by_id: HashMap::new(),
+            gradients_met: vec![0; tasks.len()],
         }
     }
 
@@ -965,6 +968,15 @@ impl<'a> Survey<'a> {
                 count: self.missing_knowledge.len(),
                 first: first.clone(),
             });
+        }
+        for ((task, gradients), met) in self.tasks.iter().enumerate().zip(&self.gradients_met) {
+            let foreign = gradients.task.gradients.len().saturating_sub(*met);
+            if self.present[task] && foreign > 0 && *met > 0 {
+                self.problems.push(format!(
+                    "task {task} has gradients of {foreign} parameter(s) the module does not \
+                     have (computed for another model, or for parameters dropped from this one?)"
+                ));
+            }
         }
         if !self.problems.is_empty() {
             return Err(GemsError::InvalidStep(self.problems.join("; ")));
@@ -1126,6 +1138,9 @@ impl ModuleVisitor for Survey<'_> {
                     .flatten()
             })
             .collect();
+        for (met, gradient) in self.gradients_met.iter_mut().zip(&gradients) {
+            *met += usize::from(gradient.is_some());
+        }
         let condensed: Vec<Option<&CondensedWeight>> = self
             .tasks
             .iter()

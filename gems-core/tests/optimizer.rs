@@ -1290,6 +1290,32 @@ fn a_parameter_at_two_paths_is_refused() {
     }
 }
 
+/// Gradients of parameters the module does not have, beside its own, are refused (they were
+/// dropped silently; only gradients that were all foreign were refused).
+#[test]
+fn gradients_of_parameters_the_module_lacks_are_refused() {
+    let device = device();
+    let model = ToyModel::new(&device);
+    let before = model.values();
+    let other = ToyModel::new(&device);
+    let mut search = seeded_gradients(&model, 1, 1.0);
+    let foreign = seeded_gradients(&other, 2, 1.0);
+    search.register(
+        other.o.weight.id,
+        foreign.get::<2>(other.o.weight.id).unwrap(),
+    );
+    let tasks = search_and_rec(search, seeded_gradients(&model, 3, 1.0));
+    let mut optimizer = GemsConfig::for_method(Method::GemsNoNsp).init().unwrap();
+    let error = optimizer.step(0.1, model, tasks).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("task 0 has gradients of 1 parameter(s) the module does not have"),
+        "{error}"
+    );
+    assert_eq!(error.module.values(), before);
+}
+
 /// Freezing a path that is no parameter of the model is refused before anything changes, and a
 /// saved state that holds moments of a parameter frozen now does not fit.
 #[test]
