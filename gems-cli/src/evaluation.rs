@@ -62,8 +62,8 @@ impl<'a> Evaluation<'a> {
 
     /// The top items of each request with their scores (sum of the log-probabilities of the
     /// decoded tokens: the identifier's, then EOS when identifiers differ in length; see
-    /// [`Experiment::decoded_sequences`]), best first. `Sampled` ranks the request's targets and negatives,
-    /// `FullRanking` the catalogue.
+    /// [`Experiment::decoded_sequences`]), best first. `Sampled` ranks the request's targets
+    /// and negatives, `FullRanking` the catalogue.
     pub fn rank(
         &self,
         model: &Backbone,

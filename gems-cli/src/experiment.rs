@@ -46,7 +46,8 @@ pub struct Experiment {
     pub item_tokens: Vec<(ItemId, Vec<u32>)>,
     /// Trie index of each item.
     pub item_index: HashMap<ItemId, usize>,
-    /// What decoding scores of each item, in the order of `item_tokens` ([`decoded_sequences`]).
+    /// The tokens decoding scores for each item, in the order of `item_tokens`: its identifier,
+    /// followed by EOS when identifiers differ in length.
     pub decoded_sequences: Vec<Vec<u32>>,
     /// Titles by item, for display.
     pub titles: HashMap<ItemId, String>,

@@ -1101,13 +1101,14 @@ impl ModuleVisitor for Survey<'_> {
         let path = self.path.join(".");
         // One parameter at two paths (a weight tied by cloning its `Param`) has one gradient,
         // which the update would take for the first path and miss at the second.
-        if let Some(first) = self.paths_by_id.insert(param.id, path.clone()) {
+        if let Some(first) = self.paths_by_id.get(&param.id) {
             self.problems.push(format!(
                 "`{path}` is the parameter `{first}` again (tied by sharing one `Param`); each \
                  parameter must appear once in the module"
             ));
             return;
         }
+        self.paths_by_id.insert(param.id, path.clone());
         let shape = param.val().dims().to_vec();
         let treatment = self.optimizer.treatment(&path, &shape);
         if treatment == Treatment::Projected {
