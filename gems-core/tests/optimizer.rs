@@ -1371,6 +1371,19 @@ fn edited_state(
     (name, file)
 }
 
+/// The `gems` header (the optimizer's JSON) of the state file `bytes`.
+fn gems_header(bytes: &[u8]) -> String {
+    let (_, metadata) = safetensors::SafeTensors::read_metadata(bytes).unwrap();
+    metadata.metadata().as_ref().unwrap()["gems"].clone()
+}
+
+/// The state file `bytes` with its tensors as they are and `header` as its `gems` header.
+fn with_gems_header(bytes: &[u8], header: String) -> Vec<u8> {
+    let file = safetensors::SafeTensors::deserialize(bytes).unwrap();
+    let metadata = std::collections::HashMap::from([("gems".to_string(), header)]);
+    safetensors::serialize(file.tensors(), Some(metadata)).unwrap()
+}
+
 /// A saved correction mass (`[rows, 1]`) of another shape, say transposed, with the same values,
 /// is refused by the check instead of panicking in the next step's division; a NaN anywhere in
 /// the state is refused on loading, naming the tensor.
@@ -1436,10 +1449,8 @@ fn an_edited_state_header_does_not_fit() {
     let model = run_two_tasks(ToyModel::new(&device), &mut optimizer, 0..2);
     optimizer.save_state(&path).unwrap();
     let bytes = std::fs::read(&path).unwrap();
-    let (_, metadata) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
-    let header = metadata.metadata().as_ref().unwrap()["gems"].clone();
+    let header = gems_header(&bytes);
     assert!(header.contains(r#""task_steps":[2,2]"#), "{header}");
-    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     // `header` with the value after the first `key` (up to `end`) replaced by `value`.
     let edited = |key: &str, end: char, value: &str| {
         let start = header.find(key).expect("the key is in the header") + key.len();
@@ -1456,12 +1467,7 @@ fn an_edited_state_header_does_not_fit() {
             "has 0 task subspaces, expected 2",
         ),
     ] {
-        let metadata = std::collections::HashMap::from([("gems".to_string(), header)]);
-        std::fs::write(
-            &path,
-            safetensors::serialize(file.tensors(), Some(metadata)).unwrap(),
-        )
-        .unwrap();
+        std::fs::write(&path, with_gems_header(&bytes, header)).unwrap();
         let mut resumed = fresh();
         resumed.load_state(&path, &device).unwrap();
         let error = resumed
@@ -1487,21 +1493,10 @@ fn version_2_and_3_states_load() {
     let current = folder.path().join("v4.safetensors");
     optimizer.save_state(&current).unwrap();
     let bytes = std::fs::read(&current).unwrap();
-    let (_, metadata) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
-    let header = metadata.metadata().as_ref().unwrap()["gems"].clone();
+    let header = gems_header(&bytes);
     assert!(header.contains(r#""version":4"#), "{header}");
     assert!(!header.contains("slice"), "{header}");
-    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let with_header = |header: String| {
-        safetensors::serialize(
-            file.tensors(),
-            Some(std::collections::HashMap::from([(
-                "gems".to_string(),
-                header,
-            )])),
-        )
-        .unwrap()
-    };
+    let with_header = |header: String| with_gems_header(&bytes, header);
     let path = folder.path().join("old.safetensors");
     // The header an older writer made: its version, no `slice` keys, no knowledge parts.
     let without_parts = header.replace(r#","knowledge_parts":[]"#, "");
